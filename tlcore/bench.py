@@ -1,0 +1,128 @@
+"""Latency and throughput of a model on this machine (timm benchmark.py discipline).
+
+Warm-up first, synchronise the device before every clock read, ``inference_mode``, and
+report the median and p90 of many timed calls together with batch, dtype and layout.
+Results are kept on disk per (device, model, batch, dtype, layout, resolution).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from tlcore import paths
+from tlcore.device import device_name, parse_dtype, pick_device, synchronize
+from tlcore.zoo import ModelSpec, build
+
+CACHE = "latency.json"
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    model: str  # registry key
+    device: str  # cpu / cuda / mps
+    device_name: str
+    batch: int
+    dtype: str
+    channels_last: bool
+    resolution: int
+    median_ms: float  # per batch
+    p90_ms: float
+    images_per_s: float
+    runs: int
+    weights: str  # "random" (architecture-only timing) or "pretrained"
+    torch_version: str
+    measured_at: str
+
+    def cache_key(self) -> str:
+        return result_key(self.device_name, self.model, self.batch, self.dtype, self.channels_last,
+                          self.resolution)
+
+
+def result_key(device: str, model: str, batch: int, dtype: str, channels_last: bool, res: int) -> str:
+    layout = "channels_last" if channels_last else "contiguous"
+    return f"{device}|{model}|b{batch}|{dtype}|{layout}|{res}px"
+
+
+def time_calls(model: nn.Module, x: torch.Tensor, *, warmup: int = 3, repeats: int = 20,
+               max_seconds: float = 10.0) -> list[float]:
+    """Milliseconds per ``model(x)`` call: ``repeats`` timed calls after ``warmup`` untimed ones.
+
+    Stops early (after at least 3 timed calls) once ``max_seconds`` of timing have passed, so
+    a huge model on a small CPU still returns.
+    """
+    device = x.device
+    times: list[float] = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        synchronize(device)
+        started = time.perf_counter()
+        while len(times) < repeats:
+            t0 = time.perf_counter()
+            model(x)
+            synchronize(device)
+            times.append((time.perf_counter() - t0) * 1e3)
+            if len(times) >= 3 and time.perf_counter() - started > max_seconds:
+                break
+    return times
+
+
+def p90(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
+
+
+def prepare(model: nn.Module, device: torch.device, dtype: torch.dtype, channels_last: bool) -> nn.Module:
+    """A copy of ``model`` in eval mode on ``device`` with ``dtype``/layout (the original is
+    never changed: it may be shared by other sessions)."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return copy.deepcopy(model).eval().to(device=device, dtype=dtype, memory_format=fmt)
+
+
+def measure(spec: ModelSpec, *, batch: int = 1, device: str | torch.device | None = None,
+            dtype: str = "float32", channels_last: bool = False, model: nn.Module | None = None,
+            warmup: int = 3, repeats: int = 20, max_seconds: float = 10.0,
+            save: bool = True) -> BenchResult:
+    """Time ``spec`` at its crop size; ``model`` (e.g. pretrained) or else random weights."""
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    torch_dtype = parse_dtype(dtype, dev)
+    weights = "pretrained" if model is not None else "random"
+    net = prepare(model if model is not None else build(spec), dev, torch_dtype, channels_last)
+    x = torch.randn(batch, 3, spec.crop_size, spec.crop_size, device=dev, dtype=torch_dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    times = time_calls(net, x, warmup=warmup, repeats=repeats, max_seconds=max_seconds)
+    median = statistics.median(times)
+    result = BenchResult(
+        model=spec.key, device=dev.type, device_name=device_name(dev), batch=batch, dtype=dtype,
+        channels_last=channels_last, resolution=spec.crop_size, median_ms=round(median, 4),
+        p90_ms=round(p90(times), 4), images_per_s=round(batch * 1e3 / median, 2), runs=len(times),
+        weights=weights, torch_version=torch.__version__,
+        measured_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    if save:
+        paths.update_json(CACHE, result.cache_key(), asdict(result))
+    return result
+
+
+def saved_results(device: torch.device | None = None) -> list[BenchResult]:
+    """Earlier measurements (all devices, or only this ``device``'s hardware)."""
+    wanted = device_name(device) if device is not None else None
+    results = []
+    for row in paths.read_json(CACHE).values():
+        try:
+            result = BenchResult(**row)
+        except TypeError:  # a row from an older schema: skip rather than fail
+            continue
+        if wanted is None or result.device_name == wanted:
+            results.append(result)
+    return results

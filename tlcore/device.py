@@ -1,0 +1,119 @@
+"""Device and precision policy, decided in one place: cuda > mps > cpu."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+
+import torch
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+class DeviceError(ValueError):
+    """A device or dtype the user asked for is not usable here."""
+
+
+def available_devices() -> list[str]:
+    """Device kinds usable on this machine, best first."""
+    kinds = []
+    if torch.cuda.is_available():
+        kinds.append("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        kinds.append("mps")
+    kinds.append("cpu")
+    return kinds
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    """The best device here, or ``prefer`` if it is usable (else DeviceError)."""
+    kinds = available_devices()
+    if prefer is None:
+        return torch.device(kinds[0])
+    kind = prefer.split(":")[0]
+    if kind not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"unknown device {prefer!r}; choose one of: cpu, cuda, mps")
+    if kind not in kinds:
+        raise DeviceError(f"device {prefer!r} is not available here; available: {', '.join(kinds)}")
+    return torch.device(prefer)
+
+
+def supported_dtypes(device: torch.device) -> tuple[str, ...]:
+    """Inference dtypes worth offering on ``device`` (fp32 always)."""
+    if device.type == "cuda":
+        low = ("bfloat16", "float16") if torch.cuda.is_bf16_supported() else ("float16",)
+        return ("float32", *low)
+    if device.type == "mps":
+        return ("float32", "float16")
+    # CPU: bf16 kernels exist (oneDNN); fp16 convolutions are slow or missing on most CPUs.
+    return ("float32", "bfloat16")
+
+
+def parse_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``name`` as a torch dtype, checked against what ``device`` supports."""
+    if name not in DTYPES:
+        raise DeviceError(f"unknown dtype {name!r}; choose one of: {', '.join(DTYPES)}")
+    if name not in supported_dtypes(device):
+        ok = ", ".join(supported_dtypes(device))
+        raise DeviceError(f"dtype {name} is not supported on {device.type}; supported: {ok}")
+    return DTYPES[name]
+
+
+def device_name(device: torch.device) -> str:
+    """A human name that identifies the hardware (keys the latency cache)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return f"Apple {platform.machine()} (MPS)"
+    return f"CPU {_cpu_model()} ({torch.get_num_threads()} threads)"
+
+
+def _cpu_model() -> str:
+    # platform.processor() is empty on Linux; /proc/cpuinfo names the part.
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    kind: str
+    name: str
+    memory_gb: float | None
+    torch_version: str
+    cuda_version: str | None
+    cpu_count: int
+
+
+def describe(device: torch.device | None = None) -> DeviceInfo:
+    """What the sidebar shows: which device, how much memory, which torch."""
+    device = device or pick_device()
+    memory = None
+    if device.type == "cuda":
+        memory = torch.cuda.get_device_properties(device).total_memory / 2**30
+    return DeviceInfo(
+        kind=device.type,
+        name=device_name(device),
+        memory_gb=memory,
+        torch_version=torch.__version__,
+        cuda_version=torch.version.cuda if device.type == "cuda" else None,
+        cpu_count=os.cpu_count() or 1,
+    )
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued kernels, so a clock read after it measures finished work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

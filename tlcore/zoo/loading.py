@@ -1,0 +1,103 @@
+"""Building architectures and loading pretrained weights through each library's own path."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import asdict
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models import get_model, regnet
+
+from tlcore import paths
+from tlcore.zoo import lite
+from tlcore.zoo.blocks import block_list, depth
+from tlcore.zoo.registry import weights_available
+from tlcore.zoo.spec import Block, ModelSpec
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights are neither cached nor downloadable; the message says what to do."""
+
+
+def _lite_item(spec: ModelSpec) -> lite.LiteModel:
+    return next(item for item in lite.LITE_MODELS if item.model == spec.model)
+
+
+def build(spec: ModelSpec) -> nn.Module:
+    """The architecture with random weights, on the current default device (no download)."""
+    if spec.family == "efficientnet_lite":
+        return lite.build(_lite_item(spec))
+    return get_model(spec.model, weights=None, **dict(spec.arch_kwargs))
+
+
+@contextlib.contextmanager
+def _regnet_widths_on_cpu() -> Iterator[None]:
+    # RegNet computes its stage widths with tensor ops and .tolist(), which a meta tensor
+    # cannot answer; that arithmetic runs on the CPU while the layers go to meta.
+    original = regnet.BlockParams.__dict__["from_init_params"]
+
+    def on_cpu(cls, *args, **kwargs):
+        with torch.device("cpu"):
+            return original.__func__(cls, *args, **kwargs)
+
+    regnet.BlockParams.from_init_params = classmethod(on_cpu)
+    try:
+        yield
+    finally:
+        regnet.BlockParams.from_init_params = original
+
+
+def build_meta(spec: ModelSpec) -> nn.Module:
+    """The architecture on the meta device: shapes only, built in milliseconds, no memory."""
+    with _regnet_widths_on_cpu(), torch.device("meta"):
+        return build(spec).eval()
+
+
+def load(spec: ModelSpec, *, device: torch.device | str = "cpu", pretrained: bool = True) -> nn.Module:
+    """The model in eval mode on ``device``; pretrained via torchvision's download-and-cache path.
+
+    Raises WeightsUnavailableError when the weights are not cached and cannot be fetched.
+    """
+    if not pretrained:
+        model = build(spec)
+    elif spec.family == "efficientnet_lite":
+        try:
+            model = lite.load_pretrained(_lite_item(spec))
+        except FileNotFoundError as err:
+            raise WeightsUnavailableError(f"{spec.key}: weights package missing — {err}") from err
+    else:
+        model = _load_torchvision(spec)
+    return model.eval().to(device)
+
+
+def _load_torchvision(spec: ModelSpec) -> nn.Module:
+    weights = torchvision.models.get_model_weights(spec.model)[spec.weights]
+    try:
+        return get_model(spec.model, weights=weights)
+    except (OSError, RuntimeError, ValueError) as err:  # URLError is an OSError
+        if weights_available(spec):
+            raise  # a cached file that fails to load is a real error, not a missing download
+        raise WeightsUnavailableError(
+            f"{spec.key}: weights are not cached and could not be downloaded "
+            f"({type(err).__name__}: {err}). Download {spec.weights_url} and save it as "
+            f"{spec.weights_file} (set TORCH_HOME to use another cache folder)."
+        ) from err
+
+
+def arch_info(spec: ModelSpec) -> dict:
+    """Depth and block list, from a meta-device build, cached on disk per torchvision version."""
+
+    def compute() -> dict:
+        model = build_meta(spec)
+        return {"depth": depth(model), "blocks": [asdict(b) for b in block_list(model, spec.family)]}
+
+    key = f"{spec.model}|{dict(spec.arch_kwargs)}"
+    return paths.cached_json(f"arch-info-tv{torchvision.__version__}.json", key, compute)
+
+
+def blocks(spec: ModelSpec) -> tuple[Block, ...]:
+    """The freezable blocks of ``spec``'s architecture, in forward order."""
+    return tuple(Block(b["name"], tuple(b["members"]), b["params"]) for b in arch_info(spec)["blocks"])
