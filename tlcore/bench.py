@@ -10,9 +10,11 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import statistics
+import threading
 import time
 from dataclasses import asdict, dataclass
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -21,6 +23,8 @@ from tlcore.device import device_name, parse_dtype, pick_device, synchronize
 from tlcore.zoo import ModelSpec, build
 
 CACHE = "latency.json"
+# Two timings running at once slow each other down: one at a time per process.
+_TIMING_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -60,9 +64,12 @@ def time_calls(model: nn.Module, x: torch.Tensor, *, warmup: int = 3, repeats: i
     device = x.device
     times: list[float] = []
     with torch.inference_mode():
-        for _ in range(warmup):
+        started = time.perf_counter()
+        for _ in range(warmup):  # a huge model on a small CPU gets one warm-up call, not three
             model(x)
-        synchronize(device)
+            synchronize(device)
+            if time.perf_counter() - started > max_seconds / 2:
+                break
         started = time.perf_counter()
         while len(times) < repeats:
             t0 = time.perf_counter()
@@ -100,7 +107,9 @@ def measure(spec: ModelSpec, *, batch: int = 1, device: str | torch.device | Non
     x = torch.randn(batch, 3, spec.crop_size, spec.crop_size, device=dev, dtype=torch_dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    times = time_calls(net, x, warmup=warmup, repeats=repeats, max_seconds=max_seconds)
+    with _TIMING_LOCK:
+        times = time_calls(net, x, warmup=warmup, repeats=repeats, max_seconds=max_seconds)
+    del net, x  # free device memory before the next model
     median = statistics.median(times)
     result = BenchResult(
         model=spec.key, device=dev.type, device_name=device_name(dev), batch=batch, dtype=dtype,
@@ -126,3 +135,14 @@ def saved_results(device: torch.device | None = None) -> list[BenchResult]:
         if wanted is None or result.device_name == wanted:
             results.append(result)
     return results
+
+
+def latency_table(device: torch.device, *, batch: int, dtype: str, channels_last: bool) -> pd.DataFrame:
+    """Saved measurements on this device's hardware for one configuration, one row per model."""
+    name = device_name(device)
+    rows = [asdict(r) for r in saved_results(device)
+            if r.device_name == name and r.batch == batch and r.dtype == dtype
+            and r.channels_last == channels_last]
+    columns = ["model", "median_ms", "p90_ms", "images_per_s", "weights", "measured_at"]
+    frame = pd.DataFrame(rows, columns=list(BenchResult.__dataclass_fields__))[columns]
+    return frame.rename(columns={"model": "key"}).drop_duplicates("key", keep="last")

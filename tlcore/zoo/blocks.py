@@ -89,7 +89,8 @@ def _merge_empty(groups: list[list[Unit]]) -> list[list[Unit]]:
 def _name(group: list[Unit], index: int, total: int) -> str:
     if index == total - 1:
         return "head"
-    paths = [p for p, _ in group]
+    # Trailing ReLU / adaptive pooling do not name a block; a stage-closing max-pool does.
+    paths = [p for p, m in group if _has_params(m) or isinstance(m, _POOLS)] or [group[0][0]]
     if index == 0 and (len(paths) > 1 or _is_leaf(group[0][1])):
         return "stem"
     if len(paths) == 1:
@@ -113,9 +114,10 @@ def _by_patterns(model: nn.Module, patterns: list[tuple[str, str]]) -> dict[str,
 def _vit_groups(model: nn.Module) -> list[list[Unit]]:
     enc = model.get_submodule("encoder")
     stem: list[Unit] = [(n, None) for n, _ in model.named_parameters(recurse=False)]
-    stem += [("conv_proj", model.conv_proj), ("encoder.pos_embedding", None)]
+    stem += [("conv_proj", model.conv_proj), ("encoder.pos_embedding", None),
+             ("encoder.dropout", enc.dropout)]
     layers = [[(f"encoder.layers.{n}", m)] for n, m in enc.layers.named_children()]
-    head: list[Unit] = [("encoder.dropout", enc.dropout), ("encoder.ln", enc.ln), ("heads", model.heads)]
+    head: list[Unit] = [("encoder.ln", enc.ln), ("heads", model.heads)]
     return [stem, *layers, head]
 
 
@@ -130,8 +132,9 @@ def _lite_groups(model: nn.Module) -> list[list[Unit]]:
             stages.append([])
             width = out
         stages[-1].append((f"_blocks.{i}", blk))
-    stem: list[Unit] = [("_conv_stem", model._conv_stem), ("_bn0", model._bn0)]
-    head = [(n, m) for n, m in model.named_children() if n not in ("_conv_stem", "_bn0", "_blocks")]
+    # The one activation module is shared by stem and head; it is first used in the stem.
+    stem: list[Unit] = [("_conv_stem", model._conv_stem), ("_bn0", model._bn0), ("_swish", model._swish)]
+    head = [(n, m) for n, m in model.named_children() if n not in ("_conv_stem", "_bn0", "_swish", "_blocks")]
     return [stem, *stages, head]
 
 

@@ -1,0 +1,19 @@
+"""Transferability Explorer — router and shared sidebar (no torch code here)."""
+
+import streamlit as st
+
+from ui import sidebar
+
+st.set_page_config(page_title="Transferability Explorer", page_icon=":material/transfer_within_a_station:", layout="wide")
+
+PAGES = [
+    st.Page("pages/zoo.py", title="Model zoo", icon=":material/view_list:", url_path="zoo", default=True),
+    st.Page("pages/data.py", title="Data", icon=":material/photo_library:", url_path="data"),
+    st.Page("pages/recommend.py", title="Strategy", icon=":material/explore:", url_path="strategy"),
+    st.Page("pages/finetune.py", title="Fine-tune lab", icon=":material/tune:", url_path="finetune"),
+    st.Page("pages/visualize.py", title="Inside the network", icon=":material/visibility:", url_path="visualize"),
+]
+
+page = st.navigation(PAGES)
+sidebar.render()
+page.run()

@@ -1,0 +1,15 @@
+import os
+import tempfile
+
+import pytest
+
+# Every test session gets its own tlcore data dir and an empty torch hub cache, so tests never
+# read a developer's caches and never depend on what happens to be downloaded.
+_HOME = tempfile.mkdtemp(prefix="tlcore-test-")
+os.environ["TLCORE_HOME"] = os.path.join(_HOME, "tlcore")
+os.environ["TORCH_HOME"] = os.path.join(_HOME, "torch")
+
+
+@pytest.fixture(scope="session")
+def tlcore_home() -> str:
+    return os.environ["TLCORE_HOME"]

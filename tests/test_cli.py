@@ -1,0 +1,78 @@
+"""The CLI: JSON shapes, agreement with the registry, one-line errors with exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torchvision
+from torchvision.models import get_model_weights, list_models
+
+from tlcore.cli import main
+
+
+def run_json(capsys, *argv):
+    assert main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_zoo_json_lists_every_weight_with_torchvision_metadata(capsys):
+    rows = run_json(capsys, "zoo", "--format", "json")
+    by_key = {r["key"]: r for r in rows}
+    for model in list_models(module=torchvision.models):
+        for w in get_model_weights(model):
+            row = by_key[f"{model}.{w.name}"]
+            assert row["params"] == w.meta["num_params"]
+            acc1 = w.meta["_metrics"]["ImageNet-1K"]["acc@1"]
+            assert row["acc1"] == (None if acc1 != acc1 else acc1)  # NaN → null
+    required = {"model", "weights", "family", "params", "gflops", "file_size_mb", "acc1", "acc5",
+                "weights_available"}
+    assert all(required <= set(r) for r in rows)
+    lite = [r for r in rows if r["family"] == "efficientnet_lite"]
+    assert len(lite) == 3 and all(r["weights_available"] for r in lite)
+
+
+def test_zoo_csv_and_filters(capsys):
+    assert main(["zoo", "--format", "csv", "--family", "resnet"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    expected = sum(len(get_model_weights(m)) for m in list_models(module=torchvision.models)
+                   if m.startswith("resnet"))
+    assert lines[0].startswith("key,model,weights,family") and len(lines) == 1 + expected
+    rows = run_json(capsys, "zoo", "--format", "json", "--available")
+    assert {r["family"] for r in rows} == {"efficientnet_lite"}
+
+
+def test_bench_json(capsys):
+    row = run_json(capsys, "bench", "mobilenet_v3_small", "--batch", "1", "--device", "cpu",
+                   "--format", "json", "--repeats", "3")
+    assert {"model", "device", "batch", "dtype", "median_ms", "p90_ms", "images_per_s"} <= set(row)
+    assert row["device"] == "cpu" and row["batch"] == 1 and row["median_ms"] > 0
+    rows = run_json(capsys, "bench", "efficientnet_lite0", "--batch", "1", "2", "--pretrained",
+                    "--format", "json", "--repeats", "2", "--device", "cpu")
+    assert [r["batch"] for r in rows] == [1, 2] and rows[0]["weights"] == "pretrained"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["bench", "resnt18"], "unknown model 'resnt18'; did you mean: resnet18"),
+    (["bench", "resnet18", "--batch", "0"], "must be at least 1"),
+    (["bench", "resnet18", "--batch", "x"], "expected a whole number"),
+    (["bench", "resnet18", "--dtype", "int8"], "invalid choice"),
+    (["bench", "resnet18", "--device", "tpu"], "invalid choice"),
+    (["zoo", "--format", "xml"], "invalid choice"),
+    (["frobnicate"], "invalid choice"),
+    ([], "required"),
+])
+def test_bad_input_is_one_clear_line_and_exit_2(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tlcore: error:") and message in err and "\n" not in err
+
+
+@pytest.mark.parametrize("argv", [["bench", "vgg1"], ["bench", "resnet18", "--dtype", "float16",
+                                                       "--device", "cpu"]])
+def test_real_process_prints_no_traceback(argv):
+    proc = subprocess.run([sys.executable, "-m", "tlcore", *argv], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.startswith("tlcore: error:")
+    assert proc.stdout == ""

@@ -1,0 +1,33 @@
+import pytest
+import torch
+
+from tlcore.device import DeviceError, describe, parse_dtype, pick_device, supported_dtypes
+
+
+def test_pick_device_prefers_what_is_there():
+    assert pick_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else pick_device().type
+    assert pick_device().type == expected
+
+
+def test_unavailable_and_unknown_devices_are_refused_with_choices():
+    with pytest.raises(DeviceError, match="choose one of"):
+        pick_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="not available here; available: cpu"):
+            pick_device("cuda")
+
+
+def test_dtype_policy():
+    cpu = torch.device("cpu")
+    assert supported_dtypes(cpu) == ("float32", "bfloat16")
+    assert parse_dtype("bfloat16", cpu) is torch.bfloat16
+    with pytest.raises(DeviceError):
+        parse_dtype("float16", cpu)
+    with pytest.raises(DeviceError, match="unknown dtype"):
+        parse_dtype("int8", cpu)
+
+
+def test_describe_cpu():
+    info = describe(torch.device("cpu"))
+    assert info.kind == "cpu" and info.torch_version == torch.__version__ and info.cpu_count >= 1

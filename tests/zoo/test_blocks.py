@@ -1,0 +1,88 @@
+"""Block lists over the whole registry: complete, disjoint, in forward order, head last."""
+
+import pytest
+import torch
+
+from tlcore import zoo
+from tlcore.zoo.blocks import block_list, depth
+
+SPECS = zoo.list_models()
+# One architecture per (model, builder arguments): weights sharing an architecture share blocks.
+ARCHS = list({(s.model, s.arch_kwargs): s for s in SPECS}.values())
+
+
+def _recorder(path, order, calls):
+    def hook(module, args):  # returns None: the input passes through unchanged
+        calls.append(path)
+        order.setdefault(path, len(calls))
+
+    return hook
+
+
+def _fire_order(model, blocks, size):
+    """Index of the first forward call of each block member (None: never ran)."""
+    order, calls = {}, []
+    handles = []
+    for block in blocks:
+        for path in block.members:
+            try:
+                module = model.get_submodule(path)
+            except AttributeError:
+                continue  # a bare parameter (ViT's class token) has no hook
+            handles.append(module.register_forward_pre_hook(_recorder(path, order, calls)))
+    with torch.no_grad():
+        model(torch.empty(1, 3, size, size, device="meta"))
+    for h in handles:
+        h.remove()
+    return order
+
+
+@pytest.mark.parametrize("spec", ARCHS, ids=lambda s: s.key)
+def test_blocks_cover_every_parameter_once_in_forward_order(spec):
+    model = zoo.build_meta(spec)
+    blocks = block_list(model, spec.family)
+    assert 3 <= len(blocks) <= 40
+    assert blocks[-1].name == "head" and len({b.name for b in blocks}) == len(blocks)
+
+    owner = {}
+    for i, block in enumerate(blocks):
+        for path in block.members:
+            try:
+                params = dict(model.get_submodule(path).named_parameters(prefix=path))
+            except AttributeError:
+                params = {path: model.get_parameter(path)}
+            for name in params:
+                assert name not in owner, f"{name} in two blocks"
+                owner[name] = i
+    assert set(owner) == {n for n, _ in model.named_parameters()}
+    assert sum(b.params for b in blocks) == sum(p.numel() for p in model.parameters())
+
+    # The classifier (last layer with num_classes outputs) lives in the head.
+    last = [n for n, m in model.named_modules()
+            if getattr(m, "out_features", getattr(m, "out_channels", None)) == spec.num_classes]
+    assert any(last[-1] == p or last[-1].startswith(p + ".") for p in blocks[-1].members)
+
+    fired = _fire_order(model, blocks, spec.crop_size)
+    spans = [[fired[p] for p in b.members if p in fired] for b in blocks]
+    spans = [s for s in spans if s]
+    for earlier, later in zip(spans, spans[1:]):
+        assert max(earlier) < min(later), "blocks out of forward order"
+
+
+def test_arch_info_is_cached_and_matches_a_fresh_build():
+    spec = zoo.get_spec("resnet50")
+    info = zoo.arch_info(spec)
+    assert [b["name"] for b in info["blocks"]] == ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
+    assert info["depth"] == depth(zoo.build_meta(spec)) == 54
+    assert zoo.blocks(spec)[1].params == sum(p.numel() for p in zoo.build_meta(spec).layer1.parameters())
+
+
+@pytest.mark.parametrize(("model", "names"), [
+    ("vgg16", ["stem", "features.5-9", "features.10-16", "features.17-23", "features.24-30", "head"]),
+    ("densenet121", ["stem", "denseblock1", "denseblock2", "denseblock3", "denseblock4", "head"]),
+    ("googlenet", ["stem", "inception3", "inception4", "inception5", "head"]),
+    ("regnet_y_400mf", ["stem", "trunk_output.block1", "trunk_output.block2",
+                        "trunk_output.block3", "trunk_output.block4", "head"]),
+])
+def test_family_block_names(model, names):
+    assert [b.name for b in zoo.blocks(zoo.get_spec(model))] == names

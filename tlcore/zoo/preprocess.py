@@ -1,0 +1,32 @@
+"""Each model's own input pipeline, from its spec (torchvision transforms v2)."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torchvision.models import ResNet18_Weights
+from torchvision.transforms import InterpolationMode, v2
+
+from tlcore.zoo.spec import ModelSpec
+
+
+def eval_transform(spec: ModelSpec) -> v2.Compose:
+    """Resize → centre crop → float → normalise, as the weights were evaluated.
+
+    Takes a uint8 tensor image (C×H×W or N×C×H×W) or a PIL image.
+    """
+    return v2.Compose([
+        v2.ToImage(),
+        v2.Resize(spec.resize_size, interpolation=InterpolationMode(spec.interpolation), antialias=True),
+        v2.CenterCrop(spec.crop_size),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean=list(spec.mean), std=list(spec.std)),
+    ])
+
+
+@functools.cache
+def imagenet_categories() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names in the standard index order (torchvision's metadata);
+    the TF-trained Lite models use the same order."""
+    return tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])

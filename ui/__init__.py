@@ -1,0 +1,1 @@
+"""Streamlit-only glue: cached resources, widget groups, figure builders."""

@@ -1,0 +1,32 @@
+"""The sidebar every page shares: device, torch, what works offline."""
+
+from __future__ import annotations
+
+import streamlit as st
+import torch
+
+from ui import resources
+
+
+def render() -> None:
+    info = resources.device_info()
+    with st.sidebar:
+        if info.kind == "cpu":
+            st.markdown(f"**Device:** CPU · {info.cpu_count} cores")
+            st.caption(info.name)
+        else:
+            memory = f" · {info.memory_gb:.0f} GiB" if info.memory_gb else ""
+            st.markdown(f"**Device:** {info.kind.upper()} · {info.name}{memory}")
+        cuda = f" · CUDA {info.cuda_version}" if info.cuda_version else ""
+        st.caption(f"torch {info.torch_version}{cuda}")
+        status = resources.offline_status()
+        n_ok = int(status.available.sum())
+        st.markdown(f"**Pretrained weights offline:** {n_ok} of {len(status)}")
+        with st.expander("What works offline"):
+            st.write(
+                "Available now: " + ", ".join(f"`{k}`" for k in status.key[status.available]))
+            st.caption(
+                "Architecture-only work (latency, parameters, block lists) needs no download. "
+                "Other torchvision weights download on first use into "
+                f"`{torch.hub.get_dir()}/checkpoints` (set `TORCH_HOME` to move it)."
+            )

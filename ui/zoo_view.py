@@ -1,0 +1,157 @@
+"""Widget groups and helpers for the Model zoo page."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+import streamlit as st
+
+from tlcore.zoo import WeightsUnavailableError
+from ui import resources, url_state
+
+BATCHES = [1, 8, 32, 64, 128, 256]
+PARAM_STEPS = [1, 2, 5, 10, 25, 50, 100, 250, 1000]  # millions
+MAX_PER_CLICK = 20
+AXIS_LABELS = {"latency": "Measured latency", "params": "Parameters", "gflops": "GFLOPs"}
+
+
+@dataclass(frozen=True)
+class View:
+    families: list[str]
+    min_top1: float
+    max_params_m: int
+    offline: bool
+    default_only: bool
+    batch: int
+    dtype: str
+    channels_last: bool
+    axis: str
+
+
+def controls(table: pd.DataFrame) -> View:
+    """Filter and measurement widgets, seeded from the URL."""
+    families = sorted(table.family.unique())
+    url_state.seed_list("family", [], families)
+    url_state.seed("min_top1", 0.0, float)
+    url_state.seed("max_params", PARAM_STEPS[-1], int)
+    url_state.seed("offline", False, url_state.as_bool)
+    url_state.seed("default_only", False, url_state.as_bool)
+    url_state.seed("batch", 1, int)
+    url_state.seed("dtype", "float32", str)
+    url_state.seed("channels_last", False, url_state.as_bool)
+    url_state.seed("x", "gflops", str)
+    if st.session_state.max_params not in PARAM_STEPS:
+        st.session_state.max_params = PARAM_STEPS[-1]
+    if st.session_state.batch not in BATCHES:
+        st.session_state.batch = 1
+    if st.session_state.dtype not in resources.dtypes():
+        st.session_state.dtype = "float32"
+    if st.session_state.x not in AXIS_LABELS:
+        st.session_state.x = "gflops"
+
+    c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
+    c1.multiselect("Families", families, key="family", placeholder="All families")
+    c2.slider("Min ImageNet top-1 (%)", 0.0, 90.0, step=0.5, key="min_top1")
+    c3.select_slider("Max parameters (M)", PARAM_STEPS, key="max_params")
+    with c4:
+        st.toggle("Offline only", key="offline",
+                  help="Only weights already on this machine (no download needed).")
+        st.toggle("Default weights", key="default_only",
+                  help="One row per architecture: torchvision's recommended weights.")
+
+    d1, d2, d3, d4 = st.columns([2, 2, 2, 3])
+    d1.selectbox("Batch size", BATCHES, key="batch")
+    d2.segmented_control("Precision", list(resources.dtypes()), key="dtype", required=True)
+    d3.toggle("channels_last", key="channels_last",
+              help="NHWC memory layout: often faster for convolutions on GPUs and recent CPUs.")
+    d4.segmented_control("Chart x-axis", list(AXIS_LABELS), key="x", required=True,
+                         format_func=AXIS_LABELS.get)
+    s = st.session_state
+    return View(s.family, s.min_top1, s.max_params, s.offline, s.default_only, s.batch, s.dtype,
+                s.channels_last, s.x)
+
+
+def url_values(view: View, compare: list[str]) -> dict:
+    return {"family": view.families, "min_top1": view.min_top1, "max_params": view.max_params_m,
+            "offline": view.offline, "default_only": view.default_only, "batch": view.batch,
+            "dtype": view.dtype, "channels_last": view.channels_last, "x": view.axis,
+            "compare": compare}
+
+
+def filtered(table: pd.DataFrame, view: View) -> pd.DataFrame:
+    keep = table.params / 1e6 <= view.max_params_m
+    if view.families:
+        keep &= table.family.isin(view.families)
+    if view.min_top1 > 0:
+        keep &= table.acc1 >= view.min_top1
+    if view.offline:
+        keep &= table.weights_available
+    if view.default_only:
+        keep &= table.is_default
+    return table[keep]
+
+
+def with_latency(frame: pd.DataFrame, view: View) -> pd.DataFrame:
+    measured = resources.latency(view.batch, view.dtype, view.channels_last)
+    out = frame.merge(measured, on="key", how="left")
+    return out.assign(params_m=out.params / 1e6)
+
+
+def request_measurement(keys: list[str]) -> None:
+    st.session_state.zoo_pending = keys[:MAX_PER_CLICK]
+    st.rerun()
+
+
+def run_pending(view: View) -> None:
+    """Measure the models queued by the button, streaming each result as it arrives."""
+    keys = st.session_state.pop("zoo_pending", None)
+    if not keys:
+        return
+    bar = st.progress(0.0, text="Starting…")
+    live = st.empty()
+    rows, errors = [], []
+    started = time.perf_counter()
+    for i, key in enumerate(keys):
+        bar.progress(i / len(keys), text=f"Measuring {key} ({i + 1}/{len(keys)}) — batch "
+                     f"{view.batch}, {view.dtype}{', channels_last' if view.channels_last else ''}")
+        try:
+            r = resources.measure(key, batch=view.batch, dtype=view.dtype,
+                                  channels_last=view.channels_last)
+            rows.append({"model": key, "median ms": r.median_ms, "p90 ms": r.p90_ms,
+                         "images/s": r.images_per_s, "weights": r.weights, "runs": r.runs})
+        except (RuntimeError, WeightsUnavailableError, MemoryError) as err:  # OOM is a RuntimeError
+            errors.append(f"{key}: {str(err).splitlines()[0][:200]}")
+        live.dataframe(pd.DataFrame(rows), hide_index=True)
+    bar.progress(1.0, text=f"Measured {len(rows)} of {len(keys)} in {time.perf_counter() - started:.1f} s")
+    for message in errors:
+        st.warning(f"Not measured — {message}")
+
+
+COLUMN_CONFIG = {
+    "key": st.column_config.TextColumn("Model · weights", width="medium"),
+    "family": "Family",
+    "year": st.column_config.NumberColumn("Year", format="%d"),
+    "acc1": st.column_config.NumberColumn("Top-1 %", format="%.2f"),
+    "acc5": st.column_config.NumberColumn("Top-5 %", format="%.2f"),
+    "params_m": st.column_config.NumberColumn("Params (M)", format="%.2f"),
+    "gflops": st.column_config.NumberColumn("GFLOPs", format="%.2f", help="Multiply-adds per image (1e9)"),
+    "median_ms": st.column_config.NumberColumn("Latency ms", format="%.2f",
+                                               help="Median per batch, measured here (this configuration)"),
+    "images_per_s": st.column_config.NumberColumn("Images/s", format="%.1f"),
+    "weights_available": st.column_config.CheckboxColumn("Offline", help="Weights on disk now"),
+    "file_size_mb": st.column_config.NumberColumn("File (MB)", format="%.1f"),
+    "depth": st.column_config.NumberColumn("Depth", help="Conv + linear layers"),
+    "blocks": st.column_config.NumberColumn("Blocks", help="Freezable stages (fine-tune slider)"),
+    "crop_size": st.column_config.NumberColumn("Crop px"),
+}
+
+
+def table(frame: pd.DataFrame) -> list[str]:
+    """The zoo table with row selection; returns the selected keys."""
+    event = st.dataframe(
+        frame, hide_index=True, column_order=list(COLUMN_CONFIG), column_config=COLUMN_CONFIG,
+        on_select="rerun", selection_mode="multi-row", key="zoo_table", height=420,
+    )
+    return [frame.iloc[i].key for i in event.selection.rows]
