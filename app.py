@@ -1,4 +1,9 @@
-"""Transferability Explorer — router and shared sidebar (no torch code here)."""
+"""Transferability Explorer — router and shared sidebar (no torch code here).
+
+Pages live in app_pages/, not pages/: Streamlit treats a pages/ folder beside the entry
+script as a legacy multipage app, and a fresh server would then serve /data without this
+router (no sidebar, wrong menu).
+"""
 
 import streamlit as st
 
@@ -7,11 +12,11 @@ from ui import sidebar
 st.set_page_config(page_title="Transferability Explorer", page_icon=":material/transfer_within_a_station:", layout="wide")
 
 PAGES = [
-    st.Page("pages/zoo.py", title="Model zoo", icon=":material/view_list:", url_path="zoo", default=True),
-    st.Page("pages/data.py", title="Data", icon=":material/photo_library:", url_path="data"),
-    st.Page("pages/recommend.py", title="Strategy", icon=":material/explore:", url_path="strategy"),
-    st.Page("pages/finetune.py", title="Fine-tune lab", icon=":material/tune:", url_path="finetune"),
-    st.Page("pages/visualize.py", title="Inside the network", icon=":material/visibility:", url_path="visualize"),
+    st.Page("app_pages/zoo.py", title="Model zoo", icon=":material/view_list:", url_path="zoo", default=True),
+    st.Page("app_pages/data.py", title="Data", icon=":material/photo_library:", url_path="data"),
+    st.Page("app_pages/recommend.py", title="Strategy", icon=":material/explore:", url_path="strategy"),
+    st.Page("app_pages/finetune.py", title="Fine-tune lab", icon=":material/tune:", url_path="finetune"),
+    st.Page("app_pages/visualize.py", title="Inside the network", icon=":material/visibility:", url_path="visualize"),
 ]
 
 page = st.navigation(PAGES)

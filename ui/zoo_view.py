@@ -152,6 +152,7 @@ def table(frame: pd.DataFrame) -> list[str]:
     """The zoo table with row selection; returns the selected keys."""
     event = st.dataframe(
         frame, hide_index=True, column_order=list(COLUMN_CONFIG), column_config=COLUMN_CONFIG,
-        on_select="rerun", selection_mode="multi-row", key="zoo_table", height=420,
+        on_select="rerun", selection_mode="multi-row", key="zoo_table",
+        height=min(420, 35 * (len(frame) + 1) + 3), placeholder="—",
     )
     return [frame.iloc[i].key for i in event.selection.rows]

@@ -1,0 +1,93 @@
+"""Every page runs under AppTest without an exception; the zoo page's parts work."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = sorted(p.name for p in (ROOT / "app_pages").glob("*.py"))
+TIMEOUT = 180  # the first zoo run builds every architecture on the meta device
+
+
+def app(script: str = "app.py") -> AppTest:
+    return AppTest.from_file(str(ROOT / script), default_timeout=TIMEOUT)
+
+
+def test_app_runs_with_sidebar_and_zoo_as_default_page():
+    at = app().run()
+    assert not at.exception
+    assert at.title[0].value == "Model zoo"
+    sidebar = " ".join(m.value for m in at.sidebar.markdown)
+    assert "Device:" in sidebar and "Pretrained weights offline:" in sidebar
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_runs(page):
+    at = app(f"app_pages/{page}").run()
+    assert not at.exception
+    assert at.title
+
+
+def test_zoo_page_shows_table_and_chart():
+    at = app("app_pages/zoo.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert len(table) == 118
+    assert at.get("plotly_chart")
+    assert at.metric[0].value == "118"
+
+
+def test_zoo_filters_come_from_the_url():
+    at = app("app_pages/zoo.py")
+    at.query_params["family"] = "resnet,vgg"
+    at.query_params["min_top1"] = "75"
+    at.query_params["default_only"] = "1"
+    at.run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert set(table.family) == {"resnet"}  # no VGG reaches 75 % top-1
+    assert (table.acc1 >= 75).all() and table.is_default.all()
+    written = at.query_params["family"]  # the page writes its view back
+    assert (written if isinstance(written, str) else written[0]) == "resnet,vgg"
+
+
+def test_bad_url_values_fall_back_to_defaults():
+    at = app("app_pages/zoo.py")
+    at.query_params["min_top1"] = "lots"
+    at.query_params["batch"] = "7"
+    at.query_params["family"] = "nonsense"
+    at.run()
+    assert not at.exception and len(at.dataframe[0].value) == 118
+
+
+def test_empty_filter_result_says_what_to_do():
+    at = app("app_pages/zoo.py")
+    at.query_params["min_top1"] = "89.5"
+    at.query_params["max_params"] = "1"
+    at.run()
+    assert not at.exception
+    assert "No model matches" in at.info[0].value
+
+
+def test_measuring_streams_results_into_the_table():
+    at = app("app_pages/zoo.py")
+    at.query_params["x"] = "latency"
+    at.run()
+    assert "No latency measured yet" in at.info[0].value or at.metric[3].value != "0"
+    at.session_state["zoo_pending"] = ["efficientnet_lite0.IMAGENET1K_TF"]
+    at.run()
+    assert not at.exception
+    live, table = at.dataframe[0].value, at.dataframe[1].value  # progress table first, then the zoo
+    assert list(live.model) == ["efficientnet_lite0.IMAGENET1K_TF"] and live["weights"][0] == "pretrained"
+    row = table.set_index("key").loc["efficientnet_lite0.IMAGENET1K_TF"]
+    assert row.median_ms == live["median ms"][0] and row.images_per_s > 0
+
+
+def test_comparison_side_by_side():
+    at = app("app_pages/zoo.py")
+    at.query_params["compare"] = "resnet18.IMAGENET1K_V1,efficientnet_lite0.IMAGENET1K_TF"
+    at.run()
+    frame = at.dataframe[-1].value
+    assert list(frame.columns) == ["resnet18.IMAGENET1K_V1", "efficientnet_lite0.IMAGENET1K_TF"]
+    assert frame.loc["Params (M)", "resnet18.IMAGENET1K_V1"].startswith("11.68")
