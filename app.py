@@ -2,7 +2,7 @@
 
 Pages live in app_pages/, not pages/: Streamlit treats a pages/ folder beside the entry
 script as a legacy multipage app, and a fresh server would then serve /data without this
-router (no sidebar, wrong menu).
+router (no sidebar, wrong menu). The default page (the zoo) is served at "/".
 """
 
 import streamlit as st
@@ -12,7 +12,7 @@ from ui import sidebar
 st.set_page_config(page_title="Transferability Explorer", page_icon=":material/transfer_within_a_station:", layout="wide")
 
 PAGES = [
-    st.Page("app_pages/zoo.py", title="Model zoo", icon=":material/view_list:", url_path="zoo", default=True),
+    st.Page("app_pages/zoo.py", title="Model zoo", icon=":material/view_list:", default=True),
     st.Page("app_pages/data.py", title="Data", icon=":material/photo_library:", url_path="data"),
     st.Page("app_pages/recommend.py", title="Strategy", icon=":material/explore:", url_path="strategy"),
     st.Page("app_pages/finetune.py", title="Fine-tune lab", icon=":material/tune:", url_path="finetune"),

@@ -95,14 +95,17 @@ def prepare(model: nn.Module, device: torch.device, dtype: torch.dtype, channels
 
 def measure(spec: ModelSpec, *, batch: int = 1, device: str | torch.device | None = None,
             dtype: str = "float32", channels_last: bool = False, model: nn.Module | None = None,
-            warmup: int = 3, repeats: int = 20, max_seconds: float = 10.0,
-            save: bool = True) -> BenchResult:
-    """Time ``spec`` at its crop size; ``model`` (e.g. pretrained) or else random weights."""
+            weights: str | None = None, warmup: int = 3, repeats: int = 20,
+            max_seconds: float = 10.0, save: bool = True) -> BenchResult:
+    """Time ``spec`` at its crop size on ``model``, or on a fresh random-weight build.
+
+    ``weights`` labels the result; default "pretrained" when a model is given, else "random".
+    """
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
     dev = device if isinstance(device, torch.device) else pick_device(device)
     torch_dtype = parse_dtype(dtype, dev)
-    weights = "pretrained" if model is not None else "random"
+    weights = weights or ("pretrained" if model is not None else "random")
     net = prepare(model if model is not None else build(spec), dev, torch_dtype, channels_last)
     x = torch.randn(batch, 3, spec.crop_size, spec.crop_size, device=dev, dtype=torch_dtype)
     if channels_last:

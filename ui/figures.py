@@ -20,6 +20,14 @@ HOVER = {"key": True, "family": True, "year": True, "params_m": ":.2f", "gflops"
          "crop_size": True, "weights_available": True}
 
 
+def log_ticks(low: float, high: float) -> list[float]:
+    """1-2-5 ticks covering [low, high] (plotly's log axis labels too few on narrow ranges)."""
+    decades = range(int(np.floor(np.log10(low))), int(np.ceil(np.log10(high))) + 1)
+    ticks = [m * 10.0**d for d in decades for m in (1, 2, 5)]
+    inside = [t for t in ticks if low / 1.5 <= t <= high * 1.5]
+    return inside or ticks
+
+
 def pareto_figure(frame: pd.DataFrame, axis: str) -> go.Figure:
     """ImageNet top-1 against cost on a log axis; bubble = params, colour = family, frontier line."""
     column, label = AXES[axis]
@@ -33,10 +41,14 @@ def pareto_figure(frame: pd.DataFrame, axis: str) -> go.Figure:
     )
     front = data[pareto_front(data[column].to_numpy(), data["acc1"].to_numpy())].sort_values(column)
     fig.add_trace(go.Scatter(
-        x=front[column], y=front["acc1"], mode="lines", name="Pareto frontier",
+        x=front[column], y=front["acc1"], mode="lines+text", name="Pareto frontier",
+        text=front["model"], textposition="top left", textfont={"size": 10, "color": "#444"},
         line={"color": "rgba(40,40,40,0.55)", "dash": "dot", "width": 2}, hoverinfo="skip",
     ))
-    fig.update_xaxes(dtick=1, minor={"showgrid": True, "gridcolor": "rgba(0,0,0,0.04)"})
+    ticks = log_ticks(data[column].min(), data[column].max())
+    low, high = np.log10(data[column].min()), np.log10(data[column].max())
+    fig.update_xaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks],
+                     range=[low - 0.3, high + 0.1])  # room for the frontier's labels on the left
     fig.update_layout(height=520, margin={"l": 10, "r": 10, "t": 30, "b": 10},
                       legend={"font": {"size": 11}}, template="plotly_white")
     return fig

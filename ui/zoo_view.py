@@ -61,7 +61,7 @@ def controls(table: pd.DataFrame) -> View:
         st.toggle("Default weights", key="default_only",
                   help="One row per architecture: torchvision's recommended weights.")
 
-    d1, d2, d3, d4 = st.columns([2, 2, 2, 3])
+    d1, d2, d3, d4 = st.columns([2, 2, 2, 4])
     d1.selectbox("Batch size", BATCHES, key="batch")
     d2.segmented_control("Precision", list(resources.dtypes()), key="dtype", required=True)
     d3.toggle("channels_last", key="channels_last",

@@ -63,12 +63,13 @@ def browser():
 
 def _no_exception(page) -> None:
     assert page.locator('[data-testid="stException"]').count() == 0
-    assert "Traceback" not in page.inner_text("body")
+    body = page.inner_text("body")
+    assert "Traceback" not in body and "Page not found" not in body
 
 
 def test_zoo_page_renders_and_measures_a_selected_model(server, browser, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 1800})
-    page.goto(f"{server}/zoo?offline=1")
+    page.goto(f"{server}/?offline=1")
     page.get_by_role("heading", name="Models").wait_for(timeout=180_000)
     page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
     _no_exception(page)

@@ -65,7 +65,7 @@ def test_blocks_cover_every_parameter_once_in_forward_order(spec):
     fired = _fire_order(model, blocks, spec.crop_size)
     spans = [[fired[p] for p in b.members if p in fired] for b in blocks]
     spans = [s for s in spans if s]
-    for earlier, later in zip(spans, spans[1:]):
+    for earlier, later in zip(spans, spans[1:], strict=False):
         assert max(earlier) < min(later), "blocks out of forward order"
 
 

@@ -1,0 +1,40 @@
+"""DESIGN §5 conventions, enforced: the engine never imports streamlit; pages hold no torch."""
+
+import ast
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "tlcore").rglob("*.py")), ids=lambda p: p.name)
+def test_engine_never_imports_streamlit(path):
+    assert "streamlit" not in imported_modules(path)
+
+
+@pytest.mark.parametrize("path", [ROOT / "app.py", *sorted((ROOT / "app_pages").glob("*.py"))],
+                         ids=lambda p: p.name)
+def test_pages_hold_no_torch_code(path):
+    assert not imported_modules(path) & {"torch", "torchvision"}
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("ruff"), reason="ruff comes with requirements-dev.txt")
+def test_ruff_is_clean():
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", str(ROOT)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
