@@ -69,3 +69,17 @@ def test_measure_rejects_bad_input():
         bench.measure(spec, batch=0)
     with pytest.raises(ValueError, match="not supported on cpu"):
         bench.measure(spec, dtype="float16", device="cpu")
+
+
+def test_a_hopeless_configuration_is_refused_before_it_runs():
+    spec = zoo.get_spec("vit_h_14")
+    assert bench.estimate_seconds(spec, 256, torch.device("cpu")) > 60
+    with pytest.raises(ValueError, match="would take about"):
+        bench.measure(spec, batch=256, device="cpu", max_call_seconds=30)
+
+
+def test_estimate_uses_this_devices_measurements():
+    spec = zoo.get_spec("mobilenet_v3_small")
+    bench.measure(spec, batch=1, device="cpu", repeats=3, warmup=1)
+    estimate = bench.estimate_seconds(spec, 1, torch.device("cpu"))
+    assert 0 < estimate < 5  # a tiny model: well under the app's 30 s limit

@@ -93,18 +93,50 @@ def prepare(model: nn.Module, device: torch.device, dtype: torch.dtype, channels
     return copy.deepcopy(model).eval().to(device=device, dtype=dtype, memory_format=fmt)
 
 
+# Multiply-accumulates per second assumed before anything was measured on a device (deliberately
+# low for CPUs, so the first estimate errs on the side of refusing a run that would hang).
+_FALLBACK_GMACS_PER_S = {"cpu": 15.0, "mps": 500.0, "cuda": 20_000.0}
+
+
+def estimate_seconds(spec: ModelSpec, batch: int, device: torch.device) -> float:
+    """Rough seconds for one forward pass, from this device's earlier measurements."""
+    rates = [r.batch * zoo_gflops(r.model) / (r.median_ms / 1e3)
+             for r in saved_results(device) if r.dtype == "float32" and r.median_ms > 0]
+    rates = [x for x in rates if x == x]  # drop NaN (unknown model keys)
+    rate = statistics.median(rates) if rates else _FALLBACK_GMACS_PER_S.get(device.type, 15.0)
+    return spec.gflops * batch / rate
+
+
+def zoo_gflops(key: str) -> float:
+    from tlcore.zoo import UnknownModelError, get_spec
+
+    try:
+        return get_spec(key).gflops
+    except UnknownModelError:
+        return float("nan")
+
+
 def measure(spec: ModelSpec, *, batch: int = 1, device: str | torch.device | None = None,
             dtype: str = "float32", channels_last: bool = False, model: nn.Module | None = None,
             weights: str | None = None, warmup: int = 3, repeats: int = 20,
-            max_seconds: float = 10.0, save: bool = True) -> BenchResult:
+            max_seconds: float = 10.0, max_call_seconds: float | None = None,
+            save: bool = True) -> BenchResult:
     """Time ``spec`` at its crop size on ``model``, or on a fresh random-weight build.
 
     ``weights`` labels the result; default "pretrained" when a model is given, else "random".
+    ``max_call_seconds`` refuses (ValueError) a configuration whose single forward pass is
+    estimated to take longer — a shared server must not hang on ViT-H at batch 256 on a CPU.
     """
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
     dev = device if isinstance(device, torch.device) else pick_device(device)
     torch_dtype = parse_dtype(dtype, dev)
+    if max_call_seconds is not None:
+        estimate = estimate_seconds(spec, batch, dev)
+        if estimate > max_call_seconds:
+            raise ValueError(
+                f"{spec.key} at batch {batch} would take about {estimate:.0f} s per forward pass on "
+                f"{dev.type} (limit {max_call_seconds:.0f} s): choose a smaller batch or model")
     weights = weights or ("pretrained" if model is not None else "random")
     net = prepare(model if model is not None else build(spec), dev, torch_dtype, channels_last)
     x = torch.randn(batch, 3, spec.crop_size, spec.crop_size, device=dev, dtype=torch_dtype)

@@ -10,6 +10,9 @@ import torch
 from tlcore import bench, zoo
 from tlcore.device import DeviceInfo, describe, pick_device, supported_dtypes
 
+# One forward pass longer than this is refused in the app (the server is shared).
+MAX_CALL_SECONDS = 30.0
+
 
 @st.cache_resource(show_spinner=False)
 def device() -> torch.device:
@@ -51,6 +54,11 @@ def latency(batch: int, dtype: str, channels_last: bool) -> pd.DataFrame:
 def measure(key: str, *, batch: int, dtype: str, channels_last: bool) -> bench.BenchResult:
     """Time one model: pretrained when its weights are on disk, else random weights (same speed)."""
     spec = zoo.get_spec(key)
+    estimate = bench.estimate_seconds(spec, batch, device())
+    if estimate > MAX_CALL_SECONDS:  # refuse before loading gigabytes of weights
+        raise ValueError(f"batch {batch} would take about {estimate:.0f} s per forward pass here "
+                         f"(limit {MAX_CALL_SECONDS:.0f} s): choose a smaller batch or model")
     model = cached_model(key, zoo.weights_available(spec))
     return bench.measure(spec, batch=batch, device=device(), dtype=dtype,
-                         channels_last=channels_last, model=model)
+                         channels_last=channels_last, model=model,
+                         max_call_seconds=MAX_CALL_SECONDS)

@@ -121,7 +121,7 @@ def run_pending(view: View) -> None:
                                   channels_last=view.channels_last)
             rows.append({"model": key, "median ms": r.median_ms, "p90 ms": r.p90_ms,
                          "images/s": r.images_per_s, "weights": r.weights, "runs": r.runs})
-        except (RuntimeError, WeightsUnavailableError, MemoryError) as err:  # OOM is a RuntimeError
+        except (RuntimeError, ValueError, WeightsUnavailableError, MemoryError) as err:  # OOM: RuntimeError
             errors.append(f"{key}: {str(err).splitlines()[0][:200]}")
         live.dataframe(pd.DataFrame(rows), hide_index=True)
     bar.progress(1.0, text=f"Measured {len(rows)} of {len(keys)} in {time.perf_counter() - started:.1f} s")

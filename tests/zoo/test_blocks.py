@@ -74,7 +74,7 @@ def test_arch_info_is_cached_and_matches_a_fresh_build():
     info = zoo.arch_info(spec)
     assert [b["name"] for b in info["blocks"]] == ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
     assert info["depth"] == depth(zoo.build_meta(spec)) == 54
-    assert zoo.blocks(spec)[1].params == sum(p.numel() for p in zoo.build_meta(spec).layer1.parameters())
+    assert spec.blocks[1].params == sum(p.numel() for p in zoo.build_meta(spec).layer1.parameters())
 
 
 @pytest.mark.parametrize(("model", "names"), [
@@ -85,4 +85,4 @@ def test_arch_info_is_cached_and_matches_a_fresh_build():
                         "trunk_output.block3", "trunk_output.block4", "head"]),
 ])
 def test_family_block_names(model, names):
-    assert [b.name for b in zoo.blocks(zoo.get_spec(model))] == names
+    assert [b.name for b in zoo.get_spec(model).blocks] == names

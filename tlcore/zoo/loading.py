@@ -98,6 +98,6 @@ def arch_info(spec: ModelSpec) -> dict:
     return paths.cached_json(f"arch-info-tv{torchvision.__version__}.json", key, compute)
 
 
-def blocks(spec: ModelSpec) -> tuple[Block, ...]:
+def spec_blocks(spec: ModelSpec) -> tuple[Block, ...]:
     """The freezable blocks of ``spec``'s architecture, in forward order."""
     return tuple(Block(b["name"], tuple(b["members"]), b["params"]) for b in arch_info(spec)["blocks"])

@@ -48,6 +48,20 @@ class ModelSpec:
     recipe: str = ""
     arch_kwargs: tuple[tuple[str, object], ...] = field(default=())
 
+    @property
+    def blocks(self) -> tuple[Block, ...]:
+        """The freezable blocks in forward order (built on the meta device once, cached on disk)."""
+        from tlcore.zoo.loading import spec_blocks  # lazy: needs the architecture builders
+
+        return spec_blocks(self)
+
+    @property
+    def weights_available(self) -> bool:
+        """Weights on disk now (hub cache or a package); never downloads."""
+        from tlcore.zoo.registry import weights_available
+
+        return weights_available(self)
+
     def row(self) -> dict:
         """A flat dict for tables (tuples joined for display)."""
         out = asdict(self)
