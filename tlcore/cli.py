@@ -81,6 +81,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from tlcore import data
+
+    if args.list:
+        rows = data.list_sources()
+        if args.format == "json":
+            _print_json(rows)
+        else:
+            for r in rows:
+                print(f"{r['name']:24s} {'offline' if r['offline'] else 'download':9s} {r['description']}")
+        return 0
+    if not args.source:
+        raise UsageError("give a SOURCE (built-in name, torchvision:NAME, zip or folder) or --list")
+    ds = data.load(args.source, size=args.size, max_per_class=args.max_per_class, seed=args.seed,
+                   val_fraction=args.val_fraction)
+    summary = ds.summary()
+    if args.format == "json":
+        _print_json(summary)
+    else:
+        print(f"{ds.name}: {len(ds)} images, {len(ds.classes)} classes at {ds.size}px "
+              f"({summary['n_train']} train / {summary['n_val']} validation)")
+        for name, count in ds.profile.counts.items():
+            print(f"  {name:24s} {count}")
+        for s in ds.skipped:
+            print(f"  skipped {s.path}: {s.reason}")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -117,18 +145,36 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stop timing after this long (at least 3 runs)")
     bench.add_argument("--format", choices=["table", "json"], default="table")
     bench.set_defaults(run=cmd_bench)
+
+    from tlcore.data.errors import VALID_LAYOUT
+
+    data = sub.add_parser("data", help="load a dataset and describe it, or list the sources",
+                          epilog=VALID_LAYOUT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data.add_argument("source", nargs="?", help="built-in name, torchvision:NAME, a .zip or a folder")
+    data.add_argument("--list", action="store_true", help="list the named sources")
+    data.add_argument("--size", type=_positive_int, default=128, help="square resolution in px")
+    data.add_argument("--max-per-class", type=_positive_int, default=None,
+                      help="keep at most this many images per class (a small dataset on purpose)")
+    data.add_argument("--val-fraction", type=float, default=0.2)
+    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--format", choices=["table", "json"], default="table")
+    data.set_defaults(run=cmd_data)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from tlcore.data import DatasetError
     from tlcore.device import DeviceError
     from tlcore.zoo import UnknownModelError, WeightsUnavailableError
 
     try:
         args = build_parser().parse_args(argv)
         return args.run(args)
-    except (UsageError, UnknownModelError, DeviceError, WeightsUnavailableError, ValueError) as err:
-        print(f"tlcore: error: {err}", file=sys.stderr)
+    except (UsageError, UnknownModelError, DeviceError, WeightsUnavailableError, DatasetError,
+            ValueError) as err:
+        first, *rest = str(err).splitlines() or [""]
+        hint = " (the folder layout: `tlcore data --help`)" if rest else ""
+        print(f"tlcore: error: {first}{hint}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("tlcore: interrupted", file=sys.stderr)

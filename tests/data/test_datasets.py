@@ -1,0 +1,64 @@
+"""Built-in sources, the split, the per-class cap and the decoded-tensor cache."""
+
+import numpy as np
+import pytest
+import torch
+
+from tlcore import data
+from tlcore.data import sources
+from tlcore.data.dataset import stratified_split
+
+
+@pytest.mark.parametrize(("name", "n", "n_classes"), [("digits", 1797, 10), ("faces", 200, 2),
+                                                      ("textures", 600, 4), ("shapes", 800, 4)])
+def test_builtins_load_offline(name, n, n_classes):
+    ds = data.load(name, size=32)
+    assert len(ds) == n and len(ds.classes) == n_classes
+    assert ds.images.shape == (n, 3, 32, 32) and ds.images.dtype == torch.uint8
+    assert ds.labels.shape == (n,) and sorted(ds.profile.counts) == sorted(ds.classes)
+    train, val = set(ds.train_idx.tolist()), set(ds.val_idx.tolist())
+    assert not train & val and len(train | val) == n and val
+    assert ds.images.float().std() > 10  # real pictures, not a constant
+
+
+def test_textures_validate_on_unseen_regions():
+    ds = data.load("textures", size=16)
+    # the source gives its own split: a fifth of each class
+    assert len(ds.val_idx) == 120 and all(v == 30 for v in np.bincount(ds.labels[ds.val_idx].numpy()))
+
+
+def test_cap_per_class_makes_a_small_dataset():
+    ds = data.load("digits", size=16, max_per_class=5)
+    assert len(ds) == 50 and set(ds.profile.counts.values()) == {5}
+    assert len(data.load("shapes", size=16, max_per_class=7)) == 28
+
+
+def test_split_is_seeded_stratified_and_keeps_every_class_in_training():
+    labels = np.repeat(np.arange(3), [10, 5, 2])
+    a = stratified_split(labels, 0.2, seed=1)
+    b = stratified_split(labels, 0.2, seed=1)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    train, val = a
+    assert np.bincount(labels[val]).tolist() == [2, 1, 1]
+    assert set(labels[train]) == {0, 1, 2}
+    assert not np.array_equal(stratified_split(labels, 0.2, seed=2)[1], val)
+
+
+def test_second_load_comes_from_the_cache(monkeypatch):
+    first = data.load("faces", size=24, seed=3)
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("decoded again instead of read from the cache")
+
+    monkeypatch.setattr(sources, "_from_builtin", no_build)
+    second = data.load("faces", size=24, seed=3)
+    assert second.fingerprint == first.fingerprint and torch.equal(second.images, first.images)
+    assert second.profile == first.profile
+
+
+def test_summary_is_json_ready():
+    import json
+
+    s = data.load("faces", size=16).summary()
+    assert json.loads(json.dumps(s))["n_images"] == 200
+    assert {"n_images", "classes", "counts", "skipped"} <= set(s)

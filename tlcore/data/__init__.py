@@ -1,0 +1,20 @@
+"""Datasets: built-in offline sets, torchvision downloads, zips, uploads and folders, decoded
+once into a uint8 tensor and cached on disk."""
+
+from tlcore.data.archive import Skipped
+from tlcore.data.dataset import Dataset, Profile
+from tlcore.data.errors import VALID_LAYOUT, DatasetError, DatasetUnavailableError
+from tlcore.data.sources import (
+    DEFAULT_SIZE,
+    check_local_access,
+    list_sources,
+    load,
+    load_folder,
+    load_uploads,
+    load_zip,
+)
+
+__all__ = [
+    "DEFAULT_SIZE", "VALID_LAYOUT", "Dataset", "DatasetError", "DatasetUnavailableError", "Profile",
+    "Skipped", "check_local_access", "list_sources", "load", "load_folder", "load_uploads", "load_zip",
+]

@@ -1,0 +1,161 @@
+"""Untrusted file collections (zip, upload, folder) → validated members, never extracted to disk.
+
+Member names are checked before anything is read: no absolute paths, no ``..``, no symlinks,
+no system clutter (``__MACOSX/``, dotfiles, ``Thumbs.db``); counts, sizes and compression
+ratios are capped (settings.Limits). Bytes are read only for members that pass, and a member
+whose real size exceeds its header is cut off and skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import zipfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tlcore.data.errors import VALID_LAYOUT, DatasetError
+from tlcore.settings import Limits
+
+CLUTTER = {"thumbs.db", "desktop.ini", ".ds_store"}
+SPLIT_DIRS = {"train", "training", "val", "valid", "validation", "test", "testing"}
+
+
+@dataclass(frozen=True)
+class Member:
+    path: str  # normalised relative POSIX path inside the collection
+    size: int
+    read: Callable[[], bytes]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+def _clean_path(name: str) -> tuple[str | None, str | None]:
+    """(normalised path, None) or (None, reason to skip)."""
+    name = name.replace("\\", "/")
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return None, "absolute path"
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        return None, "path escapes the folder (..)"
+    if not parts:
+        return None, "empty name"
+    if parts[0] == "__MACOSX" or any(p.startswith(".") for p in parts) or parts[-1].lower() in CLUTTER:
+        return None, "system file"
+    return "/".join(parts), None
+
+
+def _read_capped(opener: Callable, limit: int) -> bytes:
+    with opener() as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise DatasetError(f"file larger than its declared size or the {limit // 2**20} MB limit")
+    return data
+
+
+def zip_members(source: str | os.PathLike | object, limits: Limits) -> tuple[list[Member], list[Skipped]]:
+    """Members of a zip file (path or binary file object)."""
+    try:
+        archive = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError) as err:
+        raise DatasetError(f"not a readable zip archive ({err}).\n{VALID_LAYOUT}") from None
+    infos = [i for i in archive.infolist() if not i.is_dir()]
+    if len(infos) > limits.max_members:
+        raise DatasetError(f"the archive holds {len(infos):,} files; the limit is {limits.max_members:,}")
+    members, skipped, total = [], [], 0
+    for info in infos:
+        path, why = _clean_path(info.filename)
+        if why is None and stat.S_ISLNK(info.external_attr >> 16):
+            why = "symbolic link"
+        if why is None and info.file_size > limits.max_member_bytes:
+            why = f"larger than {limits.max_member_bytes // 2**20} MB"
+        if why is None and info.compress_size and info.file_size / info.compress_size > limits.max_ratio:
+            why = f"compression ratio over {limits.max_ratio:.0f}:1 (zip bomb?)"
+        if why is not None:
+            skipped.append(Skipped(path or info.filename, why))
+            continue
+        total += info.file_size
+        if total > limits.max_total_bytes:
+            raise DatasetError(f"the archive unpacks to more than {limits.max_total_bytes / 2**30:.1f} GB")
+        members.append(Member(path, info.file_size,
+                              lambda i=info: _read_capped(lambda: archive.open(i), limits.max_member_bytes)))
+    return members, skipped
+
+
+def upload_members(files: Iterable[tuple[str, bytes]], limits: Limits) -> tuple[list[Member], list[Skipped]]:
+    """Members of an uploaded folder: (relative name, bytes) pairs."""
+    members, skipped, total = [], [], 0
+    files = list(files)
+    if len(files) > limits.max_members:
+        raise DatasetError(f"{len(files):,} files uploaded; the limit is {limits.max_members:,}")
+    for name, data in files:
+        path, why = _clean_path(name)
+        if why is None and len(data) > limits.max_member_bytes:
+            why = f"larger than {limits.max_member_bytes // 2**20} MB"
+        if why is not None:
+            skipped.append(Skipped(path or name, why))
+            continue
+        total += len(data)
+        if total > limits.max_total_bytes:
+            raise DatasetError(f"the upload is larger than {limits.max_total_bytes / 2**30:.1f} GB")
+        members.append(Member(path, len(data), lambda d=data: d))
+    return members, skipped
+
+
+def folder_members(root: str | os.PathLike, limits: Limits) -> tuple[list[Member], list[Skipped]]:
+    """Members of a local folder; symbolic links are skipped, never followed."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder.\n{VALID_LAYOUT}")
+    members, skipped, total = [], [], 0
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in sorted(filenames):
+            full = Path(dirpath) / name
+            rel = full.relative_to(root).as_posix()
+            path, why = _clean_path(rel)
+            if why is None and full.is_symlink():
+                why = "symbolic link"
+            size = full.lstat().st_size if why is None else 0
+            if why is None and size > limits.max_member_bytes:
+                why = f"larger than {limits.max_member_bytes // 2**20} MB"
+            if why is not None:
+                skipped.append(Skipped(path or rel, why))
+                continue
+            members.append(Member(path, size, lambda f=full: _read_capped(lambda: open(f, "rb"),
+                                                                          limits.max_member_bytes)))
+            total += size
+            if len(members) > limits.max_members:
+                raise DatasetError(f"the folder holds over {limits.max_members:,} files")
+            if total > limits.max_total_bytes:
+                raise DatasetError(f"the folder is larger than {limits.max_total_bytes / 2**30:.1f} GB")
+        dirnames.sort()
+    return members, skipped
+
+
+def assign_classes(members: list[Member]) -> tuple[list[tuple[Member, str]], list[Skipped]]:
+    """Class = the first folder under the root. A single wrapping folder (``my_data/``) and
+    split folders (``train/``, ``val/``, ``test/``) are looked through: we make our own split."""
+    paths = [m.path.split("/") for m in members]
+    depth = 0
+    while True:
+        tops = {p[depth] for p in paths if len(p) > depth + 1}
+        nested = all(len(p) > depth + 2 for p in paths if len(p) > depth + 1)
+        if len(tops) == 1 and nested:
+            depth += 1
+        elif tops and tops <= SPLIT_DIRS and nested:
+            depth += 1
+        else:
+            break
+    out, skipped = [], []
+    for member, parts in zip(members, paths, strict=True):
+        if len(parts) <= depth + 1:
+            skipped.append(Skipped(member.path, "not inside a class folder"))
+        else:
+            out.append((member, parts[depth]))
+    return out, skipped
+

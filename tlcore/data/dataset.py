@@ -1,0 +1,143 @@
+"""A dataset: images decoded once into one uint8 tensor, labels, a seeded stratified split,
+a profile, and the files that were skipped (with reasons)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from tlcore.data.archive import Skipped
+from tlcore.data.errors import VALID_LAYOUT, DatasetError
+
+
+@dataclass
+class Profile:
+    counts: dict[str, int]  # images per class (after the per-class cap)
+    widths: list[int]  # original sizes, one per kept image
+    heights: list[int]
+    modes: dict[str, int]  # original Pillow modes ("RGB", "L", "P", "I;16", …)
+    formats: dict[str, int]
+    duplicate_groups: int  # groups of images identical after decoding (cheap hash)
+    single_image_classes: list[str] = field(default_factory=list)  # in training only, not validated
+
+    @property
+    def min_per_class(self) -> int:
+        return min(self.counts.values())
+
+
+@dataclass
+class Dataset:
+    name: str
+    images: torch.Tensor  # N×3×S×S uint8, CPU (training moves it to the device once)
+    labels: torch.Tensor  # N int64
+    classes: list[str]
+    train_idx: torch.Tensor
+    val_idx: torch.Tensor
+    profile: Profile
+    skipped: list[Skipped]
+    fingerprint: str  # content hash: keys every cache built on this dataset
+    source: str
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[-1])
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def summary(self) -> dict:
+        """JSON-ready description (the CLI's output)."""
+        return {
+            "name": self.name, "source": self.source, "n_images": len(self), "resolution": self.size,
+            "classes": self.classes, "counts": self.profile.counts,
+            "n_train": int(self.train_idx.numel()), "n_val": int(self.val_idx.numel()),
+            "modes": self.profile.modes, "formats": self.profile.formats,
+            "duplicate_groups": self.profile.duplicate_groups,
+            "single_image_classes": self.profile.single_image_classes,
+            "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
+            "fingerprint": self.fingerprint,
+        }
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded per-class split: each class with ≥ 2 images gives at least one to validation;
+    a class with one image stays in training (noted in the profile)."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_val = 0 if len(idx) < 2 else min(len(idx) - 1, max(1, round(len(idx) * val_fraction)))
+        val.extend(idx[:n_val])
+        train.extend(idx[n_val:])
+    return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(val, dtype=np.int64))
+
+
+def cap_per_class(labels: np.ndarray, cap: int | None, seed: int) -> np.ndarray:
+    """Indices keeping at most ``cap`` images per class (seeded), in original order."""
+    if cap is None:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(labels == c))[:cap] for c in np.unique(labels)]
+    return np.sort(np.concatenate(keep)) if keep else np.arange(0)
+
+
+def duplicate_groups(images: torch.Tensor) -> int:
+    """Groups of images that are identical at 16×16 grey (an average-hash; cheap)."""
+    if len(images) == 0:
+        return 0
+    small = torch.nn.functional.interpolate(images.float().mean(1, keepdim=True), size=(16, 16),
+                                            mode="area")
+    bits = (small.flatten(1) > small.flatten(1).mean(1, keepdim=True)).numpy()
+    keys = Counter(np.packbits(bits, axis=1).tobytes()[i * 32:(i + 1) * 32] for i in range(len(bits)))
+    return sum(1 for n in keys.values() if n > 1)
+
+
+def fingerprint(images: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> str:
+    h = hashlib.sha256()
+    h.update(images.numpy().tobytes())
+    h.update(labels.numpy().tobytes())
+    h.update("\x00".join(classes).encode())
+    return h.hexdigest()[:20]
+
+
+def assemble(name: str, source: str, pixels: np.ndarray, labels: np.ndarray, classes: list[str], *,
+             widths: list[int], heights: list[int], modes: list[str], formats: list[str],
+             skipped: list[Skipped], max_per_class: int | None, val_fraction: float, seed: int,
+             val_mask: np.ndarray | None = None) -> Dataset:
+    """Build a Dataset from decoded N×S×S×3 pixels, refusing what cannot be trained on."""
+    if len(labels) == 0:
+        raise DatasetError(f"no usable image found ({len(skipped)} files skipped).\n{VALID_LAYOUT}")
+    keep = cap_per_class(labels, max_per_class, seed)
+    pixels, labels = pixels[keep], labels[keep]
+    present = sorted(set(labels.tolist()))
+    if len(present) < 2:
+        only = classes[present[0]]
+        raise DatasetError(f"only one class with usable images ({only!r}); at least two are needed.\n"
+                           f"{VALID_LAYOUT}")
+    # Re-index so classes without any usable image disappear.
+    remap = {old: new for new, old in enumerate(present)}
+    classes = [classes[i] for i in present]
+    labels = np.array([remap[v] for v in labels.tolist()], dtype=np.int64)
+    images = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)))
+    label_t = torch.from_numpy(labels)
+    if val_mask is not None:  # a source with a leakage-free split of its own (textures)
+        val_mask = val_mask[keep]
+        train_idx, val_idx = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
+    else:
+        train_idx, val_idx = stratified_split(labels, val_fraction, seed)
+    counts = Counter(labels.tolist())
+    profile = Profile(
+        counts={c: counts[i] for i, c in enumerate(classes)},
+        widths=[widths[i] for i in keep], heights=[heights[i] for i in keep],
+        modes=dict(Counter(modes[i] for i in keep)), formats=dict(Counter(formats[i] for i in keep)),
+        duplicate_groups=duplicate_groups(images),
+        single_image_classes=[c for i, c in enumerate(classes) if counts[i] == 1],
+    )
+    return Dataset(name=name, images=images, labels=label_t, classes=classes,
+                   train_idx=torch.from_numpy(train_idx), val_idx=torch.from_numpy(val_idx),
+                   profile=profile, skipped=skipped, fingerprint=fingerprint(images, label_t, classes),
+                   source=source)

@@ -1,0 +1,272 @@
+"""Where datasets come from: built-ins, torchvision downloads, zips, uploaded folders, local
+folders — each decoded once, then kept on disk keyed by content and parameters."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tlcore import paths
+from tlcore.data import archive, builtin
+from tlcore.data.archive import Skipped
+from tlcore.data.dataset import Dataset, Profile, assemble
+from tlcore.data.decode import BadImage, Decoded, decode_all, square, to_rgb
+from tlcore.data.errors import VALID_LAYOUT, DatasetError, DatasetUnavailableError
+from tlcore.settings import Limits, demo_mode, limits
+
+DEFAULT_SIZE = 128  # px: quick on a laptop CPU; models are fully convolutional (224 is an option)
+CACHE_VERSION = 1  # bump when decoding changes, so old cached tensors are not reused
+
+TORCHVISION_SETS = {  # name → (class, constructor keywords)
+    "cifar10": ("CIFAR10", {"train": True}),
+    "flowers102": ("Flowers102", {"split": "train"}),
+    "oxford_pets": ("OxfordIIITPet", {"split": "trainval"}),
+    "dtd": ("DTD", {"split": "train"}),
+    "eurosat": ("EuroSAT", {}),
+}
+
+
+def list_sources() -> list[dict]:
+    """Every named source: the offline built-ins and the download-on-demand torchvision sets."""
+    rows = [{"name": b.name, "kind": "built-in", "offline": True, "description": b.description}
+            for b in builtin.BUILTINS.values()]
+    for name, (cls, _) in TORCHVISION_SETS.items():
+        rows.append({"name": f"torchvision:{name}", "kind": "torchvision", "offline": _tv_cached(name),
+                     "description": f"torchvision.datasets.{cls} (downloads into {_tv_root()})"})
+    return rows
+
+
+def load(source: str, *, size: int = DEFAULT_SIZE, max_per_class: int | None = None, seed: int = 0,
+         val_fraction: float = 0.2) -> Dataset:
+    """A dataset by name (built-in or ``torchvision:NAME``), zip file path, or folder path."""
+    _check_params(size, max_per_class, val_fraction)
+    if source in builtin.BUILTINS:
+        return _cached(f"builtin:{source}", size, max_per_class, seed, val_fraction,
+                       lambda: _from_builtin(source, size, max_per_class, seed, val_fraction))
+    if source.startswith("torchvision:"):
+        return _from_torchvision(source.split(":", 1)[1], size, max_per_class, seed, val_fraction)
+    path = Path(source).expanduser()
+    check_local_access()
+    if path.is_file():
+        return load_zip(path, size=size, max_per_class=max_per_class, seed=seed, val_fraction=val_fraction)
+    if path.is_dir():
+        return load_folder(path, size=size, max_per_class=max_per_class, seed=seed, val_fraction=val_fraction)
+    names = ", ".join(builtin.BUILTINS)
+    raise DatasetError(f"no dataset {source!r}: not a built-in ({names}), not torchvision:NAME, and no "
+                       "such zip file or folder")
+
+
+def check_local_access() -> None:
+    """The one place that decides whether server-side paths may be read (never in demo mode)."""
+    if demo_mode():
+        raise DatasetError("reading folders or files on the server is disabled in demo mode; "
+                           "upload a zip or a folder instead")
+
+
+def load_zip(file, *, size: int = DEFAULT_SIZE, max_per_class: int | None = None, seed: int = 0,
+             val_fraction: float = 0.2, name: str | None = None) -> Dataset:
+    """A zip of class folders: a path, or a binary file object (an upload)."""
+    _check_params(size, max_per_class, val_fraction)
+    digest = _hash_file(file)
+    label = name or getattr(file, "name", None) or str(file)
+    return _cached(f"zip:{digest}", size, max_per_class, seed, val_fraction,
+                   lambda: _from_members(Path(str(label)).stem, f"zip {label}",
+                                         *archive.zip_members(file, limits()), size, max_per_class,
+                                         seed, val_fraction))
+
+
+def load_uploads(files: list[tuple[str, bytes]], *, size: int = DEFAULT_SIZE, max_per_class: int | None = None,
+                 seed: int = 0, val_fraction: float = 0.2, name: str = "upload") -> Dataset:
+    """An uploaded folder: (relative path, bytes) pairs."""
+    _check_params(size, max_per_class, val_fraction)
+    h = hashlib.sha256()
+    for fname, data in sorted(files, key=lambda f: f[0]):
+        h.update(fname.encode() + b"\x00" + hashlib.sha256(data).digest())
+    return _cached(f"upload:{h.hexdigest()}", size, max_per_class, seed, val_fraction,
+                   lambda: _from_members(name, "uploaded folder", *archive.upload_members(files, limits()),
+                                         size, max_per_class, seed, val_fraction))
+
+
+def load_folder(root, *, size: int = DEFAULT_SIZE, max_per_class: int | None = None, seed: int = 0,
+                val_fraction: float = 0.2) -> Dataset:
+    check_local_access()
+    _check_params(size, max_per_class, val_fraction)
+    members, skipped = archive.folder_members(root, limits())
+    h = hashlib.sha256(str(Path(root).resolve()).encode())
+    for m in members:  # path + size + mtime: a changed file gives a new key without reading it
+        h.update(f"{m.path}\x00{m.size}\x00{os.stat(Path(root) / m.path).st_mtime_ns}".encode())
+    return _cached(f"folder:{h.hexdigest()}", size, max_per_class, seed, val_fraction,
+                   lambda: _from_members(Path(root).name, f"folder {root}", members, skipped, size,
+                                         max_per_class, seed, val_fraction))
+
+
+def _check_params(size: int, max_per_class: int | None, val_fraction: float) -> None:
+    if not 8 <= size <= 512:
+        raise DatasetError(f"resolution must be between 8 and 512 px, got {size}")
+    if max_per_class is not None and max_per_class < 1:
+        raise DatasetError(f"images per class must be at least 1, got {max_per_class}")
+    if not 0.0 < val_fraction < 1.0:
+        raise DatasetError(f"validation fraction must be between 0 and 1, got {val_fraction}")
+
+
+def _hash_file(file) -> str:
+    h = hashlib.sha256()
+    if hasattr(file, "read"):
+        file.seek(0)
+        for chunk in iter(lambda: file.read(2**20), b""):
+            h.update(chunk)
+        file.seek(0)
+    else:
+        with open(file, "rb") as f:
+            for chunk in iter(lambda: f.read(2**20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _resize_batch(pixels: np.ndarray, size: int) -> np.ndarray:
+    """N×h×w×3 → N×size×size×3 (square sources), antialiased."""
+    if pixels.shape[1] == size and pixels.shape[2] == size:
+        return pixels
+    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float()
+    y = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+                                        align_corners=False)
+    return y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def _from_builtin(name: str, size: int, cap: int | None, seed: int, val_fraction: float) -> Dataset:
+    raw = builtin.BUILTINS[name].build(seed=seed, per_class=cap)
+    n, h, w = raw.pixels.shape[:3]
+    return assemble(name, f"built-in {name}", _resize_batch(raw.pixels, size), raw.labels, raw.classes,
+                    widths=[w] * n, heights=[h] * n, modes=["RGB" if name == "shapes" else "L"] * n,
+                    formats=["generated" if name == "shapes" else "array"] * n, skipped=[],
+                    max_per_class=cap, val_fraction=val_fraction, seed=seed, val_mask=raw.val_mask)
+
+
+def _from_members(name: str, source: str, members: list[archive.Member], skipped: list[Skipped],
+                  size: int, cap: int | None, seed: int, val_fraction: float) -> Dataset:
+    assigned, unplaced = archive.assign_classes(members)
+    skipped = skipped + unplaced
+    if not assigned:
+        raise DatasetError(f"no image inside a class folder ({len(skipped)} files skipped).\n{VALID_LAYOUT}")
+    classes = sorted({c for _, c in assigned})
+    index = {c: i for i, c in enumerate(classes)}
+    labels = np.array([index[c] for _, c in assigned], dtype=np.int64)
+    # Cap before decoding: a user asking for 20 per class should not wait for 20,000 decodes.
+    chosen = _cap_indices(labels, cap, seed, limits())
+    decoded: list[Decoded] = []
+    kept_labels: list[int] = []
+    for start in range(0, len(chosen), 256):  # read a chunk, decode it on all cores
+        chunk = chosen[start:start + 256]
+        blobs, ok = [], []
+        for i in chunk:
+            member = assigned[i][0]
+            try:
+                blobs.append(member.read())
+                ok.append(i)
+            except (DatasetError, OSError, EOFError, RuntimeError) as err:  # zip CRC errors, truncation
+                skipped.append(Skipped(member.path, f"unreadable ({err})"))
+        for i, result in zip(ok, decode_all(blobs, size, limits()), strict=True):
+            if isinstance(result, BadImage):
+                skipped.append(Skipped(assigned[i][0].path, str(result)))
+            else:
+                decoded.append(result)
+                kept_labels.append(int(labels[i]))
+    pixels = np.stack([d.pixels for d in decoded]) if decoded else np.zeros((0, size, size, 3), np.uint8)
+    return assemble(name, source, pixels, np.array(kept_labels, dtype=np.int64), classes,
+                    widths=[d.width for d in decoded], heights=[d.height for d in decoded],
+                    modes=[d.mode for d in decoded], formats=[d.format for d in decoded],
+                    skipped=skipped, max_per_class=None, val_fraction=val_fraction, seed=seed)
+
+
+def _cap_indices(labels: np.ndarray, cap: int | None, seed: int, lim: Limits) -> np.ndarray:
+    from tlcore.data.dataset import cap_per_class
+
+    chosen = cap_per_class(labels, cap, seed)
+    if len(chosen) > lim.max_images:
+        raise DatasetError(f"{len(chosen):,} images is over the limit of {lim.max_images:,}: "
+                           "set a cap on images per class")
+    return chosen
+
+
+def _tv_root() -> Path:
+    return paths.home() / "torchvision-datasets"
+
+
+def _tv_cached(name: str) -> bool:
+    return (_tv_root() / name).exists() and any((_tv_root() / name).iterdir())
+
+
+def _from_torchvision(name: str, size: int, cap: int | None, seed: int, val_fraction: float) -> Dataset:
+    import torchvision.datasets as tvd
+
+    if name not in TORCHVISION_SETS:
+        raise DatasetError(f"unknown torchvision dataset {name!r}; choose one of: {', '.join(TORCHVISION_SETS)}")
+    cls_name, kwargs = TORCHVISION_SETS[name]
+    root = _tv_root() / name
+    try:
+        ds = getattr(tvd, cls_name)(root=str(root), download=True, **kwargs)
+    except (urllib.error.URLError, OSError, RuntimeError) as err:
+        raise DatasetUnavailableError(
+            f"torchvision dataset {name} is not cached in {root} and could not be downloaded "
+            f"({type(err).__name__}: {err}). Connect to the internet once, or use a built-in dataset "
+            "or your own zip.") from None
+
+    def compute() -> Dataset:
+        targets = np.asarray(getattr(ds, "targets", None) or ds._labels, dtype=np.int64)
+        classes = list(getattr(ds, "classes", None) or [str(i) for i in range(int(targets.max()) + 1)])
+        chosen = _cap_indices(targets, cap, seed, limits())
+        pixels, widths, heights, modes = [], [], [], []
+        for i in chosen:
+            image = ds[int(i)][0]
+            widths.append(image.width)
+            heights.append(image.height)
+            modes.append(image.mode)
+            pixels.append(np.asarray(square(to_rgb(image), size)))
+        return assemble(name, f"torchvision {cls_name}", np.stack(pixels), targets[chosen], classes,
+                        widths=widths, heights=heights, modes=modes, formats=["torchvision"] * len(chosen),
+                        skipped=[], max_per_class=None, val_fraction=val_fraction, seed=seed)
+
+    return _cached(f"torchvision:{name}", size, cap, seed, val_fraction, compute)
+
+
+# ---- the decoded-tensor cache ---------------------------------------------------------------
+
+def _cache_path(key: str) -> Path:
+    folder = paths.home() / "datasets"
+    folder.mkdir(exist_ok=True)
+    return folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.pt"
+
+
+def _cached(identity: str, size: int, cap: int | None, seed: int, val_fraction: float, compute) -> Dataset:
+    key = f"v{CACHE_VERSION}|{identity}|{size}|{cap}|{seed}|{val_fraction}"
+    path = _cache_path(key)
+    if path.exists():
+        try:
+            return _from_record(torch.load(path, map_location="cpu", weights_only=True))
+        except (OSError, RuntimeError, KeyError, TypeError, EOFError):
+            path.unlink(missing_ok=True)  # a corrupt cache entry is rebuilt, not fatal
+    dataset = compute()
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(_to_record(dataset), tmp)
+    tmp.replace(path)
+    return dataset
+
+
+def _to_record(ds: Dataset) -> dict:
+    return {"name": ds.name, "source": ds.source, "images": ds.images, "labels": ds.labels,
+            "classes": ds.classes, "train_idx": ds.train_idx, "val_idx": ds.val_idx,
+            "profile": asdict(ds.profile), "skipped": [[s.path, s.reason] for s in ds.skipped],
+            "fingerprint": ds.fingerprint}
+
+
+def _from_record(rec: dict) -> Dataset:
+    return Dataset(name=rec["name"], images=rec["images"], labels=rec["labels"], classes=rec["classes"],
+                   train_idx=rec["train_idx"], val_idx=rec["val_idx"], profile=Profile(**rec["profile"]),
+                   skipped=[Skipped(p, r) for p, r in rec["skipped"]], fingerprint=rec["fingerprint"],
+                   source=rec["source"])
