@@ -89,8 +89,9 @@ def duplicate_groups(images: torch.Tensor) -> int:
     """Groups of images that are identical at 16×16 grey (an average-hash; cheap)."""
     if len(images) == 0:
         return 0
-    small = torch.nn.functional.interpolate(images.float().mean(1, keepdim=True), size=(16, 16),
-                                            mode="area")
+    step = max(1, images.shape[-1] // 32)  # subsample before converting: no float copy of it all
+    grey = images[..., ::step, ::step].float().mean(1, keepdim=True)
+    small = torch.nn.functional.interpolate(grey, size=(16, 16), mode="area")
     bits = (small.flatten(1) > small.flatten(1).mean(1, keepdim=True)).numpy()
     keys = Counter(np.packbits(bits, axis=1).tobytes()[i * 32:(i + 1) * 32] for i in range(len(bits)))
     return sum(1 for n in keys.values() if n > 1)
@@ -104,15 +105,17 @@ def fingerprint(images: torch.Tensor, labels: torch.Tensor, classes: list[str]) 
     return h.hexdigest()[:20]
 
 
-def assemble(name: str, source: str, pixels: np.ndarray, labels: np.ndarray, classes: list[str], *,
+def assemble(name: str, source: str, images: torch.Tensor, labels: np.ndarray, classes: list[str], *,
              widths: list[int], heights: list[int], modes: list[str], formats: list[str],
              skipped: list[Skipped], max_per_class: int | None, val_fraction: float, seed: int,
              val_mask: np.ndarray | None = None) -> Dataset:
-    """Build a Dataset from decoded N×S×S×3 pixels, refusing what cannot be trained on."""
+    """Build a Dataset from decoded N×3×S×S uint8 images, refusing what cannot be trained on."""
     if len(labels) == 0:
         raise DatasetError(f"no usable image found ({len(skipped)} files skipped).\n{VALID_LAYOUT}")
     keep = cap_per_class(labels, max_per_class, seed)
-    pixels, labels = pixels[keep], labels[keep]
+    if len(keep) < len(labels):
+        images = images[torch.from_numpy(keep)]
+    labels = labels[keep]
     present = sorted(set(labels.tolist()))
     if len(present) < 2:
         only = classes[present[0]]
@@ -122,7 +125,6 @@ def assemble(name: str, source: str, pixels: np.ndarray, labels: np.ndarray, cla
     remap = {old: new for new, old in enumerate(present)}
     classes = [classes[i] for i in present]
     labels = np.array([remap[v] for v in labels.tolist()], dtype=np.int64)
-    images = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)))
     label_t = torch.from_numpy(labels)
     if val_mask is not None:  # a source with a leakage-free split of its own (textures)
         val_mask = val_mask[keep]

@@ -97,7 +97,7 @@ def decode_bytes(data: bytes, size: int, limits: Limits) -> Decoded:
             image.draft("RGB", (max(1, int(width / scale)), max(1, int(height / scale))))
         image.load()
         image = ImageOps.exif_transpose(image)
-        pixels = np.asarray(square(to_rgb(image), size))
+        pixels = np.array(square(to_rgb(image), size))  # a writable copy (torch refuses read-only views)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise BadImage(f"corrupt or truncated image ({err})") from None
     return Decoded(pixels, width, height, mode, fmt)

@@ -129,14 +129,14 @@ def _hash_file(file) -> str:
     return h.hexdigest()
 
 
-def _resize_batch(pixels: np.ndarray, size: int) -> np.ndarray:
-    """N×h×w×3 → N×size×size×3 (square sources), antialiased."""
-    if pixels.shape[1] == size and pixels.shape[2] == size:
-        return pixels
-    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float()
-    y = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+def _resize_batch(pixels: np.ndarray, size: int) -> torch.Tensor:
+    """N×h×w×3 uint8 (square sources) → N×3×size×size uint8, antialiased."""
+    x = torch.from_numpy(pixels).permute(0, 3, 1, 2)
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x.contiguous()
+    y = torch.nn.functional.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True,
                                         align_corners=False)
-    return y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return y.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _from_builtin(name: str, size: int, cap: int | None, seed: int, val_fraction: float) -> Dataset:
@@ -177,8 +177,10 @@ def _from_members(name: str, source: str, members: list[archive.Member], skipped
             else:
                 decoded.append(result)
                 kept_labels.append(int(labels[i]))
-    pixels = np.stack([d.pixels for d in decoded]) if decoded else np.zeros((0, size, size, 3), np.uint8)
-    return assemble(name, source, pixels, np.array(kept_labels, dtype=np.int64), classes,
+    images = torch.empty((len(decoded), 3, size, size), dtype=torch.uint8)
+    for i, d in enumerate(decoded):  # one copy, straight into the N×3×S×S layout
+        images[i] = torch.from_numpy(d.pixels).permute(2, 0, 1)
+    return assemble(name, source, images, np.array(kept_labels, dtype=np.int64), classes,
                     widths=[d.width for d in decoded], heights=[d.height for d in decoded],
                     modes=[d.mode for d in decoded], formats=[d.format for d in decoded],
                     skipped=skipped, max_per_class=None, val_fraction=val_fraction, seed=seed)
@@ -228,7 +230,8 @@ def _from_torchvision(name: str, size: int, cap: int | None, seed: int, val_frac
             heights.append(image.height)
             modes.append(image.mode)
             pixels.append(np.asarray(square(to_rgb(image), size)))
-        return assemble(name, f"torchvision {cls_name}", np.stack(pixels), targets[chosen], classes,
+        images = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous()
+        return assemble(name, f"torchvision {cls_name}", images, targets[chosen], classes,
                         widths=widths, heights=heights, modes=modes, formats=["torchvision"] * len(chosen),
                         skipped=[], max_per_class=None, val_fraction=val_fraction, seed=seed)
 

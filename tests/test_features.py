@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from tlcore import data, features, zoo
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return data.load("faces", size=32, max_per_class=3)
+
+
+def test_penultimate_features_are_the_classifier_input(tiny):
+    spec = zoo.get_spec("efficientnet_lite0")
+    feats = features.extract(spec, tiny)
+    assert feats.shape == (6, 1280) and feats.dtype == torch.float32
+    model = zoo.load(spec)
+    with torch.inference_mode():
+        x = features.normalise(tiny.images, spec, tiny.size)
+        expected = model._avg_pooling(model.extract_features(x)).flatten(1)
+        logits = model(x)
+        refit = model._fc(feats)
+    assert torch.allclose(feats, expected, atol=1e-4)
+    assert torch.allclose(refit, logits, atol=1e-3)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_features_are_cached_in_memory_and_on_disk(tiny, monkeypatch):
+    spec = zoo.get_spec("efficientnet_lite0")
+    first = features.extract(spec, tiny, block="stem")
+    features._MEMORY.clear()
+
+    def no_compute(*a, **k):
+        raise AssertionError("recomputed instead of read from disk")
+
+    monkeypatch.setattr(features, "_compute", no_compute)
+    assert torch.equal(features.extract(spec, tiny, block="stem"), first)
+
+
+@pytest.mark.parametrize(("model", "block", "dim"), [
+    ("resnet18", "layer2", 128), ("resnet18", "penultimate", 512),
+    ("swin_t", "features.3", 192), ("vit_b_16", "encoder.layers.encoder_layer_0", 768),
+])
+def test_any_block_of_other_families(tiny, model, block, dim):
+    spec = zoo.get_spec(model)
+    net = zoo.load(spec, pretrained=False)  # random weights: shapes and plumbing only
+    feats = features.extract(spec, tiny, block=block, model=net, batch_size=4)
+    assert feats.shape == (6, dim) and torch.isfinite(feats).all()
+
+
+def test_unknown_block_lists_the_choices(tiny):
+    spec = zoo.get_spec("efficientnet_lite0")
+    with pytest.raises(ValueError, match="choose one of: stem"):
+        features.extract(spec, tiny, block="layer9")
+
+
+def test_embed_2d_map():
+    feats = torch.randn(40, 16)
+    xy = features.embed_2d(feats, seed=0)
+    assert xy.shape == (40, 2)
+    with pytest.raises(ValueError):
+        features.embed_2d(torch.randn(3, 4))

@@ -1,0 +1,178 @@
+"""Activations of a dataset at any block of a model — the one place features are computed.
+
+The recommender, the fine-tune lab and the visualisations reuse what is cached here, in memory
+and on disk, keyed by (model, weights, dataset fingerprint, block, input size, view).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from torch import nn
+
+from tlcore import paths, zoo
+from tlcore.data import Dataset
+from tlcore.device import pick_device
+
+# Architectures whose input size is fixed by their position embeddings / window partition.
+FIXED_INPUT = ("vit", "maxvit")
+PENULTIMATE = "penultimate"  # the classifier's input: the standard linear-probe features
+
+_MEMORY: OrderedDict[str, torch.Tensor] = OrderedDict()
+_MEMORY_ITEMS = 16
+# Hooks live on the model object, which the app shares between sessions: one extraction at a time.
+_LOCK = threading.Lock()
+
+
+class _Stop(Exception):
+    """Raised by the capture hook: nothing after the requested block needs to run."""
+
+
+def classifier_path(model: nn.Module, num_classes: int) -> str:
+    """The last module that maps to ``num_classes`` outputs (Linear, or SqueezeNet's 1×1 conv)."""
+    last = [name for name, m in model.named_modules()
+            if getattr(m, "out_features", getattr(m, "out_channels", None)) == num_classes]
+    if not last:
+        raise ValueError(f"no classifier with {num_classes} outputs found")
+    return last[-1]
+
+
+def pool(x: torch.Tensor, family: str) -> torch.Tensor:
+    """N×D features from a block output: spatial mean, ViT's class token, Swin's NHWC layout."""
+    if x.dim() == 4:
+        return x.mean(dim=(1, 2)) if family in ("swin", "swin_v2") else x.mean(dim=(2, 3))
+    if x.dim() == 3:
+        return x[:, 0]  # ViT: the class token
+    return x.flatten(1)
+
+
+def input_size(spec: zoo.ModelSpec, dataset: Dataset) -> int:
+    return spec.crop_size if spec.family in FIXED_INPUT else dataset.size
+
+
+def _key(spec: zoo.ModelSpec, dataset: Dataset, block: str, size: int, view: str) -> str:
+    raw = f"{spec.key}|{dataset.fingerprint}|{block}|{size}|{view}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def _hook_target(model: nn.Module, spec: zoo.ModelSpec, block: str) -> tuple[nn.Module, bool]:
+    """(module, capture its input?) for the requested block."""
+    if block == PENULTIMATE:
+        return model.get_submodule(classifier_path(model, spec.num_classes)), True
+    names = [b.name for b in spec.blocks]
+    if block not in names:
+        raise ValueError(f"unknown block {block!r} for {spec.model}; choose one of: "
+                         f"{', '.join(names)} or {PENULTIMATE}")
+    members = [m for m in spec.blocks[names.index(block)].members if _is_module(model, m)]
+    return model.get_submodule(members[-1]), False
+
+
+def _is_module(model: nn.Module, path: str) -> bool:
+    try:
+        model.get_submodule(path)
+        return True
+    except AttributeError:
+        return False
+
+
+def normalise(batch: torch.Tensor, spec: zoo.ModelSpec, size: int) -> torch.Tensor:
+    """uint8 N×3×S×S on the device → the model's normalised float input at ``size``."""
+    x = batch.float().div_(255.0)
+    if x.shape[-1] != size:
+        x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+                                      align_corners=False)
+    mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+@torch.inference_mode()
+def _compute(model: nn.Module, spec: zoo.ModelSpec, dataset: Dataset, block: str, size: int,
+             device: torch.device, batch_size: int) -> torch.Tensor:
+    target, capture_input = _hook_target(model, spec, block)
+    captured: list[torch.Tensor] = []
+
+    def hook(module, args, output=None):
+        value = args[0] if capture_input else output
+        captured.append(pool(value.float(), spec.family).cpu())
+        raise _Stop
+
+    handle = (target.register_forward_pre_hook(hook) if capture_input
+              else target.register_forward_hook(hook))
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
+    try:
+        with autocast:
+            for start in range(0, len(dataset), batch_size):
+                batch = dataset.images[start:start + batch_size].to(device, non_blocking=True)
+                try:
+                    model(normalise(batch, spec, size))
+                except _Stop:
+                    pass
+    finally:
+        handle.remove()
+    return torch.cat(captured)
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def extract(spec: zoo.ModelSpec, dataset: Dataset, *, block: str = PENULTIMATE,
+            model: nn.Module | None = None, device: torch.device | str | None = None,
+            batch_size: int = 128, view: str = "center") -> torch.Tensor:
+    """N×D float32 features of every image in ``dataset`` at ``block`` (pooled), on the CPU.
+
+    ``model``: an already loaded (possibly shared) model — it is only read, hooks are removed
+    afterwards; default: the pretrained model from the zoo. Cached in memory and on disk.
+    """
+    size = input_size(spec, dataset)
+    key = _key(spec, dataset, block, size, view)
+    if key in _MEMORY:
+        _MEMORY.move_to_end(key)
+        return _MEMORY[key]
+    path = paths.home() / "features" / f"{key}.pt"
+    if path.exists():
+        try:
+            feats = torch.load(path, map_location="cpu", weights_only=True)
+            return _remember(key, feats)
+        except (OSError, RuntimeError, EOFError):
+            path.unlink(missing_ok=True)
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    model = model if model is not None else zoo.load(spec, device=dev)
+    dev = next(model.parameters()).device
+    with _LOCK:
+        feats = _compute(model.eval(), spec, dataset, block, size, dev, batch_size)
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(feats, tmp)
+    tmp.replace(path)
+    return _remember(key, feats)
+
+
+def _remember(key: str, feats: torch.Tensor) -> torch.Tensor:
+    _MEMORY[key] = feats
+    while len(_MEMORY) > _MEMORY_ITEMS:
+        _MEMORY.popitem(last=False)
+    return feats
+
+
+def embed_2d(features: torch.Tensor, *, seed: int = 0) -> np.ndarray:
+    """N×2 map of N×D features: PCA to ≤ 50 dimensions, then t-SNE (scikit-learn)."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    x = features.numpy().astype(np.float64)
+    n = len(x)
+    if n < 5:
+        raise ValueError("a map needs at least 5 images")
+    x = PCA(n_components=min(50, n - 1, x.shape[1]), random_state=seed).fit_transform(x)
+    perplexity = float(min(30, max(2, (n - 1) // 3)))
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
