@@ -91,3 +91,40 @@ def test_comparison_side_by_side():
     frame = at.dataframe[-1].value
     assert list(frame.columns) == ["resnet18.IMAGENET1K_V1", "efficientnet_lite0.IMAGENET1K_TF"]
     assert frame.loc["Params (M)", "resnet18.IMAGENET1K_V1"].startswith("11.68")
+
+
+def test_data_page_loads_a_builtin_and_remembers_it():
+    at = app("app_pages/data.py").run()
+    assert not at.exception
+    assert at.metric[0].value == "1,797" and at.metric[1].value == "10"
+    at.selectbox[0].set_value("faces").run()
+    assert at.metric[0].value == "200"
+    assert at.session_state["active_dataset"].name == "faces"
+
+
+def test_data_page_small_dataset_on_purpose():
+    at = app("app_pages/data.py").run()
+    at.number_input[0].set_value(5).run()
+    assert not at.exception and at.metric[0].value == "50" and at.metric[2].value == "5"
+
+
+def test_data_page_refused_input_is_a_message_not_a_traceback(tmp_path):
+    at = app("app_pages/data.py").run()
+    at.radio[0].set_value("path").run()
+    at.text_input[0].set_value(str(tmp_path / "missing")).run()
+    assert not at.exception
+    assert "no such zip file or folder" in at.error[0].value
+
+
+def test_demo_mode_hides_server_folders(monkeypatch):
+    monkeypatch.setenv("TLCORE_DEMO", "1")
+    at = app("app_pages/data.py").run()
+    assert "path" not in at.radio[0].options and not at.exception
+
+
+def test_data_page_feature_map():
+    at = app("app_pages/data.py").run()
+    at.selectbox[0].set_value("faces").run()
+    at.toggle(key="draw_map").set_value(True).run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 2  # balance and the map (faces are all 25×25: no size chart)

@@ -106,3 +106,32 @@ def test_other_pages_render(server, browser, path, tmp_path):
         page.screenshot(path=str(tmp_path / f"{path}.png"), full_page=True)
         print(page.inner_text("body")[:2000])
         page.close()
+
+
+def test_data_page_takes_a_zip_upload_and_reports_bad_files(server, browser, tmp_path):
+    from tests.data.conftest import jpeg, make_zip, png
+
+    entries = {f"cats/{i}.jpg": jpeg(i) for i in range(4)}
+    entries.update({f"dogs/{i}.png": png(10 + i) for i in range(4)})
+    entries.update({"dogs/notes.txt": b"not an image", "../escape.jpg": jpeg(99)})
+    archive = tmp_path / "pets.zip"
+    archive.write_bytes(make_zip(entries))
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1400})
+    page.goto(f"{server}/data")
+    page.get_by_text("Upload a zip").click()
+    page.locator('input[type="file"]').set_input_files(str(archive))
+    page.get_by_text("Skipped (2)").wait_for(timeout=120_000)
+    _no_exception(page)
+    body = page.inner_text("body")
+    assert "cats — 4 images" in body and "dogs — 4 images" in body
+    page.get_by_role("tab", name="Skipped (2)").click()
+    page.get_by_text("path escapes the folder").first.wait_for(state="attached", timeout=30_000)
+    page.screenshot(path=str(tmp_path / "data.png"), full_page=True)
+
+    # The dataset survives a trip to another page.
+    page.get_by_role("link", name="Model zoo").click()
+    page.get_by_role("heading", name="Models").wait_for(timeout=120_000)
+    page.get_by_role("link", name="Data").click()
+    page.get_by_text("dogs — 4 images").wait_for(timeout=60_000)
+    page.close()

@@ -1,0 +1,200 @@
+"""Widget groups and pictures for the Data page."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+import torch
+from torchvision.utils import make_grid
+
+from tlcore import data, features, zoo
+from tlcore.settings import demo_mode
+from ui import resources
+
+SIZES = [32, 64, 96, 128, 160, 224]
+KINDS = {"builtin": "Built-in (offline)", "zip": "Upload a zip", "folder_upload": "Upload a folder",
+         "torchvision": "torchvision (download)", "path": "Folder on this server"}
+MAP_MAX_IMAGES = 1000
+
+
+@dataclass(frozen=True)
+class Choice:
+    """How to (re)load the active dataset: kept in the session, so every page can use it."""
+
+    kind: str
+    name: str
+    size: int
+    max_per_class: int | None
+    seed: int
+    digest: str = ""  # content hash of an upload
+    blob: bytes = field(default=b"", repr=False, compare=False)
+    files: tuple = field(default=(), repr=False, compare=False)
+
+
+def _kinds() -> list[str]:
+    return [k for k in KINDS if not (k == "path" and demo_mode())]
+
+
+def picker() -> Choice | None:
+    """Source widgets; None until the user has picked something loadable."""
+    previous: Choice | None = st.session_state.get("active_dataset")
+    kinds = _kinds()
+    c1, c2, c3, c4 = st.columns([3, 2, 2, 1])
+    kind = c1.radio("Source", kinds, format_func=KINDS.get, horizontal=False,
+                    index=kinds.index(previous.kind) if previous and previous.kind in kinds else 0)
+    size = c2.select_slider("Resolution (px)", SIZES, value=previous.size if previous else data.DEFAULT_SIZE,
+                            help="Images are centre-cropped to a square and decoded once at this size.")
+    cap = c3.number_input("Max images per class (0 = all)", min_value=0, step=5,
+                          value=(previous.max_per_class or 0) if previous else 0,
+                          help="Make a small dataset on purpose: the size axis of the strategy matrix.")
+    seed = c4.number_input("Seed", min_value=0, value=previous.seed if previous else 0, step=1)
+    common = {"size": int(size), "max_per_class": int(cap) or None, "seed": int(seed)}
+    if kind == "builtin":
+        names = [r["name"] for r in data.list_sources() if r["kind"] == "built-in"]
+        descriptions = {r["name"]: r["description"] for r in data.list_sources()}
+        default = names.index(previous.name) if previous and previous.name in names else 0
+        name = st.selectbox("Built-in dataset", names, index=default, format_func=lambda n: f"{n} — {descriptions[n]}")
+        return Choice("builtin", name, **common)
+    if kind == "torchvision":
+        names = [r["name"] for r in data.list_sources() if r["kind"] == "torchvision"]
+        name = st.selectbox("torchvision dataset", names,
+                            help="Downloaded once into the tlcore data folder; needs internet the first time.")
+        if not st.button("Load (downloads if needed)"):
+            return previous if previous and previous.kind == "torchvision" and previous.name == name else None
+        return Choice("torchvision", name, **common)
+    if kind == "path":
+        path = st.text_input("Folder path on this server", placeholder="/data/my_images")
+        return Choice("path", path, **common) if path else None
+    if kind == "zip":
+        upload = st.file_uploader("Zip of class folders", type=["zip"])
+        if upload is None:
+            return previous if previous and previous.kind == "zip" else None
+        blob = upload.getvalue()
+        return Choice("zip", upload.name, digest=hashlib.sha256(blob).hexdigest(), blob=blob, **common)
+    uploads = st.file_uploader("A folder with one sub-folder per class", accept_multiple_files="directory",
+                               type=["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"])
+    if not uploads:
+        return previous if previous and previous.kind == "folder_upload" else None
+    files = tuple((u.name, u.getvalue()) for u in uploads)
+    digest = hashlib.sha256(b"".join(n.encode() + hashlib.sha256(b).digest() for n, b in files)).hexdigest()
+    return Choice("folder_upload", "uploaded folder", digest=digest, files=files, **common)
+
+
+@st.cache_resource(max_entries=8, show_spinner="Decoding the images (once; later loads come from the cache)…")
+def _load(kind: str, name: str, size: int, max_per_class: int | None, seed: int, digest: str,
+          _blob: bytes, _files: tuple) -> data.Dataset:
+    kw = {"size": size, "max_per_class": max_per_class, "seed": seed}
+    if kind == "zip":
+        file = io.BytesIO(_blob)
+        file.name = name
+        return data.load_zip(file, **kw)
+    if kind == "folder_upload":
+        return data.load_uploads(list(_files), **kw)
+    if kind == "torchvision":
+        return data.load(name, **kw)
+    return data.load(name, **kw)
+
+
+def load(choice: Choice) -> data.Dataset:
+    """The dataset, shared read-only between sessions; remembered as this session's active one."""
+    ds = _load(choice.kind, choice.name, choice.size, choice.max_per_class, choice.seed, choice.digest,
+               choice.blob, choice.files)
+    st.session_state["active_dataset"] = choice
+    return ds
+
+
+THUMB = 72  # px per thumbnail in grids
+
+
+def _grid(images: torch.Tensor, nrow: int) -> np.ndarray:
+    if images.shape[-1] > THUMB:
+        images = torch.nn.functional.interpolate(images.float(), size=(THUMB, THUMB), mode="bilinear",
+                                                 antialias=True).round().clamp(0, 255).to(torch.uint8)
+    return make_grid(images, nrow=nrow, padding=2, pad_value=255).permute(1, 2, 0).numpy()
+
+
+def sample_grid(ds: data.Dataset, class_index: int, n: int = 12) -> np.ndarray:
+    idx = torch.nonzero(ds.labels == class_index).flatten()[:n]
+    return _grid(ds.images[idx], n)
+
+
+def balance_figure(ds: data.Dataset):
+    rows = []
+    for split, idx in (("train", ds.train_idx), ("validation", ds.val_idx)):
+        counts = torch.bincount(ds.labels[idx], minlength=len(ds.classes)).tolist()
+        rows += [{"class": c, "split": split, "images": n} for c, n in zip(ds.classes, counts, strict=True)]
+    fig = px.bar(pd.DataFrame(rows), x="class", y="images", color="split", barmode="stack",
+                 color_discrete_sequence=["#2f6fde", "#f2a541"])
+    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10}, template="plotly_white")
+    return fig
+
+
+def sizes_vary(ds: data.Dataset) -> bool:
+    return len(set(zip(ds.profile.widths, ds.profile.heights, strict=True))) > 1
+
+
+def size_figure(ds: data.Dataset):
+    frame = pd.DataFrame({"width": ds.profile.widths, "height": ds.profile.heights})
+    long = frame.melt(var_name="side", value_name="pixels")
+    fig = px.histogram(long, x="pixels", color="side", barmode="overlay", nbins=40, opacity=0.65,
+                       color_discrete_sequence=["#2f6fde", "#d1495b"])
+    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10}, template="plotly_white",
+                      xaxis_title="original size (px)")
+    return fig
+
+
+def skipped_frame(ds: data.Dataset) -> pd.DataFrame:
+    return pd.DataFrame([{"file": s.path, "reason": s.reason} for s in ds.skipped])
+
+
+def map_models() -> list[str]:
+    """Pretrained models usable for the map right now (weights on disk), smallest first."""
+    specs = [s for s in zoo.list_models() if s.weights_available]
+    return [s.key for s in sorted(specs, key=lambda s: s.gflops)]
+
+
+def map_sample(ds: data.Dataset, seed: int) -> torch.Tensor:
+    """At most MAP_MAX_IMAGES indices, stratified (t-SNE on a 2-core CPU stays under a minute)."""
+    if len(ds) <= MAP_MAX_IMAGES:
+        return torch.arange(len(ds))
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(len(ds), generator=gen)[:MAP_MAX_IMAGES].sort().values
+
+
+@st.cache_data(show_spinner="Computing features and the t-SNE map…", max_entries=8)
+def feature_map(_ds: data.Dataset, fingerprint: str, model_key: str, seed: int) -> pd.DataFrame:
+    spec = zoo.get_spec(model_key)
+    model = resources.cached_model(model_key, True)
+    feats = features.extract(spec, _ds, model=model)
+    idx = map_sample(_ds, seed)
+    xy = features.embed_2d(feats[idx], seed=seed)
+    return pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "index": idx.numpy(),
+                         "class": [_ds.classes[i] for i in _ds.labels[idx].tolist()]})
+
+
+def map_figure(points: pd.DataFrame, classes: list[str]):
+    fig = px.scatter(points, x="x", y="y", color="class", hover_data={"index": True, "x": False, "y": False},
+                     color_discrete_sequence=px.colors.qualitative.Dark24, category_orders={"class": classes})
+    fig.update_traces(marker={"size": 6, "opacity": 0.8})
+    fig.update_layout(height=520, margin={"l": 10, "r": 10, "t": 10, "b": 10}, template="plotly_white",
+                      xaxis={"visible": False}, yaxis={"visible": False}, dragmode="lasso")
+    return fig
+
+
+def selected_indices(points: pd.DataFrame, event) -> list[int]:
+    """Dataset indices of the points picked in the map (matched by position: one trace per class
+    makes plotly's point numbers per-trace, not per-frame)."""
+    chosen = getattr(getattr(event, "selection", None), "points", None) or []
+    where = {(round(x, 5), round(y, 5)): i for x, y, i in zip(points.x, points.y, points["index"], strict=True)}
+    keys = ((round(p.get("x", float("nan")), 5), round(p.get("y", float("nan")), 5)) for p in chosen)
+    return [int(where[k]) for k in keys if k in where]
+
+
+def thumbnails(ds: data.Dataset, indices: list[int], n: int = 24) -> np.ndarray:
+    return _grid(ds.images[indices[:n]], 12)
