@@ -76,3 +76,25 @@ def test_real_process_prints_no_traceback(argv):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("tlcore: error:")
     assert proc.stdout == ""
+
+
+def test_data_list_and_describe(capsys):
+    rows = run_json(capsys, "data", "--list", "--format", "json")
+    names = {r["name"] for r in rows}
+    assert {"digits", "textures", "faces", "shapes", "torchvision:cifar10"} <= names
+    assert all(r["offline"] for r in rows if r["kind"] == "built-in")
+    info = run_json(capsys, "data", "digits", "--format", "json", "--size", "16", "--max-per-class", "3")
+    assert info["n_images"] == 30 and info["classes"] == [str(d) for d in range(10)]
+    assert info["counts"] == {str(d): 3 for d in range(10)} and info["skipped"] == []
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["data"], "give a SOURCE"),
+    (["data", "no-such-thing"], "no dataset 'no-such-thing'"),
+    (["data", "torchvision:imagenet"], "unknown torchvision dataset"),
+    (["data", "faces", "--size", "2"], "resolution must be between"),
+])
+def test_data_errors_are_one_line(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
