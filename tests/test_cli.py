@@ -98,3 +98,30 @@ def test_data_errors_are_one_line(capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_blocks_json(capsys):
+    out = run_json(capsys, "blocks", "resnet50", "--format", "json")
+    assert [b["name"] for b in out["blocks"]] == ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
+
+
+def test_finetune_learns_offline_and_is_kept(capsys):
+    out = run_json(capsys, "finetune", "--model", "efficientnet_lite0", "--data", "digits", "--freeze",
+                   "all", "--epochs", "5", "--size", "32", "--lr", "0.05", "--format", "json")
+    assert out["val_acc"] > 0.5 and len(out["history"]) == 5
+    assert all("val_acc" in h for h in out["history"]) and "total_s" in out["timings"]
+    runs = run_json(capsys, "runs", "--format", "json")
+    kept = {r["id"]: r for r in runs}[out["run_id"]]
+    assert kept["status"] == "done" and kept["result"]["val_acc"] == out["val_acc"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["finetune", "--model", "efficientnet_lite0", "--data", "digits", "--freeze", "x"], "or 'all'"),
+    (["finetune", "--model", "efficientnet_lite0", "--data", "digits", "--freeze", "40"], "freeze must be"),
+    (["finetune", "--model", "nope", "--data", "digits"], "unknown model"),
+    (["blocks", "resnet5"], "did you mean"),
+])
+def test_finetune_errors_are_one_line(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err

@@ -109,6 +109,88 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_blocks(args: argparse.Namespace) -> int:
+    from tlcore import zoo
+
+    spec = zoo.get_spec(args.model)
+    rows = [{"index": i, "name": b.name, "params": b.params, "members": list(b.members)}
+            for i, b in enumerate(spec.blocks)]
+    if args.format == "json":
+        _print_json({"model": spec.key, "blocks": rows})
+    else:
+        total = sum(r["params"] for r in rows)
+        for r in rows:
+            print(f"{r['index']:3d}  {r['name']:36s} {r['params'] / 1e6:9.3f} M  {100 * r['params'] / total:5.1f} %")
+    return 0
+
+
+def _freeze_arg(text: str):
+    if text == "all":
+        return "all"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of blocks or 'all', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from tlcore import data, zoo
+    from tlcore.finetune import TrialConfig, run_trial
+    from tlcore.store import RunStore
+
+    spec = zoo.get_spec(args.model)
+    cfg = TrialConfig(model=spec.key, pretrained=not args.scratch, freeze=args.freeze, lr=args.lr,
+                      backbone_lr_mult=args.backbone_lr_mult, optimizer=args.optimizer, epochs=args.epochs,
+                      batch_size=args.batch_size, augment=tuple(args.augment), seed=args.seed)
+    cfg.check(len(spec.blocks))
+    dataset = data.load(args.data, size=args.size, max_per_class=args.max_per_class, seed=args.seed)
+    store = RunStore()
+    run_id = store.create(model=spec.key, dataset=f"{args.data}@{dataset.size}px#{dataset.fingerprint}",
+                          config=dict(cfg.__dict__, augment=list(cfg.augment)), status="running")
+
+    def on_epoch(stats) -> None:
+        store.append_epoch(run_id, stats.__dict__)
+        if args.format != "json":
+            print(f"epoch {stats.epoch:3d}  train loss {stats.train_loss:.4f} acc {stats.train_acc:.3f}  "
+                  f"val loss {stats.val_loss:.4f} acc {stats.val_acc:.3f}  {stats.seconds:.2f} s", flush=True)
+
+    try:
+        result = run_trial(cfg, dataset, on_epoch=on_epoch)
+    except KeyboardInterrupt:
+        store.set_status(run_id, "cancelled")
+        raise
+    except Exception as err:
+        store.set_status(run_id, "failed", error=f"{type(err).__name__}: {err}")
+        raise
+    payload = dict(result.to_json(), run_id=run_id)
+    store.finish(run_id, payload)
+    if args.format == "json":
+        _print_json(payload)
+    else:
+        print(f"run {run_id}: validation accuracy {result.val_acc:.3f} "
+              f"({result.trainable_params:,} of {result.total_params:,} parameters trained, "
+              f"{result.timings['total_s']:.1f} s)")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from tlcore.store import RunStore
+
+    runs = RunStore().list()
+    if args.format == "json":
+        _print_json(runs)
+        return 0
+    for r in runs:
+        acc = r["result"]["val_acc"] if r["result"] else None
+        cfg = r["config"]
+        print(f"{r['id']:4d}  {r['status']:11s} {r['model']:36s} freeze {str(cfg.get('freeze')):4s} "
+              f"epochs {cfg.get('epochs')}  val acc {'—' if acc is None else f'{acc:.3f}'}  {r['created']}")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -159,6 +241,33 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--seed", type=int, default=0)
     data.add_argument("--format", choices=["table", "json"], default="table")
     data.set_defaults(run=cmd_data)
+
+    blocks = sub.add_parser("blocks", help="a model's freezable blocks, in forward order")
+    blocks.add_argument("model")
+    blocks.add_argument("--format", choices=["table", "json"], default="table")
+    blocks.set_defaults(run=cmd_blocks)
+
+    ft = sub.add_parser("finetune", help="run one fine-tuning trial and keep it in the run history")
+    ft.add_argument("--model", required=True)
+    ft.add_argument("--data", required=True, help="built-in name, torchvision:NAME, zip or folder")
+    ft.add_argument("--freeze", type=_freeze_arg, default="all",
+                    help="leading blocks to freeze (see `tlcore blocks MODEL`), or 'all' (linear probe)")
+    ft.add_argument("--epochs", type=_positive_int, default=5)
+    ft.add_argument("--lr", type=float, default=1e-2)
+    ft.add_argument("--backbone-lr-mult", type=float, default=0.1)
+    ft.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
+    ft.add_argument("--batch-size", type=_positive_int, default=64)
+    ft.add_argument("--augment", nargs="*", choices=["flip", "crop"], default=["flip"])
+    ft.add_argument("--scratch", action="store_true", help="random weights: training from scratch")
+    ft.add_argument("--size", type=_positive_int, default=128, help="dataset resolution in px")
+    ft.add_argument("--max-per-class", type=_positive_int, default=None)
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--format", choices=["table", "json"], default="table")
+    ft.set_defaults(run=cmd_finetune)
+
+    runs = sub.add_parser("runs", help="list kept runs")
+    runs.add_argument("--format", choices=["table", "json"], default="table")
+    runs.set_defaults(run=cmd_runs)
     return parser
 
 
@@ -169,6 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         args = build_parser().parse_args(argv)
+        if args.command in ("finetune", "runs"):
+            from tlcore.store import RunStore
+
+            RunStore().mark_interrupted()  # a run left 'running' by a killed process
         return args.run(args)
     except (UsageError, UnknownModelError, DeviceError, WeightsUnavailableError, DatasetError,
             ValueError) as err:

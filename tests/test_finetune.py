@@ -1,0 +1,74 @@
+"""Trials learn, never touch the shared model, respect the freeze depth, and refuse bad input."""
+
+import pytest
+import torch
+
+from tlcore import data, zoo
+from tlcore.finetune import TrialCancelled, TrialConfig, augment, run_trial
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load("digits", size=32, max_per_class=30)
+
+
+def test_linear_probe_learns_well_above_chance(digits):
+    result = run_trial(TrialConfig(model="efficientnet_lite0", freeze="all", epochs=8, lr=0.05), digits)
+    assert result.val_acc > 0.5  # chance is 0.1
+    assert result.trainable_params == 1280 * 10 + 10
+    assert sum(map(sum, result.confusion)) == len(digits.val_idx)
+    assert len(result.history) == 8 and "features_s" in result.timings
+
+
+def test_partial_freeze_trains_only_the_tail_and_copies_the_shared_model(digits):
+    spec = zoo.get_spec("efficientnet_lite0")
+    shared = zoo.load(spec)
+    before = {k: v.clone() for k, v in shared.state_dict().items()}
+    cfg = TrialConfig(model=spec.key, freeze=7, epochs=1, lr=0.05, augment=("flip", "crop"))
+    result = run_trial(cfg, digits, model=shared, keep_weights=True)
+    assert all(torch.equal(before[k], v) for k, v in shared.state_dict().items())
+    tail = sum(b.params for b in spec.blocks[7:]) - (1280 * 1000 + 1000) + (1280 * 10 + 10)
+    assert result.trainable_params == tail
+    stem = "_conv_stem.weight"  # frozen: unchanged in the trained weights
+    assert torch.equal(result.state_dict[stem], before[stem])
+    assert not torch.equal(result.state_dict["_conv_head.weight"], before["_conv_head.weight"])
+
+
+def test_from_scratch_and_full_fine_tune_run(digits):
+    for cfg in (TrialConfig(model="efficientnet_lite0", pretrained=False, freeze=0, epochs=1),
+                TrialConfig(model="efficientnet_lite0", freeze=0, epochs=1, optimizer="adamw", lr=1e-3)):
+        result = run_trial(cfg, digits)
+        assert result.trainable_params == result.total_params - 1280 * 1000 - 1000 + 1280 * 10 + 10
+        assert 0.0 <= result.val_acc <= 1.0
+
+
+def test_cancel_stops_between_batches(digits):
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    with pytest.raises(TrialCancelled):
+        run_trial(TrialConfig(model="efficientnet_lite0", freeze=7, epochs=3, batch_size=16), digits,
+                  should_stop=stop)
+
+
+def test_bad_configs_name_the_valid_choices(digits):
+    with pytest.raises(ValueError, match="freeze must be 0…8 or 'all'"):
+        run_trial(TrialConfig(model="efficientnet_lite0", freeze=12), digits)
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        run_trial(TrialConfig(model="efficientnet_lite0", augment=("mixup",)), digits)
+
+
+def test_no_validation_images_is_refused_not_a_silent_100_percent():
+    one_each = data.load("digits", size=16, max_per_class=1)
+    with pytest.raises(data.DatasetError, match="at least 2 images"):
+        run_trial(TrialConfig(model="efficientnet_lite0"), one_each)
+
+
+def test_augment_keeps_shape_and_changes_pixels():
+    x = torch.rand(8, 3, 16, 16)
+    gen = torch.Generator().manual_seed(0)
+    y = augment(x, ("flip", "crop"), gen)
+    assert y.shape == x.shape and not torch.equal(x, y)

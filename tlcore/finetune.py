@@ -1,0 +1,286 @@
+"""Fine-tuning trials: a typed config in, a result with history, metrics and timings out.
+
+Speed design (DESIGN §6): the dataset moves to the device once as uint8 and is augmented there;
+frozen blocks run without autograd; a linear probe (``freeze="all"``) runs the backbone once
+over the data, caches the features, then trains only the new head on them.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from tlcore import features, zoo
+from tlcore.data import Dataset, DatasetError
+from tlcore.device import pick_device
+
+Freeze = int | Literal["all"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialConfig:
+    """One trial. Rates are per step; ``freeze`` counts leading blocks of the zoo's block list."""
+
+    model: str  # registry key or model name
+    pretrained: bool = True  # False: the same architecture from scratch (random weights)
+    freeze: Freeze = "all"  # 0 … n_blocks-1, or "all" = only a new head (linear probe)
+    lr: float = 1e-2  # the new head's learning rate
+    backbone_lr_mult: float = 0.1  # unfrozen backbone blocks learn at lr × this
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    epochs: int = 5
+    batch_size: int = 64
+    augment: tuple[str, ...] = ("flip",)  # any of "flip", "crop"
+    bn_mode: Literal["frozen", "train"] = "frozen"  # BatchNorm statistics in frozen blocks
+    seed: int = 0
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on CUDA
+
+    def check(self, n_blocks: int) -> None:
+        """Raise ValueError naming the valid choices."""
+        if self.freeze != "all" and not (isinstance(self.freeze, int) and 0 <= self.freeze < n_blocks):
+            raise ValueError(f"freeze must be 0…{n_blocks - 1} or 'all', got {self.freeze!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch size must be at least 1")
+        if not (self.lr > 0 and self.backbone_lr_mult >= 0 and math.isfinite(self.lr)):
+            raise ValueError("learning rates must be positive")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
+        bad = set(self.augment) - {"flip", "crop"}
+        if bad:
+            raise ValueError(f"unknown augmentation {sorted(bad)}; choose from flip, crop")
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    seconds: float
+
+
+@dataclass
+class TrialResult:
+    config: dict
+    classes: list[str]
+    history: list[EpochStats]
+    val_acc: float
+    confusion: list[list[int]]  # rows: true class, columns: predicted
+    trainable_params: int
+    total_params: int
+    timings: dict = field(default_factory=dict)  # one-off seconds and per-epoch seconds
+    state_dict: dict | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out.pop("state_dict")
+        return out
+
+
+class TrialCancelled(Exception):
+    """The caller's ``should_stop`` said so; the history so far is in ``args[0]``."""
+
+
+def _replace_head(model: nn.Module, num_classes: int, n_out: int) -> str:
+    """Swap the ImageNet classifier for a fresh one with ``n_out`` outputs; returns its path."""
+    path = features.classifier_path(model, num_classes)
+    parent_path, _, name = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    old = getattr(parent, name)
+    if isinstance(old, nn.Linear):
+        new = nn.Linear(old.in_features, n_out)
+    else:  # SqueezeNet's 1×1 convolution classifier
+        new = nn.Conv2d(old.in_channels, n_out, kernel_size=1)
+    setattr(parent, name, new.to(next(old.parameters()).device))
+    return path
+
+
+def _freeze(model: nn.Module, spec: zoo.ModelSpec, cfg: TrialConfig, head_path: str) -> list[nn.Module]:
+    """Set requires_grad; returns the frozen modules (for the BatchNorm mode)."""
+    if cfg.freeze == "all":
+        for name, p in model.named_parameters():
+            p.requires_grad = name.startswith(head_path + ".")
+        return [model]
+    frozen = []
+    for block in spec.blocks[: cfg.freeze]:
+        for path in block.members:
+            try:
+                module = model.get_submodule(path)
+            except AttributeError:
+                model.get_parameter(path).requires_grad = False
+                continue
+            module.requires_grad_(False)
+            frozen.append(module)
+    return frozen
+
+
+def _optimizer(model: nn.Module, cfg: TrialConfig, head_path: str) -> torch.optim.Optimizer:
+    head = [p for n, p in model.named_parameters() if n.startswith(head_path + ".") and p.requires_grad]
+    body = [p for n, p in model.named_parameters() if not n.startswith(head_path + ".") and p.requires_grad]
+    groups = [{"params": head, "lr": cfg.lr}]
+    if body and cfg.backbone_lr_mult > 0:
+        groups.append({"params": body, "lr": cfg.lr * cfg.backbone_lr_mult})
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, weight_decay=0.01)
+    return torch.optim.SGD(groups, momentum=0.9, weight_decay=1e-4)
+
+
+def augment(x: torch.Tensor, kinds: tuple[str, ...], gen: torch.Generator) -> torch.Tensor:
+    """Per-sample random flips and crops on the device (float N×3×H×W in, same shape out)."""
+    n = x.shape[0]
+    if "flip" in kinds:
+        flip = torch.rand(n, device=x.device, generator=gen) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    if "crop" in kinds:  # random scale 0.75–1 and shift, as one affine warp per sample
+        scale = 0.75 + 0.25 * torch.rand(n, device=x.device, generator=gen)
+        shift = (1 - scale).unsqueeze(1) * (2 * torch.rand(n, 2, device=x.device, generator=gen) - 1)
+        theta = torch.zeros(n, 2, 3, device=x.device)
+        theta[:, 0, 0], theta[:, 1, 1], theta[:, :, 2] = scale, scale, shift
+        grid = nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+        x = nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return x
+
+
+def _autocast(device: torch.device, cfg: TrialConfig):
+    if device.type == "cuda" and cfg.precision in ("auto", "bfloat16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+def _run_epoch(model, xs, ys, idx, *, train, cfg, opt, device, gen, prepare, frozen, should_stop):
+    """One pass over ``idx``; returns (loss, accuracy, predictions)."""
+    model.train(train)
+    if train and cfg.bn_mode == "frozen":
+        for module in frozen:
+            for m in module.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+    order = idx[torch.randperm(len(idx), generator=gen, device="cpu")] if train else idx
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    preds = []
+    for start in range(0, len(order), cfg.batch_size):
+        if should_stop is not None and should_stop():
+            raise TrialCancelled()
+        batch = order[start:start + cfg.batch_size].to(device)
+        x, y = prepare(xs[batch], train), ys[batch]
+        with torch.set_grad_enabled(train), _autocast(device, cfg):
+            logits = model(x)
+            loss = nn.functional.cross_entropy(logits.float(), y)
+        if train:
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        # Sums stay on the device: no host synchronisation per batch.
+        total_loss += loss.detach() * len(batch)
+        pred = logits.detach().argmax(1)
+        correct += (pred == y).sum()
+        preds.append(pred)
+    n = max(1, len(order))
+    return (total_loss / n).item(), (correct.float() / n).item(), torch.cat(preds) if preds else None
+
+
+def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = None,
+              device: torch.device | str | None = None, keep_weights: bool = False,
+              on_epoch: Callable[[EpochStats], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> TrialResult:
+    """Train per ``cfg`` on ``dataset``; ``model`` (e.g. shared by the app) is copied, never
+    trained in place. Raises DatasetError for data that cannot be validated honestly."""
+    started = time.perf_counter()
+    spec = zoo.get_spec(cfg.model)
+    cfg.check(len(spec.blocks))
+    if len(dataset.val_idx) == 0:
+        raise DatasetError("no validation images: every class needs at least 2 images "
+                           "(one to train on, one to check on)")
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if model is not None and cfg.pretrained:
+        base = copy.deepcopy(model)
+    else:
+        base = zoo.load(spec, device="cpu", pretrained=cfg.pretrained)
+    base = base.to(dev)
+    total_params = sum(p.numel() for p in base.parameters())
+    n_classes = len(dataset.classes)
+    size = features.input_size(spec, dataset)
+    timings: dict = {}
+
+    if cfg.freeze == "all":
+        # Linear probe: the backbone runs once; epochs touch only the cached features.
+        t0 = time.perf_counter()
+        view = "center|pretrained" if cfg.pretrained else f"center|random-seed{cfg.seed}"
+        xs = features.extract(spec, dataset, model=base, device=dev, view=view).to(dev)
+        timings["features_s"] = time.perf_counter() - t0
+        head = nn.Linear(xs.shape[1], n_classes).to(dev)
+        trainable, head_path, frozen = head, "", []
+
+        def prepare(x, train):
+            return x
+    else:
+        head_path = _replace_head(base, spec.num_classes, n_classes)
+        frozen = _freeze(base, spec, cfg, head_path)
+        trainable = base
+        t0 = time.perf_counter()
+        xs = dataset.images.to(dev)  # uint8: a quarter of float32's memory
+        timings["to_device_s"] = time.perf_counter() - t0
+
+        def prepare(x, train):
+            x = x.float().div_(255.0)
+            if train and cfg.augment:
+                x = augment(x, cfg.augment, _device_gen(dev, gen))
+            return features.normalise((x * 255.0), spec, size)
+
+    ys = dataset.labels.to(dev)
+    opt = _optimizer(trainable, cfg, head_path) if head_path else _optimizer_plain(trainable, cfg)
+    history: list[EpochStats] = []
+    preds = None
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        try:
+            tr_loss, tr_acc, _ = _run_epoch(trainable, xs, ys, dataset.train_idx, train=True, cfg=cfg,
+                                            opt=opt, device=dev, gen=gen, prepare=prepare, frozen=frozen,
+                                            should_stop=should_stop)
+            va_loss, va_acc, preds = _run_epoch(trainable, xs, ys, dataset.val_idx, train=False, cfg=cfg,
+                                                opt=None, device=dev, gen=gen, prepare=prepare,
+                                                frozen=frozen, should_stop=should_stop)
+        except TrialCancelled:
+            raise TrialCancelled(history) from None
+        stats = EpochStats(epoch, tr_loss, tr_acc, va_loss, va_acc, time.perf_counter() - t0)
+        history.append(stats)
+        if on_epoch is not None:
+            on_epoch(stats)
+    confusion = torch.zeros(n_classes, n_classes, dtype=torch.long)
+    truth = dataset.labels[dataset.val_idx]
+    confusion.index_put_((truth, preds.cpu()), torch.ones_like(truth), accumulate=True)
+    timings["per_epoch_s"] = [h.seconds for h in history]
+    timings["total_s"] = time.perf_counter() - started
+    state = None
+    if keep_weights:
+        state = {k: v.detach().cpu() for k, v in trainable.state_dict().items()}
+    return TrialResult(config=asdict(cfg), classes=list(dataset.classes), history=history,
+                       val_acc=history[-1].val_acc, confusion=confusion.tolist(),
+                       trainable_params=sum(p.numel() for p in trainable.parameters() if p.requires_grad),
+                       total_params=total_params, timings=timings, state_dict=state)
+
+
+def _optimizer_plain(module: nn.Module, cfg: TrialConfig) -> torch.optim.Optimizer:
+    params = [{"params": list(module.parameters()), "lr": cfg.lr}]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, weight_decay=0.01)
+    return torch.optim.SGD(params, momentum=0.9, weight_decay=1e-4)
+
+
+def _device_gen(device: torch.device, cpu_gen: torch.Generator) -> torch.Generator | None:
+    # Augmentation randomness is drawn on the device; seeded from the trial's CPU generator.
+    if device.type == "cpu":
+        return cpu_gen
+    g = torch.Generator(device=device)
+    g.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=cpu_gen)))
+    return g
