@@ -20,6 +20,7 @@ from torch import nn
 from tlcore import features, zoo
 from tlcore.data import Dataset, DatasetError
 from tlcore.device import pick_device
+from tlcore.zoo.split import split as split_model
 
 Freeze = int | Literal["all"]
 
@@ -154,7 +155,7 @@ def _autocast(device: torch.device, cfg: TrialConfig):
     return torch.autocast(device.type, enabled=False)
 
 
-def _run_epoch(model, xs, ys, idx, *, train, cfg, opt, device, gen, prepare, frozen, should_stop):
+def _run_epoch(model, ys, idx, *, train, cfg, opt, device, gen, prepare, frozen, should_stop):
     """One pass over ``idx``; returns (loss, accuracy, predictions)."""
     model.train(train)
     if train and cfg.bn_mode == "frozen":
@@ -170,9 +171,10 @@ def _run_epoch(model, xs, ys, idx, *, train, cfg, opt, device, gen, prepare, fro
         if should_stop is not None and should_stop():
             raise TrialCancelled()
         batch = order[start:start + cfg.batch_size].to(device)
-        x, y = prepare(xs[batch], train), ys[batch]
+        x, y = prepare(batch, train), ys[batch]
         with torch.set_grad_enabled(train), _autocast(device, cfg):
-            logits = model(x)
+            out = model(x)
+            logits = getattr(out, "logits", out)  # Inception returns (logits, aux) in training
             loss = nn.functional.cross_entropy(logits.float(), y)
         if train:
             opt.zero_grad(set_to_none=True)
@@ -213,41 +215,23 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
     timings: dict = {}
 
     if cfg.freeze == "all":
-        # Linear probe: the backbone runs once; epochs touch only the cached features.
-        t0 = time.perf_counter()
-        view = "center|pretrained" if cfg.pretrained else f"center|random-seed{cfg.seed}"
-        xs = features.extract(spec, dataset, model=base, device=dev, view=view).to(dev)
-        timings["features_s"] = time.perf_counter() - t0
-        head = nn.Linear(xs.shape[1], n_classes).to(dev)
-        trainable, head_path, frozen = head, "", []
-
-        def prepare(x, train):
-            return x
+        trainable, head_path, frozen, prepare = _linear_probe(cfg, spec, dataset, base, dev, timings)
+        opt = _optimizer_plain(trainable, cfg)
     else:
         head_path = _replace_head(base, spec.num_classes, n_classes)
         frozen = _freeze(base, spec, cfg, head_path)
-        trainable = base
-        t0 = time.perf_counter()
-        xs = dataset.images.to(dev)  # uint8: a quarter of float32's memory
-        timings["to_device_s"] = time.perf_counter() - t0
-
-        def prepare(x, train):
-            x = x.float().div_(255.0)
-            if train and cfg.augment:
-                x = augment(x, cfg.augment, _device_gen(dev, gen))
-            return features.normalise((x * 255.0), spec, size)
-
+        trainable, prepare = _prefix_cached(cfg, spec, dataset, base, dev, gen, size, timings)
+        opt = _optimizer(base, cfg, head_path)
     ys = dataset.labels.to(dev)
-    opt = _optimizer(trainable, cfg, head_path) if head_path else _optimizer_plain(trainable, cfg)
     history: list[EpochStats] = []
     preds = None
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         try:
-            tr_loss, tr_acc, _ = _run_epoch(trainable, xs, ys, dataset.train_idx, train=True, cfg=cfg,
+            tr_loss, tr_acc, _ = _run_epoch(trainable, ys, dataset.train_idx, train=True, cfg=cfg,
                                             opt=opt, device=dev, gen=gen, prepare=prepare, frozen=frozen,
                                             should_stop=should_stop)
-            va_loss, va_acc, preds = _run_epoch(trainable, xs, ys, dataset.val_idx, train=False, cfg=cfg,
+            va_loss, va_acc, preds = _run_epoch(trainable, ys, dataset.val_idx, train=False, cfg=cfg,
                                                 opt=None, device=dev, gen=gen, prepare=prepare,
                                                 frozen=frozen, should_stop=should_stop)
         except TrialCancelled:
@@ -262,12 +246,89 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
     timings["per_epoch_s"] = [h.seconds for h in history]
     timings["total_s"] = time.perf_counter() - started
     state = None
+    owner = trainable if cfg.freeze == "all" else base  # the tail shares the base model's modules
     if keep_weights:
-        state = {k: v.detach().cpu() for k, v in trainable.state_dict().items()}
+        state = {k: v.detach().cpu() for k, v in owner.state_dict().items()}
     return TrialResult(config=asdict(cfg), classes=list(dataset.classes), history=history,
                        val_acc=history[-1].val_acc, confusion=confusion.tolist(),
-                       trainable_params=sum(p.numel() for p in trainable.parameters() if p.requires_grad),
+                       trainable_params=sum(p.numel() for p in owner.parameters() if p.requires_grad),
                        total_params=total_params, timings=timings, state_dict=state)
+
+
+def _linear_probe(cfg, spec, dataset, base, dev, timings):
+    """The backbone runs once; epochs touch only the cached penultimate features."""
+    t0 = time.perf_counter()
+    view = "center|pretrained" if cfg.pretrained else f"center|random-seed{cfg.seed}"
+    feats = features.extract(spec, dataset, model=base, device=dev, view=view).to(dev)
+    timings["features_s"] = time.perf_counter() - t0
+    head = nn.Linear(feats.shape[1], len(dataset.classes)).to(dev)
+    return head, "", [], lambda idx, train: feats[idx]
+
+
+# Cached prefix activations may use at most this much memory (bytes); beyond it, run it all.
+_CACHE_BUDGET = {"cpu": 3 * 2**30, "cuda": 16 * 2**30, "mps": 2 * 2**30}
+
+
+def _views(cfg: TrialConfig) -> int:
+    """Augmented views cached per image when the prefix is cached (view 0 is the plain image)."""
+    if not cfg.augment:
+        return 1
+    return 4 if "crop" in cfg.augment else 2
+
+
+def _prefix_cached(cfg, spec, dataset, base, dev, gen, size, timings):
+    """(module to train, prepare): the frozen prefix runs once per view when it can be cut off."""
+    images = dataset.images.to(dev)  # uint8 on the device: a quarter of float32's memory
+    parts = None
+    if cfg.freeze and cfg.bn_mode == "frozen":  # BN statistics that train need the prefix live
+        parts = split_model(base, spec.blocks, cfg.freeze)
+    if parts is not None:
+        prefix, tail = parts
+        t0 = time.perf_counter()
+        acts = _prefix_views(prefix, images, cfg, spec, size, dev, gen)
+        if acts is not None:
+            timings["prefix_s"] = time.perf_counter() - t0
+            timings["prefix_cached"] = True
+            views = acts.shape[0]
+
+            def prepare(idx, train):
+                if not train or views == 1:
+                    return acts[0, idx]
+                pick = torch.randint(0, views, (len(idx),), device=idx.device, generator=_device_gen(dev, gen))
+                return acts[pick, idx]
+
+            return tail, prepare
+    timings["prefix_cached"] = False
+
+    def prepare(idx, train):
+        x = images[idx]
+        if train and cfg.augment:
+            x = augment(x.float(), cfg.augment, _device_gen(dev, gen))
+        return features.normalise(x, spec, size)
+
+    return base, prepare
+
+
+@torch.no_grad()
+def _prefix_views(prefix, images, cfg, spec, size, dev, gen) -> torch.Tensor | None:
+    """V×N×… activations of the frozen prefix (view 0 plain, the others augmented), or None
+    when they would not fit in the memory budget."""
+    prefix.eval()
+    views = _views(cfg)
+    probe = prefix(features.normalise(images[:1], spec, size))
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    need = views * len(images) * probe.numel() * torch.tensor([], dtype=dtype).element_size()
+    if need > _CACHE_BUDGET.get(dev.type, 2**30):
+        return None
+    out = torch.empty((views, len(images), *probe.shape[1:]), dtype=dtype, device=dev)
+    with _autocast(dev, cfg):
+        for v in range(views):
+            for start in range(0, len(images), 256):
+                x = images[start:start + 256]
+                if v > 0:
+                    x = augment(x.float(), cfg.augment, _device_gen(dev, gen))
+                out[v, start:start + 256] = prefix(features.normalise(x, spec, size)).to(dtype)
+    return out
 
 
 def _optimizer_plain(module: nn.Module, cfg: TrialConfig) -> torch.optim.Optimizer:

@@ -86,3 +86,38 @@ def test_arch_info_is_cached_and_matches_a_fresh_build():
 ])
 def test_family_block_names(model, names):
     assert [b.name for b in zoo.get_spec(model).blocks] == names
+
+
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_lite0", "densenet121", "swin_t", "vgg11",
+                                  "inception_v3", "squeezenet1_0", "vit_b_16"])
+def test_split_at_every_depth_is_exact_or_declined(name):
+    from tlcore.zoo.split import check, split
+
+    spec = zoo.get_spec(name)
+    model = zoo.build(spec).eval()
+    x = torch.randn(2, 3, spec.crop_size, spec.crop_size)
+    results = []
+    for k in range(1, len(spec.blocks)):
+        parts = split(model, spec.blocks, k)
+        results.append(parts is None or check(model, *parts, x))
+        if parts is not None:  # every parameter of the trainable blocks lives in the tail
+            tail_params = {id(p) for p in parts[1].parameters()}
+            for block in spec.blocks[k:]:
+                for path in block.members:
+                    if path == "AuxLogits":  # Inception's auxiliary head runs in training only
+                        continue
+                    try:
+                        params = model.get_submodule(path).parameters()
+                    except AttributeError:
+                        params = [model.get_parameter(path)]
+                    assert all(id(p) in tail_params for p in params), (k, path)
+    assert all(results)
+
+
+def test_split_works_for_the_common_cnns():
+    from tlcore.zoo.split import split
+
+    for name in ("resnet18", "efficientnet_lite0", "vgg11"):
+        spec = zoo.get_spec(name)
+        model = zoo.build(spec)
+        assert all(split(model, spec.blocks, k) is not None for k in range(1, len(spec.blocks)))
