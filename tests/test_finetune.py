@@ -72,3 +72,9 @@ def test_augment_keeps_shape_and_changes_pixels():
     gen = torch.Generator().manual_seed(0)
     y = augment(x, ("flip", "crop"), gen)
     assert y.shape == x.shape and not torch.equal(x, y)
+
+
+def test_too_small_images_get_a_clear_message():
+    small = data.load("digits", size=16, max_per_class=5)
+    with pytest.raises(data.DatasetError, match="cannot take 16px images"):
+        run_trial(TrialConfig(model="efficientnet_lite0"), small)

@@ -212,6 +212,7 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
     total_params = sum(p.numel() for p in base.parameters())
     n_classes = len(dataset.classes)
     size = features.input_size(spec, dataset)
+    _preflight(base, spec, dataset, size, dev)
     timings: dict = {}
 
     if cfg.freeze == "all":
@@ -253,6 +254,18 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
                        val_acc=history[-1].val_acc, confusion=confusion.tolist(),
                        trainable_params=sum(p.numel() for p in owner.parameters() if p.requires_grad),
                        total_params=total_params, timings=timings, state_dict=state)
+
+
+@torch.no_grad()
+def _preflight(model: nn.Module, spec: zoo.ModelSpec, dataset: Dataset, size: int, dev: torch.device) -> None:
+    """One image through the model first: a resolution the architecture cannot take becomes a
+    clear message instead of a shape error deep inside training."""
+    model.eval()
+    try:
+        model(features.normalise(dataset.images[:1].to(dev), spec, size))
+    except RuntimeError as err:
+        raise DatasetError(f"{spec.model} cannot take {size}px images ({str(err).splitlines()[0]}); "
+                           "load the dataset at a larger resolution") from None
 
 
 def _linear_probe(cfg, spec, dataset, base, dev, timings):

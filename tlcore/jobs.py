@@ -1,0 +1,112 @@
+"""Background training jobs: one worker (one GPU queue), progress per epoch, cancel, and every
+state change written to the run store as it happens."""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from tlcore import paths
+from tlcore.data import Dataset
+from tlcore.finetune import TrialCancelled, TrialConfig, run_trial
+from tlcore.store import RunStore
+
+
+@dataclass
+class _Job:
+    run_id: int
+    config: TrialConfig
+    dataset: Dataset
+    model: torch.nn.Module | None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+def weights_path(run_id: int):
+    return paths.home() / "runs" / f"run-{run_id}.pt"
+
+
+class JobManager:
+    """Runs trials one at a time in a daemon thread. Create one per process (the app caches it)."""
+
+    def __init__(self, store: RunStore | None = None,
+                 trial: Callable[..., object] = run_trial):
+        self.store = store or RunStore()
+        self.store.mark_interrupted()  # whatever a previous process left running
+        self._trial = trial
+        self._lock = threading.Condition()
+        self._queue: list[_Job] = []
+        self._running: _Job | None = None
+        self._thread = threading.Thread(target=self._work, name="tlcore-jobs", daemon=True)
+        self._thread.start()
+
+    def submit(self, config: TrialConfig, dataset: Dataset, *, dataset_label: str,
+               model: torch.nn.Module | None = None) -> int:
+        """Queue a trial (``model`` is copied by the trial, never trained in place)."""
+        config_json = dict(config.__dict__, augment=list(config.augment))
+        run_id = self.store.create(model=config.model, dataset=dataset_label, config=config_json)
+        with self._lock:
+            self._queue.append(_Job(run_id, config, dataset, model))
+            self._lock.notify()
+        return run_id
+
+    def cancel(self, run_id: int) -> None:
+        with self._lock:
+            for job in self._queue:
+                if job.run_id == run_id:
+                    self._queue.remove(job)
+                    self.store.set_status(run_id, "cancelled")
+                    return
+            if self._running and self._running.run_id == run_id:
+                self._running.cancel.set()
+
+    def position(self, run_id: int) -> int | None:
+        """0 while running, k when k trials run before it, None when it is not waiting."""
+        with self._lock:
+            if self._running and self._running.run_id == run_id:
+                return 0
+            ids = [j.run_id for j in self._queue]
+            return ids.index(run_id) + 1 if run_id in ids else None
+
+    def busy(self) -> bool:
+        with self._lock:
+            return self._running is not None or bool(self._queue)
+
+    def wait(self, timeout: float = 600.0) -> bool:
+        """Block until the queue is empty (tests, the CLI); False on timeout."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self._running is None and not self._queue, timeout)
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                self._lock.wait_for(lambda: bool(self._queue))
+                job = self._running = self._queue.pop(0)
+            try:
+                self._run(job)
+            finally:
+                with self._lock:
+                    self._running = None
+                    self._lock.notify_all()
+
+    def _run(self, job: _Job) -> None:
+        self.store.set_status(job.run_id, "running")
+        try:
+            result = self._trial(job.config, job.dataset, model=job.model, keep_weights=True,
+                                 on_epoch=lambda s: self.store.append_epoch(job.run_id, s.__dict__),
+                                 should_stop=job.cancel.is_set)
+        except TrialCancelled:
+            self.store.set_status(job.run_id, "cancelled")
+            return
+        except Exception as err:  # a failed trial must not kill the worker
+            last = traceback.format_exception_only(type(err), err)[-1].strip()
+            self.store.set_status(job.run_id, "failed", error=last)
+            return
+        if result.state_dict is not None:
+            path = weights_path(job.run_id)
+            path.parent.mkdir(exist_ok=True)
+            torch.save(result.state_dict, path)
+        self.store.finish(job.run_id, dict(result.to_json(), run_id=job.run_id))
