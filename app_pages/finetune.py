@@ -1,6 +1,107 @@
-"""Fine-tune lab — placeholder until issue #4 lands."""
+"""Fine-tune lab: freeze the first N blocks, train in the background, keep and compare every run."""
 
 import streamlit as st
 
+from tlcore import zoo
+from tlcore.data import DatasetError
+from tlcore.finetune import TrialConfig
+from ui import finetune_view as fv
+
 st.title("Fine-tune lab")
-st.info("Coming next (issue #4): Freeze the first N blocks of a model's real block list, train in the background in seconds, keep every run, sweep all freeze depths.")
+st.caption("Freeze the first blocks of a pretrained network and train the rest on your data. Frozen "
+           "blocks run once and their output is cached, so each epoch runs only what trains.")
+
+try:
+    choice, ds = fv.dataset()
+except DatasetError as err:
+    st.error(str(err))
+    st.stop()
+st.markdown(f"**Dataset:** {ds.name} — {len(ds):,} images, {len(ds.classes)} classes at {ds.size} px "
+            f"({len(ds.train_idx)} train / {len(ds.val_idx)} validation). Change it on the Data page.")
+
+options = fv.model_options()
+c1, c2 = st.columns([3, 1])
+model_key = c1.selectbox("Model", options, format_func=fv.model_label)
+pretrained = not c2.toggle("From scratch", help="The same architecture with random weights.")
+spec = zoo.get_spec(model_key)
+n = len(spec.blocks)
+freeze = st.select_slider("Frozen blocks", options=[*range(n), "all"], value="all",
+                          format_func=lambda v: "all (linear probe)" if v == "all" else f"first {v}",
+                          help="0 fine-tunes everything; 'all' trains only a new head on frozen features.")
+st.plotly_chart(fv.strip_figure(spec, freeze), width="stretch", config={"displayModeBar": False})
+trainable, total = fv.trainable_share(spec, freeze)
+st.caption(f"Trainable backbone: {trainable / 1e6:.2f} M of {total / 1e6:.2f} M parameters "
+           f"({100 * trainable / total:.0f} %) plus a new head for {len(ds.classes)} classes.")
+
+with st.expander("Training settings", expanded=False):
+    k1, k2, k3, k4 = st.columns(4)
+    lr = k1.number_input("Head learning rate", value=0.01, min_value=1e-6, max_value=1.0, format="%.4f")
+    mult = k2.number_input("Backbone rate × ", value=0.1, min_value=0.0, max_value=1.0, format="%.3f")
+    epochs = k3.number_input("Epochs", value=5, min_value=1, max_value=100)
+    batch = k4.number_input("Batch size", value=64, min_value=1, max_value=1024)
+    k5, k6, k7, k8 = st.columns(4)
+    optimizer = k5.selectbox("Optimizer", ["sgd", "adamw"])
+    augment = k6.multiselect("Augmentation", ["flip", "crop"], default=["flip"])
+    bn_mode = k7.selectbox("BatchNorm in frozen blocks", ["frozen", "train"],
+                           help="'train' updates their running statistics (the prefix then cannot be cached).")
+    seed = k8.number_input("Seed", value=0, min_value=0)
+cfg = TrialConfig(model=model_key, pretrained=pretrained, freeze=freeze, lr=float(lr), backbone_lr_mult=float(mult),
+                  optimizer=optimizer, epochs=int(epochs), batch_size=int(batch), augment=tuple(augment),
+                  bn_mode=bn_mode, seed=int(seed))
+label = f"{ds.name}@{ds.size}px#{ds.fingerprint}"
+
+b1, b2, b3 = st.columns([1, 1, 3])
+if b1.button("Run", type="primary"):
+    st.session_state.current_run = fv.submit(cfg, ds, label)
+if b2.button(f"Sweep all {n + 1} depths", help="One trial per freeze depth (Yosinski et al. 2014)."):
+    ids = fv.submit_sweep(cfg, ds, label)
+    st.session_state.current_run = ids[0]
+
+
+@st.fragment(run_every=1.0)
+def live() -> None:
+    run_id = st.session_state.get("current_run")
+    if run_id is None:
+        st.info("Press Run to start a trial; it trains in the background and is kept in the history.")
+        return
+    run = fv.jobs().store.get(run_id)
+    position = fv.jobs().position(run_id)
+    status = run["status"] if position in (None, 0) else f"queued — {position} trial(s) ahead"
+    s1, s2 = st.columns([4, 1])
+    s1.markdown(f"**Run #{run_id}:** {status} · epoch {len(run['history'])} of {run['config']['epochs']}"
+                + (f" · {run['error']}" if run["error"] else ""))
+    if run["status"] in ("queued", "running") and s2.button("Cancel", key=f"cancel{run_id}"):
+        fv.jobs().cancel(run_id)
+    if run["history"]:
+        st.plotly_chart(fv.curves_figure([run_id]), width="stretch", key=f"live{run_id}")
+
+
+live()
+
+st.subheader("Run history")
+frame = fv.runs_frame()
+if frame.empty:
+    st.caption("No runs yet.")
+    st.stop()
+event = st.dataframe(frame, hide_index=True, on_select="rerun", selection_mode="multi-row", key="runs_table",
+                     column_config={"val acc": st.column_config.NumberColumn(format="%.3f"),
+                                    "best val acc": st.column_config.NumberColumn(format="%.3f"),
+                                    "s/epoch": st.column_config.NumberColumn(format="%.2f")})
+picked = [int(frame.iloc[i].run) for i in event.selection.rows]
+if picked:
+    st.plotly_chart(fv.curves_figure(picked), width="stretch", key="overlay")
+    e1, e2, e3 = st.columns(3)
+    e1.download_button("Export selected (JSON)", fv.export_json(picked), file_name="runs.json")
+    e2.download_button("Export table (CSV)", frame.to_csv(index=False), file_name="runs.csv")
+    weights = fv.weights_bytes(picked[0])
+    if weights:
+        e3.download_button(f"Weights of run #{picked[0]} (state_dict)", weights,
+                           file_name=f"run-{picked[0]}.pt",
+                           help="torch.load(path, weights_only=True)")
+sweeps = [s for s in frame.sweep.unique() if s]
+if sweeps:
+    st.subheader("Freeze-depth sweep")
+    sweep = st.selectbox("Sweep", sweeps[::-1])
+    st.plotly_chart(fv.sweep_figure(frame, sweep), width="stretch")
+    st.caption("Yosinski et al. (2014): for a task far from ImageNet, accuracy with frozen transferred "
+               "features falls as more layers are frozen; fine-tuning recovers it.")

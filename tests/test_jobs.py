@@ -69,3 +69,14 @@ def test_restart_marks_unfinished_runs_interrupted(tmp_path):
     run = store.create(model="m", dataset="d", config={}, status="running")
     JobManager(RunStore(tmp_path / "runs.sqlite"))  # a new server process
     assert store.get(run)["status"] == "interrupted"
+
+
+def test_shutdown_stops_a_running_trial(tmp_path, tiny):
+    jobs = JobManager(RunStore(tmp_path / "runs.sqlite"))
+    run = jobs.submit(probe(epochs=50), tiny, dataset_label="d")
+    deadline = time.time() + 60
+    while jobs.store.get(run)["status"] != "running" and time.time() < deadline:
+        time.sleep(0.05)
+    jobs.shutdown()
+    assert not jobs._thread.is_alive()
+    assert jobs.store.get(run)["status"] in ("cancelled", "done")

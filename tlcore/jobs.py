@@ -3,6 +3,7 @@ state change written to the run store as it happens."""
 
 from __future__ import annotations
 
+import atexit
 import threading
 import traceback
 from collections.abc import Callable
@@ -40,13 +41,28 @@ class JobManager:
         self._lock = threading.Condition()
         self._queue: list[_Job] = []
         self._running: _Job | None = None
+        self._closing = False
         self._thread = threading.Thread(target=self._work, name="tlcore-jobs", daemon=True)
         self._thread.start()
+        # A daemon thread still inside a torch kernel at interpreter exit aborts the process:
+        # stop the running trial at its next batch and let the worker return first.
+        atexit.register(self.shutdown)
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Cancel what runs, leave queued runs to be marked interrupted, stop the worker."""
+        with self._lock:
+            self._closing = True
+            self._queue.clear()
+            if self._running is not None:
+                self._running.cancel.set()
+            self._lock.notify_all()
+        self._thread.join(timeout)
 
     def submit(self, config: TrialConfig, dataset: Dataset, *, dataset_label: str,
-               model: torch.nn.Module | None = None) -> int:
-        """Queue a trial (``model`` is copied by the trial, never trained in place)."""
-        config_json = dict(config.__dict__, augment=list(config.augment))
+               model: torch.nn.Module | None = None, tags: dict | None = None) -> int:
+        """Queue a trial (``model`` is copied by the trial, never trained in place). ``tags``
+        (e.g. a sweep id) are kept with the config."""
+        config_json = dict(config.__dict__, augment=list(config.augment), tags=tags or {})
         run_id = self.store.create(model=config.model, dataset=dataset_label, config=config_json)
         with self._lock:
             self._queue.append(_Job(run_id, config, dataset, model))
@@ -83,7 +99,9 @@ class JobManager:
     def _work(self) -> None:
         while True:
             with self._lock:
-                self._lock.wait_for(lambda: bool(self._queue))
+                self._lock.wait_for(lambda: bool(self._queue) or self._closing)
+                if self._closing:
+                    return
                 job = self._running = self._queue.pop(0)
             try:
                 self._run(job)

@@ -128,3 +128,27 @@ def test_data_page_feature_map():
     at.toggle(key="draw_map").set_value(True).run()
     assert not at.exception
     assert len(at.get("plotly_chart")) == 2  # balance and the map (faces are all 25×25: no size chart)
+
+
+def test_finetune_page_runs_a_trial_in_the_background_and_keeps_it():
+    from ui import finetune_view
+
+    at = app("app_pages/finetune.py").run()
+    assert not at.exception
+    assert "Dataset:" in at.markdown[0].value
+    at.button[0].click().run()  # Run (defaults: linear probe on the active / default dataset)
+    run_id = at.session_state["current_run"]
+    assert finetune_view.jobs().wait(300)
+    at.run()
+    assert not at.exception
+    kept = finetune_view.jobs().store.get(run_id)
+    assert kept["status"] == "done" and len(kept["history"]) == 5
+    table = at.dataframe[0].value
+    assert run_id in table.run.tolist()
+
+
+def test_finetune_page_freeze_slider_and_strip():
+    at = app("app_pages/finetune.py").run()
+    at.select_slider[0].set_value(3).run()
+    assert not at.exception
+    assert "Trainable backbone" in at.caption[1].value and "%" in at.caption[1].value

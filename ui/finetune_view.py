@@ -1,0 +1,137 @@
+"""Widget groups and figures for the Fine-tune lab."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from tlcore import zoo
+from tlcore.finetune import TrialConfig
+from tlcore.jobs import JobManager, weights_path
+from ui import data_view, resources
+
+FROZEN, TRAINABLE, NEW = "#c9ced6", "#2f6fde", "#f2a541"
+
+
+@st.cache_resource
+def jobs() -> JobManager:
+    """One job queue per server process: all sessions' GPU work goes through it."""
+    return JobManager()
+
+
+def dataset():
+    """The dataset chosen on the Data page, else built-in digits at 64 px."""
+    choice = st.session_state.get("active_dataset") or data_view.Choice("builtin", "digits", 64, None, 0)
+    return choice, data_view.load(choice)
+
+
+def model_options() -> list[str]:
+    specs = [s for s in zoo.list_models() if s.is_default]
+    specs.sort(key=lambda s: (not s.weights_available, s.gflops))
+    return [s.key for s in specs]
+
+
+def model_label(key: str) -> str:
+    spec = zoo.get_spec(key)
+    return f"{spec.model}  ({'offline' if spec.weights_available else 'needs download'}, {spec.params / 1e6:.1f} M)"
+
+
+def strip_figure(spec: zoo.ModelSpec, freeze) -> go.Figure:
+    """The block list as a strip: frozen blocks grey, trainable blue, the new head orange."""
+    blocks = spec.blocks
+    n_frozen = len(blocks) if freeze == "all" else freeze
+    fig = go.Figure()
+    for i, block in enumerate(blocks):
+        colour = FROZEN if i < n_frozen else TRAINABLE
+        fig.add_trace(go.Bar(x=[1], y=[""], orientation="h", marker_color=colour, showlegend=False,
+                             text=block.name, textposition="inside", insidetextanchor="middle",
+                             hovertemplate=f"{block.name}<br>{block.params / 1e6:.3f} M params<extra></extra>"))
+    fig.add_trace(go.Bar(x=[1], y=[""], orientation="h", marker_color=NEW, showlegend=False,
+                         text="new head", textposition="inside", insidetextanchor="middle",
+                         hovertemplate="a new classifier for your classes<extra></extra>"))
+    fig.update_layout(barmode="stack", height=90, margin={"l": 0, "r": 0, "t": 0, "b": 0},
+                      xaxis={"visible": False}, yaxis={"visible": False}, template="plotly_white",
+                      uniformtext={"minsize": 8, "mode": "hide"})
+    return fig
+
+
+def trainable_share(spec: zoo.ModelSpec, freeze) -> tuple[int, int]:
+    """(trainable, total) parameters, the ImageNet head counted as replaced."""
+    total = sum(b.params for b in spec.blocks)
+    if freeze == "all":
+        return 0, total
+    return sum(b.params for b in spec.blocks[freeze:]), total
+
+
+def submit(cfg: TrialConfig, ds, label: str, tags: dict | None = None) -> int:
+    model = resources.cached_model(cfg.model, True) if cfg.pretrained else None
+    return jobs().submit(cfg, ds, dataset_label=label, model=model, tags=tags)
+
+
+def submit_sweep(base: TrialConfig, ds, label: str) -> list[int]:
+    """One trial per freeze depth (0 … n-1, then 'all'): Yosinski et al. 2014 on your data."""
+    sweep = uuid.uuid4().hex[:8]
+    depths = [*range(len(zoo.get_spec(base.model).blocks)), "all"]
+    return [submit(TrialConfig(**{**base.__dict__, "freeze": d}), ds, label, tags={"sweep": sweep})
+            for d in depths]
+
+
+def runs_frame() -> pd.DataFrame:
+    rows = []
+    for r in jobs().store.list():
+        cfg = r["config"]
+        best = max((h["val_acc"] for h in r["history"]), default=None)
+        epochs_s = [h["seconds"] for h in r["history"]]
+        rows.append({"run": r["id"], "status": r["status"], "model": r["model"].split(".")[0],
+                     "freeze": str(cfg.get("freeze")), "pretrained": cfg.get("pretrained"),
+                     "epochs": f"{len(r['history'])}/{cfg.get('epochs')}",
+                     "val acc": r["result"]["val_acc"] if r["result"] else (r["history"][-1]["val_acc"] if r["history"] else None),
+                     "best val acc": best, "s/epoch": sum(epochs_s) / len(epochs_s) if epochs_s else None,
+                     "dataset": r["dataset"], "sweep": (cfg.get("tags") or {}).get("sweep", ""),
+                     "created": r["created"], "error": r["error"] or ""})
+    return pd.DataFrame(rows)
+
+
+def curves_figure(run_ids: list[int]) -> go.Figure:
+    fig = go.Figure()
+    for run_id in run_ids:
+        run = jobs().store.get(run_id)
+        hist = run["history"]
+        if not hist:
+            continue
+        name = f"#{run_id} {run['model'].split('.')[0]} freeze {run['config'].get('freeze')}"
+        epochs = [h["epoch"] for h in hist]
+        fig.add_trace(go.Scatter(x=epochs, y=[h["val_acc"] for h in hist], mode="lines+markers", name=name))
+        fig.add_trace(go.Scatter(x=epochs, y=[h["train_acc"] for h in hist], mode="lines", name=f"{name} (train)",
+                                 line={"dash": "dot"}, opacity=0.6))
+    fig.update_layout(height=360, margin={"l": 10, "r": 10, "t": 10, "b": 10}, template="plotly_white",
+                      xaxis_title="epoch", yaxis_title="accuracy", yaxis_range=[0, 1.02])
+    return fig
+
+
+def sweep_figure(frame: pd.DataFrame, sweep: str) -> go.Figure:
+    rows = frame[(frame.sweep == sweep) & (frame.status == "done")].copy()
+    order = {str(i): i for i in range(64)} | {"all": 63}
+    rows["depth"] = rows.freeze.map(order)
+    rows = rows.sort_values("depth")
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=rows.freeze, y=rows["val acc"], mode="lines+markers", name="validation accuracy"))
+    fig.add_trace(go.Bar(x=rows.freeze, y=rows["s/epoch"], name="seconds per epoch", yaxis="y2", opacity=0.35))
+    fig.update_layout(height=360, margin={"l": 10, "r": 10, "t": 10, "b": 10}, template="plotly_white",
+                      xaxis_title="frozen blocks", yaxis={"title": "validation accuracy", "range": [0, 1.02]},
+                      yaxis2={"title": "s / epoch", "overlaying": "y", "side": "right"},
+                      legend={"orientation": "h", "y": 1.1})
+    return fig
+
+
+def export_json(run_ids: list[int]) -> str:
+    return json.dumps([jobs().store.get(r) for r in run_ids], indent=2)
+
+
+def weights_bytes(run_id: int) -> bytes | None:
+    path = weights_path(run_id)
+    return path.read_bytes() if path.exists() else None
