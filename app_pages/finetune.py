@@ -74,6 +74,10 @@ def live() -> None:
         fv.jobs().cancel(run_id)
     if run["history"]:
         st.plotly_chart(fv.curves_figure([run_id]), width="stretch", key=f"live{run_id}")
+    seen = st.session_state.get("seen_status")
+    st.session_state.seen_status = (run_id, run["status"])
+    if seen is not None and seen[0] == run_id and seen[1] != run["status"]:
+        st.rerun()  # a run changed state: refresh the history table below too
 
 
 live()
@@ -84,6 +88,7 @@ if frame.empty:
     st.caption("No runs yet.")
     st.stop()
 event = st.dataframe(frame, hide_index=True, on_select="rerun", selection_mode="multi-row", key="runs_table",
+                     placeholder="—",
                      column_config={"val acc": st.column_config.NumberColumn(format="%.3f"),
                                     "best val acc": st.column_config.NumberColumn(format="%.3f"),
                                     "s/epoch": st.column_config.NumberColumn(format="%.2f")})

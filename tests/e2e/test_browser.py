@@ -61,6 +61,12 @@ def browser():
         b.close()
 
 
+def _idle(page, timeout: float = 180_000) -> None:
+    """Wait until the script run is over (Streamlit disables navigation while a page runs)."""
+    page.wait_for_timeout(500)
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=timeout)
+
+
 def _no_exception(page) -> None:
     assert page.locator('[data-testid="stException"]').count() == 0
     body = page.inner_text("body")
@@ -130,8 +136,26 @@ def test_data_page_takes_a_zip_upload_and_reports_bad_files(server, browser, tmp
     page.screenshot(path=str(tmp_path / "data.png"), full_page=True)
 
     # The dataset survives a trip to another page.
-    page.get_by_role("link", name="Model zoo").click()
+    _idle(page)
+    page.get_by_role("link", name="Model zoo").click(timeout=120_000)
     page.get_by_role("heading", name="Models").wait_for(timeout=120_000)
-    page.get_by_role("link", name="Data").click()
-    page.get_by_text("dogs — 4 images").wait_for(timeout=60_000)
+    _idle(page)
+    page.get_by_role("link", name="Data").click(timeout=120_000)
+    page.get_by_text("dogs — 4 images").wait_for(timeout=120_000)
+    page.close()
+
+
+def test_finetune_page_runs_a_trial_and_lists_it(server, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1500})
+    page.goto(f"{server}/finetune")
+    run = page.get_by_role("button", name="Run", exact=True)
+    run.wait_for(timeout=120_000)
+    _idle(page)
+    run.click()
+    page.get_by_text("done · epoch 5 of 5").wait_for(timeout=300_000)
+    page.get_by_text("Run history").wait_for(timeout=60_000)
+    page.locator('[data-testid="stDataFrame"]').get_by_text("done").first.wait_for(state="attached",
+                                                                                  timeout=60_000)
+    _no_exception(page)
+    page.screenshot(path=str(tmp_path / "finetune.png"), full_page=True)
     page.close()
