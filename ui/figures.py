@@ -40,15 +40,19 @@ def pareto_figure(frame: pd.DataFrame, axis: str) -> go.Figure:
         category_orders={"family": by_year}, color_discrete_sequence=px.colors.qualitative.Dark24,
     )
     front = data[pareto_front(data[column].to_numpy(), data["acc1"].to_numpy())].sort_values(column)
+    # Labels point inwards, so the leftmost ones are not cut off by the axis.
+    lx = np.log10(front[column].to_numpy())
+    middle = (lx.min() + lx.max()) / 2
+    positions = ["top right" if v < middle else "top left" for v in lx]
     fig.add_trace(go.Scatter(
         x=front[column], y=front["acc1"], mode="lines+text", name="Pareto frontier",
-        text=front["model"], textposition="top left", textfont={"size": 10, "color": "#444"},
+        text=front["model"], textposition=positions, textfont={"size": 10, "color": "#444"},
         line={"color": "rgba(40,40,40,0.55)", "dash": "dot", "width": 2}, hoverinfo="skip",
     ))
     ticks = log_ticks(data[column].min(), data[column].max())
     low, high = np.log10(data[column].min()), np.log10(data[column].max())
     fig.update_xaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks],
-                     range=[low - 0.3, high + 0.1])  # room for the frontier's labels on the left
+                     range=[low - 0.1, high + 0.1])
     fig.update_layout(height=520, margin={"l": 10, "r": 10, "t": 30, "b": 10},
                       legend={"font": {"size": 11}}, template="plotly_white")
     return fig
