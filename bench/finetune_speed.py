@@ -96,7 +96,7 @@ def ours(root: Path, freeze: str, epochs: int, device: torch.device) -> tuple[fl
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="80 images per class, 2 epochs")
+    ap.add_argument("--quick", action="store_true", help="80 images per class, 5 epochs (the tutorial runs 25)")
     ap.add_argument("--images", type=int, default=2000, help="total images (4 classes)")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--freeze", choices=["all", "last", "none"], default="all",
@@ -104,7 +104,7 @@ def main() -> None:
     ap.add_argument("--device", default=None)
     args = ap.parse_args()
     if args.quick:
-        args.images, args.epochs = 320, 2
+        args.images, args.epochs = 320, 5
     from tlcore.device import pick_device
 
     device = pick_device(args.device)

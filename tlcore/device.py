@@ -117,3 +117,12 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def inference_batch(device: torch.device) -> int:
+    """Images per forward pass for bulk inference (features, cached prefixes).
+
+    Large batches help GPUs, but on a CPU they spill the caches: EfficientNet-Lite0 at 224 px
+    costs 26 ms per image at batch 4 and 73 ms at batch 128 on a 2-core machine.
+    """
+    return 256 if device.type in ("cuda", "mps") else 4

@@ -16,7 +16,7 @@ from torch import nn
 
 from tlcore import paths, zoo
 from tlcore.data import Dataset
-from tlcore.device import pick_device
+from tlcore.device import inference_batch, pick_device
 
 # Architectures whose input size is fixed by their position embeddings / window partition.
 FIXED_INPUT = ("vit", "maxvit")
@@ -127,7 +127,7 @@ class _null:
 
 def extract(spec: zoo.ModelSpec, dataset: Dataset, *, block: str = PENULTIMATE,
             model: nn.Module | None = None, device: torch.device | str | None = None,
-            batch_size: int = 128, view: str = "center") -> torch.Tensor:
+            batch_size: int | None = None, view: str = "center") -> torch.Tensor:
     """N×D float32 features of every image in ``dataset`` at ``block`` (pooled), on the CPU.
 
     ``model``: an already loaded (possibly shared) model — it is only read, hooks are removed
@@ -149,7 +149,7 @@ def extract(spec: zoo.ModelSpec, dataset: Dataset, *, block: str = PENULTIMATE,
     model = model if model is not None else zoo.load(spec, device=dev)
     dev = next(model.parameters()).device
     with _LOCK:
-        feats = _compute(model.eval(), spec, dataset, block, size, dev, batch_size)
+        feats = _compute(model.eval(), spec, dataset, block, size, dev, batch_size or inference_batch(dev))
     path.parent.mkdir(exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(feats, tmp)

@@ -19,7 +19,7 @@ from torch import nn
 
 from tlcore import features, zoo
 from tlcore.data import Dataset, DatasetError
-from tlcore.device import pick_device
+from tlcore.device import inference_batch, pick_device
 from tlcore.zoo.split import split as split_model
 
 Freeze = int | Literal["all"]
@@ -334,13 +334,14 @@ def _prefix_views(prefix, images, cfg, spec, size, dev, gen) -> torch.Tensor | N
     if need > _CACHE_BUDGET.get(dev.type, 2**30):
         return None
     out = torch.empty((views, len(images), *probe.shape[1:]), dtype=dtype, device=dev)
+    step = inference_batch(dev)
     with _autocast(dev, cfg):
         for v in range(views):
-            for start in range(0, len(images), 256):
-                x = images[start:start + 256]
+            for start in range(0, len(images), step):
+                x = images[start:start + step]
                 if v > 0:
                     x = augment(x.float(), cfg.augment, _device_gen(dev, gen))
-                out[v, start:start + 256] = prefix(features.normalise(x, spec, size)).to(dtype)
+                out[v, start:start + step] = prefix(features.normalise(x, spec, size)).to(dtype)
     return out
 
 
