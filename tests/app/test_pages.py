@@ -152,3 +152,18 @@ def test_finetune_page_freeze_slider_and_strip():
     at.select_slider[0].set_value(3).run()
     assert not at.exception
     assert "Trainable backbone" in at.caption[1].value and "%" in at.caption[1].value
+
+
+def test_a_running_trial_survives_a_browser_refresh():
+    from ui import finetune_view
+
+    first = app("app_pages/finetune.py").run()
+    first.button[0].click().run()
+    run_id = first.session_state["current_run"]
+    refreshed = app("app_pages/finetune.py").run()  # a new session, as after a refresh
+    assert not refreshed.exception
+    assert run_id in refreshed.dataframe[0].value.run.tolist()
+    assert finetune_view.jobs().wait(300)
+    refreshed.run()
+    table = refreshed.dataframe[0].value.set_index("run")
+    assert table.loc[run_id, "status"] == "done"
