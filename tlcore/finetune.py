@@ -302,13 +302,13 @@ def _prefix_cached(cfg, spec, dataset, base, dev, gen, size, timings):
         if acts is not None:
             timings["prefix_s"] = time.perf_counter() - t0
             timings["prefix_cached"] = True
-            views = acts.shape[0]
+            views = len(acts)
 
             def prepare(idx, train):
                 if not train or views == 1:
-                    return acts[0, idx]
+                    return _gather(acts, idx, None)
                 pick = torch.randint(0, views, (len(idx),), device=idx.device, generator=_device_gen(dev, gen))
-                return acts[pick, idx]
+                return _gather(acts, idx, pick)
 
             return tail, prepare
     timings["prefix_cached"] = False
@@ -323,9 +323,10 @@ def _prefix_cached(cfg, spec, dataset, base, dev, gen, size, timings):
 
 
 @torch.no_grad()
-def _prefix_views(prefix, images, cfg, spec, size, dev, gen) -> torch.Tensor | None:
-    """V×N×… activations of the frozen prefix (view 0 plain, the others augmented), or None
-    when they would not fit in the memory budget."""
+def _prefix_views(prefix, images, cfg, spec, size, dev, gen) -> list[torch.Tensor] | None:
+    """V tensors N×… of frozen-prefix activations (view 0 plain, the others augmented), or None
+    when they would not fit in the memory budget. They keep the memory format the prefix
+    produced: on CPU that is channels_last, and NCHW copies make the tail's backward 2× slower."""
     prefix.eval()
     views = _views(cfg)
     probe = prefix(features.normalise(images[:1], spec, size))
@@ -333,7 +334,9 @@ def _prefix_views(prefix, images, cfg, spec, size, dev, gen) -> torch.Tensor | N
     need = views * len(images) * probe.numel() * torch.tensor([], dtype=dtype).element_size()
     if need > _CACHE_BUDGET.get(dev.type, 2**30):
         return None
-    out = torch.empty((views, len(images), *probe.shape[1:]), dtype=dtype, device=dev)
+    fmt = _memory_format(probe)
+    out = [torch.empty((len(images), *probe.shape[1:]), dtype=dtype, device=dev).contiguous(memory_format=fmt)
+           for _ in range(views)]
     step = inference_batch(dev)
     with _autocast(dev, cfg):
         for v in range(views):
@@ -341,8 +344,25 @@ def _prefix_views(prefix, images, cfg, spec, size, dev, gen) -> torch.Tensor | N
                 x = images[start:start + step]
                 if v > 0:
                     x = augment(x.float(), cfg.augment, _device_gen(dev, gen))
-                out[v, start:start + step] = prefix(features.normalise(x, spec, size)).to(dtype)
+                out[v][start:start + step] = prefix(features.normalise(x, spec, size)).to(dtype)
     return out
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _gather(acts: list[torch.Tensor], idx: torch.Tensor, pick: torch.Tensor | None) -> torch.Tensor:
+    """Rows ``idx`` of view ``pick[i]`` each (view 0 when ``pick`` is None), in the cache's format."""
+    batch = acts[0][idx]
+    if pick is not None:
+        for v in range(1, len(acts)):
+            chosen = pick == v
+            if chosen.any():
+                batch[chosen] = acts[v][idx[chosen]]
+    return batch.contiguous(memory_format=_memory_format(acts[0]))
 
 
 def _optimizer_plain(module: nn.Module, cfg: TrialConfig) -> torch.optim.Optimizer:
