@@ -51,11 +51,15 @@ cfg = TrialConfig(model=model_key, pretrained=pretrained, freeze=freeze, lr=floa
 label = f"{ds.name}@{ds.size}px#{ds.fingerprint}"
 
 b1, b2, b3 = st.columns([1, 1, 3])
-if b1.button("Run", type="primary"):
-    st.session_state.current_run = fv.submit(cfg, ds, label)
-if b2.button(f"Sweep all {n + 1} depths", help="One trial per freeze depth (Yosinski et al. 2014)."):
-    ids = fv.submit_sweep(cfg, ds, label)
-    st.session_state.current_run = ids[0]
+try:
+    if b1.button("Run", type="primary"):
+        cfg.check(n)
+        st.session_state.current_run = fv.submit(cfg, ds, label)
+    if b2.button(f"Sweep all {n + 1} depths", help="One trial per freeze depth (Yosinski et al. 2014)."):
+        cfg.check(n)
+        st.session_state.current_run = fv.submit_sweep(cfg, ds, label)[0]
+except ValueError as err:  # a full queue, a demo-mode cap, a bad setting
+    st.error(str(err))
 
 
 @st.fragment(run_every=1.0)

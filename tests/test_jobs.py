@@ -80,3 +80,28 @@ def test_shutdown_stops_a_running_trial(tmp_path, tiny):
     jobs.shutdown()
     assert not jobs._thread.is_alive()
     assert jobs.store.get(run)["status"] in ("cancelled", "done")
+
+
+def test_demo_mode_caps_epochs_and_the_queue(tmp_path, tiny, monkeypatch):
+    monkeypatch.setenv("TLCORE_DEMO", "1")
+    with pytest.raises(ValueError, match="at most 20 epochs"):
+        TrialConfig(model="efficientnet_lite0", epochs=21).check(9)
+    release = threading.Event()
+
+    def blocked_trial(config, dataset, *, should_stop, **kw):
+        from tlcore.finetune import TrialCancelled
+        while not (release.is_set() or should_stop()):
+            time.sleep(0.01)
+        raise TrialCancelled([])
+
+    from tlcore.jobs import QueueFullError
+
+    jobs = JobManager(RunStore(tmp_path / "runs.sqlite"), trial=blocked_trial)
+    jobs.submit(probe(), tiny, dataset_label="d")  # runs (or is about to)
+    time.sleep(0.2)
+    for _ in range(jobs.room()):
+        jobs.submit(probe(), tiny, dataset_label="d")
+    with pytest.raises(QueueFullError, match="queue is full"):
+        jobs.submit(probe(), tiny, dataset_label="d")
+    release.set()
+    jobs.shutdown()

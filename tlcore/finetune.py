@@ -20,6 +20,7 @@ from torch import nn
 from tlcore import features, zoo
 from tlcore.data import Dataset, DatasetError
 from tlcore.device import inference_batch, pick_device
+from tlcore.settings import demo_mode, limits
 from tlcore.zoo.split import split as split_model
 
 Freeze = int | Literal["all"]
@@ -48,6 +49,9 @@ class TrialConfig:
             raise ValueError(f"freeze must be 0…{n_blocks - 1} or 'all', got {self.freeze!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch size must be at least 1")
+        cap = limits().max_epochs
+        if self.epochs > cap:
+            raise ValueError(f"at most {cap} epochs per trial here{' (demo mode)' if demo_mode() else ''}")
         if not (self.lr > 0 and self.backbone_lr_mult >= 0 and math.isfinite(self.lr)):
             raise ValueError("learning rates must be positive")
         if self.optimizer not in ("sgd", "adamw"):

@@ -14,7 +14,12 @@ import torch
 from tlcore import paths
 from tlcore.data import Dataset
 from tlcore.finetune import TrialCancelled, TrialConfig, run_trial
+from tlcore.settings import limits
 from tlcore.store import RunStore
+
+
+class QueueFullError(ValueError):
+    """Too many trials waiting (a shared server must not queue unbounded work)."""
 
 
 @dataclass
@@ -63,11 +68,22 @@ class JobManager:
         """Queue a trial (``model`` is copied by the trial, never trained in place). ``tags``
         (e.g. a sweep id) are kept with the config."""
         config_json = dict(config.__dict__, augment=list(config.augment), tags=tags or {})
-        run_id = self.store.create(model=config.model, dataset=dataset_label, config=config_json)
         with self._lock:
+            self._check_room(1)
+            run_id = self.store.create(model=config.model, dataset=dataset_label, config=config_json)
             self._queue.append(_Job(run_id, config, dataset, model))
             self._lock.notify()
         return run_id
+
+    def room(self) -> int:
+        """How many more trials may wait in the queue now."""
+        with self._lock:
+            return max(0, limits().max_waiting_jobs - len(self._queue))
+
+    def _check_room(self, n: int) -> None:
+        if len(self._queue) + n > limits().max_waiting_jobs:
+            raise QueueFullError(f"the queue is full ({len(self._queue)} trials waiting, limit "
+                                 f"{limits().max_waiting_jobs}); try again when some have finished")
 
     def cancel(self, run_id: int) -> None:
         with self._lock:

@@ -25,10 +25,12 @@ class Limits:
     max_pixels: int = 40_000_000  # per image; a larger header is a decompression bomb
     max_aspect: float = 50.0  # longer side / shorter side
     max_images: int = 100_000  # per dataset after the per-class cap
+    max_epochs: int = 500  # per trial
+    max_waiting_jobs: int = 100  # trials queued behind the running one, all sessions together
 
 
 DEMO_LIMITS = Limits(max_members=5_000, max_member_bytes=10 * 2**20, max_total_bytes=200 * 2**20,
-                     max_pixels=25_000_000, max_images=5_000)
+                     max_pixels=25_000_000, max_images=5_000, max_epochs=20, max_waiting_jobs=12)
 
 
 def limits() -> Limits:

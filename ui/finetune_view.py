@@ -76,6 +76,8 @@ def submit_sweep(base: TrialConfig, ds, label: str) -> list[int]:
     """One trial per freeze depth (0 … n-1, then 'all'): Yosinski et al. 2014 on your data."""
     sweep = uuid.uuid4().hex[:8]
     depths = [*range(len(zoo.get_spec(base.model).blocks)), "all"]
+    if jobs().room() < len(depths):
+        raise ValueError(f"a sweep needs {len(depths)} places in the queue; {jobs().room()} are free now")
     return [submit(TrialConfig(**{**base.__dict__, "freeze": d}), ds, label, tags={"sweep": sweep})
             for d in depths]
 
