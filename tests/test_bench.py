@@ -75,7 +75,7 @@ def test_a_hopeless_configuration_is_refused_before_it_runs():
     spec = zoo.get_spec("vit_h_14")
     assert bench.estimate_seconds(spec, 256, torch.device("cpu")) > 60
     with pytest.raises(ValueError, match="would take about"):
-        bench.measure(spec, batch=256, device="cpu", max_call_seconds=30)
+        bench.check_feasible(spec, 256, torch.device("cpu"), 30)
 
 
 def test_estimate_uses_this_devices_measurements():

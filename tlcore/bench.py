@@ -116,27 +116,27 @@ def zoo_gflops(key: str) -> float:
         return float("nan")
 
 
+def check_feasible(spec: ModelSpec, batch: int, device: torch.device, limit_s: float) -> None:
+    """ValueError when one forward pass is estimated to take over ``limit_s`` — a shared server
+    must not hang on ViT-H at batch 256 on a CPU. Call it before loading the model."""
+    estimate = estimate_seconds(spec, batch, device)
+    if estimate > limit_s:
+        raise ValueError(f"{spec.key} at batch {batch} would take about {estimate:.0f} s per forward "
+                         f"pass on {device.type} (limit {limit_s:.0f} s): choose a smaller batch or model")
+
+
 def measure(spec: ModelSpec, *, batch: int = 1, device: str | torch.device | None = None,
             dtype: str = "float32", channels_last: bool = False, model: nn.Module | None = None,
             weights: str | None = None, warmup: int = 3, repeats: int = 20,
-            max_seconds: float = 10.0, max_call_seconds: float | None = None,
-            save: bool = True) -> BenchResult:
+            max_seconds: float = 10.0, save: bool = True) -> BenchResult:
     """Time ``spec`` at its crop size on ``model``, or on a fresh random-weight build.
 
     ``weights`` labels the result; default "pretrained" when a model is given, else "random".
-    ``max_call_seconds`` refuses (ValueError) a configuration whose single forward pass is
-    estimated to take longer — a shared server must not hang on ViT-H at batch 256 on a CPU.
     """
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
     dev = device if isinstance(device, torch.device) else pick_device(device)
     torch_dtype = parse_dtype(dtype, dev)
-    if max_call_seconds is not None:
-        estimate = estimate_seconds(spec, batch, dev)
-        if estimate > max_call_seconds:
-            raise ValueError(
-                f"{spec.key} at batch {batch} would take about {estimate:.0f} s per forward pass on "
-                f"{dev.type} (limit {max_call_seconds:.0f} s): choose a smaller batch or model")
     weights = weights or ("pretrained" if model is not None else "random")
     net = prepare(model if model is not None else build(spec), dev, torch_dtype, channels_last)
     x = torch.randn(batch, 3, spec.crop_size, spec.crop_size, device=dev, dtype=torch_dtype)

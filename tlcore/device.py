@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from dataclasses import dataclass
@@ -126,3 +127,10 @@ def inference_batch(device: torch.device) -> int:
     costs 26 ms per image at batch 4 and 73 ms at batch 128 on a 2-core machine.
     """
     return 256 if device.type in ("cuda", "mps") else 4
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA (fp32 elsewhere: CPU bf16 training is slower than fp32 here)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

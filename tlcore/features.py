@@ -16,7 +16,7 @@ from torch import nn
 
 from tlcore import paths, zoo
 from tlcore.data import Dataset
-from tlcore.device import inference_batch, pick_device
+from tlcore.device import autocast, inference_batch, pick_device
 
 # Architectures whose input size is fixed by their position embeddings / window partition.
 FIXED_INPUT = ("vit", "maxvit")
@@ -103,9 +103,8 @@ def _compute(model: nn.Module, spec: zoo.ModelSpec, dataset: Dataset, block: str
 
     handle = (target.register_forward_pre_hook(hook) if capture_input
               else target.register_forward_hook(hook))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
     try:
-        with autocast:
+        with autocast(device):
             for start in range(0, len(dataset), batch_size):
                 batch = dataset.images[start:start + batch_size].to(device, non_blocking=True)
                 try:
@@ -115,14 +114,6 @@ def _compute(model: nn.Module, spec: zoo.ModelSpec, dataset: Dataset, block: str
     finally:
         handle.remove()
     return torch.cat(captured)
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def extract(spec: zoo.ModelSpec, dataset: Dataset, *, block: str = PENULTIMATE,

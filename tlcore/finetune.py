@@ -19,7 +19,7 @@ from torch import nn
 
 from tlcore import features, zoo
 from tlcore.data import Dataset, DatasetError
-from tlcore.device import inference_batch, pick_device
+from tlcore.device import autocast, inference_batch, pick_device
 from tlcore.settings import demo_mode, limits
 from tlcore.zoo.split import split as split_model
 
@@ -126,10 +126,15 @@ def _freeze(model: nn.Module, spec: zoo.ModelSpec, cfg: TrialConfig, head_path: 
     return frozen
 
 
-def _optimizer(model: nn.Module, cfg: TrialConfig, head_path: str) -> torch.optim.Optimizer:
-    head = [p for n, p in model.named_parameters() if n.startswith(head_path + ".") and p.requires_grad]
-    body = [p for n, p in model.named_parameters() if not n.startswith(head_path + ".") and p.requires_grad]
-    groups = [{"params": head, "lr": cfg.lr}]
+def _optimizer(model: nn.Module, cfg: TrialConfig, head_path: str = "") -> torch.optim.Optimizer:
+    """Head parameters (all of ``model`` when ``head_path`` is empty) at ``lr``, unfrozen backbone
+    parameters at ``lr × backbone_lr_mult``."""
+    def in_head(name: str) -> bool:
+        return not head_path or name.startswith(head_path + ".")
+
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in trainable if in_head(n)], "lr": cfg.lr}]
+    body = [p for n, p in trainable if not in_head(n)]
     if body and cfg.backbone_lr_mult > 0:
         groups.append({"params": body, "lr": cfg.lr * cfg.backbone_lr_mult})
     if cfg.optimizer == "adamw":
@@ -154,9 +159,7 @@ def augment(x: torch.Tensor, kinds: tuple[str, ...], gen: torch.Generator) -> to
 
 
 def _autocast(device: torch.device, cfg: TrialConfig):
-    if device.type == "cuda" and cfg.precision in ("auto", "bfloat16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
+    return autocast(device, enabled=cfg.precision in ("auto", "bfloat16"))
 
 
 def _run_epoch(model, ys, idx, *, train, cfg, opt, device, gen, prepare, frozen, should_stop):
@@ -221,7 +224,7 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
 
     if cfg.freeze == "all":
         trainable, head_path, frozen, prepare = _linear_probe(cfg, spec, dataset, base, dev, timings)
-        opt = _optimizer_plain(trainable, cfg)
+        opt = _optimizer(trainable, cfg)
     else:
         head_path = _replace_head(base, spec.num_classes, n_classes)
         frozen = _freeze(base, spec, cfg, head_path)
@@ -367,13 +370,6 @@ def _gather(acts: list[torch.Tensor], idx: torch.Tensor, pick: torch.Tensor | No
             if chosen.any():
                 batch[chosen] = acts[v][idx[chosen]]
     return batch.contiguous(memory_format=_memory_format(acts[0]))
-
-
-def _optimizer_plain(module: nn.Module, cfg: TrialConfig) -> torch.optim.Optimizer:
-    params = [{"params": list(module.parameters()), "lr": cfg.lr}]
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, weight_decay=0.01)
-    return torch.optim.SGD(params, momentum=0.9, weight_decay=1e-4)
 
 
 def _device_gen(device: torch.device, cpu_gen: torch.Generator) -> torch.Generator | None:

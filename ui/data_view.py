@@ -96,9 +96,7 @@ def _load(kind: str, name: str, size: int, max_per_class: int | None, seed: int,
         return data.load_zip(file, **kw)
     if kind == "folder_upload":
         return data.load_uploads(list(_files), **kw)
-    if kind == "torchvision":
-        return data.load(name, **kw)
-    return data.load(name, **kw)
+    return data.load(name, **kw)  # built-in, torchvision:NAME or a server path
 
 
 def load(choice: Choice) -> data.Dataset:

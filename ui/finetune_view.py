@@ -117,8 +117,7 @@ def curves_figure(run_ids: list[int]) -> go.Figure:
 
 def sweep_figure(frame: pd.DataFrame, sweep: str) -> go.Figure:
     rows = frame[(frame.sweep == sweep) & (frame.status == "done")].copy()
-    order = {str(i): i for i in range(64)} | {"all": 63}
-    rows["depth"] = rows.freeze.map(order)
+    rows["depth"] = rows.freeze.map(lambda f: float("inf") if f == "all" else int(f))
     rows = rows.sort_values("depth")
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=rows.freeze, y=rows["val acc"], mode="lines+markers", name="validation accuracy"))

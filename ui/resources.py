@@ -54,11 +54,7 @@ def latency(batch: int, dtype: str, channels_last: bool) -> pd.DataFrame:
 def measure(key: str, *, batch: int, dtype: str, channels_last: bool) -> bench.BenchResult:
     """Time one model: pretrained when its weights are on disk, else random weights (same speed)."""
     spec = zoo.get_spec(key)
-    estimate = bench.estimate_seconds(spec, batch, device())
-    if estimate > MAX_CALL_SECONDS:  # refuse before loading gigabytes of weights
-        raise ValueError(f"batch {batch} would take about {estimate:.0f} s per forward pass here "
-                         f"(limit {MAX_CALL_SECONDS:.0f} s): choose a smaller batch or model")
+    bench.check_feasible(spec, batch, device(), MAX_CALL_SECONDS)  # before loading the weights
     model = cached_model(key, zoo.weights_available(spec))
     return bench.measure(spec, batch=batch, device=device(), dtype=dtype,
-                         channels_last=channels_last, model=model,
-                         max_call_seconds=MAX_CALL_SECONDS)
+                         channels_last=channels_last, model=model)

@@ -15,7 +15,7 @@ import torch
 from tlcore import paths
 from tlcore.data import archive, builtin
 from tlcore.data.archive import Skipped
-from tlcore.data.dataset import Dataset, Profile, assemble
+from tlcore.data.dataset import Dataset, Profile, assemble, cap_per_class
 from tlcore.data.decode import BadImage, Decoded, decode_all, square, to_rgb
 from tlcore.data.errors import VALID_LAYOUT, DatasetError, DatasetUnavailableError
 from tlcore.settings import Limits, demo_mode, limits
@@ -187,8 +187,6 @@ def _from_members(name: str, source: str, members: list[archive.Member], skipped
 
 
 def _cap_indices(labels: np.ndarray, cap: int | None, seed: int, lim: Limits) -> np.ndarray:
-    from tlcore.data.dataset import cap_per_class
-
     chosen = cap_per_class(labels, cap, seed)
     if len(chosen) > lim.max_images:
         raise DatasetError(f"{len(chosen):,} images is over the limit of {lim.max_images:,}: "
