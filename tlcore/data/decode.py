@@ -3,20 +3,29 @@
 Pillow reads the header first, so format, pixel count and aspect ratio are checked before any
 pixel is decoded (a decompression bomb costs nothing). JPEGs are then decoded straight at a
 reduced scale with ``Image.draft`` — libjpeg's DCT scaling, 2–8× faster than decoding full size
-and resizing, which torchvision.io.decode_jpeg cannot do on the CPU. Every mode becomes RGB.
+and resizing, which torchvision.io.decode_jpeg cannot do on the CPU. On a GPU, JPEGs are decoded
+in batches by torchvision's nvJPEG path instead. Every mode becomes RGB.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import threading
 import warnings
+import zlib
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from tlcore.data.errors import DatasetError
 from tlcore.settings import Limits
+
+Reader = Callable[[], bytes]  # returns a file's bytes; may raise (unreadable member)
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP")
 _HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
@@ -78,12 +87,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def square(image: Image.Image, size: int) -> Image.Image:
-    """Centre square crop, then resize to size×size (cropping first bounds memory)."""
+    """Centre square crop resized to size×size in one pass (the crop box bounds the work)."""
     w, h = image.size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
-    image = image.crop((left, top, left + side, top + side))
-    return image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return image.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side),
+                        reducing_gap=3.0)
 
 
 def decode_bytes(data: bytes, size: int, limits: Limits) -> Decoded:
@@ -103,15 +112,119 @@ def decode_bytes(data: bytes, size: int, limits: Limits) -> Decoded:
     return Decoded(pixels, width, height, mode, fmt)
 
 
-def decode_all(blobs: list[bytes], size: int, limits: Limits, workers: int | None = None
-               ) -> list[Decoded | BadImage]:
-    """Decode many files in parallel threads (Pillow releases the GIL while decoding)."""
+def decode_all(readers: Sequence[Reader], size: int, limits: Limits, *,
+               jpeg_device: torch.device | None = None) -> list[Decoded | BadImage]:
+    """Read and decode many files on all cores (Pillow releases the GIL while decoding).
 
-    def one(data: bytes) -> Decoded | BadImage:
+    With ``jpeg_device`` (a GPU), plain RGB/grey JPEGs are decoded there in batches by
+    torchvision (nvJPEG); everything else, and any batch the GPU decoder refuses, takes the
+    Pillow path. Reading happens in the worker threads too, so I/O overlaps decoding.
+    """
+    if jpeg_device is None:
+        return list(_pool().map(lambda read: _guarded(lambda: decode_bytes(_read(read), size, limits)),
+                                readers))
+    heads = list(_pool().map(lambda read: _guarded(lambda: _Head.of(_read(read), limits)), readers))
+    results: list[Decoded | BadImage | None] = [h if isinstance(h, BadImage) else None for h in heads]
+    on_device = [i for i, h in enumerate(heads) if isinstance(h, _Head) and h.batchable]
+    for batch in _pixel_batches(on_device, heads):
         try:
-            return decode_bytes(data, size, limits)
-        except BadImage as err:
-            return err
+            pixels = decode_jpeg_batch([heads[i].data for i in batch], size, jpeg_device)
+        except RuntimeError:  # one corrupt file fails the whole batch: those go through Pillow
+            continue
+        for k, i in enumerate(batch):
+            h = heads[i]
+            results[i] = Decoded(pixels[k].permute(1, 2, 0).numpy(), h.width, h.height, h.mode, "JPEG")
+    rest = [i for i, r in enumerate(results) if r is None]
+    for i, result in zip(rest, _pool().map(lambda i: _guarded(lambda: decode_bytes(heads[i].data, size, limits)),
+                                           rest), strict=True):
+        results[i] = result
+    return results  # type: ignore[return-value]
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, blobs))
+
+def decode_jpeg_batch(blobs: list[bytes], size: int, device: torch.device) -> torch.Tensor:
+    """JPEG files → N×3×size×size uint8 (CPU), decoded together on ``device`` by torchvision,
+    EXIF orientation applied, centre square crop, antialiased resize."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    encoded = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
+    with warnings.catch_warnings():
+        # torchvision 0.29 deprecates its decoders for TorchCodec's; they still work, and
+        # TorchCodec is not a dependency we can install offline yet.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
+    out = torch.empty((len(images), 3, size, size), dtype=torch.uint8, device=device)
+    for k, image in enumerate(images):
+        h, w = image.shape[-2:]
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        out[k] = resize_uint8(image[None, :, top:top + side, left:left + side], size)[0]
+    return out.cpu()
+
+
+def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
+    """N×3×h×w uint8 (square) → N×3×size×size uint8, bilinear with antialiasing."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x.contiguous()
+    y = torch.nn.functional.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True,
+                                        align_corners=False)
+    return y.round_().clamp_(0, 255).to(torch.uint8)
+
+
+@dataclass(frozen=True)
+class _Head:
+    """A file whose header passed the checks, with its bytes (pixels not decoded yet)."""
+
+    data: bytes
+    width: int
+    height: int
+    mode: str
+    batchable: bool  # a JPEG the batched decoder handles (CMYK and friends go through Pillow)
+
+    @classmethod
+    def of(cls, data: bytes, limits: Limits) -> _Head:
+        image = _open(data, limits)
+        return cls(data, image.width, image.height, image.mode,
+                   image.format == "JPEG" and image.mode in ("RGB", "L"))
+
+
+# Decoded pixels per device batch: 12 MP phone photos × 64 ≈ 2.3 GB of uint8 at most.
+_BATCH_PIXELS = 768_000_000
+
+
+def _pixel_batches(indices: list[int], heads: list) -> list[list[int]]:
+    batches, current, pixels = [], [], 0
+    for i in indices:
+        n = heads[i].width * heads[i].height
+        if current and pixels + n > _BATCH_PIXELS:
+            batches.append(current)
+            current, pixels = [], 0
+        current.append(i)
+        pixels += n
+    return batches + ([current] if current else [])
+
+
+def _read(read: Reader) -> bytes:
+    try:
+        return read()
+    except (DatasetError, OSError, EOFError, RuntimeError, zlib.error) as err:  # zip CRC errors, truncation
+        raise BadImage(f"unreadable ({err})") from None
+
+
+def _guarded(work: Callable[[], object]):
+    try:
+        return work()
+    except BadImage as err:
+        return err
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """One decoding pool for the process: threads are started once, not per dataset."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="tlcore-decode")
+        return _POOL

@@ -16,8 +16,9 @@ from tlcore import paths
 from tlcore.data import archive, builtin
 from tlcore.data.archive import Skipped
 from tlcore.data.dataset import Dataset, Profile, assemble, cap_per_class
-from tlcore.data.decode import BadImage, Decoded, decode_all, square, to_rgb
+from tlcore.data.decode import BadImage, Decoded, decode_all, resize_uint8, square, to_rgb
 from tlcore.data.errors import VALID_LAYOUT, DatasetError, DatasetUnavailableError
+from tlcore.device import jpeg_decode_device
 from tlcore.settings import Limits, demo_mode, limits
 
 DEFAULT_SIZE = 128  # px: quick on a laptop CPU; models are fully convolutional (224 is an option)
@@ -129,20 +130,10 @@ def _hash_file(file) -> str:
     return h.hexdigest()
 
 
-def _resize_batch(pixels: np.ndarray, size: int) -> torch.Tensor:
-    """N×h×w×3 uint8 (square sources) → N×3×size×size uint8, antialiased."""
-    x = torch.from_numpy(pixels).permute(0, 3, 1, 2)
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x.contiguous()
-    y = torch.nn.functional.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True,
-                                        align_corners=False)
-    return y.round_().clamp_(0, 255).to(torch.uint8)
-
-
 def _from_builtin(name: str, size: int, cap: int | None, seed: int, val_fraction: float) -> Dataset:
     raw = builtin.BUILTINS[name].build(seed=seed, per_class=cap)
     n, h, w = raw.pixels.shape[:3]
-    return assemble(name, f"built-in {name}", _resize_batch(raw.pixels, size), raw.labels, raw.classes,
+    return assemble(name, f"built-in {name}", resize_uint8(torch.from_numpy(raw.pixels).permute(0, 3, 1, 2), size), raw.labels, raw.classes,
                     widths=[w] * n, heights=[h] * n, modes=["RGB" if name == "shapes" else "L"] * n,
                     formats=["generated" if name == "shapes" else "array"] * n, skipped=[],
                     max_per_class=cap, val_fraction=val_fraction, seed=seed, val_mask=raw.val_mask)
@@ -161,17 +152,11 @@ def _from_members(name: str, source: str, members: list[archive.Member], skipped
     chosen = _cap_indices(labels, cap, seed, limits())
     decoded: list[Decoded] = []
     kept_labels: list[int] = []
-    for start in range(0, len(chosen), 256):  # read a chunk, decode it on all cores
-        chunk = chosen[start:start + 256]
-        blobs, ok = [], []
-        for i in chunk:
-            member = assigned[i][0]
-            try:
-                blobs.append(member.read())
-                ok.append(i)
-            except (DatasetError, OSError, EOFError, RuntimeError) as err:  # zip CRC errors, truncation
-                skipped.append(Skipped(member.path, f"unreadable ({err})"))
-        for i, result in zip(ok, decode_all(blobs, size, limits()), strict=True):
+    jpeg_device = jpeg_decode_device()
+    for start in range(0, len(chosen), 512):  # bounded memory: read and decode a chunk at a time
+        chunk = chosen[start:start + 512]
+        results = decode_all([assigned[i][0].read for i in chunk], size, limits(), jpeg_device=jpeg_device)
+        for i, result in zip(chunk, results, strict=True):
             if isinstance(result, BadImage):
                 skipped.append(Skipped(assigned[i][0].path, str(result)))
             else:

@@ -1,0 +1,75 @@
+"""The batched JPEG path (nvJPEG on a GPU) — run here on the CPU through the same code: it must
+agree with the Pillow path, honour EXIF orientation, and route what it cannot take to Pillow."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.data.conftest import encode, jpeg, png
+from tlcore.data.decode import BadImage, Decoded, decode_all, decode_bytes, decode_jpeg_batch
+from tlcore.settings import Limits
+
+CPU = torch.device("cpu")
+
+
+def smooth_photo(w: int, h: int) -> Image.Image:
+    # Smooth gradients: resampling differences stay small, unlike on pixel noise.
+    y, x = np.mgrid[0:h, 0:w]
+    arr = np.stack([x * 255 // w, y * 255 // h, (x + y) * 255 // (w + h)], -1).astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+def test_batch_decode_agrees_with_the_pillow_path():
+    blobs = [encode(smooth_photo(320, 240), "JPEG", quality=95),
+             encode(smooth_photo(200, 300).convert("L"), "JPEG", quality=95)]
+    batch = decode_jpeg_batch(blobs, 64, CPU)
+    assert batch.shape == (2, 3, 64, 64) and batch.dtype == torch.uint8
+    for k, blob in enumerate(blobs):
+        ref = torch.from_numpy(decode_bytes(blob, 64, Limits()).pixels).permute(2, 0, 1)
+        assert (batch[k].float() - ref.float()).abs().mean() < 4  # grey levels out of 255
+
+
+def test_batch_decode_applies_exif_orientation():
+    image = smooth_photo(320, 160)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    blob = encode(image, "JPEG", quality=95, exif=exif.tobytes())
+    batch = decode_jpeg_batch([blob], 32, CPU)[0]
+    ref = torch.from_numpy(decode_bytes(blob, 32, Limits()).pixels).permute(2, 0, 1)
+    unrotated = decode_jpeg_batch([encode(image, "JPEG", quality=95)], 32, CPU)[0]
+    assert (batch.float() - ref.float()).abs().mean() < 4
+    assert (unrotated.float() - ref.float()).abs().mean() > 20  # the tag really changed the result
+
+
+def test_batched_routing_falls_back_to_pillow_for_what_it_cannot_take():
+    cmyk = encode(Image.new("CMYK", (40, 40), (0, 255, 0, 0)), "JPEG")
+    whole = jpeg(1, size=(200, 150))
+    truncated = whole[: len(whole) // 2]  # a valid header: it reaches the batch and fails it
+    with pytest.raises(RuntimeError):
+        decode_jpeg_batch([jpeg(0), truncated], 16, CPU)
+
+    def unreadable():
+        raise OSError("CRC check failed")
+
+    files = [jpeg(0), png(1), cmyk, truncated, jpeg(2)]
+    readers = [(lambda b=b: b) for b in files] + [unreadable]
+    results = decode_all(readers, 16, Limits(), jpeg_device=CPU)
+    plain = decode_all(readers, 16, Limits())
+    kinds = [type(r) for r in results]
+    assert kinds == [Decoded, Decoded, Decoded, BadImage, Decoded, BadImage]
+    assert kinds == [type(r) for r in plain]
+    assert "truncated" in str(results[3])  # the batch failed; Pillow named the culprit
+    assert "unreadable" in str(results[5]) and "CRC" in str(results[5])
+    assert results[2].pixels[..., 1].mean() < 60  # CMYK magenta ink through Pillow: little green
+    for r in results:
+        if isinstance(r, Decoded):
+            assert r.pixels.shape == (16, 16, 3) and r.pixels.dtype == np.uint8
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batch_decode_on_the_gpu_matches_the_cpu():
+    blobs = [encode(smooth_photo(640, 480), "JPEG", quality=95) for _ in range(4)]
+    gpu = decode_jpeg_batch(blobs, 128, torch.device("cuda"))
+    cpu = decode_jpeg_batch(blobs, 128, CPU)
+    assert (gpu.float() - cpu.float()).abs().mean() < 2
