@@ -78,3 +78,17 @@ def test_too_small_images_get_a_clear_message():
     small = data.load("digits", size=16, max_per_class=5)
     with pytest.raises(data.DatasetError, match="cannot take 16px images"):
         run_trial(TrialConfig(model="efficientnet_lite0"), small)
+
+
+def test_cached_prefix_views_are_computed_as_training_needs_them_and_reused(digits):
+    cfg = TrialConfig(model="efficientnet_lite0", freeze=7, epochs=2, lr=0.05, augment=("flip", "crop"), seed=3)
+    first = run_trial(cfg, digits)
+    assert first.timings["prefix_cached"] and first.timings["prefix_views"] == 4
+    assert first.timings["prefix_views_reused"] == 0
+    again = run_trial(cfg, digits)  # another trial at the same depth: the two views it needs exist
+    assert again.timings["prefix_views_reused"] == 2
+    assert [h.train_loss for h in again.history] == [h.train_loss for h in first.history]
+    assert [h.val_acc for h in again.history] == [h.val_acc for h in first.history]
+    longer = run_trial(TrialConfig(**{**cfg.__dict__, "epochs": 5}), digits)
+    assert longer.timings["prefix_views_reused"] == 2 and len(longer.history) == 5
+    assert run_trial(TrialConfig(**{**cfg.__dict__, "epochs": 5}), digits).timings["prefix_views_reused"] == 4

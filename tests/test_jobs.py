@@ -71,15 +71,17 @@ def test_restart_marks_unfinished_runs_interrupted(tmp_path):
     assert store.get(run)["status"] == "interrupted"
 
 
-def test_shutdown_stops_a_running_trial(tmp_path, tiny):
+def test_shutdown_stops_a_running_trial_and_marks_it_and_the_queue_interrupted(tmp_path, tiny):
     jobs = JobManager(RunStore(tmp_path / "runs.sqlite"))
     run = jobs.submit(probe(epochs=50), tiny, dataset_label="d")
+    waiting = jobs.submit(probe(epochs=50), tiny, dataset_label="d")
     deadline = time.time() + 60
     while jobs.store.get(run)["status"] != "running" and time.time() < deadline:
         time.sleep(0.05)
     jobs.shutdown()
     assert not jobs._thread.is_alive()
-    assert jobs.store.get(run)["status"] in ("cancelled", "done")
+    assert jobs.store.get(run)["status"] in ("interrupted", "done")
+    assert jobs.store.get(waiting)["status"] == "interrupted"
 
 
 def test_demo_mode_caps_epochs_and_the_queue(tmp_path, tiny, monkeypatch):

@@ -136,7 +136,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     spec = zoo.get_spec(args.model)
     cfg = TrialConfig(model=spec.key, pretrained=not args.scratch, freeze=args.freeze, lr=args.lr,
                       backbone_lr_mult=args.backbone_lr_mult, optimizer=args.optimizer, epochs=args.epochs,
-                      batch_size=args.batch_size, augment=tuple(args.augment), seed=args.seed)
+                      augment=tuple(args.augment), seed=args.seed,
+                      **({"batch_size": args.batch_size} if args.batch_size else {}))
     cfg.check(len(spec.blocks))
     dataset = data.load(args.data, size=args.size, max_per_class=args.max_per_class, seed=args.seed)
     store = RunStore()
@@ -256,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--lr", type=float, default=1e-2)
     ft.add_argument("--backbone-lr-mult", type=float, default=0.1)
     ft.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
-    ft.add_argument("--batch-size", type=_positive_int, default=64)
+    ft.add_argument("--batch-size", type=_positive_int, default=None, help="default: TrialConfig's")
     ft.add_argument("--augment", nargs="*", choices=["flip", "crop"], default=["flip"])
     ft.add_argument("--scratch", action="store_true", help="random weights: training from scratch")
     ft.add_argument("--size", type=_positive_int, default=128, help="dataset resolution in px")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Literal
@@ -24,6 +26,7 @@ from tlcore.settings import demo_mode, limits
 from tlcore.zoo.split import split as split_model
 
 Freeze = int | Literal["all"]
+DEFAULT_BATCH = 32  # small datasets need steps: 5 epochs of 250 images at 64 are only 20 updates
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,7 +40,7 @@ class TrialConfig:
     backbone_lr_mult: float = 0.1  # unfrozen backbone blocks learn at lr × this
     optimizer: Literal["sgd", "adamw"] = "sgd"
     epochs: int = 5
-    batch_size: int = 64
+    batch_size: int = DEFAULT_BATCH
     augment: tuple[str, ...] = ("flip",)  # any of "flip", "crop"
     bn_mode: Literal["frozen", "train"] = "frozen"  # BatchNorm statistics in frozen blocks
     seed: int = 0
@@ -246,6 +249,7 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
             raise TrialCancelled(history) from None
         stats = EpochStats(epoch, tr_loss, tr_acc, va_loss, va_acc, time.perf_counter() - t0)
         history.append(stats)
+        timings.setdefault("first_epoch_s", time.perf_counter() - started)  # Run → first point
         if on_epoch is not None:
             on_epoch(stats)
     confusion = torch.zeros(n_classes, n_classes, dtype=torch.long)
@@ -304,20 +308,14 @@ def _prefix_cached(cfg, spec, dataset, base, dev, gen, size, timings):
         parts = split_model(base, spec.blocks, cfg.freeze)
     if parts is not None:
         prefix, tail = parts
-        t0 = time.perf_counter()
-        acts = _prefix_views(prefix, images, cfg, spec, size, dev, gen)
-        if acts is not None:
-            timings["prefix_s"] = time.perf_counter() - t0
+        key = _prefix_key(cfg, spec, dataset, size, dev)
+        store = _PREFIX_CACHE.get(key) or _PrefixStore.create(prefix, images, cfg, spec, size, dev)
+        if store is not None:
+            _PREFIX_CACHE.put(key, store)
             timings["prefix_cached"] = True
-            views = len(acts)
-
-            def prepare(idx, train):
-                if not train or views == 1:
-                    return _gather(acts, idx, None)
-                pick = torch.randint(0, views, (len(idx),), device=idx.device, generator=_device_gen(dev, gen))
-                return _gather(acts, idx, pick)
-
-            return tail, prepare
+            timings["prefix_views"] = len(store.acts)
+            timings["prefix_views_reused"] = store.ready
+            return tail, _ViewSampler(store, prefix, images, dataset, cfg, spec, size, dev, gen)
     timings["prefix_cached"] = False
 
     def prepare(idx, train):
@@ -329,30 +327,123 @@ def _prefix_cached(cfg, spec, dataset, base, dev, gen, size, timings):
     return base, prepare
 
 
-@torch.no_grad()
-def _prefix_views(prefix, images, cfg, spec, size, dev, gen) -> list[torch.Tensor] | None:
-    """V tensors N×… of frozen-prefix activations (view 0 plain, the others augmented), or None
-    when they would not fit in the memory budget. They keep the memory format the prefix
-    produced: on CPU that is channels_last, and NCHW copies make the tail's backward 2× slower."""
-    prefix.eval()
-    views = _views(cfg)
-    probe = prefix(features.normalise(images[:1], spec, size))
-    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    need = views * len(images) * probe.numel() * torch.tensor([], dtype=dtype).element_size()
-    if need > _CACHE_BUDGET.get(dev.type, 2**30):
-        return None
-    fmt = _memory_format(probe)
-    out = [torch.empty((len(images), *probe.shape[1:]), dtype=dtype, device=dev).contiguous(memory_format=fmt)
-           for _ in range(views)]
-    step = inference_batch(dev)
-    with _autocast(dev, cfg):
-        for v in range(views):
-            for start in range(0, len(images), step):
-                x = images[start:start + step]
-                if v > 0:
-                    x = augment(x.float(), cfg.augment, _device_gen(dev, gen))
-                out[v][start:start + step] = prefix(features.normalise(x, spec, size)).to(dtype)
-    return out
+class _PrefixStore:
+    """Frozen-prefix activations of every image, V views (view 0 plain, the others augmented).
+    ``ready`` views are complete; the rest are filled while training first needs them. The
+    tensors keep the memory format the prefix produced: on CPU that is channels_last, and NCHW
+    copies make the tail's backward 2× slower."""
+
+    def __init__(self, acts: list[torch.Tensor]):
+        self.acts = acts
+        self.ready = 0
+
+    @classmethod
+    @torch.no_grad()
+    def create(cls, prefix, images, cfg, spec, size, dev) -> _PrefixStore | None:
+        """Empty buffers, or None when they would not fit in the memory budget."""
+        views = _views(cfg)
+        prefix.eval()
+        with _autocast(dev, cfg):
+            probe = prefix(features.normalise(images[:1], spec, size))
+        dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+        need = views * len(images) * probe.numel() * torch.tensor([], dtype=dtype).element_size()
+        if need > _CACHE_BUDGET.get(dev.type, 2**30):
+            return None
+        fmt = _memory_format(probe)
+        return cls([torch.empty((len(images), *probe.shape[1:]), dtype=dtype, device=dev)
+                    .contiguous(memory_format=fmt) for _ in range(views)])
+
+
+class _ViewSampler:
+    """``prepare`` for a cached prefix. Training epoch e uses view e and computes it on the way
+    if it is not ready (epoch 1 computes the plain view, for validation too); once all V views
+    exist, every sample draws one at random. So the first point on the curve costs one prefix
+    pass, not V, and a short trial never computes views it will not use. Views are augmented
+    with their own seeded generator, so a reused store gives the same trial as a fresh one."""
+
+    def __init__(self, store, prefix, images, dataset, cfg, spec, size, dev, gen):
+        self.store, self.prefix, self.images = store, prefix, images
+        self.cfg, self.spec, self.size, self.dev, self.gen = cfg, spec, size, dev, gen
+        self.n_train, self.n_val = len(dataset.train_idx), len(dataset.val_idx)
+        self.served_train = self.served_val = 0  # python counters: no host synchronisation
+        self.view_gens: dict[int, torch.Generator] = {}
+
+    def __call__(self, idx: torch.Tensor, train: bool) -> torch.Tensor:
+        views = len(self.store.acts)
+        if not train:
+            out = self._view(0, idx)
+            self.served_val += len(idx)
+            if self.store.ready == 0 and self.served_val >= self.n_val and self.served_train >= self.n_train:
+                self.store.ready = 1  # plain view: every training and validation image done
+            return out
+        epoch = self.served_train // max(1, self.n_train)
+        self.served_train += len(idx)
+        if epoch < views:
+            out = self._view(epoch, idx)
+            if epoch >= 1 and epoch >= self.store.ready and self.served_train % self.n_train == 0:
+                self.store.ready = epoch + 1
+            return out
+        pick = torch.randint(0, views, (len(idx),), device=idx.device, generator=_device_gen(self.dev, self.gen))
+        return _gather(self.store.acts, idx, pick)
+
+    def _view(self, v: int, idx: torch.Tensor) -> torch.Tensor:
+        acts = self.store.acts[v]
+        if v < self.store.ready:
+            return acts[idx].contiguous(memory_format=_memory_format(acts))
+        self.prefix.eval()
+        with torch.no_grad(), _autocast(self.dev, self.cfg):
+            x = self.images[idx]
+            if v > 0:
+                x = augment(x.float(), self.cfg.augment, self._view_gen(v))
+            x = features.normalise(x, self.spec, self.size)
+            step = inference_batch(self.dev)  # CPU caches favour small inference batches
+            out = torch.cat([self.prefix(x[i:i + step]).to(acts.dtype) for i in range(0, len(x), step)])
+        acts[idx] = out
+        return out.contiguous(memory_format=_memory_format(acts))
+
+    def _view_gen(self, v: int) -> torch.Generator:
+        if v not in self.view_gens:
+            self.view_gens[v] = torch.Generator(device=self.dev).manual_seed(self.cfg.seed * 1009 + v)
+        return self.view_gens[v]
+
+
+class _RecentStores:
+    """The last few trials' prefix stores, so a second trial at the same freeze depth (another
+    learning rate, more epochs) starts training at once. Frozen pretrained blocks give the same
+    activations every time; from-scratch weights and augmented views depend on the seed, which
+    is part of the key."""
+
+    def __init__(self, items: int = 2):
+        self._items = items
+        self._entries: OrderedDict[tuple, _PrefixStore] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> _PrefixStore | None:
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+            return None
+
+    def put(self, key: tuple, store: _PrefixStore) -> None:
+        with self._lock:
+            self._entries[key] = store
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._items:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_PREFIX_CACHE = _RecentStores()
+
+
+def _prefix_key(cfg: TrialConfig, spec, dataset: Dataset, size: int, dev: torch.device) -> tuple:
+    weights = "pretrained" if cfg.pretrained else f"random-{cfg.seed}"
+    return (spec.key, weights, dataset.fingerprint, cfg.freeze, size, tuple(sorted(cfg.augment)),
+            cfg.seed, cfg.precision, str(dev))
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:

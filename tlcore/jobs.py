@@ -54,9 +54,12 @@ class JobManager:
         atexit.register(self.shutdown)
 
     def shutdown(self, timeout: float = 30.0) -> None:
-        """Cancel what runs, leave queued runs to be marked interrupted, stop the worker."""
+        """Stop what runs at its next batch; it and every queued run are marked interrupted
+        (not cancelled: nobody asked for that), and finished runs stay as they are."""
         with self._lock:
             self._closing = True
+            for job in self._queue:
+                self.store.set_status(job.run_id, "interrupted")
             self._queue.clear()
             if self._running is not None:
                 self._running.cancel.set()
@@ -133,7 +136,7 @@ class JobManager:
                                  on_epoch=lambda s: self.store.append_epoch(job.run_id, s.__dict__),
                                  should_stop=job.cancel.is_set)
         except TrialCancelled:
-            self.store.set_status(job.run_id, "cancelled")
+            self.store.set_status(job.run_id, "interrupted" if self._closing else "cancelled")
             return
         except Exception as err:  # a failed trial must not kill the worker
             last = traceback.format_exception_only(type(err), err)[-1].strip()
