@@ -4,7 +4,7 @@ import streamlit as st
 
 from tlcore import zoo
 from tlcore.data import DatasetError
-from tlcore.finetune import TrialConfig
+from tlcore.finetune import DEFAULT_BATCH, TrialConfig
 from ui import finetune_view as fv
 
 st.title("Fine-tune lab")
@@ -38,7 +38,7 @@ with st.expander("Training settings", expanded=False):
     lr = k1.number_input("Head learning rate", value=0.01, min_value=1e-6, max_value=1.0, format="%.4f")
     mult = k2.number_input("Backbone rate × ", value=0.1, min_value=0.0, max_value=1.0, format="%.3f")
     epochs = k3.number_input("Epochs", value=5, min_value=1, max_value=100)
-    batch = k4.number_input("Batch size", value=64, min_value=1, max_value=1024)
+    batch = k4.number_input("Batch size", value=DEFAULT_BATCH, min_value=1, max_value=1024)
     k5, k6, k7, k8 = st.columns(4)
     optimizer = k5.selectbox("Optimizer", ["sgd", "adamw"])
     augment = k6.multiselect("Augmentation", ["flip", "crop"], default=["flip"])
@@ -95,7 +95,10 @@ event = st.dataframe(frame, hide_index=True, on_select="rerun", selection_mode="
                      placeholder="—",
                      column_config={"val acc": st.column_config.NumberColumn(format="%.3f"),
                                     "best val acc": st.column_config.NumberColumn(format="%.3f"),
-                                    "s/epoch": st.column_config.NumberColumn(format="%.2f")})
+                                    "s/epoch": st.column_config.NumberColumn(format="%.2f"),
+                                    "s to 1st epoch": st.column_config.NumberColumn(
+                                        format="%.1f", help="From the start of the trial to its first "
+                                        "point on the curve: model copy, prefix pass (or its reuse), one epoch")})
 picked = [int(frame.iloc[i].run) for i in event.selection.rows]
 if picked:
     st.plotly_chart(fv.curves_figure(picked), width="stretch", key="overlay")
@@ -112,5 +115,8 @@ if sweeps:
     st.subheader("Freeze-depth sweep")
     sweep = st.selectbox("Sweep", sweeps[::-1])
     st.plotly_chart(fv.sweep_figure(frame, sweep), width="stretch")
-    st.caption("Yosinski et al. (2014): for a task far from ImageNet, accuracy with frozen transferred "
-               "features falls as more layers are frozen; fine-tuning recovers it.")
+    st.caption("Compare with [Yosinski et al. (2014), *How transferable are features in deep neural "
+               "networks?*](https://arxiv.org/abs/1411.1792): transferred layers kept frozen (their AnB, "
+               "Fig. 2) keep accuracy for the first layers and lose it as more are frozen; fine-tuning them "
+               "(AnB⁺) recovers it; the loss is larger when the tasks are dissimilar (Fig. 3). The paper's "
+               "curve is not redrawn here: its numbers are not published as data we could load, only retype.")

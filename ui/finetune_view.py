@@ -93,6 +93,7 @@ def runs_frame() -> pd.DataFrame:
                      "epochs": f"{len(r['history'])}/{cfg.get('epochs')}",
                      "val acc": r["result"]["val_acc"] if r["result"] else (r["history"][-1]["val_acc"] if r["history"] else None),
                      "best val acc": best, "s/epoch": sum(epochs_s) / len(epochs_s) if epochs_s else None,
+                     "s to 1st epoch": (r["result"] or {}).get("timings", {}).get("first_epoch_s"),
                      "dataset": r["dataset"], "sweep": (cfg.get("tags") or {}).get("sweep", ""),
                      "created": r["created"], "error": r["error"] or ""})
     return pd.DataFrame(rows)

@@ -27,28 +27,35 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
+def _start_server(env: dict | None = None) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
             if urllib.request.urlopen(f"{base}/_stcore/health", timeout=2).read() == b"ok":
-                break
+                return proc, base
         except OSError:
             time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail(f"streamlit did not start: {proc.stdout.read()}")
+    proc.kill()
+    pytest.fail(f"streamlit did not start: {proc.stdout.read()}")
+
+
+def _stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()  # SIGTERM: what a service manager sends on restart
+    proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server():
+    proc, base = _start_server()
     yield base
-    proc.terminate()
-    proc.wait(timeout=30)
+    _stop_server(proc)
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +166,47 @@ def test_finetune_page_runs_a_trial_and_lists_it(server, browser, tmp_path):
     _no_exception(page)
     page.screenshot(path=str(tmp_path / "finetune.png"), full_page=True)
     page.close()
+
+
+def test_a_server_restart_keeps_finished_runs_and_marks_the_running_one_interrupted(browser, tmp_path):
+    from tlcore.store import RunStore
+
+    home = tmp_path / "home"
+    env = dict(os.environ, TLCORE_HOME=str(home))
+    proc, base = _start_server(env)
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1500})
+        page.goto(f"{base}/finetune")
+        run = page.get_by_role("button", name="Run", exact=True)
+        run.wait_for(timeout=120_000)
+        _idle(page)
+        run.click()  # a linear probe: done in seconds
+        page.get_by_text("done · epoch 5 of 5").wait_for(timeout=300_000)
+        _idle(page)
+        page.get_by_role("slider").first.focus()
+        page.keyboard.press("Home")  # freeze 0: fine-tune everything, many seconds per epoch
+        page.get_by_text("(100 %)").wait_for(timeout=60_000)
+        _idle(page)
+        run.click()
+        page.get_by_text("running · epoch 1 of 5").wait_for(timeout=300_000)
+        page.close()
+    finally:
+        _stop_server(proc)
+
+    store = RunStore(home / "runs.sqlite")
+    first, second = sorted(store.list(), key=lambda r: r["id"])
+    assert first["status"] == "done" and first["result"]["val_acc"] > 0.5
+    assert second["status"] == "interrupted" and len(second["history"]) >= 1
+
+    proc, base = _start_server(env)  # the restarted server shows both as they are
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1500})
+        page.goto(f"{base}/finetune")
+        table = page.locator('[data-testid="stDataFrame"]')
+        table.get_by_text("interrupted").first.wait_for(state="attached", timeout=120_000)
+        table.get_by_text("done").first.wait_for(state="attached", timeout=60_000)
+        _no_exception(page)
+        page.screenshot(path=str(tmp_path / "finetune-after-restart.png"), full_page=True)
+        page.close()
+    finally:
+        _stop_server(proc)
