@@ -115,6 +115,14 @@ def test_finetune_learns_offline_and_is_kept(capsys):
     assert kept["status"] == "done" and kept["result"]["val_acc"] == out["val_acc"]
 
 
+@pytest.mark.parametrize("extra", [["--freeze", "0"], ["--freeze", "4"], ["--freeze", "4", "--scratch"]])
+def test_finetune_runs_any_depth_and_from_scratch(capsys, extra):
+    out = run_json(capsys, "finetune", "--model", "efficientnet_lite0", "--data", "digits", "--epochs", "1",
+                   "--size", "32", "--max-per-class", "8", "--format", "json", *extra)
+    assert len(out["history"]) == 1 and 0.0 <= out["val_acc"] <= 1.0
+    assert out["config"]["freeze"] == int(extra[1]) and out["config"]["pretrained"] is ("--scratch" not in extra)
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["finetune", "--model", "efficientnet_lite0", "--data", "digits", "--freeze", "x"], "or 'all'"),
     (["finetune", "--model", "efficientnet_lite0", "--data", "digits", "--freeze", "40"], "freeze must be"),

@@ -92,3 +92,24 @@ def test_cached_prefix_views_are_computed_as_training_needs_them_and_reused(digi
     longer = run_trial(TrialConfig(**{**cfg.__dict__, "epochs": 5}), digits)
     assert longer.timings["prefix_views_reused"] == 2 and len(longer.history) == 5
     assert run_trial(TrialConfig(**{**cfg.__dict__, "epochs": 5}), digits).timings["prefix_views_reused"] == 4
+
+
+def test_batchnorm_statistics_that_train_follow_the_data_not_imagenet(digits):
+    """EfficientNet-Lite's BatchNorm momentum is 0.01: left alone, a short fine-tune evaluates
+    with ImageNet's running statistics. Each epoch's average must be what evaluation sees."""
+    from tlcore import features
+
+    spec = zoo.get_spec("efficientnet_lite0")
+    cfg = TrialConfig(model=spec.key, freeze=0, epochs=1, lr=0.01, augment=())
+    result = run_trial(cfg, digits, keep_weights=True)
+    model = zoo.load(spec)
+    model._fc = torch.nn.Linear(1280, 10)
+    model.load_state_dict(result.state_dict)
+    imagenet_mean = zoo.load(spec)._bn0.running_mean
+    seen = []
+    model._bn0.register_forward_hook(lambda m, args, out: seen.append(args[0].mean(dim=(0, 2, 3))))
+    with torch.no_grad():
+        model.eval()(features.normalise(digits.images[digits.train_idx], spec, digits.size))
+    data_mean = seen[0]
+    kept = model._bn0.running_mean
+    assert (kept - data_mean).abs().mean() < 0.25 * (imagenet_mean - data_mean).abs().mean()

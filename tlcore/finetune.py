@@ -129,6 +129,26 @@ def _freeze(model: nn.Module, spec: zoo.ModelSpec, cfg: TrialConfig, head_path: 
     return frozen
 
 
+def _live_batchnorms(model: nn.Module, frozen: list[nn.Module]) -> list[nn.Module]:
+    """BatchNorm layers whose statistics train: those outside ``frozen``."""
+    keep = {id(m) for module in frozen for m in module.modules()}
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in keep]
+
+
+def _restart_batchnorm_averages(layers: list[nn.Module]) -> None:
+    """Make each live BatchNorm's running statistics the plain average of this epoch's batches.
+
+    Evaluation uses running statistics. With the momentum TF-ported weights carry (0.01 for
+    EfficientNet-Lite and MobileNetV3) a few hundred steps leave them mostly ImageNet's, and
+    validation accuracy collapses towards chance while training accuracy climbs. An epoch
+    average matches the weights being evaluated and costs no extra pass.
+    """
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average since the reset
+
+
 def _optimizer(model: nn.Module, cfg: TrialConfig, head_path: str = "") -> torch.optim.Optimizer:
     """Head parameters (all of ``model`` when ``head_path`` is empty) at ``lr``, unfrozen backbone
     parameters at ``lr × backbone_lr_mult``."""
@@ -168,11 +188,13 @@ def _autocast(device: torch.device, cfg: TrialConfig):
 def _run_epoch(model, ys, idx, *, train, cfg, opt, device, gen, prepare, frozen, should_stop):
     """One pass over ``idx``; returns (loss, accuracy, predictions)."""
     model.train(train)
-    if train and cfg.bn_mode == "frozen":
-        for module in frozen:
+    if train:
+        still = frozen if cfg.bn_mode == "frozen" else []
+        for module in still:
             for m in module.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
+        _restart_batchnorm_averages(_live_batchnorms(model, still))
     order = idx[torch.randperm(len(idx), generator=gen, device="cpu")] if train else idx
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)

@@ -167,3 +167,23 @@ def test_a_running_trial_survives_a_browser_refresh():
     refreshed.run()
     table = refreshed.dataframe[0].value.set_index("run")
     assert table.loc[run_id, "status"] == "done"
+
+
+@pytest.mark.parametrize(("freeze", "scratch"), [(0, False), (4, False), ("all", False), (4, True)])
+def test_finetune_page_runs_each_kind_of_trial(freeze, scratch):
+    from ui import data_view, finetune_view
+
+    at = app("app_pages/finetune.py")
+    at.session_state["active_dataset"] = data_view.Choice("builtin", "digits", 32, 8, 0)  # 80 images
+    at.run()
+    at.select_slider[0].set_value(freeze)
+    at.toggle[0].set_value(scratch)
+    at.number_input[2].set_value(2)  # epochs
+    at.run()
+    at.button[0].click().run()
+    run_id = at.session_state["current_run"]
+    assert finetune_view.jobs().wait(300)
+    kept = finetune_view.jobs().store.get(run_id)
+    assert kept["status"] == "done", kept["error"]
+    assert kept["config"]["freeze"] == freeze and kept["config"]["pretrained"] is not scratch
+    assert len(kept["history"]) == 2 and "digits@32px" in kept["dataset"]
