@@ -187,3 +187,34 @@ def test_finetune_page_runs_each_kind_of_trial(freeze, scratch):
     assert kept["status"] == "done", kept["error"]
     assert kept["config"]["freeze"] == freeze and kept["config"]["pretrained"] is not scratch
     assert len(kept["history"]) == 2 and "digits@32px" in kept["dataset"]
+
+
+def test_a_trial_survives_a_page_switch_and_cancel_on_the_page_stops_it():
+    import time
+
+    from ui import data_view, finetune_view
+
+    at = app()
+    at.session_state["active_dataset"] = data_view.Choice("builtin", "digits", 64, None, 0)
+    at.run()
+    at.switch_page("app_pages/finetune.py").run()
+    at.select_slider[0].set_value(0)  # fine-tune everything: many seconds per epoch here
+    at.number_input[2].set_value(20)
+    at.run()
+    at.button[0].click().run()
+    run_id = at.session_state["current_run"]
+    at.switch_page("app_pages/data.py").run()  # away and back while it trains
+    assert not at.exception
+    at.switch_page("app_pages/finetune.py").run()
+    assert not at.exception and at.session_state["current_run"] == run_id
+    store = finetune_view.jobs().store
+    deadline = time.time() + 120
+    while store.get(run_id)["status"] != "running" and time.time() < deadline:
+        time.sleep(0.2)
+    at.run()
+    at.button(key=f"cancel{run_id}").click().run()
+    assert finetune_view.jobs().wait(120)
+    kept = store.get(run_id)
+    assert kept["status"] == "cancelled" and kept["result"] is None and len(kept["history"]) < 20
+    at.run()
+    assert at.dataframe[0].value.set_index("run").loc[run_id, "status"] == "cancelled"
