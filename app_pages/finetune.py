@@ -113,8 +113,9 @@ if picked:
 sweeps = [s for s in frame.sweep.unique() if s]
 if sweeps:
     st.subheader("Freeze-depth sweep")
-    sweep = st.selectbox("Sweep", sweeps[::-1])
+    sweep = st.selectbox("Sweep", sweeps[::-1], format_func=lambda s: fv.sweep_label(frame, s))
     st.plotly_chart(fv.sweep_figure(frame, sweep), width="stretch")
+    st.markdown(fv.sweep_reading(frame, sweep))
     st.caption("Compare with [Yosinski et al. (2014), *How transferable are features in deep neural "
                "networks?*](https://arxiv.org/abs/1411.1792): transferred layers kept frozen (their AnB, "
                "Fig. 2) keep accuracy for the first layers and lose it as more are frozen; fine-tuning them "

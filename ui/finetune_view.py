@@ -125,9 +125,29 @@ def sweep_figure(frame: pd.DataFrame, sweep: str) -> go.Figure:
     fig.add_trace(go.Bar(x=rows.freeze, y=rows["s/epoch"], name="seconds per epoch", yaxis="y2", opacity=0.35))
     fig.update_layout(height=360, margin={"l": 10, "r": 10, "t": 10, "b": 10}, template="plotly_white",
                       xaxis_title="frozen blocks", yaxis={"title": "validation accuracy", "range": [0, 1.02]},
-                      yaxis2={"title": "s / epoch", "overlaying": "y", "side": "right"},
+                      yaxis2={"title": "s / epoch", "overlaying": "y", "side": "right", "tickmode": "auto",
+                              "showgrid": False, "rangemode": "tozero"},
                       legend={"orientation": "h", "y": 1.1})
     return fig
+
+
+def sweep_label(frame: pd.DataFrame, sweep: str) -> str:
+    rows = frame[frame.sweep == sweep]
+    first = rows.iloc[0]
+    return f"{first.model} on {first.dataset.split('#')[0]} — {len(rows)} depths, runs #{rows.run.min()}–{rows.run.max()}"
+
+
+def sweep_reading(frame: pd.DataFrame, sweep: str) -> str:
+    """One sentence on what the sweep shows: the best depth against both ends."""
+    rows = frame[(frame.sweep == sweep) & (frame.status == "done")]
+    if rows.empty:
+        return "No depth has finished yet."
+    best = rows.loc[rows["val acc"].idxmax()]
+    acc = dict(zip(rows.freeze, rows["val acc"], strict=True))
+    ends = [f"{label} {acc[key]:.3f}" for key, label in (("0", "fine-tuning everything"), ("all", "linear probe"))
+            if key in acc]
+    depth = "the linear probe" if best.freeze == "all" else f"{best.freeze} frozen blocks"
+    return f"Best here: {depth} ({best['val acc']:.3f} validation accuracy); " + ", ".join(ends) + "."
 
 
 def export_json(run_ids: list[int]) -> str:

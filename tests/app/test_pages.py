@@ -218,3 +218,18 @@ def test_a_trial_survives_a_page_switch_and_cancel_on_the_page_stops_it():
     assert kept["status"] == "cancelled" and kept["result"] is None and len(kept["history"]) < 20
     at.run()
     assert at.dataframe[0].value.set_index("run").loc[run_id, "status"] == "cancelled"
+
+
+def test_sweep_reading_names_the_best_depth_and_both_ends():
+    import pandas as pd
+
+    from ui import finetune_view
+
+    frame = pd.DataFrame({"run": [1, 2, 3, 4], "status": ["done", "done", "done", "failed"],
+                          "freeze": ["0", "4", "all", "2"], "val acc": [0.3, 0.9, 0.8, None],
+                          "sweep": ["s"] * 4, "model": ["efficientnet_lite0"] * 4,
+                          "dataset": ["digits@32px#abc"] * 4})
+    reading = finetune_view.sweep_reading(frame, "s")
+    assert reading.startswith("Best here: 4 frozen blocks (0.900")
+    assert "fine-tuning everything 0.300" in reading and "linear probe 0.800" in reading
+    assert finetune_view.sweep_label(frame, "s") == "efficientnet_lite0 on digits@32px — 4 depths, runs #1–4"
