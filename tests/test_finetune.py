@@ -113,3 +113,15 @@ def test_batchnorm_statistics_that_train_follow_the_data_not_imagenet(digits):
     data_mean = seen[0]
     kept = model._bn0.running_mean
     assert (kept - data_mean).abs().mean() < 0.25 * (imagenet_mean - data_mean).abs().mean()
+
+
+def test_kept_prefix_stores_stay_within_the_memory_budget(digits, monkeypatch):
+    from tlcore import finetune
+
+    cfg = TrialConfig(model="efficientnet_lite0", freeze=6, epochs=1, augment=(), seed=11)
+    run_trial(cfg, digits)
+    assert run_trial(cfg, digits).timings["prefix_views_reused"] == 1  # kept while it fits
+    one = finetune._PREFIX_CACHE._entries[next(reversed(finetune._PREFIX_CACHE._entries))].nbytes
+    monkeypatch.setitem(finetune._CACHE_BUDGET, "cpu", one + 1)  # room for one store, not two
+    run_trial(TrialConfig(**{**cfg.__dict__, "freeze": 7}), digits)
+    assert run_trial(cfg, digits).timings["prefix_views_reused"] == 0  # evicted by the newer one

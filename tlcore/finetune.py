@@ -359,6 +359,10 @@ class _PrefixStore:
         self.acts = acts
         self.ready = 0
 
+    @property
+    def nbytes(self) -> int:
+        return sum(a.numel() * a.element_size() for a in self.acts)
+
     @classmethod
     @torch.no_grad()
     def create(cls, prefix, images, cfg, spec, size, dev) -> _PrefixStore | None:
@@ -402,7 +406,7 @@ class _ViewSampler:
         self.served_train += len(idx)
         if epoch < views:
             out = self._view(epoch, idx)
-            if epoch >= 1 and epoch >= self.store.ready and self.served_train % self.n_train == 0:
+            if epoch >= 1 and epoch == self.store.ready and self.served_train % self.n_train == 0:
                 self.store.ready = epoch + 1
             return out
         pick = torch.randint(0, views, (len(idx),), device=idx.device, generator=_device_gen(self.dev, self.gen))
@@ -433,7 +437,7 @@ class _RecentStores:
     """The last few trials' prefix stores, so a second trial at the same freeze depth (another
     learning rate, more epochs) starts training at once. Frozen pretrained blocks give the same
     activations every time; from-scratch weights and augmented views depend on the seed, which
-    is part of the key."""
+    is part of the key. Together they stay within one trial's memory budget."""
 
     def __init__(self, items: int = 2):
         self._items = items
@@ -451,7 +455,9 @@ class _RecentStores:
         with self._lock:
             self._entries[key] = store
             self._entries.move_to_end(key)
-            while len(self._entries) > self._items:
+            budget = _CACHE_BUDGET.get(key[-1].split(":")[0], 2**30)
+            while len(self._entries) > 1 and (len(self._entries) > self._items or
+                                              sum(s.nbytes for s in self._entries.values()) > budget):
                 self._entries.popitem(last=False)
 
     def clear(self) -> None:
