@@ -1,6 +1,85 @@
-"""Strategy recommender — placeholder until a later issue lands."""
+"""Strategy: where the dataset sits on the seeds' size × similarity matrix, measured, and a
+one-click validation of the competing strategies."""
 
 import streamlit as st
 
-st.title("Strategy recommender")
-st.info("Coming next (a later issue): Where your dataset sits on the seeds' size × similarity matrix — similarity measured on your data (LEEP, NCE, LogME, BatchNorm-statistics gap), with a one-click validation of the competing strategies.")
+from tlcore import recommend, zoo
+from tlcore.data import DatasetError
+from ui import data_view, finetune_view
+from ui import recommend_view as rv
+
+st.title("Strategy")
+st.caption("The course's matrix — small or large dataset × similar to ImageNet or not — with both axes "
+           "measured on your data instead of guessed. Scores use training labels only.")
+
+try:
+    choice, ds = finetune_view.dataset()
+except DatasetError as err:
+    st.error(str(err))
+    st.stop()
+st.markdown(f"**Dataset:** {ds.name} — {len(ds):,} images, {len(ds.classes)} classes at {ds.size} px. "
+            "Change it on the Data page.")
+models = data_view.map_models()
+if not models:
+    st.warning("No pretrained weights on this machine: the scores need a pretrained ImageNet model.")
+    st.stop()
+model_key = st.selectbox("Pretrained model", models, format_func=finetune_view.model_label)
+spec = zoo.get_spec(model_key)
+
+if not st.toggle("Measure", key="measure_strategy",
+                 help="One pass of the model over the dataset (cached): features at every block, the "
+                      "ImageNet head's predictions, BatchNorm input statistics."):
+    st.info("Turn on **Measure** to score the dataset with this model.")
+    st.stop()
+with st.spinner("Measuring: one pass over the dataset…"):
+    m = rv.measurement(ds, ds.fingerprint, model_key)
+rec = recommend.recommend(m, spec)
+
+left, right = st.columns([3, 2])
+left.plotly_chart(rv.matrix_figure(rec), width="stretch", config={"displayModeBar": False})
+with right:
+    st.success(f"**{rec.strategy}.**")
+    setting = "all (linear probe)" if rec.freeze == "all" else f"freeze the first {rec.freeze} blocks"
+    st.markdown(f"In the Fine-tune lab: **{setting}**. Features to try a classifier on: **{rec.probe_block}**.")
+    for reason in rec.reasons:
+        st.markdown(f"- {reason}")
+
+st.subheader("Evidence along the network")
+st.plotly_chart(rv.depth_figure(m), width="stretch")
+st.caption("LogME (You et al. 2021): how well a linear model on the block's pooled features explains "
+           "the labels, per image. BatchNorm gap (cf. AdaBN, Li et al. 2016): how far each BatchNorm "
+           "layer's input statistics on your data are from the ImageNet statistics it stored.")
+st.dataframe(rv.scores_frame(m), hide_index=True, width="stretch",
+             column_config={"value": st.column_config.NumberColumn(format="%.3f")})
+
+st.subheader("Check it: run the competing strategies")
+st.caption("One trial each — linear probe, fine-tune the last block, fine-tune everything, from scratch "
+           "(and the recommended setting when it is none of those) — queued in the Fine-tune lab's "
+           "background worker, the way Thome's tables compare them.")
+epochs = st.number_input("Epochs per trial", value=5, min_value=1, max_value=50)
+if st.button("Run the validation", type="primary"):
+    try:
+        st.session_state.validation = rv.submit_validation(rec, ds, f"{ds.name}@{ds.size}px#{ds.fingerprint}",
+                                                           int(epochs))
+    except ValueError as err:  # a full queue or a demo-mode cap
+        st.error(str(err))
+
+
+@st.fragment(run_every=2.0)
+def validation() -> None:
+    vid = st.session_state.get("validation")
+    if not vid:
+        return
+    frame = rv.validation_frame(vid)
+    st.dataframe(frame, hide_index=True, width="stretch",
+                 column_config={"val acc": st.column_config.NumberColumn(format="%.3f"),
+                                "best val acc": st.column_config.NumberColumn(format="%.3f"),
+                                "s/epoch": st.column_config.NumberColumn(format="%.2f"),
+                                "s to 1st epoch": st.column_config.NumberColumn(format="%.1f")})
+    done = frame[frame.status == "done"]
+    if len(done) == len(frame) and len(frame):
+        best = done.loc[done["val acc"].idxmax()]
+        st.markdown(f"Best on your data: **{best.strategy}** ({best['val acc']:.3f} validation accuracy).")
+
+
+validation()

@@ -133,3 +133,12 @@ def test_finetune_errors_are_one_line(capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_recommend_json_and_errors(capsys):
+    out = run_json(capsys, "recommend", "--data", "digits", "--size", "32", "--max-per-class", "20",
+                   "--format", "json")
+    assert out["size"] == "small" and out["similar"] is False and out["reasons"]
+    assert 0.0 <= out["measurement"]["similarity"] <= 1.0
+    assert main(["recommend", "--data", "digits", "--model", "resnet5"]) == 2
+    assert "did you mean" in capsys.readouterr().err

@@ -76,8 +76,8 @@ def test_bounds_of_leep_nce_and_h_score():
 def test_batchnorm_gap_is_zero_for_the_same_statistics_and_grows_with_the_shift():
     mean, var = RNG.normal(size=64), RNG.uniform(0.5, 2, size=64)
     assert tr.batchnorm_gap(mean, var, mean, var) == pytest.approx(0.0, abs=1e-12)
-    gaps = [tr.batchnorm_gap(mean + shift, var, mean, var) for shift in (0.1, 1.0, 3.0)]
-    assert gaps == sorted(gaps) and gaps[0] > 0
+    gaps = [tr.batchnorm_gap(mean + shift, var, mean, var) for shift in (0.1, 1.0, 3.0, 100.0)]
+    assert gaps == sorted(gaps) and gaps[0] > 0 and gaps[-1] == pytest.approx(1.0)  # disjoint
     assert tr.batchnorm_gap(mean, var * 4, mean, var) > 0  # a change of spread counts too
 
 

@@ -184,6 +184,22 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from tlcore import data, recommend, zoo
+
+    spec = zoo.get_spec(args.model)
+    dataset = data.load(args.data, size=args.size, max_per_class=args.max_per_class, seed=args.seed)
+    rec = recommend.recommend(recommend.measure(spec, dataset, device=args.device), spec)
+    if args.format == "json":
+        _print_json(rec.to_json())
+        return 0
+    print(f"{rec.strategy}\n  dataset: {rec.size}, {'similar to' if rec.similar else 'different from'} "
+          f"ImageNet · Fine-tune lab: freeze {rec.freeze} · classifier features: {rec.probe_block}")
+    for reason in rec.reasons:
+        print(f"  - {reason}")
+    return 0
+
+
 def _int_at_least(minimum: int, what: str = "a whole number"):
     """An argparse type: an integer >= ``minimum``, with a one-line message otherwise."""
 
@@ -265,6 +281,16 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--format", choices=["table", "json"], default="table")
     ft.set_defaults(run=cmd_finetune)
+
+    rec = sub.add_parser("recommend", help="measure size and similarity to ImageNet; advise a strategy")
+    rec.add_argument("--model", default="efficientnet_lite0", help="a model with pretrained weights here")
+    rec.add_argument("--data", required=True, help="built-in name, torchvision:NAME, zip or folder")
+    rec.add_argument("--size", type=_positive_int, default=128, help="dataset resolution in px")
+    rec.add_argument("--max-per-class", type=_positive_int, default=None)
+    rec.add_argument("--seed", type=int, default=0)
+    rec.add_argument("--device", default=None)
+    rec.add_argument("--format", choices=["table", "json"], default="table")
+    rec.set_defaults(run=cmd_recommend)
 
     runs = sub.add_parser("runs", help="list kept runs")
     runs.add_argument("--format", choices=["table", "json"], default="table")

@@ -21,6 +21,7 @@ from tlcore.device import autocast, inference_batch, pick_device
 # Architectures whose input size is fixed by their position embeddings / window partition.
 FIXED_INPUT = ("vit", "maxvit")
 PENULTIMATE = "penultimate"  # the classifier's input: the standard linear-probe features
+LOGITS = "logits"  # the source classifier's own output (ImageNet's 1000 classes)
 
 _MEMORY: OrderedDict[str, torch.Tensor] = OrderedDict()
 _MEMORY_ITEMS = 16
@@ -61,12 +62,14 @@ def _key(spec: zoo.ModelSpec, dataset: Dataset, block: str, size: int, view: str
 
 def _hook_target(model: nn.Module, spec: zoo.ModelSpec, block: str) -> tuple[nn.Module, bool]:
     """(module, capture its input?) for the requested block."""
+    if block == LOGITS:
+        return model.get_submodule(classifier_path(model, spec.num_classes)), False
     if block == PENULTIMATE:
         return model.get_submodule(classifier_path(model, spec.num_classes)), True
     names = [b.name for b in spec.blocks]
     if block not in names:
         raise ValueError(f"unknown block {block!r} for {spec.model}; choose one of: "
-                         f"{', '.join(names)} or {PENULTIMATE}")
+                         f"{', '.join(names)}, {PENULTIMATE} or {LOGITS}")
     members = [m for m in spec.blocks[names.index(block)].members if _is_module(model, m)]
     return model.get_submodule(members[-1]), False
 
@@ -91,29 +94,43 @@ def normalise(batch: torch.Tensor, spec: zoo.ModelSpec, size: int) -> torch.Tens
 
 
 @torch.inference_mode()
-def _compute(model: nn.Module, spec: zoo.ModelSpec, dataset: Dataset, block: str, size: int,
-             device: torch.device, batch_size: int) -> torch.Tensor:
-    target, capture_input = _hook_target(model, spec, block)
-    captured: list[torch.Tensor] = []
+def _compute(model: nn.Module, spec: zoo.ModelSpec, dataset: Dataset, blocks: list[str], size: int,
+             device: torch.device, batch_size: int) -> dict[str, torch.Tensor]:
+    """Pooled features at every block in ``blocks`` from one pass; the forward pass stops as soon
+    as the last of them has been captured."""
+    captured: dict[str, list[torch.Tensor]] = {b: [] for b in blocks}
+    pending: set[str] = set()
 
-    def hook(module, args, output=None):
-        value = args[0] if capture_input else output
-        captured.append(pool(value.float(), spec.family).cpu())
-        raise _Stop
+    def hook_for(block: str, capture_input: bool):
+        def hook(module, args, output=None):
+            if block not in pending:  # a module called again later in the pass (a shared activation)
+                return
+            value = args[0] if capture_input else output
+            captured[block].append(pool(value.float(), spec.family).cpu())
+            pending.discard(block)
+            if not pending:
+                raise _Stop
+        return hook
 
-    handle = (target.register_forward_pre_hook(hook) if capture_input
-              else target.register_forward_hook(hook))
+    handles = []
+    for block in blocks:
+        target, capture_input = _hook_target(model, spec, block)
+        hook = hook_for(block, capture_input)
+        handles.append(target.register_forward_pre_hook(hook) if capture_input
+                       else target.register_forward_hook(hook))
     try:
         with autocast(device):
             for start in range(0, len(dataset), batch_size):
                 batch = dataset.images[start:start + batch_size].to(device, non_blocking=True)
+                pending.update(blocks)
                 try:
                     model(normalise(batch, spec, size))
                 except _Stop:
                     pass
     finally:
-        handle.remove()
-    return torch.cat(captured)
+        for handle in handles:
+            handle.remove()
+    return {b: torch.cat(parts) for b, parts in captured.items()}
 
 
 def extract(spec: zoo.ModelSpec, dataset: Dataset, *, block: str = PENULTIMATE,
@@ -124,28 +141,114 @@ def extract(spec: zoo.ModelSpec, dataset: Dataset, *, block: str = PENULTIMATE,
     ``model``: an already loaded (possibly shared) model — it is only read, hooks are removed
     afterwards; default: the pretrained model from the zoo. Cached in memory and on disk.
     """
+    return extract_many(spec, dataset, [block], model=model, device=device, batch_size=batch_size,
+                        view=view)[block]
+
+
+def extract_many(spec: zoo.ModelSpec, dataset: Dataset, blocks: list[str], *, model: nn.Module | None = None,
+                 device: torch.device | str | None = None, batch_size: int | None = None,
+                 view: str = "center") -> dict[str, torch.Tensor]:
+    """``extract`` for several blocks: what is not cached yet comes from a single forward pass."""
     size = input_size(spec, dataset)
-    key = _key(spec, dataset, block, size, view)
+    out: dict[str, torch.Tensor] = {}
+    for block in blocks:
+        cached = _cached(_key(spec, dataset, block, size, view))
+        if cached is not None:
+            out[block] = cached
+    missing = [b for b in blocks if b not in out]
+    if missing:
+        dev = device if isinstance(device, torch.device) else pick_device(device)
+        model = model if model is not None else zoo.load(spec, device=dev)
+        dev = next(model.parameters()).device
+        with _LOCK:
+            computed = _compute(model.eval(), spec, dataset, missing, size, dev,
+                                batch_size or inference_batch(dev))
+        for block, feats in computed.items():
+            out[block] = _store(_key(spec, dataset, block, size, view), feats)
+    return {b: out[b] for b in blocks}
+
+
+def _cached(key: str) -> torch.Tensor | None:
     if key in _MEMORY:
         _MEMORY.move_to_end(key)
         return _MEMORY[key]
     path = paths.home() / "features" / f"{key}.pt"
     if path.exists():
         try:
-            feats = torch.load(path, map_location="cpu", weights_only=True)
-            return _remember(key, feats)
+            return _remember(key, torch.load(path, map_location="cpu", weights_only=True))
         except (OSError, RuntimeError, EOFError):
             path.unlink(missing_ok=True)
-    dev = device if isinstance(device, torch.device) else pick_device(device)
-    model = model if model is not None else zoo.load(spec, device=dev)
-    dev = next(model.parameters()).device
-    with _LOCK:
-        feats = _compute(model.eval(), spec, dataset, block, size, dev, batch_size or inference_batch(dev))
+    return None
+
+
+def _store(key: str, feats: torch.Tensor) -> torch.Tensor:
+    path = paths.home() / "features" / f"{key}.pt"
     path.parent.mkdir(exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
     torch.save(feats, tmp)
     tmp.replace(path)
     return _remember(key, feats)
+
+
+def source_probs(spec: zoo.ModelSpec, dataset: Dataset, **kw) -> torch.Tensor:
+    """N×1000 softmax of the pretrained ImageNet head over the dataset (LEEP, NCE, confidence)."""
+    return extract(spec, dataset, block=LOGITS, **kw).softmax(dim=1)
+
+
+def batchnorm_statistics(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Module | None = None,
+                         device: torch.device | str | None = None, max_images: int = 512
+                         ) -> list[dict[str, torch.Tensor | str]]:
+    """Per BatchNorm layer, in forward order: the per-channel mean and variance of its input over
+    (up to ``max_images`` of) the dataset, beside the running statistics it stored in training.
+    ``{"name", "mean", "var", "stored_mean", "stored_var"}``, float64 tensors of C channels."""
+    size = input_size(spec, dataset)
+    key = _key(spec, dataset, f"batchnorm-stats-{max_images}", size, "center")
+    if key in _MEMORY:
+        return _MEMORY[key]
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    model = model if model is not None else zoo.load(spec, device=dev)
+    dev = next(model.parameters()).device
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    sums: dict[str, list] = {}
+    order: list[str] = []
+
+    def hook_for(name):
+        def hook(module, args):
+            x = args[0].detach().double()
+            dims = [0, *range(2, x.dim())]
+            acc = sums.setdefault(name, [0.0, 0.0, 0])
+            acc[0] = acc[0] + x.sum(dims)
+            acc[1] = acc[1] + (x * x).sum(dims)
+            acc[2] += x.numel() // x.shape[1]
+            if name not in order:
+                order.append(name)
+        return hook
+
+    step = inference_batch(dev)
+    idx = torch.linspace(0, len(dataset) - 1, min(max_images, len(dataset))).round().long().unique()
+    with _LOCK:
+        handles = [m.register_forward_pre_hook(hook_for(n)) for n, m in layers]
+        try:
+            with torch.inference_mode():
+                model.eval()
+                for start in range(0, len(idx), step):
+                    batch = dataset.images[idx[start:start + step]].to(dev)
+                    model(normalise(batch, spec, size))  # fp32: statistics, not speed
+        finally:
+            for h in handles:
+                h.remove()
+    modules = dict(layers)
+    out = []
+    for name in order:
+        total, squares, count = sums[name]
+        mean = (total / count).cpu()
+        out.append({"name": name, "mean": mean, "var": (squares / count).cpu() - mean ** 2,
+                    "stored_mean": modules[name].running_mean.detach().double().cpu(),
+                    "stored_var": modules[name].running_var.detach().double().cpu()})
+    _MEMORY[key] = out
+    while len(_MEMORY) > _MEMORY_ITEMS:
+        _MEMORY.popitem(last=False)
+    return out
 
 
 def _remember(key: str, feats: torch.Tensor) -> torch.Tensor:

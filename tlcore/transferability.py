@@ -100,15 +100,15 @@ def h_score(features: np.ndarray, labels: np.ndarray) -> float:
 def batchnorm_gap(data_mean: np.ndarray, data_var: np.ndarray, stored_mean: np.ndarray,
                   stored_var: np.ndarray, eps: float = 1e-5) -> float:
     """How far a BatchNorm layer's input on the new data is from the statistics it stored on the
-    source data: the symmetric KL divergence between the two per-channel Gaussians, averaged over
-    channels (the domain signal that AdaBN uses: Li et al., 2016, "Revisiting Batch Normalization
-    For Practical Domain Adaptation"). 0 = the same statistics; in nats. Arrays of C channels."""
+    source data — the domain signal AdaBN adapts to (Li et al., 2016, "Revisiting Batch
+    Normalization For Practical Domain Adaptation"): the squared Hellinger distance between the
+    two per-channel Gaussians, averaged over channels. 0 = the same statistics, 1 = disjoint.
+    Bounded, so a few near-constant channels cannot dominate it (a KL divergence would let them).
+    Arrays of C channels."""
     m1, v1 = np.asarray(data_mean, np.float64), np.asarray(data_var, np.float64) + eps
     m2, v2 = np.asarray(stored_mean, np.float64), np.asarray(stored_var, np.float64) + eps
-    shift = (m1 - m2) ** 2
-    kl_12 = 0.5 * (np.log(v2 / v1) + (v1 + shift) / v2 - 1)
-    kl_21 = 0.5 * (np.log(v1 / v2) + (v2 + shift) / v1 - 1)
-    return float(np.mean((kl_12 + kl_21) / 2))
+    overlap = np.sqrt(2 * np.sqrt(v1 * v2) / (v1 + v2)) * np.exp(-((m1 - m2) ** 2) / (4 * (v1 + v2)))
+    return float(np.mean(1 - overlap))
 
 
 def _one_hot(labels: np.ndarray) -> np.ndarray:

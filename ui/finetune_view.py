@@ -95,6 +95,8 @@ def runs_frame() -> pd.DataFrame:
                      "best val acc": best, "s/epoch": sum(epochs_s) / len(epochs_s) if epochs_s else None,
                      "s to 1st epoch": (r["result"] or {}).get("timings", {}).get("first_epoch_s"),
                      "dataset": r["dataset"], "sweep": (cfg.get("tags") or {}).get("sweep", ""),
+                     "validation": (cfg.get("tags") or {}).get("validation", ""),
+                     "strategy": (cfg.get("tags") or {}).get("strategy", ""),
                      "created": r["created"], "error": r["error"] or ""})
     return pd.DataFrame(rows)
 

@@ -233,3 +233,25 @@ def test_sweep_reading_names_the_best_depth_and_both_ends():
     assert reading.startswith("Best here: 4 frozen blocks (0.900")
     assert "fine-tuning everything 0.300" in reading and "linear probe 0.800" in reading
     assert finetune_view.sweep_label(frame, "s") == "efficientnet_lite0 on digits@32px — 4 depths, runs #1–4"
+
+
+def test_strategy_page_measures_places_and_validates():
+    from ui import data_view, finetune_view
+
+    at = app("app_pages/recommend.py")
+    at.session_state["active_dataset"] = data_view.Choice("builtin", "digits", 32, 8, 0)
+    at.run()
+    assert not at.exception and at.info  # nothing is measured before the toggle
+    at.toggle(key="measure_strategy").set_value(True).run()
+    assert not at.exception
+    assert "Train a classifier on features from an earlier block" in at.success[0].value  # small, different
+    assert len(at.get("plotly_chart")) == 2  # the matrix and the evidence along the depth
+    at.number_input[0].set_value(1)
+    at.button[0].click().run()
+    assert finetune_view.jobs().wait(300)
+    at.run()
+    assert not at.exception
+    table = at.dataframe[-1].value
+    assert {"linear probe (frozen features)", "fine-tune the last block", "fine-tune everything",
+            "from scratch"} <= set(table.strategy) and (table.status == "done").all()
+    assert any("Best on your data" in md.value for md in at.markdown)

@@ -1,0 +1,53 @@
+"""The matrix's two axes measured on data: digits are far from ImageNet, LFW faces close; the
+advice follows the seeds' matrix and only training labels are used."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from tlcore import data, recommend, zoo
+from tlcore.finetune import TrialConfig
+
+SPEC = zoo.get_spec("efficientnet_lite0")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load("digits", size=32, max_per_class=20)
+
+
+@pytest.fixture(scope="module")
+def faces():
+    return data.load("faces", size=64)  # at 32 px the ImageNet head says little about anything
+
+
+def test_digits_are_different_and_faces_similar(digits, faces):
+    far = recommend.recommend(recommend.measure(SPEC, digits), SPEC)
+    near = recommend.recommend(recommend.measure(SPEC, faces), SPEC)
+    assert far.measurement.similarity < recommend.SIMILAR_AT <= near.measurement.similarity
+    assert (far.size, far.similar) == ("small", False) and (near.size, near.similar) == ("small", True)
+    assert near.strategy == recommend.STRATEGIES[("small", True)] and near.freeze == "all"
+    assert far.strategy == recommend.STRATEGIES[("small", False)]
+    for rec in (far, near):
+        TrialConfig(model=SPEC.key, freeze=rec.freeze).check(len(SPEC.blocks))  # the lab can run it
+        assert len(rec.measurement.logme_by_block) == len(SPEC.blocks)  # every block but the head, + penultimate
+        assert all(0.0 <= g <= 1.0 for _, g in rec.measurement.batchnorm_gap)
+        assert any(f"{rec.measurement.per_class:.0f} training images" in r for r in rec.reasons)
+
+
+def test_large_datasets_are_told_to_fine_tune(digits):
+    m = recommend.measure(SPEC, digits)
+    big = dataclasses.replace(m, per_class=float(recommend.SMALL_PER_CLASS))
+    rec = recommend.recommend(big, SPEC)
+    assert rec.size == "large" and rec.freeze != "all" and rec.freeze < len(SPEC.blocks) // 2
+
+
+def test_validation_labels_are_not_used(digits):
+    before = recommend.measure(SPEC, digits)
+    shuffled = dataclasses.replace(digits, labels=digits.labels.clone())
+    val = shuffled.val_idx
+    shuffled.labels[val] = shuffled.labels[val][torch.randperm(len(val), generator=torch.Generator().manual_seed(0))]
+    after = recommend.measure(SPEC, shuffled)
+    assert after.leep == pytest.approx(before.leep)
+    assert [v for _, v in after.logme_by_block] == pytest.approx([v for _, v in before.logme_by_block])

@@ -1,0 +1,136 @@
+"""The seeds' dataset-size × similarity matrix, with both axes measured on the user's data.
+
+Size: training images per class. Similarity: how much of the labels' uncertainty ImageNet's own
+classes remove — LEEP's gain over an uninformative source, (LEEP − log-prior) / −log-prior,
+which is 0 when the pretrained head's predictions say nothing about the labels and 1 when they
+determine them. Beside it, as evidence: NCE, the ImageNet head's confidence, how far each
+BatchNorm layer's input statistics are from ImageNet's, and LogME of the features at every
+block (which depth's features fit the labels best).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from tlcore import features, transferability, zoo
+from tlcore.data import Dataset
+
+# Rules of thumb, not laws: the validation run on the Strategy page checks them on your data.
+SMALL_PER_CLASS = 100  # training images per class below which fine-tuning many weights overfits
+SIMILAR_AT = 0.5  # similarity (LEEP gain) from which ImageNet's classes describe your labels well
+LOW_RESOLUTION = 96  # px: below it the similarity is mostly a statement about the resolution
+
+
+@dataclass(frozen=True)
+class Measurement:
+    model: str
+    n_images: int
+    n_classes: int
+    per_class: float  # median training images per class
+    resolution: int  # px of the dataset as measured
+    similarity: float  # LEEP gain, 0 … 1
+    leep: float
+    leep_floor: float  # LEEP of an uninformative source: the mean log prior of the labels
+    nce: float
+    imagenet_confidence: float  # mean top softmax probability of the ImageNet head
+    h_score: float  # of the penultimate features
+    batchnorm_gap: list[tuple[str, float]]  # (BatchNorm layer, gap 0 … 1), forward order
+    logme_by_block: list[tuple[str, float]]  # (block, LogME of its pooled output); penultimate last
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    size: str  # "small" | "large"
+    similar: bool
+    strategy: str
+    freeze: int | str  # the Fine-tune lab's setting for it ("all" = linear probe)
+    probe_block: str  # the block whose features to try a classifier on
+    reasons: list[str]
+    measurement: Measurement
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+STRATEGIES = {  # (size, similar) → what the seeds advise
+    ("small", True): "Train only a new classifier on the frozen pretrained features",
+    ("large", True): "Fine-tune the top blocks and a new classifier",
+    ("small", False): "Train a classifier on features from an earlier block",
+    ("large", False): "Fine-tune most or all of the network, starting from the pretrained weights",
+}
+
+
+def measure(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Module | None = None,
+            device: torch.device | str | None = None) -> Measurement:
+    """Every label-using score on the training split only (validation labels stay unseen). The
+    features come from one pass over the whole dataset and are cached, so the Fine-tune lab's
+    linear probe reuses them."""
+    rows = dataset.train_idx
+    y = dataset.labels[rows].numpy()
+    blocks = [b.name for b in spec.blocks if b.name != "head"]
+    wanted = [*blocks, features.PENULTIMATE, features.LOGITS]
+    feats = {k: v[rows].numpy() for k, v in
+             features.extract_many(spec, dataset, wanted, model=model, device=device).items()}
+    probs = torch.from_numpy(feats[features.LOGITS]).softmax(dim=1).numpy()
+    prior = np.bincount(y) / len(y)
+    floor = float(np.mean(np.log(prior[y])))
+    leep = transferability.leep(probs, y)
+    stats = features.batchnorm_statistics(spec, dataset, model=model, device=device)  # no labels
+    return Measurement(
+        model=spec.key, n_images=len(dataset), n_classes=len(dataset.classes),
+        per_class=float(np.median(np.bincount(y))), resolution=features.input_size(spec, dataset),
+        similarity=float(np.clip((leep - floor) / -floor, 0.0, 1.0)) if floor < 0 else 0.0,
+        leep=leep, leep_floor=floor, nce=transferability.nce(probs.argmax(1), y),
+        imagenet_confidence=float(probs.max(1).mean()),
+        h_score=transferability.h_score(feats[features.PENULTIMATE], y),
+        batchnorm_gap=[(s["name"], transferability.batchnorm_gap(s["mean"], s["var"], s["stored_mean"],
+                                                                 s["stored_var"])) for s in stats],
+        logme_by_block=[(b, transferability.logme(feats[b], y)) for b in [*blocks, features.PENULTIMATE]],
+    )
+
+
+def recommend(m: Measurement, spec: zoo.ModelSpec) -> Recommendation:
+    """Place the measurement on the matrix and say why, in numbers."""
+    size = "small" if m.per_class < SMALL_PER_CLASS else "large"
+    similar = m.similarity >= SIMILAR_AT
+    names = [b.name for b in spec.blocks]
+    best_block, best_logme = max(m.logme_by_block, key=lambda kv: kv[1])
+    n = len(spec.blocks)
+    if similar and size == "small":
+        freeze, probe = "all", features.PENULTIMATE
+    elif similar:
+        freeze, probe = max(1, round(n * 2 / 3)), features.PENULTIMATE
+    elif size == "small":
+        probe = best_block
+        freeze = "all" if best_block == features.PENULTIMATE else names.index(best_block) + 1
+    else:
+        freeze, probe = 1, best_block  # keep only the stem's generic filters fixed
+    gaps = [g for _, g in m.batchnorm_gap]
+    third = max(1, len(gaps) // 3)
+    reasons = [
+        f"{m.per_class:.0f} training images per class (median) — {size}: the line is {SMALL_PER_CLASS}.",
+        f"Similarity {m.similarity:.2f}: ImageNet's own classes remove {100 * m.similarity:.0f} % of the "
+        f"uncertainty of your labels (LEEP {m.leep:.3f} against {m.leep_floor:.3f} for a source that "
+        f"knows nothing) — {'similar' if similar else 'different'}: the line is {SIMILAR_AT}.",
+        f"LogME is highest at {best_block} ({best_logme:.3f}): the features that fit your labels best "
+        "with a linear model.",
+    ]
+    if gaps:
+        reasons.append(f"BatchNorm input statistics differ from ImageNet's by {np.mean(gaps[:third]):.2f} in the "
+                       f"first third of the network and {np.mean(gaps[-third:]):.2f} in the last (0 = same, "
+                       "1 = disjoint).")
+    if m.resolution < LOW_RESOLUTION:
+        reasons.append(f"The images are {m.resolution} px; ImageNet models were trained at about 224, so "
+                       "objects look smaller than they ever did and similarity reads low — load the "
+                       "dataset at a higher resolution on the Data page to check.")
+    if freeze != "all" and freeze >= n:
+        freeze = n - 1
+    return Recommendation(size=size, similar=similar, strategy=STRATEGIES[(size, similar)], freeze=freeze,
+                          probe_block=probe, reasons=reasons, measurement=m)

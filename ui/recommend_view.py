@@ -1,0 +1,126 @@
+"""Cached measurement, the size × similarity matrix figure, and the validation runs for the
+Strategy page."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from tlcore import recommend, zoo
+from tlcore.data import Dataset
+from tlcore.finetune import TrialConfig
+from ui import finetune_view, resources
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def measurement(_ds: Dataset, fingerprint: str, model_key: str) -> recommend.Measurement:
+    """Scores for one (dataset, model); the features behind them are cached by tlcore too."""
+    spec = zoo.get_spec(model_key)
+    return recommend.measure(spec, _ds, model=resources.cached_model(model_key, True))
+
+
+def matrix_figure(rec: recommend.Recommendation) -> go.Figure:
+    """The seeds' 2×2 matrix with the dataset as a point: images per class (log) × similarity."""
+    m = rec.measurement
+    x_line, y_line = np.log10(recommend.SMALL_PER_CLASS), recommend.SIMILAR_AT
+    x_lo, x_hi = 0.0, max(4.0, np.log10(max(m.per_class, 1)) + 0.5)
+    fig = go.Figure()
+    cells = {("small", True): (x_lo, x_line, y_line, 1.0), ("large", True): (x_line, x_hi, y_line, 1.0),
+             ("small", False): (x_lo, x_line, 0.0, y_line), ("large", False): (x_line, x_hi, 0.0, y_line)}
+    for (size, similar), (x0, x1, y0, y1) in cells.items():
+        here = (size, similar) == (rec.size, rec.similar)
+        fig.add_shape(type="rect", x0=x0, x1=x1, y0=y0, y1=y1, line={"width": 1, "color": "#9aa3ad"},
+                      fillcolor="#dbe7fb" if here else "#f4f5f7", layer="below")
+        fig.add_annotation(x=(x0 + x1) / 2, y=y1 - 0.04, text=_wrap(recommend.STRATEGIES[(size, similar)]),
+                           showarrow=False, yanchor="top", font={"size": 12, "color": "#1f2d3d" if here else "#6b7785"})
+    fig.add_trace(go.Scatter(x=[np.log10(max(m.per_class, 1))], y=[m.similarity], mode="markers+text",
+                             marker={"size": 16, "color": "#f2a541", "line": {"width": 2, "color": "#1f2d3d"}},
+                             text=["your data"], textposition="bottom center", showlegend=False,
+                             hovertemplate=f"{m.per_class:.0f} images per class<br>similarity "
+                                           f"{m.similarity:.2f}<extra></extra>"))
+    ticks = [v for v in (1, 3, 10, 30, 100, 300, 1000, 3000, 10000) if np.log10(v) <= x_hi]
+    fig.update_layout(height=420, margin={"l": 10, "r": 10, "t": 10, "b": 10}, template="plotly_white",
+                      xaxis={"title": "training images per class", "range": [x_lo, x_hi],
+                             "tickvals": [np.log10(v) for v in ticks], "ticktext": [f"{v:,}" for v in ticks],
+                             "showgrid": False},
+                      yaxis={"title": "similarity to ImageNet (LEEP gain)", "range": [0, 1], "showgrid": False})
+    return fig
+
+
+def _wrap(text: str, width: int = 28) -> str:
+    words, lines, line = text.split(), [], ""
+    for w in words:
+        if line and len(line) + len(w) + 1 > width:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    return "<br>".join([*lines, line])
+
+
+def depth_figure(m: recommend.Measurement) -> go.Figure:
+    """LogME per block (left axis) beside the BatchNorm gap along the network (right axis)."""
+    fig = go.Figure()
+    names, values = zip(*m.logme_by_block, strict=True)
+    fig.add_trace(go.Scatter(x=list(names), y=list(values), mode="lines+markers", name="LogME of the block's features"))
+    if m.batchnorm_gap:
+        gaps = np.array([g for _, g in m.batchnorm_gap])
+        # Spread the BatchNorm layers evenly under the blocks: they are many more than the blocks.
+        pos = np.linspace(0, len(names) - 1, len(gaps))
+        fig.add_trace(go.Scatter(x=pos, y=gaps, mode="lines", name="BatchNorm gap to ImageNet (0 … 1)",
+                                 yaxis="y2", line={"dash": "dot"}))
+    fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 10, "b": 10}, template="plotly_white",
+                      xaxis={"title": "depth"}, yaxis={"title": "LogME (higher fits better)"},
+                      yaxis2={"title": "BatchNorm gap", "overlaying": "y", "side": "right", "range": [0, 1],
+                              "showgrid": False, "tickmode": "auto"},
+                      legend={"orientation": "h", "y": 1.12})
+    return fig
+
+
+def scores_frame(m: recommend.Measurement) -> pd.DataFrame:
+    rows = [("Similarity (LEEP gain)", m.similarity, "share of the labels' uncertainty ImageNet's classes remove"),
+            ("LEEP", m.leep, f"nats; {m.leep_floor:.3f} for a source that knows nothing (Nguyen et al. 2020)"),
+            ("NCE", m.nce, "nats; −H(labels | ImageNet's top class) (Tran et al. 2019)"),
+            ("H-score", m.h_score, f"penultimate features, 0 … {m.n_classes - 1} (Bao et al. 2019)"),
+            ("ImageNet head confidence", m.imagenet_confidence, "mean top softmax probability"),
+            ("Images per class (median, train)", m.per_class, "")]
+    return pd.DataFrame(rows, columns=["score", "value", "meaning"])
+
+
+STRATEGY_TRIALS = {  # Thome's table: the competing strategies, as Fine-tune lab settings
+    "linear probe (frozen features)": {"freeze": "all", "pretrained": True},
+    "fine-tune the last block": {"freeze": -2, "pretrained": True},
+    "fine-tune everything": {"freeze": 0, "pretrained": True},
+    "from scratch": {"freeze": 0, "pretrained": False},
+}
+
+
+def submit_validation(rec: recommend.Recommendation, ds: Dataset, label: str, epochs: int) -> str:
+    """Queue one trial per competing strategy (and the recommended setting); returns its id."""
+    spec = zoo.get_spec(rec.measurement.model)
+    n = len(spec.blocks)
+    trials = {name: dict(s, freeze=(n + s["freeze"] if isinstance(s["freeze"], int) and s["freeze"] < 0
+                                    else s["freeze"])) for name, s in STRATEGY_TRIALS.items()}
+    if all(t["freeze"] != rec.freeze or not t["pretrained"] for t in trials.values()):
+        trials["recommended"] = {"freeze": rec.freeze, "pretrained": True}
+    if finetune_view.jobs().room() < len(trials):
+        raise ValueError(f"the validation needs {len(trials)} places in the queue; "
+                         f"{finetune_view.jobs().room()} are free now")
+    vid = uuid.uuid4().hex[:8]
+    for name, t in trials.items():
+        cfg = TrialConfig(model=spec.key, epochs=epochs, lr=0.05 if t["freeze"] == "all" else 0.01, **t)
+        finetune_view.submit(cfg, ds, label, tags={"validation": vid, "strategy": name})
+    return vid
+
+
+def validation_frame(vid: str) -> pd.DataFrame:
+    frame = finetune_view.runs_frame()
+    if frame.empty:
+        return frame
+    rows = frame[frame.validation == vid]
+    return rows[["strategy", "status", "freeze", "pretrained", "epochs", "val acc", "best val acc", "s/epoch",
+                 "s to 1st epoch", "run"]]
