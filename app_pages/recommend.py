@@ -57,17 +57,17 @@ st.caption("One trial each — linear probe, fine-tune the last block, fine-tune
            "(and the recommended setting when it is none of those) — queued in the Fine-tune lab's "
            "background worker, the way Thome's tables compare them.")
 epochs = st.number_input("Epochs per trial", value=5, min_value=1, max_value=50)
+label = f"{ds.name}@{ds.size}px#{ds.fingerprint}"
 if st.button("Run the validation", type="primary"):
     try:
-        st.session_state.validation = rv.submit_validation(rec, ds, f"{ds.name}@{ds.size}px#{ds.fingerprint}",
-                                                           int(epochs))
+        st.session_state.validation = rv.submit_validation(rec, ds, label, int(epochs))
     except ValueError as err:  # a full queue or a demo-mode cap
         st.error(str(err))
 
 
 @st.fragment(run_every=2.0)
 def validation() -> None:
-    vid = st.session_state.get("validation")
+    vid = st.session_state.get("validation") or rv.latest_validation(label)
     if not vid:
         return
     frame = rv.validation_frame(vid)
@@ -79,7 +79,12 @@ def validation() -> None:
     done = frame[frame.status == "done"]
     if len(done) == len(frame) and len(frame):
         best = done.loc[done["val acc"].idxmax()]
-        st.markdown(f"Best on your data: **{best.strategy}** ({best['val acc']:.3f} validation accuracy).")
+        advised = done[done.freeze == str(rec.freeze)]
+        verdict = ("" if advised.empty or best.freeze == str(rec.freeze) else
+                   f" The matrix's advice (freeze {rec.freeze}) reached {advised['val acc'].max():.3f}: "
+                   "on this data, trust the measurement over the rule of thumb.")
+        st.markdown(f"Best on your data: **{best.strategy}** ({best['val acc']:.3f} validation accuracy)."
+                    + verdict)
 
 
 validation()

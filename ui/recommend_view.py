@@ -63,18 +63,21 @@ def _wrap(text: str, width: int = 28) -> str:
 
 
 def depth_figure(m: recommend.Measurement) -> go.Figure:
-    """LogME per block (left axis) beside the BatchNorm gap along the network (right axis)."""
-    fig = go.Figure()
+    """LogME per block (left axis) beside the BatchNorm gap along the network (right axis), both
+    against depth: the BatchNorm layers, many more than the blocks, are spread evenly under them."""
     names, values = zip(*m.logme_by_block, strict=True)
-    fig.add_trace(go.Scatter(x=list(names), y=list(values), mode="lines+markers", name="LogME of the block's features"))
+    at = list(range(len(names)))
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=at, y=list(values), mode="lines+markers", name="LogME of the block's features",
+                             customdata=list(names), hovertemplate="%{customdata}: %{y:.3f}<extra></extra>"))
     if m.batchnorm_gap:
-        gaps = np.array([g for _, g in m.batchnorm_gap])
-        # Spread the BatchNorm layers evenly under the blocks: they are many more than the blocks.
-        pos = np.linspace(0, len(names) - 1, len(gaps))
-        fig.add_trace(go.Scatter(x=pos, y=gaps, mode="lines", name="BatchNorm gap to ImageNet (0 … 1)",
-                                 yaxis="y2", line={"dash": "dot"}))
+        layers, gaps = zip(*m.batchnorm_gap, strict=True)
+        fig.add_trace(go.Scatter(x=np.linspace(0, len(names) - 2, len(gaps)), y=list(gaps), mode="lines",
+                                 name="BatchNorm gap to ImageNet (0 … 1)", yaxis="y2", line={"dash": "dot"},
+                                 customdata=list(layers), hovertemplate="%{customdata}: %{y:.2f}<extra></extra>"))
     fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 10, "b": 10}, template="plotly_white",
-                      xaxis={"title": "depth"}, yaxis={"title": "LogME (higher fits better)"},
+                      xaxis={"title": "depth", "tickvals": at, "ticktext": list(names)},
+                      yaxis={"title": "LogME (higher fits better)"},
                       yaxis2={"title": "BatchNorm gap", "overlaying": "y", "side": "right", "range": [0, 1],
                               "showgrid": False, "tickmode": "auto"},
                       legend={"orientation": "h", "y": 1.12})
@@ -124,3 +127,12 @@ def validation_frame(vid: str) -> pd.DataFrame:
     rows = frame[frame.validation == vid]
     return rows[["strategy", "status", "freeze", "pretrained", "epochs", "val acc", "best val acc", "s/epoch",
                  "s to 1st epoch", "run"]]
+
+
+def latest_validation(dataset_label: str) -> str:
+    """The newest validation run on this dataset (kept across refreshes and restarts), or ""."""
+    frame = finetune_view.runs_frame()
+    if frame.empty:
+        return ""
+    rows = frame[(frame.validation != "") & (frame.dataset == dataset_label)]
+    return "" if rows.empty else rows.loc[rows.run.idxmax(), "validation"]
