@@ -79,7 +79,7 @@ def validation() -> None:
     done = frame[frame.status == "done"]
     if len(done) == len(frame) and len(frame):
         best = done.loc[done["val acc"].idxmax()]
-        advised = done[done.freeze == str(rec.freeze)]
+        advised = done[(done.freeze == str(rec.freeze)) & done.pretrained.astype(bool)]
         verdict = ("" if advised.empty or best.freeze == str(rec.freeze) else
                    f" The matrix's advice (freeze {rec.freeze}) reached {advised['val acc'].max():.3f}: "
                    "on this data, trust the measurement over the rule of thumb.")
