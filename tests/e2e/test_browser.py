@@ -169,9 +169,19 @@ def test_finetune_page_runs_a_trial_and_lists_it(server, browser, tmp_path):
 
 
 def test_a_server_restart_keeps_finished_runs_and_marks_the_running_one_interrupted(browser, tmp_path):
+    from tlcore import data
+    from tlcore.finetune import TrialConfig
+    from tlcore.jobs import JobManager
     from tlcore.store import RunStore
 
     home = tmp_path / "home"
+    home.mkdir()
+    finished = JobManager(RunStore(home / "runs.sqlite"))  # a run finished before the server started
+    finished.submit(TrialConfig(model="efficientnet_lite0", epochs=1, lr=0.05),
+                    data.load("digits", size=32, max_per_class=8), dataset_label="digits")
+    assert finished.wait(120)
+    finished.shutdown()
+    kept_before = finished.store.list()[0]["result"]
     env = dict(os.environ, TLCORE_HOME=str(home))
     proc, base = _start_server(env)
     try:
@@ -179,9 +189,6 @@ def test_a_server_restart_keeps_finished_runs_and_marks_the_running_one_interrup
         page.goto(f"{base}/finetune")
         run = page.get_by_role("button", name="Run", exact=True)
         run.wait_for(timeout=120_000)
-        _idle(page)
-        run.click()  # a linear probe: done in seconds
-        page.get_by_text("done · epoch 5 of 5").wait_for(timeout=300_000)
         _idle(page)
         page.get_by_role("slider").first.focus()
         page.keyboard.press("Home")  # freeze 0: fine-tune everything, many seconds per epoch
@@ -195,7 +202,7 @@ def test_a_server_restart_keeps_finished_runs_and_marks_the_running_one_interrup
 
     store = RunStore(home / "runs.sqlite")
     first, second = sorted(store.list(), key=lambda r: r["id"])
-    assert first["status"] == "done" and first["result"]["val_acc"] > 0.5
+    assert first["status"] == "done" and first["result"] == kept_before
     assert second["status"] == "interrupted" and len(second["history"]) >= 1
 
     proc, base = _start_server(env)  # the restarted server shows both as they are
