@@ -126,10 +126,10 @@ def recommend(m: Measurement, spec: zoo.ModelSpec) -> Recommendation:
         reasons.append(f"BatchNorm input statistics differ from ImageNet's by {np.mean(gaps[:third]):.2f} in the "
                        f"first third of the network and {np.mean(gaps[-third:]):.2f} in the last (0 = same, "
                        "1 = disjoint).")
-    if m.resolution < LOW_RESOLUTION:
+    if m.resolution < LOW_RESOLUTION and not similar:
         reasons.append(f"The images are {m.resolution} px; ImageNet models were trained at about 224, so "
-                       "objects look smaller than they ever did and similarity reads low — load the "
-                       "dataset at a higher resolution on the Data page to check.")
+                       "objects look smaller than they ever did, which lowers the similarity — load the "
+                       "dataset at a higher resolution to check.")
     if freeze != "all" and freeze >= n:
         freeze = n - 1
     return Recommendation(size=size, similar=similar, strategy=STRATEGIES[(size, similar)], freeze=freeze,
