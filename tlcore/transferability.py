@@ -84,12 +84,12 @@ def h_score(features: np.ndarray, labels: np.ndarray) -> float:
     Transfer Learning"). cov(f) is the Ledoit–Wolf shrinkage estimate (scikit-learn), which
     Ibrahim et al. (ICLR 2023, "Newer is not always better") show is needed when D is large
     against N. Between 0 and C − 1."""
-    from sklearn.covariance import LedoitWolf
+    from sklearn.covariance import ledoit_wolf  # the function: the estimator also inverts the matrix
 
     f = np.asarray(features, dtype=np.float64)
     f = f - f.mean(0)
     y = np.asarray(labels)
-    cov_f = LedoitWolf(assume_centered=True).fit(f).covariance_
+    cov_f = ledoit_wolf(f, assume_centered=True)[0]
     class_means = np.zeros_like(f)
     for c in np.unique(y):
         class_means[y == c] = f[y == c].mean(0)
