@@ -93,7 +93,7 @@ if frame.empty:
     st.stop()
 event = st.dataframe(frame, hide_index=True, on_select="rerun", selection_mode="multi-row", key="runs_table",
                      placeholder="—",
-                     column_config={"validation": None,  # an id: the Strategy page shows those runs
+                     column_config={"validation": None, "ranking": None,  # ids: the Strategy page shows those
                                     "val acc": st.column_config.NumberColumn(format="%.3f"),
                                     "best val acc": st.column_config.NumberColumn(format="%.3f"),
                                     "s/epoch": st.column_config.NumberColumn(format="%.2f"),

@@ -88,3 +88,30 @@ def validation() -> None:
 
 
 validation()
+
+
+st.subheader("Which pretrained model?")
+st.caption("Transferability scores rank the models with weights on this machine before any training "
+           "(LogME: You et al. 2021). The check trains a linear probe on each and shows how well each "
+           "score orders them (Kendall's τ, Spearman's ρ; with three models τ can only be ±1 or ±⅓).")
+if st.toggle("Score every model", key="rank_models", help="One feature pass per model (cached)."):
+    with st.spinner("Scoring each model: one pass over the dataset per model…"):
+        rv.ranking_frame(ds, models, "")  # warm the per-model score cache under the spinner
+    if st.button("Check with a linear probe per model"):
+        try:
+            st.session_state.ranking = rv.submit_ranking(ds, label, models, int(epochs))
+        except ValueError as err:
+            st.error(str(err))
+
+    @st.fragment(run_every=2.0)
+    def ranking() -> None:
+        frame = rv.ranking_frame(ds, models, st.session_state.get("ranking", ""))
+        st.dataframe(frame, hide_index=True, width="stretch",
+                     column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                    for c in ("logme", "leep", "nce", "h_score", "linear probe acc")})
+        if "linear probe acc" in frame and frame["linear probe acc"].notna().all():
+            st.dataframe(rv.agreement_frame(frame), hide_index=True,
+                         column_config={c: st.column_config.NumberColumn(format="%.2f")
+                                        for c in ("kendall_tau", "spearman_rho")})
+
+    ranking()

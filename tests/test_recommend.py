@@ -51,3 +51,12 @@ def test_validation_labels_are_not_used(digits):
     after = recommend.measure(SPEC, shuffled)
     assert after.leep == pytest.approx(before.leep)
     assert [v for _, v in after.logme_by_block] == pytest.approx([v for _, v in before.logme_by_block])
+
+
+def test_model_scores_and_rank_agreement(digits):
+    scores = recommend.score_model(SPEC, digits)
+    assert set(scores) == {"model", "logme", "leep", "nce", "h_score"}
+    assert scores["leep"] == pytest.approx(recommend.measure(SPEC, digits).leep)
+    assert recommend.rank_agreement([1, 2, 3, 4], [0.1, 0.2, 0.3, 0.4]) == {"kendall_tau": 1.0, "spearman_rho": 1.0}
+    assert recommend.rank_agreement([4, 3, 2, 1], [0.1, 0.2, 0.3, 0.4])["kendall_tau"] == -1.0
+    assert all(v != v for v in recommend.rank_agreement([1, 2], [0.1, 0.2]).values())  # NaN: too few

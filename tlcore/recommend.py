@@ -134,3 +134,28 @@ def recommend(m: Measurement, spec: zoo.ModelSpec) -> Recommendation:
         freeze = n - 1
     return Recommendation(size=size, similar=similar, strategy=STRATEGIES[(size, similar)], freeze=freeze,
                           probe_block=probe, reasons=reasons, measurement=m)
+
+
+def score_model(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Module | None = None,
+                device: torch.device | str | None = None) -> dict:
+    """Transferability scores of one pretrained model on the training split — for ranking models
+    before training any (LogME, LEEP, NCE, H-score on penultimate features / ImageNet head)."""
+    rows = dataset.train_idx
+    y = dataset.labels[rows].numpy()
+    feats = features.extract_many(spec, dataset, [features.PENULTIMATE, features.LOGITS], model=model,
+                                  device=device)
+    f = feats[features.PENULTIMATE][rows].numpy()
+    probs = feats[features.LOGITS][rows].softmax(dim=1).numpy()
+    return {"model": spec.key, "logme": transferability.logme(f, y), "leep": transferability.leep(probs, y),
+            "nce": transferability.nce(probs.argmax(1), y), "h_score": transferability.h_score(f, y)}
+
+
+def rank_agreement(scores: list[float], accuracies: list[float]) -> dict:
+    """How well a score orders models as their real fine-tuned accuracy does: Kendall's τ (the
+    measure LogME's authors report) and Spearman's ρ, from scipy. NaN with fewer than 3 models."""
+    from scipy.stats import kendalltau, spearmanr
+
+    if len(scores) < 3:
+        return {"kendall_tau": float("nan"), "spearman_rho": float("nan")}
+    return {"kendall_tau": float(kendalltau(scores, accuracies).statistic),
+            "spearman_rho": float(spearmanr(scores, accuracies).statistic)}

@@ -97,6 +97,7 @@ def runs_frame() -> pd.DataFrame:
                      "dataset": r["dataset"], "sweep": (cfg.get("tags") or {}).get("sweep", ""),
                      "validation": (cfg.get("tags") or {}).get("validation", ""),
                      "strategy": (cfg.get("tags") or {}).get("strategy", ""),
+                     "ranking": (cfg.get("tags") or {}).get("ranking", ""),
                      "created": r["created"], "error": r["error"] or ""})
     return pd.DataFrame(rows)
 

@@ -136,3 +136,40 @@ def latest_validation(dataset_label: str) -> str:
         return ""
     rows = frame[(frame.validation != "") & (frame.dataset == dataset_label)]
     return "" if rows.empty else rows.loc[rows.run.idxmax(), "validation"]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def model_scores(_ds: Dataset, fingerprint: str, model_key: str) -> dict:
+    return recommend.score_model(zoo.get_spec(model_key), _ds, model=resources.cached_model(model_key, True))
+
+
+def submit_ranking(ds: Dataset, label: str, model_keys: list[str], epochs: int) -> str:
+    """A linear probe per model: the real accuracy the scores are checked against."""
+    if finetune_view.jobs().room() < len(model_keys):
+        raise ValueError(f"the check needs {len(model_keys)} places in the queue; "
+                         f"{finetune_view.jobs().room()} are free now")
+    rid = uuid.uuid4().hex[:8]
+    for key in model_keys:
+        cfg = TrialConfig(model=key, freeze="all", epochs=epochs, lr=0.05)
+        finetune_view.submit(cfg, ds, label, tags={"ranking": rid, "strategy": "linear probe"})
+    return rid
+
+
+def ranking_frame(ds: Dataset, model_keys: list[str], rid: str) -> pd.DataFrame:
+    """Scores per model, with the linear probe's accuracy once the check has run."""
+    frame = pd.DataFrame([model_scores(ds, ds.fingerprint, k) for k in model_keys])
+    frame["model"] = frame.model.map(lambda k: k.split(".")[0])  # as the run history names them
+    runs = finetune_view.runs_frame()
+    if rid and not runs.empty:
+        done = runs[(runs.ranking == rid) & (runs.status == "done")]
+        frame["linear probe acc"] = frame.model.map(dict(zip(done.model, done["val acc"], strict=True)))
+    return frame.sort_values("logme", ascending=False)
+
+
+def agreement_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Kendall's τ and Spearman's ρ of each score against the measured accuracy."""
+    rows = []
+    for score in ("logme", "leep", "nce", "h_score"):
+        rows.append({"score": score, **recommend.rank_agreement(frame[score].tolist(),
+                                                                 frame["linear probe acc"].tolist())})
+    return pd.DataFrame(rows)

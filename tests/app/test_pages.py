@@ -255,3 +255,25 @@ def test_strategy_page_measures_places_and_validates():
     assert {"linear probe (frozen features)", "fine-tune the last block", "fine-tune everything",
             "from scratch"} <= set(table.strategy) and (table.status == "done").all()
     assert any("Best on your data" in md.value for md in at.markdown)
+
+
+def test_strategy_page_ranks_the_offline_models_and_checks_the_ranking():
+    from ui import data_view, finetune_view
+
+    at = app("app_pages/recommend.py")
+    at.session_state["active_dataset"] = data_view.Choice("builtin", "digits", 32, 8, 0)
+    at.run()
+    at.toggle(key="measure_strategy").set_value(True).run()
+    at.number_input[0].set_value(1)
+    at.toggle(key="rank_models").set_value(True).run()
+    assert not at.exception
+    scores = at.dataframe[-1].value
+    assert {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"} <= set(scores.model)
+    assert list(scores.logme) == sorted(scores.logme, reverse=True)
+    at.button[1].click().run()  # check with a linear probe per model
+    assert finetune_view.jobs().wait(300)
+    at.run()
+    assert not at.exception
+    agreement = at.dataframe[-1].value
+    assert list(agreement.score) == ["logme", "leep", "nce", "h_score"]
+    assert agreement.kendall_tau.between(-1, 1).all()
