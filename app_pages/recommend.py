@@ -112,6 +112,6 @@ if st.toggle("Score every model", key="rank_models", help="One feature pass per 
         if "linear probe acc" in frame and frame["linear probe acc"].notna().all():
             st.dataframe(rv.agreement_frame(frame), hide_index=True,
                          column_config={c: st.column_config.NumberColumn(format="%.2f")
-                                        for c in ("kendall_tau", "spearman_rho")})
+                                        for c in ("Kendall's τ", "Spearman's ρ")})
 
     ranking()

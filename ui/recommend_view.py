@@ -170,6 +170,7 @@ def agreement_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Kendall's τ and Spearman's ρ of each score against the measured accuracy."""
     rows = []
     for score in ("logme", "leep", "nce", "h_score"):
-        rows.append({"score": score, **recommend.rank_agreement(frame[score].tolist(),
-                                                                 frame["linear probe acc"].tolist())})
+        agreement = recommend.rank_agreement(frame[score].tolist(), frame["linear probe acc"].tolist())
+        rows.append({"score": score, "Kendall's τ": agreement["kendall_tau"],
+                     "Spearman's ρ": agreement["spearman_rho"]})
     return pd.DataFrame(rows)

@@ -276,4 +276,4 @@ def test_strategy_page_ranks_the_offline_models_and_checks_the_ranking():
     assert not at.exception
     agreement = at.dataframe[-1].value
     assert list(agreement.score) == ["logme", "leep", "nce", "h_score"]
-    assert agreement.kendall_tau.between(-1, 1).all()
+    assert agreement["Kendall's τ"].between(-1, 1).all()
