@@ -3,21 +3,15 @@
 import streamlit as st
 
 from tlcore import zoo
-from tlcore.data import DatasetError
 from tlcore.finetune import DEFAULT_BATCH, TrialConfig
+from ui import data_view
 from ui import finetune_view as fv
 
 st.title("Fine-tune lab")
 st.caption("Freeze the first blocks of a pretrained network and train the rest on your data. Frozen "
            "blocks run once and their output is cached, so each epoch runs only what trains.")
 
-try:
-    choice, ds = fv.dataset()
-except DatasetError as err:
-    st.error(str(err))
-    st.stop()
-st.markdown(f"**Dataset:** {ds.name} — {len(ds):,} images, {len(ds.classes)} classes at {ds.size} px "
-            f"({len(ds.train_idx)} train / {len(ds.val_idx)} validation). Change it on the Data page.")
+ds = data_view.active_dataset()
 
 options = fv.model_options()
 c1, c2 = st.columns([3, 1])

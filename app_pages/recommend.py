@@ -4,7 +4,6 @@ one-click validation of the competing strategies."""
 import streamlit as st
 
 from tlcore import recommend, zoo
-from tlcore.data import DatasetError
 from ui import data_view, finetune_view
 from ui import recommend_view as rv
 
@@ -12,13 +11,7 @@ st.title("Strategy")
 st.caption("The course's matrix — small or large dataset × similar to ImageNet or not — with both axes "
            "measured on your data instead of guessed. Scores use training labels only.")
 
-try:
-    choice, ds = finetune_view.dataset()
-except DatasetError as err:
-    st.error(str(err))
-    st.stop()
-st.markdown(f"**Dataset:** {ds.name} — {len(ds):,} images, {len(ds.classes)} classes at {ds.size} px. "
-            "Change it on the Data page.")
+ds = data_view.active_dataset()
 models = data_view.map_models()
 if not models:
     st.warning("No pretrained weights on this machine: the scores need a pretrained ImageNet model.")

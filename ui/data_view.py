@@ -196,3 +196,17 @@ def selected_indices(points: pd.DataFrame, event) -> list[int]:
 
 def thumbnails(ds: data.Dataset, indices: list[int], n: int = 24) -> np.ndarray:
     return _grid(ds.images[indices[:n]], 12)
+
+
+def active_dataset() -> data.Dataset:
+    """The dataset chosen on the Data page (else built-in digits at 64 px), announced in one line;
+    a dataset that cannot be loaded stops the page with its message."""
+    choice = st.session_state.get("active_dataset") or Choice("builtin", "digits", 64, None, 0)
+    try:
+        ds = load(choice)
+    except data.DatasetError as err:
+        st.error(str(err))
+        st.stop()
+    st.markdown(f"**Dataset:** {ds.name} — {len(ds):,} images, {len(ds.classes)} classes at {ds.size} px "
+                f"({len(ds.train_idx)} train / {len(ds.val_idx)} validation). Change it on the Data page.")
+    return ds

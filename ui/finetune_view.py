@@ -12,7 +12,7 @@ import streamlit as st
 from tlcore import zoo
 from tlcore.finetune import TrialConfig
 from tlcore.jobs import JobManager, weights_path
-from ui import data_view, resources
+from ui import resources
 
 FROZEN, TRAINABLE, NEW = "#c9ced6", "#2f6fde", "#f2a541"
 
@@ -21,12 +21,6 @@ FROZEN, TRAINABLE, NEW = "#c9ced6", "#2f6fde", "#f2a541"
 def jobs() -> JobManager:
     """One job queue per server process: all sessions' GPU work goes through it."""
     return JobManager()
-
-
-def dataset():
-    """The dataset chosen on the Data page, else built-in digits at 64 px."""
-    choice = st.session_state.get("active_dataset") or data_view.Choice("builtin", "digits", 64, None, 0)
-    return choice, data_view.load(choice)
 
 
 def model_options() -> list[str]:
