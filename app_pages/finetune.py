@@ -22,6 +22,11 @@ n = len(spec.blocks)
 freeze = st.select_slider("Frozen blocks", options=[*range(n), "all"], value="all",
                           format_func=lambda v: "all (linear probe)" if v == "all" else f"first {v}",
                           help="0 fine-tunes everything; 'all' trains only a new head on frozen features.")
+probe_block = "penultimate"
+if freeze == "all":
+    probe_block = st.selectbox("The new classifier reads", ["penultimate", *fv.probe_blocks(spec)],
+                               help="Features of an earlier block: the course's advice for a small dataset "
+                                    "far from ImageNet (the Strategy page measures which block fits best).")
 st.plotly_chart(fv.strip_figure(spec, freeze), width="stretch", config={"displayModeBar": False})
 trainable, total = fv.trainable_share(spec, freeze)
 st.caption(f"Trainable backbone: {trainable / 1e6:.2f} M of {total / 1e6:.2f} M parameters "
@@ -41,16 +46,16 @@ with st.expander("Training settings", expanded=False):
     seed = k8.number_input("Seed", value=0, min_value=0)
 cfg = TrialConfig(model=model_key, pretrained=pretrained, freeze=freeze, lr=float(lr), backbone_lr_mult=float(mult),
                   optimizer=optimizer, epochs=int(epochs), batch_size=int(batch), augment=tuple(augment),
-                  bn_mode=bn_mode, seed=int(seed))
+                  bn_mode=bn_mode, seed=int(seed), probe_block=probe_block)
 label = f"{ds.name}@{ds.size}px#{ds.fingerprint}"
 
 b1, b2, b3 = st.columns([1, 1, 3])
 try:
     if b1.button("Run", type="primary"):
-        cfg.check(n)
+        cfg.check(n, [b.name for b in spec.blocks])
         st.session_state.current_run = fv.submit(cfg, ds, label)
     if b2.button(f"Sweep all {n + 1} depths", help="One trial per freeze depth (Yosinski et al. 2014)."):
-        cfg.check(n)
+        cfg.check(n, [b.name for b in spec.blocks])
         st.session_state.current_run = fv.submit_sweep(cfg, ds, label)[0]
 except ValueError as err:  # a full queue, a demo-mode cap, a bad setting
     st.error(str(err))

@@ -32,8 +32,11 @@ left, right = st.columns([3, 2])
 left.plotly_chart(rv.matrix_figure(rec), width="stretch", config={"displayModeBar": False})
 with right:
     st.success(f"**{rec.strategy}.**")
-    setting = "all (linear probe)" if rec.freeze == "all" else f"freeze the first {rec.freeze} blocks"
-    st.markdown(f"In the Fine-tune lab: **{setting}**. Features to try a classifier on: **{rec.probe_block}**.")
+    if rec.freeze == "all":
+        setting = f"frozen blocks: all, the classifier reading **{rec.probe_block}** features"
+    else:
+        setting = f"freeze the first **{rec.freeze}** blocks"
+    st.markdown(f"In the Fine-tune lab: {setting}.")
     for reason in rec.reasons:
         st.markdown(f"- {reason}")
 
@@ -72,9 +75,11 @@ def validation() -> None:
     done = frame[frame.status == "done"]
     if len(done) == len(frame) and len(frame):
         best = done.loc[done["val acc"].idxmax()]
-        advised = done[(done.freeze == str(rec.freeze)) & done.pretrained.astype(bool)]
-        verdict = ("" if advised.empty or best.freeze == str(rec.freeze) else
-                   f" The matrix's advice (freeze {rec.freeze}) reached {advised['val acc'].max():.3f}: "
+        setting = rv.advised_setting(rec)
+        advised_label = finetune_view.freeze_label(setting["freeze"], setting["probe_block"])
+        advised = done[(done.freeze == advised_label) & done.pretrained.astype(bool)]
+        verdict = ("" if advised.empty or best.freeze == advised_label else
+                   f" The matrix's advice (freeze {advised_label}) reached {advised['val acc'].max():.3f}: "
                    "on this data, trust the measurement over the rule of thumb.")
         st.markdown(f"Best on your data: **{best.strategy}** ({best['val acc']:.3f} validation accuracy)."
                     + verdict)

@@ -115,6 +115,15 @@ def test_finetune_learns_offline_and_is_kept(capsys):
     assert kept["status"] == "done" and kept["result"]["val_acc"] == out["val_acc"]
 
 
+def test_finetune_classifier_on_an_earlier_block(capsys):
+    out = run_json(capsys, "finetune", "--model", "efficientnet_lite0", "--data", "digits", "--epochs", "1",
+                   "--size", "32", "--max-per-class", "8", "--probe-block", "_blocks.3-4", "--format", "json")
+    assert out["config"]["probe_block"] == "_blocks.3-4" and out["trainable_params"] == 40 * 10 + 10
+    assert main(["finetune", "--model", "efficientnet_lite0", "--data", "digits", "--freeze", "2",
+                 "--probe-block", "_blocks.3-4"]) == 2
+    assert "needs freeze='all'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("extra", [["--freeze", "0"], ["--freeze", "4"], ["--freeze", "4", "--scratch"]])
 def test_finetune_runs_any_depth_and_from_scratch(capsys, extra):
     out = run_json(capsys, "finetune", "--model", "efficientnet_lite0", "--data", "digits", "--epochs", "1",

@@ -125,3 +125,16 @@ def test_kept_prefix_stores_stay_within_the_memory_budget(digits, monkeypatch):
     monkeypatch.setitem(finetune._CACHE_BUDGET, "cpu", one + 1)  # room for one store, not two
     run_trial(TrialConfig(**{**cfg.__dict__, "freeze": 7}), digits)
     assert run_trial(cfg, digits).timings["prefix_views_reused"] == 0  # evicted by the newer one
+
+
+def test_a_classifier_on_an_earlier_blocks_features(digits):
+    spec = zoo.get_spec("efficientnet_lite0")
+    cfg = TrialConfig(model=spec.key, freeze="all", probe_block="_blocks.5-7", epochs=3, lr=0.05)
+    result = run_trial(cfg, digits)
+    channels = 80  # EfficientNet-Lite0's blocks 5–7 end with 80 channels
+    assert result.trainable_params == channels * 10 + 10 and result.val_acc > 0.2  # chance: 0.1
+    names = [b.name for b in spec.blocks]
+    with pytest.raises(ValueError, match="needs freeze='all'"):
+        TrialConfig(model=spec.key, freeze=3, probe_block="_blocks.5-7").check(len(names), names)
+    with pytest.raises(ValueError, match="unknown block 'nope'; choose one of: stem"):
+        TrialConfig(model=spec.key, probe_block="nope").check(len(names), names)

@@ -28,9 +28,13 @@ def test_digits_are_different_and_faces_similar(digits, faces):
     assert far.measurement.similarity < recommend.SIMILAR_AT <= near.measurement.similarity
     assert (far.size, far.similar) == ("small", False) and (near.size, near.similar) == ("small", True)
     assert near.strategy == recommend.STRATEGIES[("small", True)] and near.freeze == "all"
-    assert far.strategy == recommend.STRATEGIES[("small", False)]
+    assert far.strategy == recommend.STRATEGIES[("small", False)] and far.freeze == "all"
+    best = max(far.measurement.logme_by_block, key=lambda kv: kv[1])[0]
+    assert far.probe_block == best  # the classifier reads the block whose features fit best
     for rec in (far, near):
-        TrialConfig(model=SPEC.key, freeze=rec.freeze).check(len(SPEC.blocks))  # the lab can run it
+        TrialConfig(model=SPEC.key, freeze=rec.freeze,  # the lab can run it
+                    probe_block=rec.probe_block if rec.freeze == "all" else "penultimate"
+                    ).check(len(SPEC.blocks), [b.name for b in SPEC.blocks])
         assert len(rec.measurement.logme_by_block) == len(SPEC.blocks)  # every block but the head, + penultimate
         assert all(0.0 <= g <= 1.0 for _, g in rec.measurement.batchnorm_gap)
         assert any(f"{rec.measurement.per_class:.0f} training images" in r for r in rec.reasons)

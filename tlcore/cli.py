@@ -136,9 +136,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     spec = zoo.get_spec(args.model)
     cfg = TrialConfig(model=spec.key, pretrained=not args.scratch, freeze=args.freeze, lr=args.lr,
                       backbone_lr_mult=args.backbone_lr_mult, optimizer=args.optimizer, epochs=args.epochs,
-                      augment=tuple(args.augment), seed=args.seed,
+                      augment=tuple(args.augment), seed=args.seed, probe_block=args.probe_block,
                       **({"batch_size": args.batch_size} if args.batch_size else {}))
-    cfg.check(len(spec.blocks))
+    cfg.check(len(spec.blocks), [b.name for b in spec.blocks])
     dataset = data.load(args.data, size=args.size, max_per_class=args.max_per_class, seed=args.seed)
     store = RunStore()
     run_id = store.create(model=spec.key, dataset=f"{args.data}@{dataset.size}px#{dataset.fingerprint}",
@@ -269,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--data", required=True, help="built-in name, torchvision:NAME, zip or folder")
     ft.add_argument("--freeze", type=_freeze_arg, default="all",
                     help="leading blocks to freeze (see `tlcore blocks MODEL`), or 'all' (linear probe)")
+    ft.add_argument("--probe-block", default="penultimate",
+                    help="with --freeze all: the block whose features the classifier reads")
     ft.add_argument("--epochs", type=_positive_int, default=5)
     ft.add_argument("--lr", type=float, default=1e-2)
     ft.add_argument("--backbone-lr-mult", type=float, default=0.1)

@@ -12,7 +12,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -45,11 +45,21 @@ class TrialConfig:
     bn_mode: Literal["frozen", "train"] = "frozen"  # BatchNorm statistics in frozen blocks
     seed: int = 0
     precision: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on CUDA
+    # With freeze="all": the block whose pooled output the new classifier reads. An earlier block
+    # is the seeds' advice for a small dataset far from ImageNet.
+    probe_block: str = features.PENULTIMATE
 
-    def check(self, n_blocks: int) -> None:
-        """Raise ValueError naming the valid choices."""
+    def check(self, n_blocks: int, block_names: Sequence[str] = ()) -> None:
+        """Raise ValueError naming the valid choices (``block_names`` also checks ``probe_block``)."""
         if self.freeze != "all" and not (isinstance(self.freeze, int) and 0 <= self.freeze < n_blocks):
             raise ValueError(f"freeze must be 0…{n_blocks - 1} or 'all', got {self.freeze!r}")
+        if self.probe_block != features.PENULTIMATE:
+            if self.freeze != "all":
+                raise ValueError("a classifier on an earlier block's features needs freeze='all'")
+            choices = [b for b in block_names if b != "head"]
+            if block_names and self.probe_block not in choices:
+                raise ValueError(f"unknown block {self.probe_block!r}; choose one of: "
+                                 f"{', '.join(choices)} or {features.PENULTIMATE}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch size must be at least 1")
         cap = limits().max_epochs
@@ -229,7 +239,7 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
     trained in place. Raises DatasetError for data that cannot be validated honestly."""
     started = time.perf_counter()
     spec = zoo.get_spec(cfg.model)
-    cfg.check(len(spec.blocks))
+    cfg.check(len(spec.blocks), [b.name for b in spec.blocks])
     if len(dataset.val_idx) == 0:
         raise DatasetError("no validation images: every class needs at least 2 images "
                            "(one to train on, one to check on)")
@@ -302,10 +312,10 @@ def _preflight(model: nn.Module, spec: zoo.ModelSpec, dataset: Dataset, size: in
 
 
 def _linear_probe(cfg, spec, dataset, base, dev, timings):
-    """The backbone runs once; epochs touch only the cached penultimate features."""
+    """The backbone runs once; epochs touch only the cached features (penultimate by default)."""
     t0 = time.perf_counter()
     view = "center|pretrained" if cfg.pretrained else f"center|random-seed{cfg.seed}"
-    feats = features.extract(spec, dataset, model=base, device=dev, view=view).to(dev)
+    feats = features.extract(spec, dataset, block=cfg.probe_block, model=base, device=dev, view=view).to(dev)
     timings["features_s"] = time.perf_counter() - t0
     head = nn.Linear(feats.shape[1], len(dataset.classes)).to(dev)
     return head, "", [], lambda idx, train: feats[idx]

@@ -100,7 +100,6 @@ def recommend(m: Measurement, spec: zoo.ModelSpec) -> Recommendation:
     """Place the measurement on the matrix and say why, in numbers."""
     size = "small" if m.per_class < SMALL_PER_CLASS else "large"
     similar = m.similarity >= SIMILAR_AT
-    names = [b.name for b in spec.blocks]
     best_block, best_logme = max(m.logme_by_block, key=lambda kv: kv[1])
     n = len(spec.blocks)
     if similar and size == "small":
@@ -108,8 +107,7 @@ def recommend(m: Measurement, spec: zoo.ModelSpec) -> Recommendation:
     elif similar:
         freeze, probe = max(1, round(n * 2 / 3)), features.PENULTIMATE
     elif size == "small":
-        probe = best_block
-        freeze = "all" if best_block == features.PENULTIMATE else names.index(best_block) + 1
+        freeze, probe = "all", best_block  # a new classifier on the block whose features fit best
     else:
         freeze, probe = 1, best_block  # keep only the stem's generic filters fixed
     gaps = [g for _, g in m.batchnorm_gap]

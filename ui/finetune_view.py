@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from tlcore import zoo
+from tlcore import features, zoo
 from tlcore.finetune import TrialConfig
 from tlcore.jobs import JobManager, weights_path
 from ui import resources
@@ -53,6 +53,11 @@ def strip_figure(spec: zoo.ModelSpec, freeze) -> go.Figure:
     return fig
 
 
+def probe_blocks(spec: zoo.ModelSpec) -> list[str]:
+    """Blocks whose pooled output a classifier can read, deepest first (the head excluded)."""
+    return [b.name for b in spec.blocks if b.name != "head"][::-1]
+
+
 def trainable_share(spec: zoo.ModelSpec, freeze) -> tuple[int, int]:
     """(trainable, total) parameters, the ImageNet head counted as replaced."""
     total = sum(b.params for b in spec.blocks)
@@ -72,8 +77,16 @@ def submit_sweep(base: TrialConfig, ds, label: str) -> list[int]:
     depths = [*range(len(zoo.get_spec(base.model).blocks)), "all"]
     if jobs().room() < len(depths):
         raise ValueError(f"a sweep needs {len(depths)} places in the queue; {jobs().room()} are free now")
-    return [submit(TrialConfig(**{**base.__dict__, "freeze": d}), ds, label, tags={"sweep": sweep})
+    return [submit(TrialConfig(**{**base.__dict__, "freeze": d, "probe_block": features.PENULTIMATE}), ds, label,
+                   tags={"sweep": sweep})
             for d in depths]
+
+
+def freeze_label(freeze, probe_block: str | None) -> str:
+    """'all' for the standard linear probe, 'all (block)' for a classifier on an earlier block."""
+    if freeze == "all" and probe_block not in (None, features.PENULTIMATE):
+        return f"all ({probe_block})"
+    return str(freeze)
 
 
 def runs_frame() -> pd.DataFrame:
@@ -83,7 +96,8 @@ def runs_frame() -> pd.DataFrame:
         best = max((h["val_acc"] for h in r["history"]), default=None)
         epochs_s = [h["seconds"] for h in r["history"]]
         rows.append({"run": r["id"], "status": r["status"], "model": r["model"].split(".")[0],
-                     "freeze": str(cfg.get("freeze")), "pretrained": cfg.get("pretrained"),
+                     "freeze": freeze_label(cfg.get("freeze"), cfg.get("probe_block")),
+                     "pretrained": cfg.get("pretrained"),
                      "epochs": f"{len(r['history'])}/{cfg.get('epochs')}",
                      "val acc": r["result"]["val_acc"] if r["result"] else (r["history"][-1]["val_acc"] if r["history"] else None),
                      "best val acc": best, "s/epoch": sum(epochs_s) / len(epochs_s) if epochs_s else None,

@@ -95,11 +95,17 @@ def scores_frame(m: recommend.Measurement) -> pd.DataFrame:
 
 
 STRATEGY_TRIALS = {  # Thome's table: the competing strategies, as Fine-tune lab settings
-    "linear probe (frozen features)": {"freeze": "all", "pretrained": True},
-    "fine-tune the last block": {"freeze": -2, "pretrained": True},
-    "fine-tune everything": {"freeze": 0, "pretrained": True},
-    "from scratch": {"freeze": 0, "pretrained": False},
+    "linear probe (frozen features)": {"freeze": "all", "pretrained": True, "probe_block": "penultimate"},
+    "fine-tune the last block": {"freeze": -2, "pretrained": True, "probe_block": "penultimate"},
+    "fine-tune everything": {"freeze": 0, "pretrained": True, "probe_block": "penultimate"},
+    "from scratch": {"freeze": 0, "pretrained": False, "probe_block": "penultimate"},
 }
+
+
+def advised_setting(rec: recommend.Recommendation) -> dict:
+    """The recommendation as Fine-tune lab settings."""
+    probe = rec.probe_block if rec.freeze == "all" else "penultimate"
+    return {"freeze": rec.freeze, "pretrained": True, "probe_block": probe}
 
 
 def submit_validation(rec: recommend.Recommendation, ds: Dataset, label: str, epochs: int) -> str:
@@ -108,8 +114,11 @@ def submit_validation(rec: recommend.Recommendation, ds: Dataset, label: str, ep
     n = len(spec.blocks)
     trials = {name: dict(s, freeze=(n + s["freeze"] if isinstance(s["freeze"], int) and s["freeze"] < 0
                                     else s["freeze"])) for name, s in STRATEGY_TRIALS.items()}
-    if all(t["freeze"] != rec.freeze or not t["pretrained"] for t in trials.values()):
-        trials["recommended"] = {"freeze": rec.freeze, "pretrained": True}
+    advised = advised_setting(rec)
+    if advised not in trials.values():
+        name = ("advised setting" if advised["probe_block"] == "penultimate"
+                else f"classifier on {advised['probe_block']} features (advised)")
+        trials[name] = advised
     if finetune_view.jobs().room() < len(trials):
         raise ValueError(f"the validation needs {len(trials)} places in the queue; "
                          f"{finetune_view.jobs().room()} are free now")

@@ -277,3 +277,20 @@ def test_strategy_page_ranks_the_offline_models_and_checks_the_ranking():
     agreement = at.dataframe[-1].value
     assert list(agreement.score) == ["logme", "leep", "nce", "h_score"]
     assert agreement["Kendall's τ"].between(-1, 1).all()
+
+
+def test_finetune_page_trains_a_classifier_on_an_earlier_block():
+    from ui import data_view, finetune_view
+
+    at = app("app_pages/finetune.py")
+    at.session_state["active_dataset"] = data_view.Choice("builtin", "digits", 32, 8, 0)
+    at.run()
+    reads = next(s for s in at.selectbox if s.label == "The new classifier reads")
+    reads.set_value("_blocks.5-7").run()
+    at.button[0].click().run()
+    run_id = at.session_state["current_run"]
+    assert finetune_view.jobs().wait(300)
+    at.run()
+    kept = finetune_view.jobs().store.get(run_id)
+    assert kept["status"] == "done" and kept["config"]["probe_block"] == "_blocks.5-7"
+    assert at.dataframe[0].value.set_index("run").loc[run_id, "freeze"] == "all (_blocks.5-7)"
