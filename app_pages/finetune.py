@@ -27,7 +27,7 @@ if freeze == "all":
     probe_block = st.selectbox("The new classifier reads", ["penultimate", *fv.probe_blocks(spec)],
                                help="Features of an earlier block: the course's advice for a small dataset "
                                     "far from ImageNet (the Strategy page measures which block fits best).")
-st.plotly_chart(fv.strip_figure(spec, freeze), width="stretch", config={"displayModeBar": False})
+st.plotly_chart(fv.strip_figure(spec, freeze, probe_block), width="stretch", config={"displayModeBar": False})
 trainable, total = fv.trainable_share(spec, freeze)
 st.caption(f"Trainable backbone: {trainable / 1e6:.2f} M of {total / 1e6:.2f} M parameters "
            f"({100 * trainable / total:.0f} %) plus a new head for {len(ds.classes)} classes.")

@@ -14,7 +14,7 @@ from tlcore.finetune import TrialConfig
 from tlcore.jobs import JobManager, weights_path
 from ui import resources
 
-FROZEN, TRAINABLE, NEW = "#c9ced6", "#2f6fde", "#f2a541"
+FROZEN, TRAINABLE, NEW, UNUSED = "#c9ced6", "#2f6fde", "#f2a541", "#f1f3f6"
 
 
 @st.cache_resource
@@ -34,16 +34,21 @@ def model_label(key: str) -> str:
     return f"{spec.model}  ({'offline' if spec.weights_available else 'needs download'}, {spec.params / 1e6:.1f} M)"
 
 
-def strip_figure(spec: zoo.ModelSpec, freeze) -> go.Figure:
-    """The block list as a strip: frozen blocks grey, trainable blue, the new head orange."""
+def strip_figure(spec: zoo.ModelSpec, freeze, probe_block: str = features.PENULTIMATE) -> go.Figure:
+    """The block list as a strip: frozen blocks grey, trainable blue, the new head orange; blocks
+    after the one a classifier reads are left out (pale)."""
     blocks = spec.blocks
     n_frozen = len(blocks) if freeze == "all" else freeze
+    names = [b.name for b in blocks]
+    last_used = names.index(probe_block) if probe_block in names else len(blocks)
     fig = go.Figure()
     for i, block in enumerate(blocks):
-        colour = FROZEN if i < n_frozen else TRAINABLE
+        unused = i > last_used
+        colour = UNUSED if unused else FROZEN if i < n_frozen else TRAINABLE
+        note = f"not run: the classifier reads {probe_block}" if unused else f"{block.params / 1e6:.3f} M params"
         fig.add_trace(go.Bar(x=[1], y=[""], orientation="h", marker_color=colour, showlegend=False,
                              text=block.name, textposition="inside", insidetextanchor="middle",
-                             hovertemplate=f"{block.name}<br>{block.params / 1e6:.3f} M params<extra></extra>"))
+                             hovertemplate=f"{block.name}<br>{note}<extra></extra>"))
     fig.add_trace(go.Bar(x=[1], y=[""], orientation="h", marker_color=NEW, showlegend=False,
                          text="new head", textposition="inside", insidetextanchor="middle",
                          hovertemplate="a new classifier for your classes<extra></extra>"))
