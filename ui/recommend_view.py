@@ -122,9 +122,12 @@ def submit_validation(rec: recommend.Recommendation, ds: Dataset, label: str, ep
     if finetune_view.jobs().room() < len(trials):
         raise ValueError(f"the validation needs {len(trials)} places in the queue; "
                          f"{finetune_view.jobs().room()} are free now")
+    configs = {name: TrialConfig(model=spec.key, epochs=epochs, lr=0.05 if t["freeze"] == "all" else 0.01, **t)
+               for name, t in trials.items()}
+    for cfg in configs.values():  # all or nothing: a demo-mode cap refuses the set before any is queued
+        cfg.check(n, [b.name for b in spec.blocks])
     vid = uuid.uuid4().hex[:8]
-    for name, t in trials.items():
-        cfg = TrialConfig(model=spec.key, epochs=epochs, lr=0.05 if t["freeze"] == "all" else 0.01, **t)
+    for name, cfg in configs.items():
         finetune_view.submit(cfg, ds, label, tags={"validation": vid, "strategy": name})
     return vid
 
@@ -157,9 +160,11 @@ def submit_ranking(ds: Dataset, label: str, model_keys: list[str], epochs: int) 
     if finetune_view.jobs().room() < len(model_keys):
         raise ValueError(f"the check needs {len(model_keys)} places in the queue; "
                          f"{finetune_view.jobs().room()} are free now")
+    configs = [TrialConfig(model=key, freeze="all", epochs=epochs, lr=0.05) for key in model_keys]
+    for cfg in configs:
+        cfg.check(len(zoo.get_spec(cfg.model).blocks))
     rid = uuid.uuid4().hex[:8]
-    for key in model_keys:
-        cfg = TrialConfig(model=key, freeze="all", epochs=epochs, lr=0.05)
+    for cfg in configs:
         finetune_view.submit(cfg, ds, label, tags={"ranking": rid, "strategy": "linear probe"})
     return rid
 

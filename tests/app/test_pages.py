@@ -294,3 +294,18 @@ def test_finetune_page_trains_a_classifier_on_an_earlier_block():
     kept = finetune_view.jobs().store.get(run_id)
     assert kept["status"] == "done" and kept["config"]["probe_block"] == "_blocks.5-7"
     assert at.dataframe[0].value.set_index("run").loc[run_id, "freeze"] == "all (_blocks.5-7)"
+
+
+def test_strategy_validation_over_the_demo_cap_is_a_message_and_queues_nothing(monkeypatch):
+    from ui import data_view, finetune_view
+
+    monkeypatch.setenv("TLCORE_DEMO", "1")
+    at = app("app_pages/recommend.py")
+    at.session_state["active_dataset"] = data_view.Choice("builtin", "digits", 32, 8, 0)
+    at.run()
+    at.toggle(key="measure_strategy").set_value(True).run()
+    before = len(finetune_view.jobs().store.list())
+    at.number_input[0].set_value(30)  # the demo allows 20 epochs per trial
+    at.button[0].click().run()
+    assert not at.exception and "at most 20 epochs" in at.error[0].value
+    assert len(finetune_view.jobs().store.list()) == before
