@@ -13,7 +13,13 @@ def digits():
 
 
 def test_linear_probe_learns_well_above_chance(digits):
-    result = run_trial(TrialConfig(model="efficientnet_lite0", freeze="all", epochs=8, lr=0.05), digits)
+    shared = zoo.load(zoo.get_spec("efficientnet_lite0"))
+    before = {k: v.clone() for k, v in shared.state_dict().items()}
+    result = run_trial(TrialConfig(model="efficientnet_lite0", freeze="all", epochs=8, lr=0.05), digits,
+                       model=shared)
+    # The shared model is read, not copied: it must come back untouched and without hooks.
+    assert all(torch.equal(before[k], v) for k, v in shared.state_dict().items())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in shared.modules())
     assert result.val_acc > 0.5  # chance is 0.1
     assert result.trainable_params == 1280 * 10 + 10
     assert sum(map(sum, result.confusion)) == len(digits.val_idx)

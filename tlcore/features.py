@@ -23,7 +23,7 @@ FIXED_INPUT = ("vit", "maxvit")
 PENULTIMATE = "penultimate"  # the classifier's input: the standard linear-probe features
 LOGITS = "logits"  # the source classifier's own output (ImageNet's 1000 classes)
 
-_MEMORY: OrderedDict[str, torch.Tensor] = OrderedDict()
+_MEMORY: OrderedDict[str, object] = OrderedDict()  # features, BatchNorm statistics
 _MEMORY_ITEMS = 16
 # Hooks live on the model object, which the app shares between sessions: one extraction at a time.
 _LOCK = threading.Lock()
@@ -157,9 +157,7 @@ def extract_many(spec: zoo.ModelSpec, dataset: Dataset, blocks: list[str], *, mo
             out[block] = cached
     missing = [b for b in blocks if b not in out]
     if missing:
-        dev = device if isinstance(device, torch.device) else pick_device(device)
-        model = model if model is not None else zoo.load(spec, device=dev)
-        dev = next(model.parameters()).device
+        model, dev = _model_on(spec, model, device)
         with _LOCK:
             computed = _compute(model.eval(), spec, dataset, missing, size, dev,
                                 batch_size or inference_batch(dev))
@@ -205,9 +203,7 @@ def batchnorm_statistics(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Mod
     key = _key(spec, dataset, f"batchnorm-stats-{max_images}", size, "center")
     if key in _MEMORY:
         return _MEMORY[key]
-    dev = device if isinstance(device, torch.device) else pick_device(device)
-    model = model if model is not None else zoo.load(spec, device=dev)
-    dev = next(model.parameters()).device
+    model, dev = _model_on(spec, model, device)
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     sums: dict[str, list] = {}
     order: list[str] = []
@@ -245,13 +241,17 @@ def batchnorm_statistics(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Mod
         out.append({"name": name, "mean": mean, "var": (squares / count).cpu() - mean ** 2,
                     "stored_mean": modules[name].running_mean.detach().double().cpu(),
                     "stored_var": modules[name].running_var.detach().double().cpu()})
-    _MEMORY[key] = out
-    while len(_MEMORY) > _MEMORY_ITEMS:
-        _MEMORY.popitem(last=False)
-    return out
+    return _remember(key, out)
 
 
-def _remember(key: str, feats: torch.Tensor) -> torch.Tensor:
+def _model_on(spec: zoo.ModelSpec, model: nn.Module | None, device) -> tuple[nn.Module, torch.device]:
+    """The given (shared, read-only) model or the pretrained one, and the device it lives on."""
+    if model is None:
+        model = zoo.load(spec, device=device if isinstance(device, torch.device) else pick_device(device))
+    return model, next(model.parameters()).device
+
+
+def _remember(key: str, feats):
     _MEMORY[key] = feats
     while len(_MEMORY) > _MEMORY_ITEMS:
         _MEMORY.popitem(last=False)

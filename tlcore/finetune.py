@@ -247,7 +247,10 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     if model is not None and cfg.pretrained:
-        base = copy.deepcopy(model)
+        # A linear probe only reads the backbone (its hooks are removed after): the shared model
+        # serves as it is, unless it would have to move to another device. Anything else trains it.
+        read_only = cfg.freeze == "all" and next(model.parameters()).device == dev
+        base = model if read_only else copy.deepcopy(model)
     else:
         base = zoo.load(spec, device="cpu", pretrained=cfg.pretrained)
     base = base.to(dev)

@@ -78,18 +78,16 @@ def measure(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Module | None = 
     wanted = [*blocks, features.PENULTIMATE, features.LOGITS]
     feats = {k: v[rows].numpy() for k, v in
              features.extract_many(spec, dataset, wanted, model=model, device=device).items()}
-    probs = torch.from_numpy(feats[features.LOGITS]).softmax(dim=1).numpy()
+    probs = _softmax(feats[features.LOGITS])
     prior = np.bincount(y) / len(y)
     floor = float(np.mean(np.log(prior[y])))
-    leep = transferability.leep(probs, y)
+    scores = _head_scores(feats[features.PENULTIMATE], probs, y)
     stats = features.batchnorm_statistics(spec, dataset, model=model, device=device)  # no labels
     return Measurement(
         model=spec.key, n_images=len(dataset), n_classes=len(dataset.classes),
         per_class=float(np.median(np.bincount(y))), resolution=features.input_size(spec, dataset),
-        similarity=float(np.clip((leep - floor) / -floor, 0.0, 1.0)) if floor < 0 else 0.0,
-        leep=leep, leep_floor=floor, nce=transferability.nce(probs.argmax(1), y),
-        imagenet_confidence=float(probs.max(1).mean()),
-        h_score=transferability.h_score(feats[features.PENULTIMATE], y),
+        similarity=float(np.clip((scores["leep"] - floor) / -floor, 0.0, 1.0)) if floor < 0 else 0.0,
+        leep_floor=floor, imagenet_confidence=float(probs.max(1).mean()), **scores,
         batchnorm_gap=[(s["name"], transferability.batchnorm_gap(s["mean"], s["var"], s["stored_mean"],
                                                                  s["stored_var"])) for s in stats],
         logme_by_block=[(b, transferability.logme(feats[b], y)) for b in [*blocks, features.PENULTIMATE]],
@@ -143,9 +141,18 @@ def score_model(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Module | Non
     feats = features.extract_many(spec, dataset, [features.PENULTIMATE, features.LOGITS], model=model,
                                   device=device)
     f = feats[features.PENULTIMATE][rows].numpy()
-    probs = feats[features.LOGITS][rows].softmax(dim=1).numpy()
-    return {"model": spec.key, "logme": transferability.logme(f, y), "leep": transferability.leep(probs, y),
-            "nce": transferability.nce(probs.argmax(1), y), "h_score": transferability.h_score(f, y)}
+    return {"model": spec.key, "logme": transferability.logme(f, y),
+            **_head_scores(f, _softmax(feats[features.LOGITS][rows].numpy()), y)}
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    return torch.from_numpy(logits).softmax(dim=1).numpy()
+
+
+def _head_scores(penultimate: np.ndarray, probs: np.ndarray, y: np.ndarray) -> dict:
+    """The scores of the pretrained head and its input features (training rows only)."""
+    return {"leep": transferability.leep(probs, y), "nce": transferability.nce(probs.argmax(1), y),
+            "h_score": transferability.h_score(penultimate, y)}
 
 
 def rank_agreement(scores: list[float], accuracies: list[float]) -> dict:

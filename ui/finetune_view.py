@@ -14,6 +14,7 @@ from tlcore.finetune import TrialConfig
 from tlcore.jobs import JobManager, weights_path
 from ui import resources
 
+TAGS = ("sweep", "validation", "strategy", "ranking")  # kept with a run's config by whoever queued it
 FROZEN, TRAINABLE, NEW, UNUSED = "#c9ced6", "#2f6fde", "#f2a541", "#f1f3f6"
 
 
@@ -107,10 +108,8 @@ def runs_frame() -> pd.DataFrame:
                      "val acc": r["result"]["val_acc"] if r["result"] else (r["history"][-1]["val_acc"] if r["history"] else None),
                      "best val acc": best, "s/epoch": sum(epochs_s) / len(epochs_s) if epochs_s else None,
                      "s to 1st epoch": (r["result"] or {}).get("timings", {}).get("first_epoch_s"),
-                     "dataset": r["dataset"], "sweep": (cfg.get("tags") or {}).get("sweep", ""),
-                     "validation": (cfg.get("tags") or {}).get("validation", ""),
-                     "strategy": (cfg.get("tags") or {}).get("strategy", ""),
-                     "ranking": (cfg.get("tags") or {}).get("ranking", ""),
+                     "dataset": r["dataset"],
+                     **{tag: (cfg.get("tags") or {}).get(tag, "") for tag in TAGS},
                      "created": r["created"], "error": r["error"] or ""})
     return pd.DataFrame(rows)
 
