@@ -4,11 +4,10 @@ import threading
 import time
 
 import pytest
-import torch
 
 from tlcore import data
 from tlcore.finetune import TrialConfig
-from tlcore.jobs import JobManager, weights_path
+from tlcore.jobs import JobManager
 from tlcore.store import RunStore
 
 
@@ -30,7 +29,7 @@ def test_jobs_run_in_order_and_are_kept(tmp_path, tiny):
     runs = {r["id"]: r for r in jobs.store.list()}
     assert runs[first]["status"] == runs[second]["status"] == "done"
     assert len(runs[first]["history"]) == 2 and runs[first]["result"]["val_acc"] >= 0
-    state = torch.load(weights_path(first), weights_only=True)
+    state = jobs.store.load_weights(first)
     assert state["weight"].shape[0] == 10  # the probe's head, loadable with weights_only=True
 
 

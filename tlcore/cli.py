@@ -151,7 +151,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                   f"val loss {stats.val_loss:.4f} acc {stats.val_acc:.3f}  {stats.seconds:.2f} s", flush=True)
 
     try:
-        result = run_trial(cfg, dataset, on_epoch=on_epoch)
+        result = run_trial(cfg, dataset, on_epoch=on_epoch, keep_weights=True)
     except KeyboardInterrupt:
         store.set_status(run_id, "cancelled")
         raise
@@ -159,6 +159,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         store.set_status(run_id, "failed", error=f"{type(err).__name__}: {err}")
         raise
     payload = dict(result.to_json(), run_id=run_id)
+    store.save_weights(run_id, result.state_dict)  # `tlcore drift --run` reads them
     store.finish(run_id, payload)
     if args.format == "json":
         _print_json(payload)
@@ -197,6 +198,150 @@ def cmd_recommend(args: argparse.Namespace) -> int:
           f"ImageNet · Fine-tune lab: freeze {rec.freeze} · classifier features: {rec.probe_block}")
     for reason in rec.reasons:
         print(f"  - {reason}")
+    return 0
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from tlcore import zoo
+
+    spec = zoo.get_spec(args.model)
+    rows = [asdict(layer) for layer in zoo.layers(spec)]
+    if not rows:
+        raise UsageError(f"{spec.model} has no convolutional feature maps to look inside (a transformer)")
+    if args.format == "json":
+        _print_json({"model": spec.key, "input_px": spec.crop_size, "layers": rows})
+    else:
+        for r in rows:
+            print(f"{r['name']:36s} {r['channels']:5d} ch  {r['size']:4d}×{r['size']:<4d} (block {r['block']})")
+    return 0
+
+
+def _channels_arg(text: str) -> list[int]:
+    """'0-7', '3', '0-3,10,12-13' → channel numbers."""
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            low, _, high = part.partition("-")
+            out += range(int(low), int(high or low) + 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected channels like 0-7 or 0,3,9, got {text!r}") from None
+    if not out or min(out) < 0:
+        raise argparse.ArgumentTypeError(f"expected channels like 0-7 or 0,3,9, got {text!r}")
+    return out
+
+
+def _model_for(args: argparse.Namespace):
+    """(spec, model, weights tag): the pretrained model, or with --run a kept run's network."""
+    from tlcore import zoo
+    from tlcore.device import pick_device
+
+    spec = zoo.get_spec(args.model)
+    device = pick_device(args.device)
+    if args.run_id is None:
+        return spec, zoo.load(spec, device=device), "pretrained"
+    from tlcore.store import RunStore
+    from tlcore.vis import drift
+
+    store = RunStore()
+    run = _stored_run(store, args.run_id)
+    spec = zoo.get_spec(run["model"])
+    model = drift.run_model(run, store, spec, device)
+    if model is None:
+        raise UsageError(f"run {args.run_id} is a linear probe: its layers are the pretrained model's")
+    return spec, model, drift.run_tag(run)
+
+
+def _stored_run(store, run_id: int) -> dict:
+    try:
+        return store.get(run_id)
+    except KeyError:
+        raise UsageError(f"no run {run_id} in the history (see `tlcore runs`)") from None
+
+
+def cmd_vis(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from PIL import Image
+
+    from tlcore import data
+    from tlcore.vis import examples, render
+
+    spec, model, weights = _model_for(args)
+    cfg = render.RenderConfig(layer=args.layer, objective=args.objective, steps=args.steps, size=args.size,
+                              lr=args.lr, seed=args.seed)
+    cfg.check(model)
+    dataset = data.load(args.data, size=args.data_size, max_per_class=args.max_per_class)
+    stats = examples.layer_stats(spec, dataset, args.layer, model=model, view=f"center|{weights}")
+    renders = render.render(spec, model, cfg, args.channels, weights=weights)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for r in renders:
+        name = f"{spec.model}_{args.layer.replace('.', '-')}_{args.objective}{r.target}.png"
+        Image.fromarray(r.image).save(out / name)
+        print(json.dumps(_clean({"channel": r.target, "file": str(out / name), "activation": r.activation,
+                                 "activation_ratio": stats.ratio(r.target, r.activation),
+                                 "top_images": stats.top(r.target, 3), "cached": r.cached,
+                                 "seconds": round(r.seconds, 3)})), flush=True)
+    return 0
+
+
+def cmd_dream(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from tlcore import data
+    from tlcore.vis.dream import DreamConfig, deepdream
+
+    spec, model, _ = _model_for(args)
+    cfg = DreamConfig(layers=tuple(args.layer), octaves=args.octaves, octave_scale=args.scale, steps=args.steps,
+                      lr=args.lr, seed=args.seed)
+    cfg.check(model)
+    photo = data.load_photo(args.image, max_side=args.max_side)
+    dream = deepdream(spec, model, photo, cfg)
+    Image.fromarray(dream.image).save(args.out, format="PNG")
+    summary = {"file": args.out, "width": photo.shape[1], "height": photo.shape[0], "octaves": dream.octaves,
+               "energy_gain": dream.gain, "seconds": dream.seconds}
+    if args.format == "json":
+        _print_json(summary)
+    else:
+        print(f"{args.out}: {photo.shape[1]}×{photo.shape[0]}, {dream.octaves} octaves, the layers respond "
+              f"{dream.gain:.1f}× more than to the photo ({dream.seconds:.1f} s)")
+    return 0
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    import sys
+
+    from tlcore import data, zoo
+    from tlcore.device import pick_device
+    from tlcore.store import RunStore
+    from tlcore.vis import drift
+
+    store = RunStore()
+    run = _stored_run(store, args.run_id)
+    spec = zoo.get_spec(run["model"])
+    name, _, rest = run["dataset"].partition("@")  # labels read "NAME@SIZEpx#FINGERPRINT"
+    size = args.size or (int(rest.split("px")[0]) if rest else data.DEFAULT_SIZE)
+    source = args.data or name
+    try:
+        dataset = data.load(source, size=size, max_per_class=args.max_per_class)
+    except data.DatasetError as err:
+        raise UsageError(f"cannot reload the run's data ({err}); give it with --data") from None
+    if dataset.fingerprint not in run["dataset"]:
+        print(f"tlcore: note: measuring on {source} at {size}px, not the exact images run {args.run_id} "
+              "trained on", file=sys.stderr)
+    device = pick_device(args.device)
+    base = zoo.load(spec, device=device)
+    result = drift.drift(spec, dataset, run["config"], tuned=drift.run_model(run, store, spec, device),
+                         tag=drift.run_tag(run), base=base)
+    rows = [{"block": b, "cka": c, "frozen": i < result.frozen}
+            for i, (b, c) in enumerate(zip(result.blocks, result.cka, strict=True))]
+    if args.format == "json":
+        _print_json({"run": args.run_id, "model": spec.key, "freeze": run["config"].get("freeze"), "blocks": rows})
+    else:
+        for r in rows:
+            print(f"{r['block']:24s} CKA {r['cka']:.4f}{'  (frozen)' if r['frozen'] else ''}")
     return 0
 
 
@@ -293,6 +438,59 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--device", default=None)
     rec.add_argument("--format", choices=["table", "json"], default="table")
     rec.set_defaults(run=cmd_recommend)
+
+    lay = sub.add_parser("layers", help="a model's layers to look inside (module paths, channels, map size)")
+    lay.add_argument("model")
+    lay.add_argument("--format", choices=["table", "json"], default="table")
+    lay.set_defaults(run=cmd_layers)
+
+    def model_args(p, layer_help: str, layers: str | None = None) -> None:
+        p.add_argument("--model", default="efficientnet_lite0", help="a model with pretrained weights here")
+        p.add_argument("--layer", required=True, nargs=layers, help=layer_help)
+        p.add_argument("--run", dest="run_id", type=_positive_int, default=None,
+                       help="use a kept fine-tune run's weights instead (see `tlcore runs`)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--device", default=None)
+
+    from tlcore.vis.objectives import KINDS
+
+    vis = sub.add_parser("vis", help="feature visualisation: one PNG per channel and a JSON line each",
+                         description="Each JSON line gives the channel's activation ratio: (render − the "
+                                     "dataset's median) ÷ (the dataset's max − median) of its mean activation.")
+    model_args(vis, "a module path (see `tlcore layers MODEL`)")
+    vis.add_argument("--channels", type=_channels_arg, default=[0, 1, 2, 3], help="e.g. 0-7 or 0,5,9")
+    vis.add_argument("--objective", choices=[k for k in KINDS if k != "direction"], default="channel")
+    vis.add_argument("--steps", type=_positive_int, default=64)
+    vis.add_argument("--size", type=_positive_int, default=96, help="render size in px")
+    vis.add_argument("--lr", type=float, default=0.05)
+    vis.add_argument("--data", default="textures", help="dataset the activation ratio compares with")
+    vis.add_argument("--data-size", type=_positive_int, default=128)
+    vis.add_argument("--max-per-class", type=_positive_int, default=None)
+    vis.add_argument("--out", required=True, help="folder for the PNGs")
+    vis.set_defaults(run=cmd_vis)
+
+    from tlcore.data import PHOTOS
+
+    dream = sub.add_parser("dream", help="DeepDream a photo: the layers' patterns grown into it")
+    model_args(dream, "one or more module paths", layers="+")
+    dream.add_argument("--image", default="chelsea", help=f"a photo file or a bundled one ({', '.join(PHOTOS)})")
+    dream.add_argument("--steps", type=_positive_int, default=10, help="per octave")
+    dream.add_argument("--octaves", type=_positive_int, default=4)
+    dream.add_argument("--scale", type=float, default=1.4, help="size ratio between octaves")
+    dream.add_argument("--lr", type=float, default=0.01)
+    dream.add_argument("--max-side", type=_positive_int, default=512, help="px: larger photos are shrunk")
+    dream.add_argument("--out", required=True, help="PNG file to write")
+    dream.add_argument("--format", choices=["table", "json"], default="table")
+    dream.set_defaults(run=cmd_dream)
+
+    dr = sub.add_parser("drift", help="what fine-tuning changed: CKA per block, pretrained vs a kept run")
+    dr.add_argument("--run", dest="run_id", type=_positive_int, required=True)
+    dr.add_argument("--data", default=None, help="default: the run's own dataset, reloaded by name")
+    dr.add_argument("--size", type=_positive_int, default=None, help="default: the run's resolution")
+    dr.add_argument("--max-per-class", type=_positive_int, default=None)
+    dr.add_argument("--device", default=None)
+    dr.add_argument("--format", choices=["table", "json"], default="table")
+    dr.set_defaults(run=cmd_drift)
 
     runs = sub.add_parser("runs", help="list kept runs")
     runs.add_argument("--format", choices=["table", "json"], default="table")

@@ -17,6 +17,7 @@ from torch import nn
 from tlcore import paths, zoo
 from tlcore.data import Dataset
 from tlcore.device import autocast, inference_batch, pick_device
+from tlcore.hooks import Capture, Target, thread_hooks
 
 # Architectures whose input size is fixed by their position embeddings / window partition.
 FIXED_INPUT = ("vit", "maxvit")
@@ -25,12 +26,7 @@ LOGITS = "logits"  # the source classifier's own output (ImageNet's 1000 classes
 
 _MEMORY: OrderedDict[str, object] = OrderedDict()  # features, BatchNorm statistics
 _MEMORY_ITEMS = 16
-# Hooks live on the model object, which the app shares between sessions: one extraction at a time.
-_LOCK = threading.Lock()
-
-
-class _Stop(Exception):
-    """Raised by the capture hook: nothing after the requested block needs to run."""
+_MEMORY_LOCK = threading.Lock()
 
 
 def classifier_path(model: nn.Module, num_classes: int) -> str:
@@ -60,18 +56,21 @@ def _key(spec: zoo.ModelSpec, dataset: Dataset, block: str, size: int, view: str
     return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
-def _hook_target(model: nn.Module, spec: zoo.ModelSpec, block: str) -> tuple[nn.Module, bool]:
-    """(module, capture its input?) for the requested block."""
+def _hook_target(model: nn.Module, spec: zoo.ModelSpec, block: str) -> Target:
+    """What to read for ``block``: a block of the zoo's list (its last module's output), the
+    classifier's input or output, or any module path of ``named_modules()`` (a layer)."""
     if block == LOGITS:
-        return model.get_submodule(classifier_path(model, spec.num_classes)), False
+        return Target(block, model.get_submodule(classifier_path(model, spec.num_classes)))
     if block == PENULTIMATE:
-        return model.get_submodule(classifier_path(model, spec.num_classes)), True
+        return Target(block, model.get_submodule(classifier_path(model, spec.num_classes)), inputs=True)
     names = [b.name for b in spec.blocks]
-    if block not in names:
-        raise ValueError(f"unknown block {block!r} for {spec.model}; choose one of: "
-                         f"{', '.join(names)}, {PENULTIMATE} or {LOGITS}")
-    members = [m for m in spec.blocks[names.index(block)].members if _is_module(model, m)]
-    return model.get_submodule(members[-1]), False
+    if block in names:
+        members = [m for m in spec.blocks[names.index(block)].members if _is_module(model, m)]
+        return Target(block, model.get_submodule(members[-1]))
+    if block and _is_module(model, block):
+        return Target(block, model.get_submodule(block))
+    raise ValueError(f"unknown block {block!r} for {spec.model}; choose one of: "
+                     f"{', '.join(names)}, {PENULTIMATE}, {LOGITS} or a module path (`tlcore layers`)")
 
 
 def _is_module(model: nn.Module, path: str) -> bool:
@@ -88,8 +87,14 @@ def normalise(batch: torch.Tensor, spec: zoo.ModelSpec, size: int) -> torch.Tens
     if x.shape[-1] != size:
         x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
                                       align_corners=False)
-    mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1)
+    return standardise(x, spec)
+
+
+def standardise(x: torch.Tensor, spec: zoo.ModelSpec) -> torch.Tensor:
+    """Float images in [0, 1] → the model's input: its own mean and std (0.5 and 0.5 for the
+    TF-ported Lite models, ImageNet's for torchvision's weights)."""
+    mean = torch.tensor(spec.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
@@ -99,37 +104,11 @@ def _compute(model: nn.Module, spec: zoo.ModelSpec, dataset: Dataset, blocks: li
     """Pooled features at every block in ``blocks`` from one pass; the forward pass stops as soon
     as the last of them has been captured."""
     captured: dict[str, list[torch.Tensor]] = {b: [] for b in blocks}
-    pending: set[str] = set()
-
-    def hook_for(block: str, capture_input: bool):
-        def hook(module, args, output=None):
-            if block not in pending:  # a module called again later in the pass (a shared activation)
-                return
-            value = args[0] if capture_input else output
-            captured[block].append(pool(value.float(), spec.family).cpu())
-            pending.discard(block)
-            if not pending:
-                raise _Stop
-        return hook
-
-    handles = []
-    for block in blocks:
-        target, capture_input = _hook_target(model, spec, block)
-        hook = hook_for(block, capture_input)
-        handles.append(target.register_forward_pre_hook(hook) if capture_input
-                       else target.register_forward_hook(hook))
-    try:
-        with autocast(device):
-            for start in range(0, len(dataset), batch_size):
-                batch = dataset.images[start:start + batch_size].to(device, non_blocking=True)
-                pending.update(blocks)
-                try:
-                    model(normalise(batch, spec, size))
-                except _Stop:
-                    pass
-    finally:
-        for handle in handles:
-            handle.remove()
+    with Capture(model, [_hook_target(model, spec, b) for b in blocks]) as capture, autocast(device):
+        for start in range(0, len(dataset), batch_size):
+            batch = dataset.images[start:start + batch_size].to(device, non_blocking=True)
+            for block, value in capture(normalise(batch, spec, size)).items():
+                captured[block].append(pool(value.float(), spec.family).cpu())
     return {b: torch.cat(parts) for b, parts in captured.items()}
 
 
@@ -158,18 +137,17 @@ def extract_many(spec: zoo.ModelSpec, dataset: Dataset, blocks: list[str], *, mo
     missing = [b for b in blocks if b not in out]
     if missing:
         model, dev = _model_on(spec, model, device)
-        with _LOCK:
-            computed = _compute(model.eval(), spec, dataset, missing, size, dev,
-                                batch_size or inference_batch(dev))
+        computed = _compute(model.eval(), spec, dataset, missing, size, dev, batch_size or inference_batch(dev))
         for block, feats in computed.items():
             out[block] = _store(_key(spec, dataset, block, size, view), feats)
     return {b: out[b] for b in blocks}
 
 
 def _cached(key: str) -> torch.Tensor | None:
-    if key in _MEMORY:
-        _MEMORY.move_to_end(key)
-        return _MEMORY[key]
+    with _MEMORY_LOCK:
+        if key in _MEMORY:
+            _MEMORY.move_to_end(key)
+            return _MEMORY[key]
     path = paths.home() / "features" / f"{key}.pt"
     if path.exists():
         try:
@@ -222,17 +200,11 @@ def batchnorm_statistics(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Mod
 
     step = inference_batch(dev)
     idx = torch.linspace(0, len(dataset) - 1, min(max_images, len(dataset))).round().long().unique()
-    with _LOCK:
-        handles = [m.register_forward_pre_hook(hook_for(n)) for n, m in layers]
-        try:
-            with torch.inference_mode():
-                model.eval()
-                for start in range(0, len(idx), step):
-                    batch = dataset.images[idx[start:start + step]].to(dev)
-                    model(normalise(batch, spec, size))  # fp32: statistics, not speed
-        finally:
-            for h in handles:
-                h.remove()
+    with thread_hooks([(m, hook_for(n), True) for n, m in layers]), torch.inference_mode():
+        model.eval()
+        for start in range(0, len(idx), step):
+            batch = dataset.images[idx[start:start + step]].to(dev)
+            model(normalise(batch, spec, size))  # fp32: statistics, not speed
     modules = dict(layers)
     out = []
     for name in order:
@@ -252,9 +224,10 @@ def _model_on(spec: zoo.ModelSpec, model: nn.Module | None, device) -> tuple[nn.
 
 
 def _remember(key: str, feats):
-    _MEMORY[key] = feats
-    while len(_MEMORY) > _MEMORY_ITEMS:
-        _MEMORY.popitem(last=False)
+    with _MEMORY_LOCK:
+        _MEMORY[key] = feats
+        while len(_MEMORY) > _MEMORY_ITEMS:
+            _MEMORY.popitem(last=False)
     return feats
 
 

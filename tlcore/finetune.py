@@ -106,7 +106,7 @@ class TrialCancelled(Exception):
     """The caller's ``should_stop`` said so; the history so far is in ``args[0]``."""
 
 
-def _replace_head(model: nn.Module, num_classes: int, n_out: int) -> str:
+def replace_head(model: nn.Module, num_classes: int, n_out: int) -> str:
     """Swap the ImageNet classifier for a fresh one with ``n_out`` outputs; returns its path."""
     path = features.classifier_path(model, num_classes)
     parent_path, _, name = path.rpartition(".")
@@ -264,7 +264,7 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
         trainable, head_path, frozen, prepare = _linear_probe(cfg, spec, dataset, base, dev, timings)
         opt = _optimizer(trainable, cfg)
     else:
-        head_path = _replace_head(base, spec.num_classes, n_classes)
+        head_path = replace_head(base, spec.num_classes, n_classes)
         frozen = _freeze(base, spec, cfg, head_path)
         trainable, prepare = _prefix_cached(cfg, spec, dataset, base, dev, gen, size, timings)
         opt = _optimizer(base, cfg, head_path)

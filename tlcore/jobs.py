@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tlcore import paths
 from tlcore.data import Dataset
 from tlcore.finetune import TrialCancelled, TrialConfig, run_trial
 from tlcore.settings import limits
@@ -29,10 +28,6 @@ class _Job:
     dataset: Dataset
     model: torch.nn.Module | None
     cancel: threading.Event = field(default_factory=threading.Event)
-
-
-def weights_path(run_id: int):
-    return paths.home() / "runs" / f"run-{run_id}.pt"
 
 
 class JobManager:
@@ -143,7 +138,5 @@ class JobManager:
             self.store.set_status(job.run_id, "failed", error=last)
             return
         if result.state_dict is not None:
-            path = weights_path(job.run_id)
-            path.parent.mkdir(exist_ok=True)
-            torch.save(result.state_dict, path)
+            self.store.save_weights(job.run_id, result.state_dict)
         self.store.finish(job.run_id, dict(result.to_json(), run_id=job.run_id))

@@ -8,6 +8,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+import torch
+
 from tlcore import paths
 
 STATUSES = ("queued", "running", "done", "cancelled", "failed", "interrupted")
@@ -81,6 +83,24 @@ class RunStore:
         with self._connect() as db:
             rows = db.execute("SELECT * FROM runs ORDER BY id").fetchall()
         return [_decode(r) for r in rows]
+
+    def weights_path(self, run_id: int) -> Path:
+        """Where a run's trained weights (a state_dict) are kept, beside the history file."""
+        return self.path.parent / "runs" / f"run-{run_id}.pt"
+
+    def save_weights(self, run_id: int, state: dict) -> None:
+        path = self.weights_path(run_id)
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)
+
+    def load_weights(self, run_id: int) -> dict:
+        """The run's state_dict (``weights_only``: never unpickles code); KeyError when none was kept."""
+        path = self.weights_path(run_id)
+        if not path.exists():
+            raise KeyError(f"run {run_id} kept no weights")
+        return torch.load(path, map_location="cpu", weights_only=True)
 
     def mark_interrupted(self) -> int:
         """At start-up: runs left queued or running by a previous process are interrupted."""

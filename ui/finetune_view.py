@@ -11,7 +11,7 @@ import streamlit as st
 
 from tlcore import features, zoo
 from tlcore.finetune import TrialConfig
-from tlcore.jobs import JobManager, weights_path
+from tlcore.jobs import JobManager
 from ui import resources
 
 TAGS = ("sweep", "validation", "strategy", "ranking")  # kept with a run's config by whoever queued it
@@ -170,5 +170,5 @@ def export_json(run_ids: list[int]) -> str:
 
 
 def weights_bytes(run_id: int) -> bytes | None:
-    path = weights_path(run_id)
+    path = jobs().store.weights_path(run_id)
     return path.read_bytes() if path.exists() else None

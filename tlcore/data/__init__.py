@@ -2,6 +2,7 @@
 once into a uint8 tensor and cached on disk."""
 
 from tlcore.data.archive import Skipped
+from tlcore.data.builtin import PHOTOS
 from tlcore.data.dataset import Dataset, Profile
 from tlcore.data.errors import VALID_LAYOUT, DatasetError, DatasetUnavailableError
 from tlcore.data.sources import (
@@ -10,11 +11,12 @@ from tlcore.data.sources import (
     list_sources,
     load,
     load_folder,
+    load_photo,
     load_uploads,
     load_zip,
 )
 
 __all__ = [
-    "DEFAULT_SIZE", "VALID_LAYOUT", "Dataset", "DatasetError", "DatasetUnavailableError", "Profile",
-    "Skipped", "check_local_access", "list_sources", "load", "load_folder", "load_uploads", "load_zip",
+    "DEFAULT_SIZE", "PHOTOS", "VALID_LAYOUT", "Dataset", "DatasetError", "DatasetUnavailableError", "Profile",
+    "Skipped", "check_local_access", "list_sources", "load", "load_folder", "load_photo", "load_uploads", "load_zip",
 ]

@@ -21,6 +21,19 @@ class Raw:
     val_mask: np.ndarray | None = None  # a leakage-free split, where the source needs one
 
 
+# scikit-image's bundled photos (no download), for DeepDream and the before/after views.
+PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
+
+
+def photo(name: str) -> np.ndarray:
+    """A bundled photo as H×W×3 uint8."""
+    if name not in PHOTOS:
+        raise ValueError(f"no bundled photo {name!r}; choose one of: {', '.join(PHOTOS)}")
+    import skimage.data
+
+    return np.ascontiguousarray(getattr(skimage.data, name)()[..., :3])
+
+
 def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
     return np.repeat(gray[..., None], 3, axis=-1)
 

@@ -112,6 +112,26 @@ def decode_bytes(data: bytes, size: int, limits: Limits) -> Decoded:
     return Decoded(pixels, width, height, mode, fmt)
 
 
+def decode_photo(data: bytes, max_side: int, limits: Limits) -> np.ndarray:
+    """One untrusted photo → H×W×3 uint8 RGB with its aspect kept and its longer side at most
+    ``max_side`` (never enlarged), or BadImage with the reason. The same checks as a dataset's."""
+    image = _open(data, limits)
+    try:
+        if image.format == "JPEG":
+            image.draft("RGB", (max_side, max_side))  # libjpeg's DCT scaling, never below max_side
+        image.load()
+        return fit(to_rgb(ImageOps.exif_transpose(image)), max_side)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise BadImage(f"corrupt or truncated image ({err})") from None
+
+
+def fit(image: Image.Image, max_side: int) -> np.ndarray:
+    """An RGB image shrunk (never enlarged) so its longer side is at most ``max_side``."""
+    image = image.copy()
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return np.array(image)
+
+
 def decode_all(readers: Sequence[Reader], size: int, limits: Limits, *,
                jpeg_device: torch.device | None = None) -> list[Decoded | BadImage]:
     """Read and decode many files on all cores (Pillow releases the GIL while decoding).

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from tlcore import paths
 from tlcore.data import archive, builtin
 from tlcore.data.archive import Skipped
 from tlcore.data.dataset import Dataset, Profile, assemble, cap_per_class
-from tlcore.data.decode import BadImage, Decoded, decode_all, resize_uint8, square, to_rgb
+from tlcore.data.decode import BadImage, Decoded, decode_all, decode_photo, fit, resize_uint8, square, to_rgb
 from tlcore.data.errors import VALID_LAYOUT, DatasetError, DatasetUnavailableError
 from tlcore.device import jpeg_decode_device
 from tlcore.settings import Limits, demo_mode, limits
@@ -61,6 +62,27 @@ def load(source: str, *, size: int = DEFAULT_SIZE, max_per_class: int | None = N
     names = ", ".join(builtin.BUILTINS)
     raise DatasetError(f"no dataset {source!r}: not a built-in ({names}), not torchvision:NAME, and no "
                        "such zip file or folder")
+
+
+def load_photo(source: str | bytes, *, max_side: int = 512) -> np.ndarray:
+    """One photo as H×W×3 uint8 (aspect kept, longer side ≤ ``max_side``): a bundled photo's
+    name, an upload's bytes, or a file path (not in demo mode). DatasetError says why not."""
+    if isinstance(source, str) and source in builtin.PHOTOS:
+        return fit(Image.fromarray(builtin.photo(source)), max_side)
+    if isinstance(source, str):
+        check_local_access()
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise DatasetError(f"no photo {source!r}: not a bundled one ({', '.join(builtin.PHOTOS)}) and no such file")
+        if path.stat().st_size > limits().max_member_bytes:
+            raise DatasetError(f"{path.name}: larger than {limits().max_member_bytes // 2**20} MB")
+        source = path.read_bytes()
+    if len(source) > limits().max_member_bytes:
+        raise DatasetError(f"the file is larger than {limits().max_member_bytes // 2**20} MB")
+    try:
+        return decode_photo(source, max_side, limits())
+    except BadImage as err:
+        raise DatasetError(f"not a usable photo: {err}") from None
 
 
 def check_local_access() -> None:

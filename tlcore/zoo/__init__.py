@@ -1,5 +1,6 @@
 """The model zoo: one registry, one factory (cf. torchvision ``list_models``/``get_model``)."""
 
+from tlcore.zoo.layers import Layer, layers
 from tlcore.zoo.loading import WeightsUnavailableError, arch_info, build, build_meta, load
 from tlcore.zoo.preprocess import eval_transform, imagenet_categories
 from tlcore.zoo.registry import UnknownModelError, get_spec, macs, weights_available
@@ -8,7 +9,7 @@ from tlcore.zoo.spec import Block, ModelSpec
 from tlcore.zoo.table import zoo_table
 
 __all__ = [
-    "Block", "ModelSpec", "UnknownModelError", "WeightsUnavailableError", "arch_info",
-    "build", "build_meta", "eval_transform", "imagenet_categories", "get_spec", "list_models", "load", "macs", "weights_available",
+    "Block", "Layer", "ModelSpec", "UnknownModelError", "WeightsUnavailableError", "arch_info",
+    "build", "build_meta", "eval_transform", "imagenet_categories", "get_spec", "layers", "list_models", "load", "macs", "weights_available",
     "zoo_table",
 ]

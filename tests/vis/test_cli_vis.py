@@ -1,0 +1,80 @@
+"""`tlcore layers | vis | dream | drift`: what they write, and one-line errors with exit code 2."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from tlcore import zoo
+from tlcore.cli import main
+
+
+def test_layers_are_module_paths(capsys):
+    assert main(["layers", "efficientnet_lite0", "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    names = [layer["name"] for layer in out["layers"]]
+    assert names[:3] == ["_conv_stem", "_bn0", "_blocks.0"] and "_blocks.15" in names
+    model = zoo.build_meta(zoo.get_spec("efficientnet_lite0"))
+    assert set(names) <= {n for n, _ in model.named_modules()}
+
+
+def test_vis_writes_a_png_and_a_json_line_per_channel(capsys, tmp_path):
+    argv = ["vis", "--layer", "_blocks.8", "--channels", "0-2,9", "--steps", "12", "--size", "48",
+            "--data", "textures", "--data-size", "48", "--max-per-class", "6", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["channel"] for r in lines] == [0, 1, 2, 9]
+    for r in lines:
+        with Image.open(r["file"]) as im:
+            assert im.size == (48, 48)
+        assert r["activation_ratio"] > 1.0 and len(r["top_images"]) == 3 and r["cached"] is False
+    assert main(argv) == 0  # the second view comes from the cache
+    assert all(json.loads(line)["cached"] for line in capsys.readouterr().out.splitlines())
+
+
+def test_dream_writes_the_photo_transformed(capsys, tmp_path):
+    out = tmp_path / "dream.png"
+    assert main(["dream", "--layer", "_blocks.5", "_blocks.9", "--image", "rocket", "--steps", "8",
+                 "--octaves", "2", "--max-side", "96", "--out", str(out), "--format", "json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    with Image.open(out) as im:
+        assert im.size == (summary["width"], summary["height"]) == (96, 64)
+    assert summary["energy_gain"] > 1.0
+
+
+def test_drift_of_a_run_kept_by_the_cli(capsys):
+    assert main(["finetune", "--model", "efficientnet_lite0", "--data", "digits", "--size", "32",
+                 "--freeze", "6", "--epochs", "1", "--lr", "0.05", "--format", "json"]) == 0
+    run_id = json.loads(capsys.readouterr().out)["run_id"]
+    assert main(["drift", "--run", str(run_id), "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    ckas = [b["cka"] for b in out["blocks"]]
+    assert [b["frozen"] for b in out["blocks"]] == [True] * 6 + [False] * (len(ckas) - 6)
+    assert all(c == pytest.approx(1.0, abs=1e-9) for c in ckas[:6]) and all(c < 1 for c in ckas[6:])
+    assert main(["vis", "--run", str(run_id), "--layer", "_blocks.15", "--channels", "0", "--steps", "2",
+                 "--size", "32", "--data", "digits", "--data-size", "32", "--out", "/tmp/tlcore-test-vis"]) == 0
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["layers", "vit_b_16"], "no convolutional feature maps"),
+    (["vis", "--layer", "_blocks.88", "--out", "x"], "did you mean _blocks.8"),
+    (["vis", "--layer", "_blocks.8", "--channels", "500", "--out", "x"], "channels 0…111"),
+    (["vis", "--layer", "_blocks.8", "--channels", "a-b", "--out", "x"], "expected channels like 0-7"),
+    (["vis", "--layer", "_blocks.8", "--steps", "0", "--out", "x"], "must be at least 1"),
+    (["vis", "--layer", "_blocks.8", "--run", "9999", "--out", "x"], "no run 9999"),
+    (["dream", "--layer", "_blocks.5", "--image", "/no/such.jpg", "--out", "x.png"], "no photo"),
+    (["dream", "--layer", "_blocks.5", "--octaves", "20", "--out", "x.png"], "octaves must be"),
+    (["drift", "--run", "9999"], "no run 9999"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tlcore: error:") and message in err and "\n" not in err
+
+
+def test_a_hostile_photo_is_one_line(capsys, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    assert main(["dream", "--layer", "_blocks.5", "--image", str(bad), "--out", str(tmp_path / "o.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a usable photo" in err and "\n" not in err

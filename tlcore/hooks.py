@@ -1,0 +1,106 @@
+"""Read a model's activations with forward hooks that never outlive the call and never touch
+another thread's forward pass.
+
+The app shares one model object between sessions (``st.cache_resource``). A hook registered on
+it fires in every thread that runs the model, so each hook here checks the thread that
+registered it and does nothing elsewhere: two sessions can extract features or render on the
+same model at once. Hooks are removed on leaving the ``with`` block, even after an error or a
+cancel (lucent's ``render_vis`` registers hooks on every module per call and never removes them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+class StopForward(Exception):
+    """Raised by a capture hook once every target is captured: the rest of the pass is not needed."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A module whose output (or, with ``inputs``, first input) is read under ``name``."""
+
+    name: str
+    module: nn.Module
+    inputs: bool = False
+
+
+@contextlib.contextmanager
+def thread_hooks(hooks: Sequence[tuple[nn.Module, Callable, bool]]) -> Iterator[None]:
+    """Register ``(module, fn, pre)`` hooks that run only in this thread; removed on exit."""
+    owner = threading.get_ident()
+
+    def only_here(fn: Callable) -> Callable:
+        def hook(*args):
+            if threading.get_ident() == owner:
+                return fn(*args)
+            return None
+        return hook
+
+    handles = [module.register_forward_pre_hook(only_here(fn)) if pre
+               else module.register_forward_hook(only_here(fn)) for module, fn, pre in hooks]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class Capture:
+    """``with Capture(model, targets) as cap: acts = cap(x)`` — the targets' activations of one
+    forward pass, keyed by name. Each target keeps its first call in a pass (a module shared by
+    two places, such as EfficientNet-Lite's one activation module, is read where it is first
+    used). With ``stop`` the pass ends as soon as every target is captured, so layers after the
+    deepest target never run; gradients still flow to the input through what did run."""
+
+    def __init__(self, model: nn.Module, targets: Sequence[Target], *, stop: bool = True):
+        self.model, self.targets, self.stop = model, list(targets), stop
+        self._acts: dict[str, torch.Tensor] = {}
+        self._hooks = thread_hooks([(t.module, self._hook_for(t), t.inputs) for t in self.targets])
+
+    def _hook_for(self, target: Target) -> Callable:
+        def hook(module, args, output=None):
+            if target.name in self._acts:
+                return
+            self._acts[target.name] = args[0] if target.inputs else output
+            if self.stop and len(self._acts) == len(self.targets):
+                raise StopForward
+        return hook
+
+    def __enter__(self) -> Capture:
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hooks.__exit__(*exc)
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        self._acts = {}
+        try:
+            self.model(x)
+        except StopForward:
+            pass
+        missing = [t.name for t in self.targets if t.name not in self._acts]
+        if missing:
+            raise RuntimeError(f"the forward pass never reached {', '.join(missing)}")
+        return self._acts
+
+
+def module_at(model: nn.Module, path: str) -> nn.Module:
+    """The submodule at ``path`` (``named_modules()`` naming), or ValueError with close matches."""
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        import difflib
+
+        names = [n for n, _ in model.named_modules() if n]
+        close = difflib.get_close_matches(path, names, n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else " (see `tlcore layers MODEL`)"
+        raise ValueError(f"no layer {path!r} in {type(model).__name__}{hint}") from None

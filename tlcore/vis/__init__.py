@@ -1,0 +1,1 @@
+"""Inside the network: feature visualisation, dataset examples, DeepDream and what fine-tuning changed."""

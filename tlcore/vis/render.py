@@ -1,0 +1,220 @@
+"""Feature visualisation: optimise images so a unit of the network responds strongly.
+
+Our own loop around lucent's pieces (see ``param``, ``transforms``, ``objectives`` for what is
+lucent's and why the rest is not): hooks live only inside the call (``tlcore.hooks.Capture``),
+the forward pass stops at the target layer, the input is normalised the model's own way, and
+gradients go to the image alone (``backward(inputs=...)``), so a shared model is only read.
+Many channels are one batch, one image each. Renders are cached on disk per channel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from tlcore import features, paths, zoo
+from tlcore.device import autocast
+from tlcore.hooks import Capture, Target, module_at
+from tlcore.vis import objectives
+from tlcore.vis.param import PARAMETERISATION, fft_image
+from tlcore.vis.transforms import Robustness
+
+ROBUSTNESS = "lucent-standard-v1"  # part of the cache key: change it when the transforms change
+MAX_STEPS, MAX_SIZE, MAX_ITEMS = 4096, 1024, 256
+
+
+class RenderCancelled(Exception):
+    """The caller's ``should_stop`` said so; nothing was cached."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenderConfig:
+    """One render setting; ``lr`` is Adam's step on the image's spectrum (lucent's default)."""
+
+    layer: str  # a module path (``tlcore layers MODEL``)
+    objective: objectives.Kind = "channel"
+    steps: int = 64
+    size: int = 96  # px, square
+    lr: float = 0.05
+    seed: int = 0
+
+    def check(self, model: nn.Module) -> None:
+        """Raise ValueError naming what is wrong and what is allowed."""
+        module_at(model, self.layer)
+        if self.objective not in objectives.KINDS:
+            raise ValueError(f"unknown objective {self.objective!r}; choose one of: {', '.join(objectives.KINDS)}")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise ValueError(f"steps must be 1…{MAX_STEPS}, got {self.steps}")
+        if not 16 <= self.size <= MAX_SIZE:
+            raise ValueError(f"size must be 16…{MAX_SIZE} px, got {self.size}")
+        if not 0 < self.lr <= 10:
+            raise ValueError(f"learning rate must be in (0, 10], got {self.lr}")
+
+
+@dataclass(frozen=True)
+class Render:
+    target: int  # the channel (for "layer"/"direction": the variation number)
+    image: np.ndarray  # size×size×3 uint8
+    activation: float | None  # mean of the target channel over the final image (None: no channel)
+    seconds: float  # this item's share of the optimisation (0 when read from the cache)
+    cached: bool
+
+
+def render(spec: zoo.ModelSpec, model: nn.Module, cfg: RenderConfig, targets: Sequence[int], *,
+           weights: str = "pretrained", direction: torch.Tensor | None = None,
+           on_step: Callable[[int, int], None] | None = None,
+           should_stop: Callable[[], bool] | None = None, use_cache: bool = True) -> list[Render]:
+    """One render per target (a channel of ``cfg.layer``), those not cached optimised together.
+
+    ``weights`` names the weights in the cache key ("pretrained", or a fine-tuned run's id).
+    ``on_step(done, total)`` reports progress; ``should_stop()`` cancels (RenderCancelled).
+    """
+    cfg.check(model)
+    _check_targets(model, cfg, targets)
+    extra = "" if direction is None else hashlib.sha256(direction.cpu().numpy().tobytes()).hexdigest()[:16]
+    keys = [_key(spec, weights, cfg, t, extra) for t in targets]
+    found = {t: _read(k) for t, k in zip(targets, keys, strict=True)} if use_cache else {}
+    missing = [t for t in targets if found.get(t) is None]
+    if missing:
+        made = _optimise(model, spec, cfg, missing, objectives.per_item(cfg.objective, cfg.layer, missing,
+                                                                       _on(direction, model)),
+                         [_item_seed(cfg.seed, t) for t in missing], on_step, should_stop)
+        key_of = dict(zip(targets, keys, strict=True))
+        for t, r in zip(missing, made, strict=True):
+            found[t] = r
+            _write(key_of[t], r)
+    return [found[t] for t in targets]
+
+
+def render_diverse(spec: zoo.ModelSpec, model: nn.Module, cfg: RenderConfig, channel: int, n: int = 4, *,
+                   weights: str = "pretrained", on_step=None, should_stop=None,
+                   use_cache: bool = True) -> list[Render]:
+    """``n`` images of one channel pushed apart from each other (lucent's diversity objective):
+    the different things a channel responds to. Cached as one group."""
+    cfg = RenderConfig(**{**asdict(cfg), "objective": "channel"})
+    cfg.check(model)
+    _check_targets(model, cfg, [channel])
+    keys = [_key(spec, weights, cfg, channel, f"diverse{n}-{i}") for i in range(n)]
+    found = [_read(k) for k in keys] if use_cache else [None] * n
+    if any(r is None for r in found):
+        seeds = [_item_seed(cfg.seed, channel, f"diverse{i}") for i in range(n)]
+        found = _optimise(model, spec, cfg, [channel] * n, objectives.diverse(cfg.layer, channel), seeds,
+                          on_step, should_stop)
+        for k, r in zip(keys, found, strict=True):
+            _write(k, r)
+    return found
+
+
+def _optimise(model: nn.Module, spec: zoo.ModelSpec, cfg: RenderConfig, targets: list[int], objective,
+              seeds: list[int], on_step, should_stop) -> list[Render]:
+    started = time.perf_counter()
+    dev = next(model.parameters()).device
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    spectrum, image = fft_image(cfg.size, gens, device=dev)
+    robust = Robustness(gens, cfg.steps, dev)
+    opt = torch.optim.Adam([spectrum], lr=cfg.lr)
+    model.eval()
+    with Capture(model, [Target(cfg.layer, module_at(model, cfg.layer))]) as capture, torch.enable_grad():
+        for step in range(cfg.steps):
+            if should_stop is not None and should_stop():
+                raise RenderCancelled()
+            with autocast(dev):
+                acts = capture(features.standardise(robust(image(), step), spec))
+            loss = objective(lambda name, acts=acts: acts[name].float())
+            opt.zero_grad(set_to_none=True)
+            loss.backward(inputs=[spectrum])  # the image's gradient only: the model is never written
+            opt.step()
+            if on_step is not None:
+                on_step(step + 1, cfg.steps)
+        with torch.no_grad(), autocast(dev):
+            final = image()
+            layer = capture(features.standardise(final, spec))[cfg.layer].float()
+    pixels = (final.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    means = layer.mean(dim=(2, 3)).cpu()  # N×C: each image's mean activation per channel
+    share = (time.perf_counter() - started) / len(targets)
+    has_channel = cfg.objective in ("channel", "neuron")
+    return [Render(t, pixels[i], float(means[i, t]) if has_channel else None, share, False)
+            for i, t in enumerate(targets)]
+
+
+def _check_targets(model: nn.Module, cfg: RenderConfig, targets: Sequence[int]) -> None:
+    if not targets:
+        raise ValueError("choose at least one channel")
+    if len(targets) > MAX_ITEMS:
+        raise ValueError(f"at most {MAX_ITEMS} channels in one render, got {len(targets)}")
+    if cfg.objective in ("channel", "neuron"):
+        channels = channel_count(model, cfg.layer)
+        bad = [t for t in targets if not 0 <= t < channels]
+        if bad:
+            raise ValueError(f"{cfg.layer} has channels 0…{channels - 1}; got {bad[:5]}")
+
+
+def channel_count(model: nn.Module, layer: str) -> int:
+    """Output channels of the module at ``layer`` (read from its weights or a tiny pass)."""
+    module = module_at(model, layer)
+    for attr in ("out_channels", "num_features"):
+        if isinstance(getattr(module, attr, None), int):
+            return getattr(module, attr)
+    dev = next(model.parameters()).device
+    with Capture(model, [Target(layer, module)]) as capture, torch.no_grad():
+        out = capture(torch.zeros(1, 3, 64, 64, device=dev))[layer]
+    if out.dim() != 4:
+        raise ValueError(f"{layer} does not output channel maps (shape {tuple(out.shape)})")
+    return int(out.shape[1])
+
+
+def _on(direction: torch.Tensor | None, model: nn.Module) -> torch.Tensor | None:
+    return None if direction is None else direction.to(next(model.parameters()).device, torch.float32)
+
+
+def _item_seed(seed: int, target: int, salt: str = "") -> int:
+    digest = hashlib.sha256(f"{seed}|{target}|{salt}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+# --- disk cache: one PNG and one JSON per rendered item ---------------------------------------
+
+_WRITE_LOCK = threading.Lock()
+
+
+def _key(spec: zoo.ModelSpec, weights: str, cfg: RenderConfig, target: int, extra: str = "") -> str:
+    raw = (f"{spec.key}|{weights}|{cfg.layer}|{target}|{cfg.objective}|{cfg.steps}|{cfg.size}|{cfg.lr}|"
+           f"{cfg.seed}|{PARAMETERISATION}|{ROBUSTNESS}|{extra}")
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def _dir():
+    path = paths.home() / "renders"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def _read(key: str) -> Render | None:
+    png, meta = _dir() / f"{key}.png", _dir() / f"{key}.json"
+    try:
+        info = json.loads(meta.read_text())
+        with Image.open(png) as im:
+            pixels = np.array(im.convert("RGB"))
+    except (OSError, ValueError):
+        return None
+    return Render(info["target"], pixels, info["activation"], 0.0, True)
+
+
+def _write(key: str, r: Render) -> None:
+    png, meta = _dir() / f"{key}.png", _dir() / f"{key}.json"
+    with _WRITE_LOCK:  # the JSON lands last: a reader never sees it without its PNG
+        tmp = png.with_suffix(f".{threading.get_ident()}.tmp")
+        Image.fromarray(r.image).save(tmp, format="PNG")
+        tmp.replace(png)
+        tmp = meta.with_suffix(f".{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps({"target": r.target, "activation": r.activation}))
+        tmp.replace(meta)

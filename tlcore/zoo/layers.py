@@ -1,0 +1,92 @@
+"""The layers a person can look inside: module paths whose output is a convolutional feature map.
+
+Names are ``named_modules()`` paths, so any torch hook can use them. The list walks the zoo's
+block list: each block's member modules, and the children of a member that is a container
+(ResNet's ``layer2`` → ``layer2.0``, ``layer2.1``; not a conv-bn-act triple), kept where the module's output is an
+N×C×H×W map larger than 1×1 and the module runs once per pass (a module shared by two places,
+like EfficientNet-Lite's one activation, would be ambiguous). Shapes come from one forward
+pass on the meta device at the weights' crop size: no memory, no download.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass
+
+import torch
+import torchvision
+from torch import nn
+
+from tlcore import paths
+from tlcore.zoo.spec import ModelSpec
+
+# Families whose maps are not N×C×H×W (ViT's tokens; Swin keeps channels last).
+NO_CHANNEL_MAPS = ("vit", "swin", "swin_v2")
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str  # module path
+    block: str  # the freezable block it belongs to
+    channels: int
+    size: int  # spatial side at the weights' crop size
+
+
+def _holds_blocks(module: nn.Module) -> bool:
+    """A container of blocks (ResNet's layer2), not of plain layers (a conv-bn-act triple)."""
+    return any(any(True for _ in child.children()) for child in module.children())
+
+
+def _candidates(model: nn.Module, spec: ModelSpec) -> list[tuple[str, str]]:
+    from tlcore.zoo.loading import spec_blocks
+
+    out = []
+    for block in spec_blocks(spec):
+        for path in block.members:
+            try:
+                module = model.get_submodule(path)
+            except AttributeError:  # a bare parameter (ViT's class token)
+                continue
+            out.append((path, block.name))
+            if isinstance(module, (nn.Sequential, nn.ModuleList)) and _holds_blocks(module):
+                out += [(f"{path}.{child}", block.name) for child, _ in module.named_children()]
+    return out
+
+
+def _trace(spec: ModelSpec) -> list[dict]:
+    from tlcore.zoo.loading import build_meta
+
+    model = build_meta(spec)
+    candidates = _candidates(model, spec)
+    shapes: dict[str, list[tuple[int, ...]]] = {}
+
+    def hook_for(path: str):
+        def hook(module, args, output):
+            if isinstance(output, torch.Tensor):
+                shapes.setdefault(path, []).append(tuple(output.shape))
+        return hook
+
+    handles = [model.get_submodule(p).register_forward_hook(hook_for(p)) for p, _ in candidates]
+    try:
+        with torch.no_grad():
+            model(torch.empty(1, 3, spec.crop_size, spec.crop_size, device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
+    rows = []
+    for path, block in candidates:
+        seen = shapes.get(path, [])
+        if len(seen) == 1 and len(seen[0]) == 4 and seen[0][2] > 1:
+            rows.append(asdict(Layer(path, block, seen[0][1], seen[0][2])))
+    return rows
+
+
+@functools.cache
+def layers(spec: ModelSpec) -> tuple[Layer, ...]:
+    """The visualisable layers of ``spec``'s architecture in forward order (empty for models
+    without channel maps). Cached on disk per torchvision version and in memory."""
+    if spec.family in NO_CHANNEL_MAPS:
+        return ()
+    key = f"{spec.model}|{dict(spec.arch_kwargs)}|{spec.crop_size}"
+    rows = paths.cached_json(f"layers-tv{torchvision.__version__}.json", key, lambda: _trace(spec))
+    return tuple(Layer(**r) for r in rows)
