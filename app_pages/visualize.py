@@ -1,6 +1,153 @@
-"""Inside the network — placeholder until a later issue lands."""
+"""Inside the network: what each channel of a layer responds to, DeepDream, and what fine-tuning changed."""
 
 import streamlit as st
 
+from tlcore import data, zoo
+from tlcore.vis import dream, drift, render
+from ui import data_view
+from ui import visualize_view as vv
+
 st.title("Inside the network")
-st.info("Coming next (a later issue): Feature visualization (lucent objectives, many channels per batch), a layer gallery with the images that excite each channel, and DeepDream.")
+st.caption("Each picture is optimised so one channel of the chosen layer responds as strongly as it can "
+           "(feature visualisation, Olah et al. 2017): early layers show edges and colours, middle ones "
+           "textures and patterns, late ones parts of objects. Beside each: the images of your dataset that "
+           "excite the channel most.")
+
+ds = data_view.active_dataset()
+d = vv.defaults()
+options = vv.model_options()
+c1, c2 = st.columns([2, 3])
+# Bound widgets keep plain values (model names, module paths): the URL holds the option as shown.
+name = c1.selectbox("Model", options, key="model", bind="query-params")
+spec = zoo.get_spec(name)
+key = spec.key
+layer_map = vv.layers(key)
+names = list(layer_map)
+layer = c2.selectbox("Layer", names, index=names.index(vv.default_layer(key)), key="layer", bind="query-params",
+                     help="Module paths, as PyTorch names them: any forward hook can use them.")
+channels = layer_map[layer].channels
+c1.caption(vv.model_note(key))
+c2.caption(vv.layer_note(layer_map[layer]))
+model = vv.pretrained(key)
+
+with st.expander("Render settings", expanded=False):
+    s1, s2, s3, s4, s5 = st.columns(5)
+    objective = s1.selectbox("Objective", ["channel", "neuron"], key="objective", bind="query-params",
+                             help="channel: the whole map's mean; neuron: only its centre position.")
+    steps = s2.number_input("Steps", 1, render.MAX_STEPS, d.steps, key="steps", bind="query-params")
+    size = s3.selectbox("Size (px)", [64, 96, 128, 160, 224], index=[64, 96, 128, 160, 224].index(d.size),
+                        key="size", bind="query-params")
+    lr = s4.number_input("Learning rate", 0.001, 1.0, d.lr, format="%.3f", key="lr", bind="query-params")
+    seed = s5.number_input("Seed", 0, 2**31 - 1, 0, key="seed", bind="query-params")
+cfg = render.RenderConfig(layer=layer, objective=objective, steps=int(steps), size=int(size), lr=float(lr),
+                          seed=int(seed))
+stats = vv.layer_stats(key, ds, layer, model)
+
+gallery, detail, dreams, changed = st.tabs(["Channels", "One channel", "DeepDream", "What fine-tuning changed"],
+                                           key="view", bind="query-params")
+
+with gallery:
+    g1, g2, g3 = st.columns([1, 1, 3])
+    first = g1.number_input("First channel", 0, channels - 1, 0, key="first", bind="query-params")
+    counts = [4, 8, 16, 32, 64]
+    count = g2.selectbox("Channels", counts, index=counts.index(d.channels), key="count", bind="query-params")
+    targets = list(range(int(first), min(int(first) + int(count), channels)))
+    g3.caption(f"Channels {targets[0]}–{targets[-1]} of {channels}, optimised together in one batch "
+               f"({cfg.steps} steps at {cfg.size} px). A second view of the same settings comes from the cache.")
+    renders = vv.renders(spec, model, cfg, targets, "pretrained", "gallery") if gallery.open else None
+    if renders:
+        per_row = 4
+        for start in range(0, len(renders), per_row):
+            for col, r in zip(st.columns(per_row), renders[start:start + per_row], strict=False):
+                col.markdown(f"**Channel {r.target}** · {vv.ratio_text(stats.ratio(r.target, r.activation))}",
+                             help=vv.RATIO_HELP)
+                col.image(r.image, width="stretch", alt=f"render of channel {r.target}")
+                col.image(vv.thumbs(ds, stats.top(r.target, 4), 4), width="stretch",
+                          caption="dataset images that excite it most")
+
+with detail:
+    channel = st.number_input("Channel", 0, channels - 1, int(first), key="channel", bind="query-params")
+    big = render.RenderConfig(**{**cfg.__dict__, "size": min(2 * cfg.size, 256)})
+    one = vv.renders(spec, model, big, [int(channel)], "pretrained", "detail") if detail.open else None
+    if one:
+        r = one[0]
+        left, right = st.columns([3, 2])
+        with left:
+            st.markdown(f"**Channel {r.target} of {layer}** · {vv.ratio_text(stats.ratio(r.target, r.activation))}",
+                        help=vv.RATIO_HELP)
+            st.image(r.image, width="stretch", alt=f"render of channel {r.target}")
+            st.download_button("Download PNG", vv.png(r.image), file_name=f"{spec.model}_{layer}_{r.target}.png",
+                               mime="image/png")
+        with right:
+            st.markdown("**The dataset's 9 strongest images**")
+            st.image(vv.thumbs(ds, stats.top(r.target, 9), 3), width="stretch")
+            st.plotly_chart(vv.histogram_figure(stats, r.target, r.activation), width="stretch")
+        st.markdown("**Four different things it responds to** (lucent's diversity objective pushes the "
+                    "images apart)")
+        diverse = vv.diverse(spec, model, cfg, int(channel))
+        if diverse:
+            st.image([x.image for x in diverse], width=cfg.size * 2,
+                     caption=[vv.ratio_text(stats.ratio(x.target, x.activation)) for x in diverse])
+
+with dreams:
+    st.caption("DeepDream (Mordvintsev et al. 2015): the photo is changed, octave by octave, so the chosen "
+               "layers respond more; early layers paint strokes and textures, late ones eyes and animal faces.")
+    p1, p2 = st.columns([1, 2])
+    source = p1.segmented_control("Photo", ["Bundled", "Upload"], default="Bundled", key="photo_source")
+    upload = None
+    if source == "Upload":
+        upload = p2.file_uploader("A photo (JPEG, PNG, WebP, …)", type=None, key="dream_upload")
+        photo_name = upload.name if upload else None
+    else:
+        photo_name = p2.selectbox("Bundled photo (scikit-image)", list(data.PHOTOS), key="photo")
+    deep = names[min(len(names) - 1, 2 * len(names) // 3)]
+    chosen = st.multiselect("Layers to amplify", names, default=[deep], key="dream_layers")
+    k1, k2, k3, k4 = st.columns(4)
+    octaves = k1.number_input("Octaves", 1, 8, 4)
+    per_octave = k2.number_input("Steps per octave", 1, 500, 10)
+    step = k3.number_input("Step size", 0.001, 1.0, 0.01, format="%.3f")
+    scale = k4.number_input("Octave scale", 1.05, 2.5, 1.4, format="%.2f")
+    if st.button("Dream", type="primary", disabled=photo_name is None or not chosen):
+        dcfg = dream.DreamConfig(layers=tuple(chosen), octaves=int(octaves), steps=int(per_octave), lr=float(step),
+                                 octave_scale=float(scale))
+        vv.run_dream(spec, model, upload.getvalue() if upload else photo_name, dcfg, d.dream_side, photo_name)
+    shown = st.session_state.get("last_dream")
+    if shown:
+        before, after = st.columns(2)
+        before.image(shown["photo"], caption=shown["name"], width="stretch")
+        after.image(shown["dream"].image, width="stretch",
+                    caption=f"{', '.join(shown['layers'])} · {shown['dream'].octaves} octaves · the layers respond "
+                            f"{shown['dream'].gain:.1f}× more")
+        st.download_button("Download PNG", vv.png(shown["dream"].image), file_name="deepdream.png",
+                           mime="image/png")
+
+with changed:
+    st.caption("Linear CKA (Kornblith et al. 2019) between the pretrained and the fine-tuned network's "
+               "activations on this dataset, block by block: 1 = the same representation. Frozen blocks "
+               "(grey squares) stay at exactly 1; the curve shows how deep fine-tuning reached.")
+    runs = vv.finished_runs(key)
+    if not runs:
+        st.info(f"No finished fine-tune run of {spec.model} yet. Run one in the Fine-tune lab (freeze a few "
+                "blocks, or sweep all depths) and come back: its weights are kept.")
+    else:
+        by_id = {r["id"]: r for r in runs}
+        picked = st.multiselect("Runs", list(by_id), default=list(by_id)[:3], format_func=lambda i: vv.run_label(by_id[i]),
+                                key="drift_runs")
+        curves = []
+        for run_id in picked:
+            run = by_id[run_id]
+            with st.spinner(f"Activations of run #{run_id} at every block…"):
+                curve = drift.drift(spec, ds, run["config"], tuned=vv.tuned_model(run_id, run["created"]),
+                                    tag=drift.run_tag(run), base=model)
+            curves.append((f"#{run_id} freeze {run['config'].get('freeze')}", curve))
+        if curves:
+            st.plotly_chart(vv.drift_figure(curves), width="stretch")
+        if any(ds.fingerprint not in by_id[i]["dataset"] for i in picked):
+            st.caption(f"Measured on the current dataset ({ds.name}); some runs trained on other images.")
+        tunable = [i for i in picked if by_id[i]["config"].get("freeze") != "all"]
+        if tunable:
+            st.subheader("The same channel before and after")
+            b1, b2 = st.columns([2, 1])
+            run_id = b1.selectbox("Run", tunable, format_func=lambda i: vv.run_label(by_id[i]), key="compare_run")
+            unit = b2.number_input(f"Channel of {layer}", 0, channels - 1, int(first), key="compare_channel")
+            vv.before_after(spec, model, by_id[run_id], cfg, int(unit), ds, stats)

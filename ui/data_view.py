@@ -194,8 +194,8 @@ def selected_indices(points: pd.DataFrame, event) -> list[int]:
     return [int(where[k]) for k in keys if k in where]
 
 
-def thumbnails(ds: data.Dataset, indices: list[int], n: int = 24) -> np.ndarray:
-    return _grid(ds.images[indices[:n]], 12)
+def thumbnails(ds: data.Dataset, indices: list[int], n: int = 24, per_row: int = 12) -> np.ndarray:
+    return _grid(ds.images[indices[:n]], per_row)
 
 
 def active_dataset() -> data.Dataset:

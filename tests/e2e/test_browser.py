@@ -218,3 +218,26 @@ def test_a_server_restart_keeps_finished_runs_and_marks_the_running_one_interrup
         page.close()
     finally:
         _stop_server(proc)
+
+
+def test_inside_the_network_renders_four_channels_and_refuses_a_hostile_photo(server, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page.goto(f"{server}/visualize?layer=_blocks.4&count=4&steps=8&size=64")
+    page.get_by_text("Channel 3 ·").wait_for(timeout=300_000)
+    _idle(page)
+    _no_exception(page)
+    renders = page.locator('img[alt^="render of channel"]')
+    assert renders.count() == 4
+    for i in range(4):
+        assert renders.nth(i).evaluate("img => img.complete && img.naturalWidth") == 64
+    page.screenshot(path=str(tmp_path / "visualize.png"), full_page=True)
+
+    page.get_by_role("tab", name="DeepDream").click()
+    page.get_by_text("Upload", exact=True).click()
+    bad = tmp_path / "holiday.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    page.locator('input[type="file"]').set_input_files(str(bad))
+    page.get_by_text("holiday.jpg").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Dream").click()
+    page.get_by_text("not a usable photo").wait_for(timeout=120_000)
+    _no_exception(page)

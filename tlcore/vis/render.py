@@ -61,6 +61,23 @@ class RenderConfig:
 
 
 @dataclass(frozen=True)
+class Defaults:
+    """Starting settings for a gallery on a device (see bench/vis_quality.py for how they were chosen)."""
+
+    channels: int
+    steps: int
+    size: int
+    lr: float
+    dream_side: int  # px, the longer side a DeepDream photo is shrunk to
+
+
+def defaults(device: torch.device) -> Defaults:
+    if device.type == "cpu":  # a laptop: 8 channels come back in seconds
+        return Defaults(channels=8, steps=64, size=96, lr=0.05, dream_side=384)
+    return Defaults(channels=32, steps=256, size=128, lr=0.05, dream_side=512)
+
+
+@dataclass(frozen=True)
 class Render:
     target: int  # the channel (for "layer"/"direction": the variation number)
     image: np.ndarray  # size×size×3 uint8
@@ -72,11 +89,13 @@ class Render:
 def render(spec: zoo.ModelSpec, model: nn.Module, cfg: RenderConfig, targets: Sequence[int], *,
            weights: str = "pretrained", direction: torch.Tensor | None = None,
            on_step: Callable[[int, int], None] | None = None,
-           should_stop: Callable[[], bool] | None = None, use_cache: bool = True) -> list[Render]:
+           should_stop: Callable[[], bool] | None = None, use_cache: bool = True,
+           only_cached: bool = False) -> list[Render] | None:
     """One render per target (a channel of ``cfg.layer``), those not cached optimised together.
 
     ``weights`` names the weights in the cache key ("pretrained", or a fine-tuned run's id).
     ``on_step(done, total)`` reports progress; ``should_stop()`` cancels (RenderCancelled).
+    ``only_cached``: None instead of optimising when any target is not in the cache.
     """
     cfg.check(model)
     _check_targets(model, cfg, targets)
@@ -84,6 +103,8 @@ def render(spec: zoo.ModelSpec, model: nn.Module, cfg: RenderConfig, targets: Se
     keys = [_key(spec, weights, cfg, t, extra) for t in targets]
     found = {t: _read(k) for t, k in zip(targets, keys, strict=True)} if use_cache else {}
     missing = [t for t in targets if found.get(t) is None]
+    if missing and only_cached:
+        return None
     if missing:
         made = _optimise(model, spec, cfg, missing, objectives.per_item(cfg.objective, cfg.layer, missing,
                                                                        _on(direction, model)),
@@ -97,7 +118,7 @@ def render(spec: zoo.ModelSpec, model: nn.Module, cfg: RenderConfig, targets: Se
 
 def render_diverse(spec: zoo.ModelSpec, model: nn.Module, cfg: RenderConfig, channel: int, n: int = 4, *,
                    weights: str = "pretrained", on_step=None, should_stop=None,
-                   use_cache: bool = True) -> list[Render]:
+                   use_cache: bool = True, only_cached: bool = False) -> list[Render] | None:
     """``n`` images of one channel pushed apart from each other (lucent's diversity objective):
     the different things a channel responds to. Cached as one group."""
     cfg = RenderConfig(**{**asdict(cfg), "objective": "channel"})
@@ -105,6 +126,8 @@ def render_diverse(spec: zoo.ModelSpec, model: nn.Module, cfg: RenderConfig, cha
     _check_targets(model, cfg, [channel])
     keys = [_key(spec, weights, cfg, channel, f"diverse{n}-{i}") for i in range(n)]
     found = [_read(k) for k in keys] if use_cache else [None] * n
+    if any(r is None for r in found) and only_cached:
+        return None
     if any(r is None for r in found):
         seeds = [_item_seed(cfg.seed, channel, f"diverse{i}") for i in range(n)]
         found = _optimise(model, spec, cfg, [channel] * n, objectives.diverse(cfg.layer, channel), seeds,

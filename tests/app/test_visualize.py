@@ -1,0 +1,79 @@
+"""The Inside-the-network page under AppTest: the view comes from the URL, every tab shows its content."""
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from tlcore import zoo
+from tlcore.finetune import TrialConfig
+from ui import data_view, finetune_view
+
+PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "visualize.py")
+SMALL = data_view.Choice("builtin", "digits", 32, 8, 0)  # 80 images at 32 px
+
+
+def page(**params) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=300)
+    at.session_state["active_dataset"] = SMALL
+    at.query_params.update({"layer": "_blocks.4", "count": "4", "steps": "4", "size": "64", **params})
+    return at.run()
+
+
+def texts(at) -> list[str]:
+    return [m.value for m in at.markdown]
+
+
+def test_the_gallery_shows_each_channel_with_its_ratio_and_dataset_examples():
+    at = page()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="layer").value == "_blocks.4" and at.selectbox(key="count").value == 4
+    cards = [t for t in texts(at) if t.startswith("**Channel ")]
+    assert [c.split("**")[1] for c in cards] == ["Channel 0", "Channel 1", "Channel 2", "Channel 3"]
+    assert all(" · ratio " in c for c in cards)
+    assert len(at.get("image")) == 8  # four renders, four strips of dataset examples
+    assert "_blocks.4" in at.query_params["layer"]  # the view stays in the URL
+
+
+def test_one_channel_shows_a_large_render_its_strongest_images_and_diverse_renders():
+    at = page(view="One channel", channel="3")
+    assert not at.exception and not at.error
+    assert any(t.startswith("**Channel 3 of _blocks.4**") for t in texts(at))
+    assert len(at.get("image")) == 3  # the render, the 3×3 strongest images, the four diverse renders
+    assert len(at.get("plotly_chart")) == 1 and at.get("download_button")
+
+
+def test_deepdream_on_a_bundled_photo():
+    at = page(view="DeepDream")
+    next(b for b in at.button if b.label == "Dream").click()
+    at.run()
+    assert not at.exception and not at.error
+    dream = at.session_state["last_dream"]
+    assert dream["name"] == "chelsea" and dream["dream"].image.shape == dream["photo"].shape
+    assert len(at.get("image")) == 2 and at.get("download_button")
+
+
+def test_what_fine_tuning_changed_for_a_kept_run():
+    spec = zoo.get_spec("efficientnet_lite0")
+    ds = data_view.load(SMALL)
+    jobs = finetune_view.jobs()
+    run_id = jobs.submit(TrialConfig(model=spec.key, freeze=5, epochs=1, lr=0.05, backbone_lr_mult=1.0), ds,
+                         dataset_label=f"{ds.name}@{ds.size}px#{ds.fingerprint}",
+                         model=finetune_view.resources.cached_model(spec.key, True))
+    assert jobs.wait(300) and jobs.store.get(run_id)["status"] == "done"
+    at = AppTest.from_file(PAGE, default_timeout=300)
+    at.session_state["active_dataset"] = SMALL
+    at.session_state["drift_runs"] = [run_id]
+    at.query_params.update({"layer": "_blocks.4", "steps": "4", "size": "64", "view": "What fine-tuning changed"})
+    at.run()
+    assert not at.exception and not at.error
+    figure = at.get("plotly_chart")[0].proto.spec
+    assert f"#{run_id} freeze 5" in figure and "CKA" in figure
+    assert at.subheader[0].value == "The same channel before and after"
+    assert len(at.get("image")) == 2  # pretrained and fine-tuned, side by side
+
+
+def test_hand_edited_links_fall_back_to_defaults():
+    at = page(layer="_blocks.99", count="7", model="no_such_model", view="Nope")
+    assert not at.exception
+    assert at.selectbox(key="layer").value == "_blocks.8"  # Lite0's middle layer
+    assert at.selectbox(key="count").value in (8, 32)  # the device's default

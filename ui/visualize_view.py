@@ -1,0 +1,241 @@
+"""Widget groups, cached resources and figures for the Inside-the-network page.
+
+Renders run in the page's own script thread with a progress bar: pressing Stop (or changing
+any setting) makes Streamlit rerun the page, which interrupts the render at its next progress
+update; the engine's hooks are removed on the way out and nothing half-done is cached.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import TypeVar
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+from PIL import Image
+
+from tlcore import data, zoo
+from tlcore.vis import dream, drift, examples, render
+from tlcore.vis.render import defaults as engine_defaults
+from tlcore.zoo.layers import NO_CHANNEL_MAPS
+from ui import data_view, resources
+from ui.finetune_view import jobs
+
+T = TypeVar("T")
+
+
+def model_options() -> list[str]:
+    """Convolutional models (their default weights), the ones usable offline first, smallest first."""
+    specs = [s for s in zoo.list_models() if s.is_default and s.family not in NO_CHANNEL_MAPS]
+    specs.sort(key=lambda s: (not s.weights_available, s.gflops))
+    return [s.model for s in specs]
+
+
+def model_note(key: str) -> str:
+    spec = zoo.get_spec(key)
+    where = "weights on this machine" if spec.weights_available else "weights download on first use"
+    return f"{spec.weights} · {spec.params / 1e6:.1f} M parameters · {where}"
+
+
+def layers(key: str) -> dict[str, zoo.Layer]:
+    return {layer.name: layer for layer in zoo.layers(zoo.get_spec(key))}
+
+
+def layer_note(layer: zoo.Layer) -> str:
+    return f"{layer.channels} channels · {layer.size}×{layer.size} map at the model's own input size · block {layer.block}"
+
+
+def default_layer(key: str) -> str:
+    """The middle of the network: patterns and textures, the most telling first view."""
+    names = list(layers(key))
+    return names[len(names) // 2]
+
+
+def defaults():
+    return engine_defaults(resources.device())
+
+
+def pretrained(key: str) -> torch.nn.Module:
+    """The shared pretrained model, or a clear stop when its weights cannot be had here."""
+    try:
+        return resources.cached_model(key, True)
+    except zoo.WeightsUnavailableError as err:
+        st.error(str(err))
+        st.stop()
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the fine-tuned weights…")
+def tuned_model(run_id: int, created: str) -> torch.nn.Module | None:
+    """A kept run's network (None for a linear probe), loaded once and shared read-only."""
+    run = jobs().store.get(run_id)
+    return drift.run_model(run, jobs().store, zoo.get_spec(run["model"]), resources.device())
+
+
+def layer_stats(key: str, ds: data.Dataset, layer: str, model: torch.nn.Module,
+                weights: str = "pretrained") -> examples.LayerStats:
+    """One pass over the dataset at ``layer`` (cached in memory and on disk by the engine)."""
+    with st.spinner(f"One pass over {len(ds):,} images up to {layer}…"):
+        return examples.layer_stats(zoo.get_spec(key), ds, layer, model=model, view=f"center|{weights}")
+
+
+def pause() -> None:
+    st.session_state.vis_paused = True
+
+
+def resume() -> None:
+    st.session_state.vis_paused = False
+
+
+def with_progress(label: str, work: Callable[[Callable[[int, int], None]], T], key: str,
+                  pause_on_stop: bool = True) -> T:
+    """Run ``work(on_step)`` under a progress bar with a Stop button; both vanish afterwards.
+    Stop reruns the page (which interrupts the work); ``pause_on_stop`` keeps the automatic
+    renders from starting again until the user asks."""
+    holder = st.empty()
+    with holder.container():
+        bar = st.progress(0.0, text=label)
+        st.button("Stop", key=f"stop_{key}", on_click=pause if pause_on_stop else None,
+                  help="Stops the optimisation; nothing half-done is kept.")
+
+    def on_step(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"{label} — step {done} of {total}")
+
+    try:
+        return work(on_step)
+    finally:
+        holder.empty()
+
+
+def thumbs(ds: data.Dataset, indices: list[int], per_row: int) -> np.ndarray:
+    return data_view.thumbnails(ds, indices, n=len(indices), per_row=per_row)
+
+
+def ratio_text(ratio: float | None) -> str:
+    return "ratio —" if ratio is None else f"ratio {ratio:.1f}×"
+
+
+RATIO_HELP = ("Activation ratio: (the render's mean activation − the dataset's median) ÷ (the dataset's "
+              "best image − the median), for this channel. 1 = as strong as the dataset's best image; a good "
+              "render goes well beyond it. Measured from the median because EfficientNet's block outputs "
+              "are linear and can be negative on every image.")
+
+
+def png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def histogram_figure(stats: examples.LayerStats, channel: int, render_activation: float | None) -> go.Figure:
+    """The channel's mean activation over the dataset's images, the render's marked."""
+    values = stats.acts[:, channel].numpy()
+    fig = go.Figure(go.Histogram(x=values, nbinsx=40, marker_color="#9aa5b8", name="dataset images",
+                                 hovertemplate="%{x:.2f}: %{y} images<extra></extra>"))
+    if render_activation is not None:
+        fig.add_vline(x=render_activation, line_color="#2f6fde", line_width=3,
+                      annotation_text="the render", annotation_position="top left")
+    fig.add_vline(x=float(np.median(values)), line_dash="dot", line_color="#555",
+                  annotation_text="median", annotation_position="bottom right")
+    fig.update_layout(height=240, margin={"l": 10, "r": 10, "t": 30, "b": 10}, template="plotly_white",
+                      xaxis_title=f"channel {channel}: mean activation per image", yaxis_title="images",
+                      showlegend=False)
+    return fig
+
+
+def finished_runs(key: str) -> list[dict]:
+    """Kept runs of this model that started from its pretrained weights, newest first."""
+    model = zoo.get_spec(key).model
+    return [r for r in jobs().store.list()[::-1]
+            if r["status"] == "done" and r["model"].split(".")[0] == model and r["config"].get("pretrained", True)]
+
+
+def run_label(run: dict) -> str:
+    freeze = run["config"].get("freeze")
+    what = "linear probe" if freeze == "all" else f"first {freeze} blocks frozen"
+    acc = run["result"]["val_acc"]
+    return f"#{run['id']} — {what}, val acc {acc:.3f}, {run['dataset'].split('#')[0]}"
+
+
+def drift_figure(curves: list[tuple[str, drift.Drift]]) -> go.Figure:
+    """CKA per block, one line per run; frozen blocks drawn as grey squares."""
+    fig = go.Figure()
+    for label, curve in curves:
+        frozen = [i < curve.frozen for i in range(len(curve.blocks))]
+        fig.add_trace(go.Scatter(
+            x=curve.blocks, y=curve.cka, mode="lines+markers", name=label,
+            marker={"symbol": ["square" if f else "circle" for f in frozen], "size": 9,
+                    "line": {"width": 1, "color": "#555"}},
+            customdata=["frozen" if f else "trained" for f in frozen],
+            hovertemplate="%{x}: CKA %{y:.4f} (%{customdata})<extra>%{fullData.name}</extra>"))
+    fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 10, "b": 10}, template="plotly_white",
+                      xaxis_title="block (input → output)", yaxis={"title": "linear CKA with the pretrained model",
+                                                                   "range": [0, 1.04]},
+                      legend={"orientation": "h", "y": -0.3})
+    return fig
+
+
+def _paused(key: str) -> bool:
+    """True (with a way to go on) after the user pressed Stop."""
+    if not st.session_state.get("vis_paused"):
+        return False
+    st.info("Stopped: nothing half-done was kept.")
+    st.button("Render", key=f"resume_{key}", on_click=resume, type="primary")
+    return True
+
+
+def renders(spec: zoo.ModelSpec, model: torch.nn.Module, cfg: render.RenderConfig, targets: list[int],
+            weights: str, key: str) -> list[render.Render] | None:
+    """Renders of ``targets``: from the cache at once, else optimised under a progress bar."""
+    try:
+        found = render.render(spec, model, cfg, targets, weights=weights, only_cached=True)
+        if found is not None or _paused(key):
+            return found
+        return with_progress(f"Optimising {len(targets)} image{'s' * (len(targets) > 1)} at {cfg.layer}",
+                             lambda on_step: render.render(spec, model, cfg, targets, weights=weights,
+                                                           on_step=on_step), key)
+    except ValueError as err:
+        st.error(str(err))
+        return None
+
+
+def diverse(spec: zoo.ModelSpec, model: torch.nn.Module, cfg: render.RenderConfig, channel: int,
+            n: int = 4) -> list[render.Render] | None:
+    found = render.render_diverse(spec, model, cfg, channel, n, only_cached=True)
+    if found is not None or _paused("diverse"):
+        return found
+    return with_progress(f"Optimising {n} diverse images of channel {channel}",
+                         lambda on_step: render.render_diverse(spec, model, cfg, channel, n, on_step=on_step),
+                         "diverse")
+
+
+def run_dream(spec: zoo.ModelSpec, model: torch.nn.Module, source: str | bytes, cfg: dream.DreamConfig,
+              max_side: int, name: str) -> None:
+    """Dream ``source`` (a bundled photo's name or an upload's bytes); kept for this session."""
+    try:
+        photo = data.load_photo(source, max_side=max_side)
+        result = with_progress("Dreaming", lambda on_step: dream.deepdream(spec, model, photo, cfg, on_step=on_step),
+                               "dream", pause_on_stop=False)
+    except ValueError as err:  # DatasetError for a bad file, ValueError for a bad setting
+        st.error(str(err))
+        return
+    st.session_state.last_dream = {"photo": photo, "dream": result, "name": name, "layers": cfg.layers}
+
+
+def before_after(spec: zoo.ModelSpec, model: torch.nn.Module, run: dict, cfg: render.RenderConfig, channel: int,
+                 ds: data.Dataset, stats: examples.LayerStats) -> None:
+    """One channel rendered from the pretrained and from the run's weights, same seed, side by side."""
+    tuned = tuned_model(run["id"], run["created"])
+    tag = drift.run_tag(run)
+    tuned_stats = layer_stats(spec.key, ds, cfg.layer, tuned, tag)
+    before = renders(spec, model, cfg, [channel], "pretrained", "before")
+    after = renders(spec, tuned, cfg, [channel], tag, "after") if before else None
+    if not after:
+        return
+    left, right = st.columns(2)
+    left.image(before[0].image, width="stretch",
+               caption=f"pretrained · {ratio_text(stats.ratio(channel, before[0].activation))}")
+    right.image(after[0].image, width="stretch",
+                caption=f"after run #{run['id']} · {ratio_text(tuned_stats.ratio(channel, after[0].activation))}")
