@@ -31,42 +31,34 @@ c2.caption(vv.layer_note(layer_map[layer]))
 model = vv.pretrained(key)
 
 with st.expander("Render settings", expanded=False):
-    s1, s2, s3, s4, s5 = st.columns(5)
-    objective = s1.selectbox("Objective", ["channel", "neuron"], key="objective", bind="query-params",
-                             help="channel: the whole map's mean; neuron: only its centre position.")
-    steps = s2.number_input("Steps", 1, render.MAX_STEPS, d.steps, key="steps", bind="query-params")
-    size = s3.selectbox("Size (px)", [64, 96, 128, 160, 224], index=[64, 96, 128, 160, 224].index(d.size),
-                        key="size", bind="query-params")
-    lr = s4.number_input("Learning rate", 0.001, 1.0, d.lr, format="%.3f", key="lr", bind="query-params")
-    seed = s5.number_input("Seed", 0, 2**31 - 1, 0, key="seed", bind="query-params")
-cfg = render.RenderConfig(layer=layer, objective=objective, steps=int(steps), size=int(size), lr=float(lr),
-                          seed=int(seed))
+    s1, s2, s3, s4 = st.columns(4)
+    steps = s1.number_input("Steps", 1, render.MAX_STEPS, d.steps, key="steps", bind="query-params")
+    size = s2.selectbox("Size (px)", vv.SIZES, index=vv.SIZES.index(d.size), key="size", bind="query-params")
+    lr = s3.number_input("Learning rate", 0.001, 1.0, d.lr, format="%.3f", key="lr", bind="query-params")
+    seed = s4.number_input("Seed", 0, 2**31 - 1, 0, key="seed", bind="query-params")
+cfg = render.RenderConfig(layer=layer, steps=int(steps), size=int(size), lr=float(lr), seed=int(seed))
 stats = vv.layer_stats(key, ds, layer, model)
 
 gallery, detail, dreams, changed = st.tabs(["Channels", "One channel", "DeepDream", "What fine-tuning changed"],
                                            key="view", bind="query-params")
 
 with gallery:
-    g1, g2, g3 = st.columns([1, 1, 3])
-    first = g1.number_input("First channel", 0, channels - 1, 0, key="first", bind="query-params")
-    counts = [4, 8, 16, 32, 64]
-    count = g2.selectbox("Channels", counts, index=counts.index(d.channels), key="count", bind="query-params")
-    targets = list(range(int(first), min(int(first) + int(count), channels)))
-    g3.caption(f"Channels {targets[0]}–{targets[-1]} of {channels}, optimised together in one batch "
+    g1, g2, g3, g4 = st.columns([1.2, 1, 1, 2.5])
+    kind = g1.selectbox("Show", list(vv.KINDS), key="show", bind="query-params", help=vv.KINDS_HELP)
+    available = vv.item_count(kind, channels, ds)
+    vv.keep_in_range("first", available)
+    first = g2.number_input("From", 0, available - 1, 0, key="first", bind="query-params")
+    count = g3.selectbox("How many", vv.COUNTS, index=vv.COUNTS.index(d.channels), key="count",
+                         bind="query-params")
+    targets = list(range(int(first), min(int(first) + int(count), available)))
+    g4.caption(f"{vv.KINDS[kind]} {targets[0]}–{targets[-1]} of {available}, optimised together in one batch "
                f"({cfg.steps} steps at {cfg.size} px). A second view of the same settings comes from the cache.")
-    renders = vv.renders(spec, model, cfg, targets, "pretrained", "gallery") if gallery.open else None
-    if renders:
-        per_row = 4
-        for start in range(0, len(renders), per_row):
-            for col, r in zip(st.columns(per_row), renders[start:start + per_row], strict=False):
-                col.markdown(f"**Channel {r.target}** · {vv.ratio_text(stats.ratio(r.target, r.activation))}",
-                             help=vv.RATIO_HELP)
-                col.image(r.image, width="stretch", alt=f"render of channel {r.target}")
-                col.image(vv.thumbs(ds, stats.top(r.target, 4), 4), width="stretch",
-                          caption="dataset images that excite it most")
+    if gallery.open:
+        vv.gallery(spec, model, render.RenderConfig(**{**cfg.__dict__, "objective": kind}), targets, ds, stats)
 
 with detail:
-    channel = st.number_input("Channel", 0, channels - 1, int(first), key="channel", bind="query-params")
+    vv.keep_in_range("channel", channels)
+    channel = st.number_input("Channel", 0, channels - 1, 0, key="channel", bind="query-params")
     big = render.RenderConfig(**{**cfg.__dict__, "size": min(2 * cfg.size, 256)})
     one = vv.renders(spec, model, big, [int(channel)], "pretrained", "detail") if detail.open else None
     if one:
@@ -125,14 +117,14 @@ with changed:
     st.caption("Linear CKA (Kornblith et al. 2019) between the pretrained and the fine-tuned network's "
                "activations on this dataset, block by block: 1 = the same representation. Frozen blocks "
                "(grey squares) stay at exactly 1; the curve shows how deep fine-tuning reached.")
-    runs = vv.finished_runs(key)
-    if not runs:
+    runs = vv.finished_runs(key) if changed.open else None  # the work below runs only when the tab shows
+    if runs == []:
         st.info(f"No finished fine-tune run of {spec.model} yet. Run one in the Fine-tune lab (freeze a few "
                 "blocks, or sweep all depths) and come back: its weights are kept.")
-    else:
+    elif runs:
         by_id = {r["id"]: r for r in runs}
-        picked = st.multiselect("Runs", list(by_id), default=list(by_id)[:3], format_func=lambda i: vv.run_label(by_id[i]),
-                                key="drift_runs")
+        picked = st.multiselect("Runs", list(by_id), default=list(by_id)[:3], key="drift_runs",
+                                format_func=lambda i: vv.run_label(by_id[i]))
         curves = []
         for run_id in picked:
             run = by_id[run_id]
@@ -149,5 +141,6 @@ with changed:
             st.subheader("The same channel before and after")
             b1, b2 = st.columns([2, 1])
             run_id = b1.selectbox("Run", tunable, format_func=lambda i: vv.run_label(by_id[i]), key="compare_run")
-            unit = b2.number_input(f"Channel of {layer}", 0, channels - 1, int(first), key="compare_channel")
+            vv.keep_in_range("compare_channel", channels)
+            unit = b2.number_input(f"Channel of {layer}", 0, channels - 1, 0, key="compare_channel")
             vv.before_after(spec, model, by_id[run_id], cfg, int(unit), ds, stats)

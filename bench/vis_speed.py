@@ -1,8 +1,11 @@
 """Feature-visualisation speed: lucent's ``render_vis`` one channel at a time vs tlcore.vis.render
 with every channel in one batch — same model, layer, steps, size, learning rate and robustness ranges.
 
-    python bench/vis_speed.py                     # CPU: 8 channels, 64 steps, 96 px (~1-2 min on 2 cores)
+    python bench/vis_speed.py --threads 1         # CPU: 8 channels, 64 steps, 96 px (~1 min, 2-core VM)
     python bench/vis_speed.py --device cuda       # GPU: 32 channels, 256 steps, 128 px
+
+(--threads 1 on a small shared VM: with 2 threads, one stalled vCPU holds every parallel op up and
+single steps took 30× longer at random on the 2-core machine this was written on.)
 
 Lucent's side is the usual recipe: ``render_vis(model, "layer:channel", param.image(size),
 standard_transforms, thresholds=(steps,))`` per channel, Adam lr 0.05, with two corrections so it

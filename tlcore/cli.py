@@ -274,15 +274,23 @@ def cmd_vis(args: argparse.Namespace) -> int:
     cfg.check(model)
     dataset = data.load(args.data, size=args.data_size, max_per_class=args.max_per_class)
     stats = examples.layer_stats(spec, dataset, args.layer, model=model, view=f"center|{weights}")
-    renders = render.render(spec, model, cfg, args.channels, weights=weights)
+    directions = None
+    if args.objective == "direction":
+        if max(args.channels) >= len(dataset.classes):
+            raise UsageError(f"--channels names classes with --objective direction: {args.data} has "
+                             f"0…{len(dataset.classes) - 1} ({', '.join(dataset.classes[:10])}…)")
+        directions = examples.class_directions(stats, dataset.labels, args.channels)
+    renders = render.render(spec, model, cfg, args.channels, weights=weights, directions=directions)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for r in renders:
+    for i, r in enumerate(renders):
         name = f"{spec.model}_{args.layer.replace('.', '-')}_{args.objective}{r.target}.png"
+        top = (stats.top_along(directions[i], 3) if directions is not None
+               else stats.top(r.target, 3) if r.activation is not None else [])
         Image.fromarray(r.image).save(out / name)
         print(json.dumps(_clean({"channel": r.target, "file": str(out / name), "activation": r.activation,
                                  "activation_ratio": stats.ratio(r.target, r.activation),
-                                 "top_images": stats.top(r.target, 3), "cached": r.cached,
+                                 "top_images": top, "cached": r.cached,
                                  "seconds": round(r.seconds, 3)})), flush=True)
     return 0
 
@@ -458,8 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Each JSON line gives the channel's activation ratio: (render − the "
                                      "dataset's median) ÷ (the dataset's max − median) of its mean activation.")
     model_args(vis, "a module path (see `tlcore layers MODEL`)")
-    vis.add_argument("--channels", type=_channels_arg, default=[0, 1, 2, 3], help="e.g. 0-7 or 0,5,9")
-    vis.add_argument("--objective", choices=[k for k in KINDS if k != "direction"], default="channel")
+    vis.add_argument("--channels", type=_channels_arg, default=[0, 1, 2, 3],
+                     help="e.g. 0-7 or 0,5,9 (with --objective direction: classes of --data; layer: variations)")
+    vis.add_argument("--objective", choices=KINDS, default="channel",
+                     help="direction: what the layer associates with a class of --data (its mean activation "
+                          "minus the dataset's); layer: the whole layer's energy")
     vis.add_argument("--steps", type=_positive_int, default=64)
     vis.add_argument("--size", type=_positive_int, default=96, help="render size in px")
     vis.add_argument("--lr", type=float, default=0.05)

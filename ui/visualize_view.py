@@ -27,6 +27,28 @@ from ui.finetune_view import jobs
 T = TypeVar("T")
 
 
+SIZES = [64, 96, 128, 160, 224]
+COUNTS = [4, 8, 16, 32, 64]
+KINDS = {"channel": "Channels", "neuron": "Centre neurons of channels", "direction": "Classes",
+         "layer": "Variations"}  # objective → what its items are
+KINDS_HELP = ("channel: what makes each channel's whole map respond · neuron: only the channel's centre "
+              "position · direction: what the layer associates with each class of your data (the class's "
+              "mean activation minus the dataset's) · layer: the whole layer at once (DeepDream's objective), "
+              "several variations")
+VARIATIONS = 16
+
+
+def item_count(kind: str, channels: int, ds: data.Dataset) -> int:
+    """How many things the gallery can show for an objective."""
+    return {"direction": len(ds.classes), "layer": VARIATIONS}.get(kind, channels)
+
+
+def keep_in_range(key: str, available: int) -> None:
+    """A number kept from another layer or objective (or a link) may be out of range now."""
+    if st.session_state.get(key, 0) >= available:
+        st.session_state[key] = 0
+
+
 def model_options() -> list[str]:
     """Convolutional models (their default weights), the ones usable offline first, smallest first."""
     specs = [s for s in zoo.list_models() if s.is_default and s.family not in NO_CHANNEL_MAPS]
@@ -187,18 +209,45 @@ def _paused(key: str) -> bool:
 
 
 def renders(spec: zoo.ModelSpec, model: torch.nn.Module, cfg: render.RenderConfig, targets: list[int],
-            weights: str, key: str) -> list[render.Render] | None:
+            weights: str, key: str, directions: torch.Tensor | None = None) -> list[render.Render] | None:
     """Renders of ``targets``: from the cache at once, else optimised under a progress bar."""
     try:
-        found = render.render(spec, model, cfg, targets, weights=weights, only_cached=True)
+        found = render.render(spec, model, cfg, targets, weights=weights, directions=directions, only_cached=True)
         if found is not None or _paused(key):
             return found
         return with_progress(f"Optimising {len(targets)} image{'s' * (len(targets) > 1)} at {cfg.layer}",
                              lambda on_step: render.render(spec, model, cfg, targets, weights=weights,
-                                                           on_step=on_step), key)
+                                                           directions=directions, on_step=on_step), key)
     except ValueError as err:
         st.error(str(err))
         return None
+
+
+def gallery(spec: zoo.ModelSpec, model: torch.nn.Module, cfg: render.RenderConfig, targets: list[int],
+            ds: data.Dataset, stats: examples.LayerStats, per_row: int = 4) -> None:
+    """Cards: each item's render, its figure, and the dataset images that go with it."""
+    directions = examples.class_directions(stats, ds.labels, targets) if cfg.objective == "direction" else None
+    found = renders(spec, model, cfg, targets, "pretrained", "gallery", directions)
+    if not found:
+        return
+    for start in range(0, len(found), per_row):
+        for col, r in zip(st.columns(per_row), found[start:start + per_row], strict=False):
+            if cfg.objective == "direction":
+                col.markdown(f"**Class {ds.classes[r.target]}**",
+                             help="What this layer associates with the class: the class's mean activation "
+                                  "minus the dataset's, rendered with lucent's direction objective.")
+                examples_ = stats.top_along(directions[targets.index(r.target)], 4)
+                note = "images furthest along this direction"
+            elif cfg.objective == "layer":
+                col.markdown(f"**Variation {r.target + 1}** of the whole layer")
+                examples_, note = [], ""
+            else:
+                col.markdown(f"**Channel {r.target}** · {ratio_text(stats.ratio(r.target, r.activation))}",
+                             help=RATIO_HELP)
+                examples_, note = stats.top(r.target, 4), "dataset images that excite it most"
+            col.image(r.image, width="stretch", alt=f"render of {cfg.objective} {r.target}")
+            if examples_:
+                col.image(thumbs(ds, examples_, 4), width="stretch", caption=note)
 
 
 def diverse(spec: zoo.ModelSpec, model: torch.nn.Module, cfg: render.RenderConfig, channel: int,

@@ -77,3 +77,11 @@ def test_hand_edited_links_fall_back_to_defaults():
     assert not at.exception
     assert at.selectbox(key="layer").value == "_blocks.8"  # Lite0's middle layer
     assert at.selectbox(key="count").value in (8, 32)  # the device's default
+
+
+def test_the_gallery_shows_what_the_layer_associates_with_each_class():
+    at = page(show="direction")
+    assert not at.exception and not at.error
+    cards = [t for t in texts(at) if t.startswith("**Class ")]
+    assert cards == [f"**Class {c}**" for c in "0123"]
+    assert len(at.get("image")) == 8

@@ -9,7 +9,7 @@ import torch
 from tlcore import features, zoo
 from tlcore.hooks import Capture, Target
 from tlcore.vis import render as R
-from tlcore.vis.examples import LayerStats, layer_stats
+from tlcore.vis.examples import LayerStats, class_directions, layer_stats
 from tlcore.zoo.layers import NO_CHANNEL_MAPS
 
 LAYER = "_blocks.8"
@@ -197,3 +197,19 @@ def test_layer_lists_are_module_paths_with_channel_maps():
         assert all(layer.name in names and layer.channels > 0 and layer.size > 1 for layer in layers), model
         blocks = [b.name for b in spec.blocks]
         assert [blocks.index(layer.block) for layer in layers] == sorted(blocks.index(layer.block) for layer in layers)
+
+
+def test_class_directions_render_what_the_layer_associates_with_each_class(lite, textures):
+    spec, model = lite
+    stats = layer_stats(spec, textures, LAYER, model=model)
+    directions = class_directions(stats, textures.labels, [0, 2])
+    assert directions.shape == (2, 112)
+    assert torch.allclose(directions[0], stats.acts[textures.labels == 0].mean(0) - stats.acts.mean(0))
+    first = R.render(spec, model, cfg(objective="direction", steps=12), [0, 2], directions=directions)
+    assert all(r.activation is None for r in first)  # no single channel to measure a ratio for
+    assert stats.top_along(directions[0], 3)
+    swapped = R.render(spec, model, cfg(objective="direction", steps=12), [0, 2], directions=directions.flip(0),
+                       only_cached=True)
+    assert swapped is None  # another direction is another render, not a cache hit
+    with pytest.raises(ValueError, match="one direction"):
+        R.render(spec, model, cfg(objective="direction"), [0, 1, 2], directions=directions)

@@ -33,6 +33,10 @@ class LayerStats:
         """Indices of the ``k`` dataset images with the highest mean activation of ``channel``."""
         return self.acts[:, channel].topk(min(k, len(self.acts))).indices.tolist()
 
+    def top_along(self, direction: torch.Tensor, k: int = 9) -> list[int]:
+        """Indices of the ``k`` images whose activation points furthest along ``direction``."""
+        return (self.acts @ direction.float()).topk(min(k, len(self.acts))).indices.tolist()
+
     def ratio(self, channel: int, activation: float | None) -> float | None:
         """The activation ratio of a render: how far it excites ``channel`` past the dataset.
 
@@ -63,3 +67,17 @@ def layer_stats(spec: zoo.ModelSpec, dataset: Dataset, layer: str, *, model: nn.
     if acts.dim() != 2:
         raise ValueError(f"{layer} does not give one value per channel")
     return LayerStats(layer, acts)
+
+
+def class_directions(stats: LayerStats, labels: torch.Tensor, classes: list[int]) -> torch.Tensor:
+    """One direction per class at the layer: the class's mean activation minus the dataset's
+    (K×C). Rendered with the "direction" objective it shows what the layer associates with
+    that class of *your* data, as opposed to what any one channel responds to."""
+    overall = stats.acts.mean(0)
+    rows = []
+    for c in classes:
+        members = stats.acts[labels == c]
+        if len(members) == 0:
+            raise ValueError(f"class {c} has no images")
+        rows.append(members.mean(0) - overall)
+    return torch.stack(rows)

@@ -31,9 +31,10 @@ def layer_energy(layer: str, batch: int | None = None):
     return inner
 
 
-def per_item(kind: Kind, layer: str, targets: Sequence[int], direction: torch.Tensor | None = None
+def per_item(kind: Kind, layer: str, targets: Sequence[int], directions: torch.Tensor | None = None
              ) -> lo.Objective:
-    """Item i maximises ``targets[i]`` (a channel; ignored for "layer" and "direction")."""
+    """Item i maximises ``targets[i]`` (a channel) or, for "direction", aligns the layer's
+    activation with ``directions[i]`` (one C-vector per item); "layer" ignores the targets."""
     if kind == "channel":
         parts = [lo.channel(layer, c, batch=i) for i, c in enumerate(targets)]
     elif kind == "neuron":
@@ -41,9 +42,9 @@ def per_item(kind: Kind, layer: str, targets: Sequence[int], direction: torch.Te
     elif kind == "layer":
         parts = [layer_energy(layer, batch=i) for i in range(len(targets))]
     elif kind == "direction":
-        if direction is None:
-            raise ValueError("a direction objective needs a direction vector (one value per channel)")
-        parts = [lo.direction(layer, direction, batch=i) for i in range(len(targets))]
+        if directions is None or len(directions) != len(targets):
+            raise ValueError("a direction objective needs one direction (a value per channel) per image")
+        parts = [lo.direction(layer, directions[i], batch=i) for i in range(len(targets))]
     else:
         raise ValueError(f"unknown objective {kind!r}; choose one of: {', '.join(KINDS)}")
     return lo.Objective.sum(parts)

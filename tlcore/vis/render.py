@@ -72,14 +72,19 @@ class Defaults:
 
 
 def defaults(device: torch.device) -> Defaults:
-    if device.type == "cpu":  # a laptop: 8 channels come back in seconds
+    """One setting serves the three offline Lite models (bench/vis_quality.py, 2-core CPU, 96 px,
+    median activation ratio over an early, a middle and a late layer): lr 0.05 was the best or
+    within 0.04 of it at every step count for each; the ratio keeps rising with steps (128 → 256
+    still +8 %), and 64 steps reach 86–88 % of 128's at half the time. So a CPU gallery is 8
+    channels × 64 steps at 96 px (about 5–8 s on 2 cores); a GPU one is the issue's 32 × 256 at 128 px."""
+    if device.type == "cpu":
         return Defaults(channels=8, steps=64, size=96, lr=0.05, dream_side=384)
     return Defaults(channels=32, steps=256, size=128, lr=0.05, dream_side=512)
 
 
 @dataclass(frozen=True)
 class Render:
-    target: int  # the channel (for "layer"/"direction": the variation number)
+    target: int  # the channel (for "direction": the class; for "layer": the variation number)
     image: np.ndarray  # size×size×3 uint8
     activation: float | None  # mean of the target channel over the final image (None: no channel)
     seconds: float  # this item's share of the optimisation (0 when read from the cache)
@@ -87,27 +92,36 @@ class Render:
 
 
 def render(spec: zoo.ModelSpec, model: nn.Module, cfg: RenderConfig, targets: Sequence[int], *,
-           weights: str = "pretrained", direction: torch.Tensor | None = None,
+           weights: str = "pretrained", directions: torch.Tensor | None = None,
            on_step: Callable[[int, int], None] | None = None,
            should_stop: Callable[[], bool] | None = None, use_cache: bool = True,
            only_cached: bool = False) -> list[Render] | None:
     """One render per target (a channel of ``cfg.layer``), those not cached optimised together.
 
     ``weights`` names the weights in the cache key ("pretrained", or a fine-tuned run's id).
+    ``directions``: for the "direction" objective, one C-vector per target (e.g. a class's mean
+    activation minus the dataset's, from ``examples.class_directions``).
     ``on_step(done, total)`` reports progress; ``should_stop()`` cancels (RenderCancelled).
     ``only_cached``: None instead of optimising when any target is not in the cache.
     """
     cfg.check(model)
     _check_targets(model, cfg, targets)
-    extra = "" if direction is None else hashlib.sha256(direction.cpu().numpy().tobytes()).hexdigest()[:16]
-    keys = [_key(spec, weights, cfg, t, extra) for t in targets]
+    if cfg.objective == "direction":
+        if directions is None or directions.shape[0] != len(targets):
+            raise ValueError("a direction render needs one direction per target")
+        directions = directions.float()
+        extras = [hashlib.sha256(row.cpu().numpy().tobytes()).hexdigest()[:16] for row in directions]
+    else:
+        extras = [""] * len(targets)
+    keys = [_key(spec, weights, cfg, t, e) for t, e in zip(targets, extras, strict=True)]
     found = {t: _read(k) for t, k in zip(targets, keys, strict=True)} if use_cache else {}
     missing = [t for t in targets if found.get(t) is None]
     if missing and only_cached:
         return None
     if missing:
+        rows = None if directions is None else directions[[list(targets).index(t) for t in missing]]
         made = _optimise(model, spec, cfg, missing, objectives.per_item(cfg.objective, cfg.layer, missing,
-                                                                       _on(direction, model)),
+                                                                       _on(rows, model)),
                          [_item_seed(cfg.seed, t) for t in missing], on_step, should_stop)
         key_of = dict(zip(targets, keys, strict=True))
         for t, r in zip(missing, made, strict=True):
