@@ -39,7 +39,7 @@ with st.expander("Render settings", expanded=False):
 cfg = render.RenderConfig(layer=layer, steps=int(steps), size=int(size), lr=float(lr), seed=int(seed))
 stats = vv.layer_stats(key, ds, layer, model)
 
-gallery, detail, dreams, changed = st.tabs(["Channels", "One channel", "DeepDream", "What fine-tuning changed"],
+gallery, detail, dreams, changed = st.tabs(["Gallery", "One channel", "DeepDream", "What fine-tuning changed"],
                                            key="view", bind="query-params")
 
 with gallery:
