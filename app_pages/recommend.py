@@ -105,8 +105,12 @@ if st.toggle("Score every model", key="rank_models", help="One feature pass per 
     def ranking() -> None:
         frame = rv.ranking_frame(ds, models, st.session_state.get("ranking", ""))
         st.dataframe(frame, hide_index=True, width="stretch",
-                     column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                    for c in ("logme", "leep", "nce", "h_score", "linear probe acc")})
+                     column_config={**{c: st.column_config.NumberColumn(format="%.3f")
+                                       for c in ("logme", "leep", "nce", "linear probe acc")},
+                                    "h_score": st.column_config.NumberColumn(
+                                        "h_score (shrinkage)", format="%.3f",
+                                        help="Bao et al.'s H-score with a Ledoit–Wolf covariance, scaled by "
+                                             "(1 − shrinkage) (Ibrahim et al. 2021)")})
         if "linear probe acc" in frame and frame["linear probe acc"].notna().all():
             st.dataframe(rv.agreement_frame(frame), hide_index=True,
                          column_config={c: st.column_config.NumberColumn(format="%.2f")

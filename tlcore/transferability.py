@@ -11,37 +11,46 @@ import numpy as np
 _EPS = 1e-5  # keeps the LogME fixed point away from division by zero (as its authors' code)
 
 
-def logme(features: np.ndarray, labels: np.ndarray, *, max_iter: int = 100, tol: float = 1e-3) -> float:
+def logme(features: np.ndarray, labels: np.ndarray, *, full_rank: bool = False) -> float:
     """LogME: the log maximum evidence of a Bayesian linear model from features to one-hot labels,
     per sample, averaged over classes (You et al., ICML 2021, "LogME: Practical Assessment of
-    Pre-trained Models for Transfer Learning"), with the fixed-point solver of You et al., JMLR
-    2022, "Ranking and Tuning Pre-trained Models" — one SVD of ``features`` serves every class.
+    Pre-trained Models for Transfer Learning"), computed as the authors' code does by default
+    (thuml/LogME ``LogME._fit_fixed_point``, the fixed point of You et al., JMLR 2022, "Ranking
+    and Tuning Pre-trained Models"): one SVD of ``features`` serves every class; each class stops
+    when α/β changes by ≤ 0.1 % or after 11 updates. Vectorised over classes, same numbers.
 
-    features: N×D, labels: N integers in [0, C). The prior's dimensions that the data cannot
-    see (D > rank) are counted, so the value is the evidence of the full D-dimensional model.
+    features: N×D, labels: N integers in [0, C). log|A| counts the k = rank nonzero singular
+    values only, as that code does, so every published LogME figure is comparable. When D > N
+    that leaves out (D − k)·log α, the prior's dimensions no image can see, which makes LogME
+    rise with D on pure noise; ``full_rank=True`` adds them (the ICML paper's evidence of the
+    full D-dimensional model) — a better-behaved score there, but not the one papers report.
     """
     f = np.asarray(features, dtype=np.float64)
     y = _one_hot(labels)  # N×C
     n, d = f.shape
     u, s, _ = np.linalg.svd(f, full_matrices=False)
-    keep = s > s.max(initial=0.0) * 1e-10
-    u, sigma = u[:, keep], (s[keep] ** 2)[:, None]  # k×1: eigenvalues of FᵀF that are not zero
-    k = sigma.shape[0]
+    if n > d:  # the authors' truncated SVD keeps the singular values above 1e-10
+        u, s = u[:, s > 1e-10], s[s > 1e-10]
+    sigma = (s ** 2)[:, None]  # k×1
     x2 = (u.T @ y) ** 2  # k×C: the labels in the features' singular basis
     rest = (y ** 2).sum(0) - x2.sum(0)  # what lies outside the features' span
     alpha, beta = np.ones(y.shape[1]), np.ones(y.shape[1])
-    for _ in range(max_iter):
+    m2, res2 = np.zeros(y.shape[1]), np.zeros(y.shape[1])
+    active = np.ones(y.shape[1], dtype=bool)
+    for _ in range(11):
         t = alpha / beta
         gamma = (sigma / (sigma + t)).sum(0)
-        m2 = (sigma * x2 / (sigma + t) ** 2).sum(0)
-        res2 = (x2 / (1 + sigma / t) ** 2).sum(0) + rest
-        alpha, beta = gamma / (m2 + _EPS), (n - gamma) / (res2 + _EPS)
-        if np.all(np.abs(alpha / beta - t) / t <= tol):
+        m2 = np.where(active, (sigma * x2 / (t + sigma) ** 2).sum(0), m2)
+        res2 = np.where(active, (x2 / (1 + sigma / t) ** 2).sum(0) + rest, res2)
+        new_alpha, new_beta = gamma / (m2 + _EPS), (n - gamma) / (res2 + _EPS)
+        converged = np.abs(new_alpha / new_beta - t) / t <= 1e-3
+        alpha, beta = np.where(active, new_alpha, alpha), np.where(active, new_beta, beta)
+        active &= ~converged
+        if not active.any():
             break
-    t = alpha / beta
-    m2 = (sigma * x2 / (sigma + t) ** 2).sum(0)
-    res2 = (x2 / (1 + sigma / t) ** 2).sum(0) + rest
-    log_det = np.log(alpha + beta * sigma).sum(0) + (d - k) * np.log(alpha)
+    log_det = np.log(alpha + beta * sigma).sum(0)
+    if full_rank:
+        log_det = log_det + (d - sigma.shape[0]) * np.log(alpha)
     evidence = (d / 2 * np.log(alpha) + n / 2 * np.log(beta) - log_det / 2 - beta / 2 * res2
                 - alpha / 2 * m2 - n / 2 * np.log(2 * np.pi))
     return float(np.mean(evidence / n))
@@ -79,22 +88,43 @@ def nce(source_labels: np.ndarray, labels: np.ndarray) -> float:
 
 
 def h_score(features: np.ndarray, labels: np.ndarray) -> float:
-    """H-score: tr(cov(f)⁻¹ cov(E[f | y])), the share of feature variance the labels explain
-    (Bao et al., ICIP 2019, "An Information-Theoretic Approach to Transferability in Task
-    Transfer Learning"). cov(f) is the Ledoit–Wolf shrinkage estimate (scikit-learn), which
-    Ibrahim et al. (ICLR 2023, "Newer is not always better") show is needed when D is large
-    against N. Between 0 and C − 1."""
+    """The original H-score: tr(cov(f)⁻¹ cov(E[f | y])), the share of feature variance the labels
+    explain (Bao et al., ICIP 2019, "An Information-Theoretic Approach to Transferability in Task
+    Transfer Learning"), as the authors' code computes it (sample covariances, pseudo-inverse).
+    Between 0 and C − 1. When D ≥ N the covariance is singular and the score sits at C − 1
+    whatever the features: use ``shrinkage_h_score`` there."""
+    f = np.asarray(features, dtype=np.float64)
+    cov_f = np.cov(f, rowvar=False)
+    return float(np.trace(np.linalg.pinv(cov_f, rcond=1e-15) @ _between_class_cov(f, labels)))
+
+
+def shrinkage_h_score(features: np.ndarray, labels: np.ndarray) -> float:
+    """The regularised H-score of Ibrahim, Ponomareva and Mazumder (arXiv:2110.06893, "Newer is
+    not always better: Rethinking transferability metrics, their peculiarities, stability and
+    performance"): tr(cov_α(f)⁻¹ (1 − α) cov(E[f | y])), cov_α the Ledoit–Wolf estimate with
+    shrinkage α (scikit-learn). The (1 − α) keeps noise from scoring high: with α near 1 the
+    score goes to 0, where the original saturates. Computed as the public reference does
+    (Transfer-Learning-Library ``tllib.ranking.regularized_h_score``; no code of the authors' own
+    was found), including its normalisations (Ledoit–Wolf over N, the class means over N − 1)."""
     from sklearn.covariance import ledoit_wolf  # the function: the estimator also inverts the matrix
 
     f = np.asarray(features, dtype=np.float64)
     f = f - f.mean(0)
+    cov_f, alpha = ledoit_wolf(f, assume_centered=False)
+    between = (1 - alpha) * _between_class_cov(f, labels)
+    try:
+        return float(np.trace(np.linalg.solve(cov_f, between)))  # cov_α is positive definite when α > 0
+    except np.linalg.LinAlgError:
+        return float(np.trace(np.linalg.pinv(cov_f, rcond=1e-15) @ between))
+
+
+def _between_class_cov(f: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """cov(E[f | y]) over the N samples (sample covariance, N − 1)."""
     y = np.asarray(labels)
-    cov_f = ledoit_wolf(f, assume_centered=True)[0]
-    class_means = np.zeros_like(f)
+    g = np.zeros_like(f)
     for c in np.unique(y):
-        class_means[y == c] = f[y == c].mean(0)
-    cov_between = class_means.T @ class_means / len(f)
-    return float(np.trace(np.linalg.solve(cov_f, cov_between)))
+        g[y == c] = f[y == c].mean(0)
+    return np.cov(g, rowvar=False)
 
 
 def batchnorm_gap(data_mean: np.ndarray, data_var: np.ndarray, stored_mean: np.ndarray,
