@@ -1,4 +1,7 @@
 import os
+import socket
+import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -13,3 +16,11 @@ os.environ["TORCH_HOME"] = os.path.join(_HOME, "torch")
 @pytest.fixture(scope="session")
 def tlcore_home() -> str:
     return os.environ["TLCORE_HOME"]
+
+
+@pytest.fixture
+def gone_owner() -> tuple[str, int, None]:
+    """The owner of a run whose process has exited (as after a server restart)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return socket.gethostname(), proc.pid, None

@@ -149,5 +149,7 @@ def test_recommend_json_and_errors(capsys):
                    "--format", "json")
     assert out["size"] == "small" and out["similar"] is False and out["reasons"]
     assert 0.0 <= out["measurement"]["similarity"] <= 1.0
+    assert out["similarity"] == out["measurement"]["similarity"] and out["quadrant"] == "small-different"
+    assert list(out)[:4] == ["size", "similar", "similarity", "quadrant"]
     assert main(["recommend", "--data", "digits", "--model", "resnet5"]) == 2
     assert "did you mean" in capsys.readouterr().err

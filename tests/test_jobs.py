@@ -6,7 +6,7 @@ import time
 import pytest
 
 from tlcore import data
-from tlcore.finetune import TrialConfig
+from tlcore.finetune import TrialCancelled, TrialConfig
 from tlcore.jobs import JobManager
 from tlcore.store import RunStore
 
@@ -55,17 +55,26 @@ def test_cancel_running_and_queued(tmp_path, tiny):
 
 
 def test_a_failing_trial_is_marked_and_the_worker_survives(tmp_path, tiny):
-    jobs = JobManager(RunStore(tmp_path / "runs.sqlite"))
-    bad = jobs.submit(TrialConfig(model="efficientnet_lite0", freeze=99), tiny, dataset_label="d")
+    from tlcore.finetune import run_trial
+
+    def crashes_on_seed_13(config, dataset, **kw):
+        if config.seed == 13:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return run_trial(config, dataset, **kw)
+
+    jobs = JobManager(RunStore(tmp_path / "runs.sqlite"), trial=crashes_on_seed_13)
+    with pytest.raises(ValueError, match="freeze must be"):  # a bad setting is refused before queueing
+        jobs.submit(TrialConfig(model="efficientnet_lite0", freeze=99), tiny, dataset_label="d")
+    bad = jobs.submit(probe(epochs=1, seed=13), tiny, dataset_label="d")
     good = jobs.submit(probe(epochs=1), tiny, dataset_label="d")
     assert jobs.wait(300)
-    assert jobs.store.get(bad)["status"] == "failed" and "freeze must be" in jobs.store.get(bad)["error"]
+    assert jobs.store.get(bad)["status"] == "failed" and "illegal memory access" in jobs.store.get(bad)["error"]
     assert jobs.store.get(good)["status"] == "done"
 
 
-def test_restart_marks_unfinished_runs_interrupted(tmp_path):
+def test_restart_marks_unfinished_runs_interrupted(tmp_path, gone_owner):
     store = RunStore(tmp_path / "runs.sqlite")
-    run = store.create(model="m", dataset="d", config={}, status="running")
+    run = store.create(model="m", dataset="d", config={}, status="running", owner=gone_owner)
     JobManager(RunStore(tmp_path / "runs.sqlite"))  # a new server process
     assert store.get(run)["status"] == "interrupted"
 
@@ -102,7 +111,54 @@ def test_demo_mode_caps_epochs_and_the_queue(tmp_path, tiny, monkeypatch):
     time.sleep(0.2)
     for _ in range(jobs.room()):
         jobs.submit(probe(), tiny, dataset_label="d")
-    with pytest.raises(QueueFullError, match="queue is full"):
+    with pytest.raises(QueueFullError, match="room for 0 more"):
         jobs.submit(probe(), tiny, dataset_label="d")
     release.set()
     jobs.shutdown()
+
+
+def test_a_list_of_trials_is_queued_whole_or_not_at_all(tmp_path, tiny):
+    from tlcore.jobs import QueueFullError, Submission
+
+    held = threading.Event()
+
+    def blocked_trial(config, dataset, *, should_stop, **kw):
+        held.wait(30)
+        raise TrialCancelled([])
+
+    jobs = JobManager(RunStore(tmp_path / "runs.sqlite"), trial=blocked_trial)
+    jobs.submit(probe(), tiny, dataset_label="d")
+    time.sleep(0.2)
+    free = jobs.room()
+    too_many = [Submission(probe(seed=i), tiny, "d") for i in range(free + 1)]
+    with pytest.raises(QueueFullError, match=f"{free + 1} trials, queued together or not at all"):
+        jobs.submit_many(too_many)
+    one_bad = [Submission(probe(), tiny, "d"), Submission(TrialConfig(model="efficientnet_lite0", freeze=99), tiny, "d")]
+    with pytest.raises(ValueError, match="freeze must be"):
+        jobs.submit_many(one_bad)
+    assert len(jobs.store.list()) == 1 and jobs.room() == free  # nothing of either list was queued
+    assert len(jobs.submit_many(too_many[:free])) == free and jobs.room() == 0
+    held.set()
+    jobs.shutdown()
+
+
+def test_two_queues_on_one_store_leave_each_others_trials_alone(tmp_path, tiny):
+    # Two app processes (or the app and `tlcore runs`) share one history: starting the second
+    # must not mark the first one's live trial interrupted.
+    started, release = threading.Event(), threading.Event()
+
+    def held_trial(config, dataset, *, should_stop, on_epoch, **kw):
+        started.set()
+        release.wait(60)
+        raise TrialCancelled([])
+
+    first = JobManager(RunStore(tmp_path / "runs.sqlite"), trial=held_trial)
+    run_id = first.submit(probe(), tiny, dataset_label="digits")
+    assert started.wait(30)
+    second = JobManager(RunStore(tmp_path / "runs.sqlite"))
+    assert second.store.get(run_id)["status"] == "running"
+    release.set()
+    first.cancel(run_id)
+    assert first.wait(60)
+    first.shutdown()
+    second.shutdown()

@@ -1,13 +1,14 @@
+import sqlite3
 import threading
 
 import pytest
 
-from tlcore.store import RunStore
+from tlcore.store import RunStore, this_process
 
 
-def test_runs_persist_as_they_progress(tmp_path):
+def test_runs_persist_as_they_progress(tmp_path, gone_owner):
     store = RunStore(tmp_path / "runs.sqlite")
-    run = store.create(model="m", dataset="d", config={"epochs": 2}, status="running")
+    run = store.create(model="m", dataset="d", config={"epochs": 2}, status="running", owner=gone_owner)
     store.append_epoch(run, {"epoch": 1, "val_acc": 0.5})
     reopened = RunStore(tmp_path / "runs.sqlite")  # a server restart
     assert reopened.get(run)["history"] == [{"epoch": 1, "val_acc": 0.5}]
@@ -41,3 +42,31 @@ def test_bad_status_and_missing_run(tmp_path):
         store.set_status(store.create(model="m", dataset="d", config={}), "exploded")
     with pytest.raises(KeyError):
         store.get(999)
+
+
+def test_only_runs_whose_owner_is_gone_are_interrupted(tmp_path, gone_owner):
+    store = RunStore(tmp_path / "runs.sqlite")
+    mine = store.create(model="m", dataset="d", config={}, status="running")  # this live process
+    dead = store.create(model="m", dataset="d", config={}, status="queued", owner=gone_owner)
+    host, pid, _ = this_process()
+    reused = store.create(model="m", dataset="d", config={}, status="running", owner=(host, pid, "1"))
+    elsewhere = store.create(model="m", dataset="d", config={}, status="running", owner=("another-host", 1, None))
+    assert RunStore(tmp_path / "runs.sqlite").mark_interrupted() == 2  # e.g. `tlcore runs` beside the app
+    status = {r["id"]: r["status"] for r in store.list()}
+    assert status[mine] == "running" and status[elsewhere] == "running"
+    assert status[dead] == "interrupted"
+    assert status[reused] == "interrupted" or this_process()[2] is None  # same pid, another start time
+
+
+def test_a_store_from_before_owners_is_upgraded(tmp_path):
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, created TEXT NOT NULL, updated TEXT "
+                   "NOT NULL, status TEXT NOT NULL, model TEXT NOT NULL, dataset TEXT NOT NULL, config TEXT NOT "
+                   "NULL, history TEXT NOT NULL DEFAULT '[]', result TEXT, error TEXT)")
+        db.execute("INSERT INTO runs (created, updated, status, model, dataset, config) VALUES "
+                   "('t', 't', 'running', 'm', 'd', '{}')")
+    db.close()
+    store = RunStore(path)
+    assert store.mark_interrupted() == 1  # no owner recorded: left by an older version, so gone
+    assert store.get(store.create(model="m", dataset="d", config={}))["owner_pid"] == this_process()[1]

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tlcore import zoo
 from tlcore.data import Dataset
+from tlcore.device import pick_device, working
 from tlcore.finetune import TrialCancelled, TrialConfig, run_trial
 from tlcore.settings import limits
 from tlcore.store import RunStore
@@ -21,6 +23,18 @@ class QueueFullError(ValueError):
     """Too many trials waiting (a shared server must not queue unbounded work)."""
 
 
+@dataclass(frozen=True)
+class Submission:
+    """One trial to queue: its config, data, the data's label in the history, the shared model
+    it starts from (copied by the trial) and tags kept with it (a sweep's or validation's id)."""
+
+    config: TrialConfig
+    dataset: Dataset
+    dataset_label: str
+    model: torch.nn.Module | None = None
+    tags: dict = field(default_factory=dict)
+
+
 @dataclass
 class _Job:
     run_id: int
@@ -28,6 +42,10 @@ class _Job:
     dataset: Dataset
     model: torch.nn.Module | None
     cancel: threading.Event = field(default_factory=threading.Event)
+
+    def model_device(self) -> torch.device:
+        """Where the trial trains: its model's device, else the one run_trial picks."""
+        return next(self.model.parameters()).device if self.model is not None else pick_device()
 
 
 class JobManager:
@@ -65,13 +83,25 @@ class JobManager:
                model: torch.nn.Module | None = None, tags: dict | None = None) -> int:
         """Queue a trial (``model`` is copied by the trial, never trained in place). ``tags``
         (e.g. a sweep id) are kept with the config."""
-        config_json = dict(config.__dict__, augment=list(config.augment), tags=tags or {})
+        return self.submit_many([Submission(config, dataset, dataset_label, model, tags or {})])[0]
+
+    def submit_many(self, items: list[Submission]) -> list[int]:
+        """Queue every trial or none: each config is checked (a bad setting, a demo-mode cap)
+        and the room for all of them is checked at once, so a sweep or a validation is never
+        left half queued. Raises ValueError (QueueFullError) with the reason."""
+        for item in items:
+            spec = zoo.get_spec(item.config.model)
+            item.config.check(len(spec.blocks), [b.name for b in spec.blocks])
         with self._lock:
-            self._check_room(1)
-            run_id = self.store.create(model=config.model, dataset=dataset_label, config=config_json)
-            self._queue.append(_Job(run_id, config, dataset, model))
+            self._check_room(len(items))
+            ids = []
+            for item in items:
+                config_json = dict(item.config.__dict__, augment=list(item.config.augment), tags=item.tags)
+                run_id = self.store.create(model=item.config.model, dataset=item.dataset_label, config=config_json)
+                self._queue.append(_Job(run_id, item.config, item.dataset, item.model))
+                ids.append(run_id)
             self._lock.notify()
-        return run_id
+        return ids
 
     def room(self) -> int:
         """How many more trials may wait in the queue now."""
@@ -79,9 +109,11 @@ class JobManager:
             return max(0, limits().max_waiting_jobs - len(self._queue))
 
     def _check_room(self, n: int) -> None:
-        if len(self._queue) + n > limits().max_waiting_jobs:
-            raise QueueFullError(f"the queue is full ({len(self._queue)} trials waiting, limit "
-                                 f"{limits().max_waiting_jobs}); try again when some have finished")
+        free = limits().max_waiting_jobs - len(self._queue)
+        if n > free:
+            what = "a trial" if n == 1 else f"{n} trials, queued together or not at all,"
+            raise QueueFullError(f"the queue has room for {max(0, free)} more trial(s) ({len(self._queue)} waiting, "
+                                 f"limit {limits().max_waiting_jobs}): {what} must wait until some have finished")
 
     def cancel(self, run_id: int) -> None:
         with self._lock:
@@ -127,9 +159,10 @@ class JobManager:
     def _run(self, job: _Job) -> None:
         self.store.set_status(job.run_id, "running")
         try:
-            result = self._trial(job.config, job.dataset, model=job.model, keep_weights=True,
-                                 on_epoch=lambda s: self.store.append_epoch(job.run_id, s.__dict__),
-                                 should_stop=job.cancel.is_set)
+            with working(job.model_device()):
+                result = self._trial(job.config, job.dataset, model=job.model, keep_weights=True,
+                                     on_epoch=lambda s: self.store.append_epoch(job.run_id, s.__dict__),
+                                     should_stop=job.cancel.is_set)
         except TrialCancelled:
             self.store.set_status(job.run_id, "interrupted" if self._closing else "cancelled")
             return

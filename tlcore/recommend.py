@@ -37,7 +37,7 @@ class Measurement:
     leep_floor: float  # LEEP of an uninformative source: the mean log prior of the labels
     nce: float
     imagenet_confidence: float  # mean top softmax probability of the ImageNet head
-    h_score: float  # of the penultimate features
+    h_score: float  # the shrinkage H-score (Ibrahim et al.) of the penultimate features
     batchnorm_gap: list[tuple[str, float]]  # (BatchNorm layer, gap 0 … 1), forward order
     logme_by_block: list[tuple[str, float]]  # (block, LogME of its pooled output); penultimate last
 
@@ -55,8 +55,16 @@ class Recommendation:
     reasons: list[str]
     measurement: Measurement
 
+    @property
+    def quadrant(self) -> str:
+        """The matrix cell, e.g. ``small-similar``."""
+        return f"{self.size}-{'similar' if self.similar else 'different'}"
+
     def to_json(self) -> dict:
-        return asdict(self)
+        """For scripts: ``similarity`` (the number) and ``quadrant`` sit at the top level beside
+        ``size``, ``similar`` and ``strategy``; the full measurement is nested."""
+        return {"size": self.size, "similar": self.similar, "similarity": self.measurement.similarity,
+                "quadrant": self.quadrant, **asdict(self)}
 
 
 STRATEGIES = {  # (size, similar) → what the seeds advise
@@ -152,7 +160,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 def _head_scores(penultimate: np.ndarray, probs: np.ndarray, y: np.ndarray) -> dict:
     """The scores of the pretrained head and its input features (training rows only)."""
     return {"leep": transferability.leep(probs, y), "nce": transferability.nce(probs.argmax(1), y),
-            "h_score": transferability.h_score(penultimate, y)}
+            "h_score": transferability.shrinkage_h_score(penultimate, y)}  # the original saturates when D ≥ N
 
 
 def rank_agreement(scores: list[float], accuracies: list[float]) -> dict:

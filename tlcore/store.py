@@ -1,11 +1,20 @@
 """Run history in SQLite: every trial is written as it progresses, so a refresh, a page switch
-or a server restart never loses a finished run, and an unfinished one is marked interrupted."""
+or a server restart never loses a finished run, and an unfinished one is marked interrupted.
+
+Each run records the process that owns it (host, process id, the process's start time). Only a
+run whose owner is gone is marked interrupted: `tlcore runs` beside a training app, or two app
+processes on one store, leave each other's live trials alone.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import os
+import socket
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -27,6 +36,39 @@ CREATE TABLE IF NOT EXISTS runs (
     result TEXT,
     error TEXT
 )"""
+_OWNER_COLUMNS = ("owner_host TEXT", "owner_pid INTEGER", "owner_started TEXT")
+
+Owner = tuple[str, int, "str | None"]  # (host, process id, start time in clock ticks since boot)
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (Linux: /proc), so a reused process id is not taken for it."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[19]  # field 22, starttime; the fields after "(comm)" begin at field 3
+
+
+def this_process() -> Owner:
+    return socket.gethostname(), os.getpid(), _start_time(os.getpid())
+
+
+def owner_alive(host: str | None, pid: int | None, started: str | None) -> bool:
+    """False only when we can tell the owner is gone: no owner recorded (an old row), or a
+    process of this host that no longer exists (or whose id now belongs to a newer process).
+    Another host's process cannot be checked from here, so its runs are left alone."""
+    if pid is None:
+        return False
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        pass
+    return started is None or _start_time(pid) in (None, started)
 
 
 def _now() -> str:
@@ -41,17 +83,31 @@ class RunStore:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(_SCHEMA)
+            have = {row["name"] for row in db.execute("PRAGMA table_info(runs)")}
+            for column in _OWNER_COLUMNS:  # a store written before runs had owners
+                if column.split()[0] not in have:
+                    db.execute(f"ALTER TABLE runs ADD COLUMN {column}")
 
-    def _connect(self) -> sqlite3.Connection:
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection that commits (or rolls back) and is closed on leaving the block."""
         db = sqlite3.connect(self.path, timeout=30)
         db.row_factory = sqlite3.Row
-        return db
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
 
-    def create(self, *, model: str, dataset: str, config: dict, status: str = "queued") -> int:
+    def create(self, *, model: str, dataset: str, config: dict, status: str = "queued",
+               owner: Owner | None = None) -> int:
+        """A new run owned by ``owner`` (default: this process)."""
+        host, pid, started = owner or this_process()
         with self._connect() as db:
             cur = db.execute(
-                "INSERT INTO runs (created, updated, status, model, dataset, config) VALUES (?,?,?,?,?,?)",
-                (_now(), _now(), status, model, dataset, json.dumps(config)))
+                "INSERT INTO runs (created, updated, status, model, dataset, config, owner_host, owner_pid, "
+                "owner_started) VALUES (?,?,?,?,?,?,?,?,?)",
+                (_now(), _now(), status, model, dataset, json.dumps(config), host, pid, started))
             return int(cur.lastrowid)
 
     def set_status(self, run_id: int, status: str, *, error: str | None = None) -> None:
@@ -103,11 +159,15 @@ class RunStore:
         return torch.load(path, map_location="cpu", weights_only=True)
 
     def mark_interrupted(self) -> int:
-        """At start-up: runs left queued or running by a previous process are interrupted."""
+        """Runs left queued or running by a process that is gone become interrupted; live
+        processes' runs (another app, a CLI trial) are left alone. Returns how many changed."""
         with self._connect() as db:
-            cur = db.execute("UPDATE runs SET status='interrupted', updated=? WHERE status IN "
-                             "('queued', 'running')", (_now(),))
-            return cur.rowcount
+            rows = db.execute("SELECT id, owner_host, owner_pid, owner_started FROM runs "
+                              "WHERE status IN ('queued', 'running')").fetchall()
+            gone = [(_now(), r["id"]) for r in rows
+                    if not owner_alive(r["owner_host"], r["owner_pid"], r["owner_started"])]
+            db.executemany("UPDATE runs SET status='interrupted', updated=? WHERE id=?", gone)
+            return len(gone)
 
 
 def _decode(row: sqlite3.Row) -> dict:

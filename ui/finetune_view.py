@@ -11,7 +11,7 @@ import streamlit as st
 
 from tlcore import features, zoo
 from tlcore.finetune import TrialConfig
-from tlcore.jobs import JobManager
+from tlcore.jobs import JobManager, Submission
 from ui import resources
 
 TAGS = ("sweep", "validation", "strategy", "ranking")  # kept with a run's config by whoever queued it
@@ -72,20 +72,25 @@ def trainable_share(spec: zoo.ModelSpec, freeze) -> tuple[int, int]:
     return sum(b.params for b in spec.blocks[freeze:]), total
 
 
-def submit(cfg: TrialConfig, ds, label: str, tags: dict | None = None) -> int:
+def submission(cfg: TrialConfig, ds, label: str, tags: dict | None = None) -> Submission:
+    """A trial for the queue, starting from the shared pretrained model (copied by the trial)."""
     model = resources.cached_model(cfg.model, True) if cfg.pretrained else None
-    return jobs().submit(cfg, ds, dataset_label=label, model=model, tags=tags)
+    return Submission(cfg, ds, label, model, tags or {})
+
+
+def submit(cfg: TrialConfig, ds, label: str, tags: dict | None = None) -> int:
+    return jobs().submit_many([submission(cfg, ds, label, tags)])[0]
 
 
 def submit_sweep(base: TrialConfig, ds, label: str) -> list[int]:
-    """One trial per freeze depth (0 … n-1, then 'all'): Yosinski et al. 2014 on your data."""
+    """One trial per freeze depth (0 … n-1, then 'all'): Yosinski et al. 2014 on your data; all
+    queued or none."""
     sweep = uuid.uuid4().hex[:8]
     depths = [*range(len(zoo.get_spec(base.model).blocks)), "all"]
-    if jobs().room() < len(depths):
-        raise ValueError(f"a sweep needs {len(depths)} places in the queue; {jobs().room()} are free now")
-    return [submit(TrialConfig(**{**base.__dict__, "freeze": d, "probe_block": features.PENULTIMATE}), ds, label,
+    return jobs().submit_many([
+        submission(TrialConfig(**{**base.__dict__, "freeze": d, "probe_block": features.PENULTIMATE}), ds, label,
                    tags={"sweep": sweep})
-            for d in depths]
+        for d in depths])
 
 
 def freeze_label(freeze, probe_block: str | None) -> str:
