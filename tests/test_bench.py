@@ -83,3 +83,35 @@ def test_estimate_uses_this_devices_measurements():
     bench.measure(spec, batch=1, device="cpu", repeats=3, warmup=1)
     estimate = bench.estimate_seconds(spec, 1, torch.device("cpu"))
     assert 0 < estimate < 5  # a tiny model: well under the app's 30 s limit
+
+
+def test_a_measurement_overlapping_other_work_on_the_device_is_marked():
+    import threading
+
+    from tlcore.device import working
+
+    spec = zoo.get_spec("mobilenet_v3_small")
+    clean = bench.measure(spec, batch=1, device="cpu", repeats=3, save=False)
+    assert clean.under_load is False
+    with working("cpu"):  # a trial training meanwhile
+        assert bench.measure(spec, batch=1, device="cpu", repeats=3, save=False).under_load is True
+    started, release = threading.Event(), threading.Event()
+
+    def short_work():
+        started.set()
+        with working("cpu"):
+            release.wait(10)
+
+    def start_work_during_timing(*args, **kw):
+        threading.Thread(target=short_work).start()
+        started.wait(10)
+        release.set()
+        return original(*args, **kw)
+
+    original = bench.time_calls
+    bench.time_calls = start_work_during_timing  # work that starts and ends inside the timing
+    try:
+        assert bench.measure(spec, batch=1, device="cpu", repeats=3, save=False).under_load is True
+    finally:
+        bench.time_calls = original
+    assert bench.measure(spec, batch=1, device="cpu", repeats=3, save=False).under_load is False

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from tlcore import paths
-from tlcore.device import device_name, parse_dtype, pick_device, synchronize
+from tlcore.device import device_name, parse_dtype, pick_device, synchronize, watch_load
 from tlcore.zoo import ModelSpec, build
 
 CACHE = "latency.json"
@@ -43,6 +43,7 @@ class BenchResult:
     weights: str  # "random" (architecture-only timing) or "pretrained"
     torch_version: str
     measured_at: str
+    under_load: bool = False  # a trial, render or feature pass ran on the device meanwhile
 
     def cache_key(self) -> str:
         return result_key(self.device_name, self.model, self.batch, self.dtype, self.channels_last,
@@ -142,7 +143,7 @@ def measure(spec: ModelSpec, *, batch: int = 1, device: str | torch.device | Non
     x = torch.randn(batch, 3, spec.crop_size, spec.crop_size, device=dev, dtype=torch_dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    with _TIMING_LOCK:
+    with _TIMING_LOCK, watch_load(dev) as loaded:
         times = time_calls(net, x, warmup=warmup, repeats=repeats, max_seconds=max_seconds)
     del net, x  # free device memory before the next model
     median = statistics.median(times)
@@ -151,7 +152,7 @@ def measure(spec: ModelSpec, *, batch: int = 1, device: str | torch.device | Non
         channels_last=channels_last, resolution=spec.crop_size, median_ms=round(median, 4),
         p90_ms=round(p90(times), 4), images_per_s=round(batch * 1e3 / median, 2), runs=len(times),
         weights=weights, torch_version=torch.__version__,
-        measured_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        measured_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), under_load=loaded[0],
     )
     if save:
         paths.update_json(CACHE, result.cache_key(), asdict(result))
@@ -178,6 +179,6 @@ def latency_table(device: torch.device, *, batch: int, dtype: str, channels_last
     rows = [asdict(r) for r in saved_results(device)
             if r.device_name == name and r.batch == batch and r.dtype == dtype
             and r.channels_last == channels_last]
-    columns = ["model", "median_ms", "p90_ms", "images_per_s", "weights", "measured_at"]
+    columns = ["model", "median_ms", "p90_ms", "images_per_s", "weights", "measured_at", "under_load"]
     frame = pd.DataFrame(rows, columns=list(BenchResult.__dataclass_fields__))[columns]
     return frame.rename(columns={"model": "key"}).drop_duplicates("key", keep="last")

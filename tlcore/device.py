@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import threading
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -143,3 +146,41 @@ def jpeg_decode_device() -> torch.device | None:
     if torch.cuda.is_available() and os.environ.get("TLCORE_GPU_DECODE", "1") != "0":
         return torch.device("cuda")
     return None
+
+
+# Heavy work running on each device kind in this process (trials, renders, feature passes), and
+# how many such pieces have started so far. A latency measurement that overlaps any of them is
+# marked as taken under load rather than passed off as clean (another process's load cannot be
+# seen from here).
+_BUSY: Counter[str] = Counter()
+_STARTED: Counter[str] = Counter()
+_BUSY_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def working(device: torch.device | str) -> Iterator[None]:
+    """Mark heavy work on ``device`` for as long as the block runs."""
+    kind = torch.device(device).type
+    with _BUSY_LOCK:
+        _BUSY[kind] += 1
+        _STARTED[kind] += 1
+    try:
+        yield
+    finally:
+        with _BUSY_LOCK:
+            _BUSY[kind] -= 1
+
+
+@contextlib.contextmanager
+def watch_load(device: torch.device | str) -> Iterator[list[bool]]:
+    """``with watch_load(dev) as loaded: …`` — afterwards ``loaded[0]`` says whether any heavy
+    work ran on ``device`` at some moment inside the block."""
+    kind = torch.device(device).type
+    with _BUSY_LOCK:
+        busy, started = _BUSY[kind], _STARTED[kind]
+    loaded = [False]
+    try:
+        yield loaded
+    finally:
+        with _BUSY_LOCK:
+            loaded[0] = bool(busy or _BUSY[kind] or _STARTED[kind] != started)

@@ -16,7 +16,7 @@ from torch import nn
 
 from tlcore import paths, zoo
 from tlcore.data import Dataset
-from tlcore.device import autocast, inference_batch, pick_device
+from tlcore.device import autocast, inference_batch, pick_device, working
 from tlcore.hooks import Capture, Target, thread_hooks
 
 # Architectures whose input size is fixed by their position embeddings / window partition.
@@ -104,7 +104,8 @@ def _compute(model: nn.Module, spec: zoo.ModelSpec, dataset: Dataset, blocks: li
     """Pooled features at every block in ``blocks`` from one pass; the forward pass stops as soon
     as the last of them has been captured."""
     captured: dict[str, list[torch.Tensor]] = {b: [] for b in blocks}
-    with Capture(model, [_hook_target(model, spec, b) for b in blocks]) as capture, autocast(device):
+    with working(device), Capture(model, [_hook_target(model, spec, b) for b in blocks]) as capture, \
+            autocast(device):
         for start in range(0, len(dataset), batch_size):
             batch = dataset.images[start:start + batch_size].to(device, non_blocking=True)
             for block, value in capture(normalise(batch, spec, size)).items():

@@ -120,7 +120,8 @@ def run_pending(view: View) -> None:
             r = resources.measure(key, batch=view.batch, dtype=view.dtype,
                                   channels_last=view.channels_last)
             rows.append({"model": key, "median ms": r.median_ms, "p90 ms": r.p90_ms,
-                         "images/s": r.images_per_s, "weights": r.weights, "runs": r.runs})
+                         "images/s": r.images_per_s, "weights": r.weights, "runs": r.runs,
+                         "under load": r.under_load})
         except (RuntimeError, ValueError, WeightsUnavailableError, MemoryError) as err:  # OOM: RuntimeError
             errors.append(f"{key}: {str(err).splitlines()[0][:200]}")
         live.dataframe(pd.DataFrame(rows), hide_index=True)
@@ -140,6 +141,9 @@ COLUMN_CONFIG = {
     "median_ms": st.column_config.NumberColumn("Latency ms", format="%.2f",
                                                help="Median per batch, measured here (this configuration)"),
     "images_per_s": st.column_config.NumberColumn("Images/s", format="%.1f"),
+    "under_load": st.column_config.CheckboxColumn(
+        "Under load", help="A trial, render or feature pass ran on this device while it was timed: the "
+                           "figure is pessimistic. Measure again when the device is idle."),
     "weights_available": st.column_config.CheckboxColumn("Offline", help="Weights on disk now"),
     "file_size_mb": st.column_config.NumberColumn("File (MB)", format="%.1f"),
     "depth": st.column_config.NumberColumn("Depth", help="Conv + linear layers"),

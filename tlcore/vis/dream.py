@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from tlcore import features, zoo
-from tlcore.device import autocast
+from tlcore.device import autocast, working
 from tlcore.hooks import Capture, Target, module_at
 from tlcore.vis.objectives import layer_energy
 from tlcore.vis.render import RenderCancelled
@@ -78,7 +78,7 @@ def deepdream(spec: zoo.ModelSpec, model: nn.Module, photo: np.ndarray, cfg: Dre
     gen = torch.Generator().manual_seed(cfg.seed)
     targets = [Target(layer, module_at(model, layer)) for layer in cfg.layers]
     model.eval()
-    with Capture(model, targets) as capture:
+    with working(dev), Capture(model, targets) as capture:
         def energy(x: torch.Tensor) -> torch.Tensor:
             with autocast(dev):
                 acts = capture(features.standardise(x, spec))

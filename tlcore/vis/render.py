@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 
 from tlcore import features, paths, zoo
-from tlcore.device import autocast
+from tlcore.device import autocast, working
 from tlcore.hooks import Capture, Target, module_at
 from tlcore.vis import objectives
 from tlcore.vis.param import PARAMETERISATION, fft_image
@@ -160,7 +160,8 @@ def _optimise(model: nn.Module, spec: zoo.ModelSpec, cfg: RenderConfig, targets:
     robust = Robustness(gens, cfg.steps, dev)
     opt = torch.optim.Adam([spectrum], lr=cfg.lr)
     model.eval()
-    with Capture(model, [Target(cfg.layer, module_at(model, cfg.layer))]) as capture, torch.enable_grad():
+    with working(dev), Capture(model, [Target(cfg.layer, module_at(model, cfg.layer))]) as capture, \
+            torch.enable_grad():
         for step in range(cfg.steps):
             if should_stop is not None and should_stop():
                 raise RenderCancelled()
