@@ -3,7 +3,7 @@
 import streamlit as st
 
 from tlcore import zoo
-from tlcore.finetune import DEFAULT_BATCH, TrialConfig
+from tlcore.finetune import AUGMENTATIONS, BN_MODES, DEFAULT_BATCH, OPTIMIZERS, TrialConfig
 from ui import data_view
 from ui import finetune_view as fv
 
@@ -39,9 +39,9 @@ with st.expander("Training settings", expanded=False):
     epochs = k3.number_input("Epochs", value=5, min_value=1, max_value=100)
     batch = k4.number_input("Batch size", value=DEFAULT_BATCH, min_value=1, max_value=1024)
     k5, k6, k7, k8 = st.columns(4)
-    optimizer = k5.selectbox("Optimizer", ["sgd", "adamw"])
-    augment = k6.multiselect("Augmentation", ["flip", "crop"], default=["flip"])
-    bn_mode = k7.selectbox("BatchNorm in frozen blocks", ["frozen", "train"],
+    optimizer = k5.selectbox("Optimizer", OPTIMIZERS)
+    augment = k6.multiselect("Augmentation", AUGMENTATIONS, default=["flip"])
+    bn_mode = k7.selectbox("BatchNorm in frozen blocks", BN_MODES,
                            help="'train' updates their running statistics (the prefix then cannot be cached).")
     seed = k8.number_input("Seed", value=0, min_value=0)
 cfg = TrialConfig(model=model_key, pretrained=pretrained, freeze=freeze, lr=float(lr), backbone_lr_mult=float(mult),

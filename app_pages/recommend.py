@@ -107,6 +107,8 @@ if st.toggle("Score every model", key="rank_models", help="One feature pass per 
         st.dataframe(frame, hide_index=True, width="stretch",
                      column_config={**{c: st.column_config.NumberColumn(format="%.3f")
                                        for c in ("logme", "leep", "nce", "linear probe acc")},
+                                    "s to score": st.column_config.NumberColumn(
+                                        format="%.1f", help="One forward pass over the data and the scores"),
                                     "h_score": st.column_config.NumberColumn(
                                         "h_score (shrinkage)", format="%.3f",
                                         help="Bao et al.'s H-score with a Ledoit–Wolf covariance, scaled by "

@@ -124,12 +124,19 @@ def test_finetune_classifier_on_an_earlier_block(capsys):
     assert "needs freeze='all'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("extra", [["--freeze", "0"], ["--freeze", "4"], ["--freeze", "4", "--scratch"]])
-def test_finetune_runs_any_depth_and_from_scratch(capsys, extra):
+@pytest.mark.parametrize("extra", [["--freeze", "0", "--optimizer", "adamw", "--lr", "0.001"],
+                                   ["--freeze", "4", "--lr", "0.05", "--backbone-lr-mult", "1"]])
+def test_finetune_runs_any_depth_and_learns(capsys, extra):
+    out = run_json(capsys, "finetune", "--model", "efficientnet_lite0", "--data", "shapes", "--epochs", "5",
+                   "--size", "48", "--max-per-class", "40", "--format", "json", *extra)
+    assert len(out["history"]) == 5 and out["val_acc"] >= 0.5  # 4 separable classes: chance is 0.25
+    assert out["config"]["freeze"] == int(extra[1]) and out["config"]["pretrained"] is True
+
+
+def test_finetune_from_scratch_trains_every_parameter(capsys):
     out = run_json(capsys, "finetune", "--model", "efficientnet_lite0", "--data", "digits", "--epochs", "1",
-                   "--size", "32", "--max-per-class", "8", "--format", "json", *extra)
-    assert len(out["history"]) == 1 and 0.0 <= out["val_acc"] <= 1.0
-    assert out["config"]["freeze"] == int(extra[1]) and out["config"]["pretrained"] is ("--scratch" not in extra)
+                   "--size", "32", "--max-per-class", "8", "--freeze", "0", "--scratch", "--format", "json")
+    assert out["config"]["pretrained"] is False and out["trainable_params"] == out["total_params"] - 1280 * 990 - 990
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -153,3 +160,28 @@ def test_recommend_json_and_errors(capsys):
     assert list(out)[:4] == ["size", "similar", "similarity", "quadrant"]
     assert main(["recommend", "--data", "digits", "--model", "resnet5"]) == 2
     assert "did you mean" in capsys.readouterr().err
+
+
+def test_score_ranks_the_offline_models_in_one_table(capsys):
+    rows = run_json(capsys, "score", "--data", "digits", "--size", "32", "--max-per-class", "10", "--format", "json")
+    assert [r["model"].split(".")[0] for r in rows] and len(rows) == 3
+    assert [r["logme"] for r in rows] == sorted((r["logme"] for r in rows), reverse=True)
+    assert all(set(r) >= {"logme", "leep", "nce", "h_score", "seconds"} and r["block"] == "penultimate" for r in rows)
+    assert main(["score", "--data", "digits", "--size", "32", "--max-per-class", "10", "--models",
+                 "efficientnet_lite0", "--block", "_blocks.5-7", "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("model,block,logme") and lines[1].split(",")[1] == "_blocks.5-7"
+    assert main(["score", "--data", "digits", "--models", "resnet5"]) == 2
+    assert "did you mean" in capsys.readouterr().err
+
+
+def test_recommend_validate_runs_the_competing_strategies_and_keeps_them(capsys):
+    out = run_json(capsys, "recommend", "--data", "digits", "--size", "32", "--max-per-class", "8", "--validate",
+                   "--epochs", "1", "--format", "json")
+    names = [row["strategy"] for row in out["validation"]]
+    assert names[:4] == ["linear probe (frozen features)", "fine-tune the last block", "fine-tune everything",
+                         "from scratch"]
+    runs = {r["id"]: r for r in run_json(capsys, "runs", "--format", "json")}
+    for row in out["validation"]:
+        kept = runs[row["run_id"]]
+        assert kept["status"] == "done" and kept["config"]["tags"]["strategy"] == row["strategy"]

@@ -130,28 +130,49 @@ def _freeze_arg(text: str):
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from tlcore import data, zoo
-    from tlcore.finetune import TrialConfig, run_trial
-    from tlcore.store import RunStore
+    from tlcore.finetune import TrialConfig
 
     spec = zoo.get_spec(args.model)
     cfg = TrialConfig(model=spec.key, pretrained=not args.scratch, freeze=args.freeze, lr=args.lr,
                       backbone_lr_mult=args.backbone_lr_mult, optimizer=args.optimizer, epochs=args.epochs,
                       augment=tuple(args.augment), seed=args.seed, probe_block=args.probe_block,
+                      bn_mode=args.bn_mode, precision=args.precision,
                       **({"batch_size": args.batch_size} if args.batch_size else {}))
     cfg.check(len(spec.blocks), [b.name for b in spec.blocks])
     dataset = data.load(args.data, size=args.size, max_per_class=args.max_per_class, seed=args.seed)
-    store = RunStore()
-    run_id = store.create(model=spec.key, dataset=f"{args.data}@{dataset.size}px#{dataset.fingerprint}",
-                          config=dict(cfg.__dict__, augment=list(cfg.augment)), status="running")
 
     def on_epoch(stats) -> None:
-        store.append_epoch(run_id, stats.__dict__)
         if args.format != "json":
             print(f"epoch {stats.epoch:3d}  train loss {stats.train_loss:.4f} acc {stats.train_acc:.3f}  "
                   f"val loss {stats.val_loss:.4f} acc {stats.val_acc:.3f}  {stats.seconds:.2f} s", flush=True)
 
+    payload = _run_and_keep(cfg, dataset, f"{args.data}@{dataset.size}px#{dataset.fingerprint}", on_epoch)
+    if args.format == "json":
+        _print_json(payload)
+    else:
+        print(f"run {payload['run_id']}: validation accuracy {payload['val_acc']:.3f} "
+              f"({payload['trainable_params']:,} of {payload['total_params']:,} parameters trained, "
+              f"{payload['timings']['total_s']:.1f} s)")
+    return 0
+
+
+def _run_and_keep(cfg, dataset, label: str, on_epoch=None, tags: dict | None = None) -> dict:
+    """Run one trial here, kept in the run history as it progresses (with its weights, which
+    `tlcore drift --run` reads); returns the result as JSON with its ``run_id``."""
+    from tlcore.finetune import run_trial
+    from tlcore.store import RunStore
+
+    store = RunStore()
+    run_id = store.create(model=cfg.model, dataset=label, status="running",
+                          config=dict(cfg.__dict__, augment=list(cfg.augment), tags=tags or {}))
+
+    def kept(stats) -> None:
+        store.append_epoch(run_id, stats.__dict__)
+        if on_epoch is not None:
+            on_epoch(stats)
+
     try:
-        result = run_trial(cfg, dataset, on_epoch=on_epoch, keep_weights=True)
+        result = run_trial(cfg, dataset, on_epoch=kept, keep_weights=True)
     except KeyboardInterrupt:
         store.set_status(run_id, "cancelled")
         raise
@@ -159,15 +180,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         store.set_status(run_id, "failed", error=f"{type(err).__name__}: {err}")
         raise
     payload = dict(result.to_json(), run_id=run_id)
-    store.save_weights(run_id, result.state_dict)  # `tlcore drift --run` reads them
+    store.save_weights(run_id, result.state_dict)
     store.finish(run_id, payload)
-    if args.format == "json":
-        _print_json(payload)
-    else:
-        print(f"run {run_id}: validation accuracy {result.val_acc:.3f} "
-              f"({result.trainable_params:,} of {result.total_params:,} parameters trained, "
-              f"{result.timings['total_s']:.1f} s)")
-    return 0
+    return payload
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -191,14 +206,37 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     spec = zoo.get_spec(args.model)
     dataset = data.load(args.data, size=args.size, max_per_class=args.max_per_class, seed=args.seed)
     rec = recommend.recommend(recommend.measure(spec, dataset, device=args.device), spec)
+    validation = _validate(rec, dataset, args) if args.validate else None
     if args.format == "json":
-        _print_json(rec.to_json())
+        _print_json({**rec.to_json(), **({"validation": validation} if validation else {})})
         return 0
     print(f"{rec.strategy}\n  dataset: {rec.size}, {'similar to' if rec.similar else 'different from'} "
           f"ImageNet · Fine-tune lab: freeze {rec.freeze} · classifier features: {rec.probe_block}")
     for reason in rec.reasons:
         print(f"  - {reason}")
+    if validation:
+        print("validation (the competing strategies on this data):")
+        for row in sorted(validation, key=lambda r: -r["val_acc"]):
+            print(f"  {row['strategy']:44s} val acc {row['val_acc']:.3f}  {row['seconds']:7.1f} s  run {row['run_id']}")
     return 0
+
+
+def _validate(rec, dataset, args: argparse.Namespace) -> list[dict]:
+    """The Strategy page's validation, here: each competing strategy trained in turn and kept."""
+    import sys
+    import uuid
+
+    from tlcore import recommend
+
+    trials = recommend.validation_trials(rec, epochs=args.epochs)
+    label = f"{args.data}@{dataset.size}px#{dataset.fingerprint}"
+    vid, rows = uuid.uuid4().hex[:8], []
+    for i, (name, cfg) in enumerate(trials.items(), 1):
+        print(f"tlcore: validation {i}/{len(trials)}: {name}…", file=sys.stderr, flush=True)
+        out = _run_and_keep(cfg, dataset, label, tags={"validation": vid, "strategy": name})
+        rows.append({"strategy": name, "freeze": cfg.freeze, "pretrained": cfg.pretrained, "val_acc": out["val_acc"],
+                     "seconds": out["timings"]["total_s"], "run_id": out["run_id"]})
+    return rows
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
@@ -353,6 +391,30 @@ def cmd_drift(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from tlcore import data, recommend, zoo
+    from tlcore.device import pick_device
+
+    specs = [zoo.get_spec(m) for m in args.models] if args.models else \
+        [s for s in zoo.list_models() if s.family == "efficientnet_lite"]
+    dataset = data.load(args.data, size=args.size, max_per_class=args.max_per_class, seed=args.seed)
+    device = pick_device(args.device)
+    rows = [recommend.score_model(spec, dataset, block=args.block, device=device) for spec in specs]
+    frame = pd.DataFrame(rows).sort_values("logme", ascending=False)
+    if args.format == "json":
+        _print_json(frame.to_dict(orient="records"))
+    elif args.format == "csv":
+        print(frame.to_csv(index=False), end="")
+    else:
+        print(f"{dataset.name}: {len(dataset.train_idx)} training images, {len(dataset.classes)} classes at "
+              f"{dataset.size}px; LogME and H-score (shrinkage) of {args.block} features, LEEP and NCE of "
+              "the ImageNet head; best LogME first")
+        print(frame.drop(columns="block").to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
 def _int_at_least(minimum: int, what: str = "a whole number"):
     """An argparse type: an integer >= ``minimum``, with a one-line message otherwise."""
 
@@ -427,9 +489,13 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--epochs", type=_positive_int, default=5)
     ft.add_argument("--lr", type=float, default=1e-2)
     ft.add_argument("--backbone-lr-mult", type=float, default=0.1)
-    ft.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
+    from tlcore.finetune import AUGMENTATIONS, BN_MODES, OPTIMIZERS, PRECISIONS
+
+    ft.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
+    ft.add_argument("--bn-mode", choices=BN_MODES, default="frozen", help="BatchNorm statistics in frozen blocks")
+    ft.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto: bf16 autocast on CUDA")
     ft.add_argument("--batch-size", type=_positive_int, default=None, help="default: TrialConfig's")
-    ft.add_argument("--augment", nargs="*", choices=["flip", "crop"], default=["flip"])
+    ft.add_argument("--augment", nargs="*", choices=AUGMENTATIONS, default=["flip"])
     ft.add_argument("--scratch", action="store_true", help="random weights: training from scratch")
     ft.add_argument("--size", type=_positive_int, default=128, help="dataset resolution in px")
     ft.add_argument("--max-per-class", type=_positive_int, default=None)
@@ -444,6 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--max-per-class", type=_positive_int, default=None)
     rec.add_argument("--seed", type=int, default=0)
     rec.add_argument("--device", default=None)
+    rec.add_argument("--validate", action="store_true",
+                     help="then train the competing strategies and the advised one, as the Strategy page does")
+    rec.add_argument("--epochs", type=_positive_int, default=5, help="per validation trial")
     rec.add_argument("--format", choices=["table", "json"], default="table")
     rec.set_defaults(run=cmd_recommend)
 
@@ -502,6 +571,20 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--device", default=None)
     dr.add_argument("--format", choices=["table", "json"], default="table")
     dr.set_defaults(run=cmd_drift)
+
+    sc = sub.add_parser("score", help="rank pretrained models on a dataset: LogME, LEEP, NCE, H-score",
+                        description="One forward pass per model (cached); training labels only.")
+    sc.add_argument("--data", required=True, help="built-in name, torchvision:NAME, zip or folder")
+    sc.add_argument("--models", nargs="+", default=None,
+                    help="models with pretrained weights here (default: the offline EfficientNet-Lite models)")
+    sc.add_argument("--block", default="penultimate", help="features for LogME and H-score (default: "
+                    "the classifier's input; any block of `tlcore blocks MODEL`)")
+    sc.add_argument("--size", type=_positive_int, default=128, help="dataset resolution in px")
+    sc.add_argument("--max-per-class", type=_positive_int, default=None)
+    sc.add_argument("--seed", type=int, default=0)
+    sc.add_argument("--device", default=None)
+    sc.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    sc.set_defaults(run=cmd_score)
 
     runs = sub.add_parser("runs", help="list kept runs")
     runs.add_argument("--format", choices=["table", "json"], default="table")

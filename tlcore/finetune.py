@@ -26,6 +26,11 @@ from tlcore.settings import demo_mode, limits
 from tlcore.zoo.split import split as split_model
 
 Freeze = int | Literal["all"]
+# The choices a trial offers, defined once: TrialConfig checks them, the page and the CLI list them.
+OPTIMIZERS = ("sgd", "adamw")
+AUGMENTATIONS = ("flip", "crop")
+BN_MODES = ("frozen", "train")  # BatchNorm statistics in frozen blocks: kept, or updated on the data
+PRECISIONS = ("auto", "float32", "bfloat16")  # auto: bf16 autocast on CUDA, fp32 elsewhere
 DEFAULT_BATCH = 32  # small datasets need steps: 5 epochs of 250 images at 64 are only 20 updates
 
 
@@ -67,11 +72,13 @@ class TrialConfig:
             raise ValueError(f"at most {cap} epochs per trial here{' (demo mode)' if demo_mode() else ''}")
         if not (self.lr > 0 and self.backbone_lr_mult >= 0 and math.isfinite(self.lr)):
             raise ValueError("learning rates must be positive")
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
-        bad = set(self.augment) - {"flip", "crop"}
+        for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS), ("bn_mode", self.bn_mode, BN_MODES),
+                                     ("precision", self.precision, PRECISIONS)):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+        bad = set(self.augment) - set(AUGMENTATIONS)
         if bad:
-            raise ValueError(f"unknown augmentation {sorted(bad)}; choose from flip, crop")
+            raise ValueError(f"unknown augmentation {sorted(bad)}; choose from {', '.join(AUGMENTATIONS)}")
 
 
 @dataclass

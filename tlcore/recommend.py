@@ -10,6 +10,7 @@ block (which depth's features fit the labels best).
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ from torch import nn
 
 from tlcore import features, transferability, zoo
 from tlcore.data import Dataset
+from tlcore.finetune import TrialConfig
 
 # Rules of thumb, not laws: the validation run on the Strategy page checks them on your data.
 SMALL_PER_CLASS = 100  # training images per class below which fine-tuning many weights overfits
@@ -140,17 +142,52 @@ def recommend(m: Measurement, spec: zoo.ModelSpec) -> Recommendation:
                           probe_block=probe, reasons=reasons, measurement=m)
 
 
-def score_model(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Module | None = None,
-                device: torch.device | str | None = None) -> dict:
-    """Transferability scores of one pretrained model on the training split — for ranking models
-    before training any (LogME, LEEP, NCE, H-score on penultimate features / ImageNet head)."""
+# Thome's table (seed 004): the strategies that compete with the advice, as Fine-tune lab settings
+# (a negative freeze counts from the end: -2 leaves the last block and the head to train).
+STRATEGY_TRIALS = {
+    "linear probe (frozen features)": {"freeze": "all", "pretrained": True, "probe_block": features.PENULTIMATE},
+    "fine-tune the last block": {"freeze": -2, "pretrained": True, "probe_block": features.PENULTIMATE},
+    "fine-tune everything": {"freeze": 0, "pretrained": True, "probe_block": features.PENULTIMATE},
+    "from scratch": {"freeze": 0, "pretrained": False, "probe_block": features.PENULTIMATE},
+}
+
+
+def advised_setting(rec: Recommendation) -> dict:
+    """The recommendation as Fine-tune lab settings."""
+    probe = rec.probe_block if rec.freeze == "all" else features.PENULTIMATE
+    return {"freeze": rec.freeze, "pretrained": True, "probe_block": probe}
+
+
+def validation_trials(rec: Recommendation, *, epochs: int = 5) -> dict[str, TrialConfig]:
+    """The trials that check a recommendation on the data: the competing strategies and the
+    advised setting (when it is not one of them), by name. Linear probes learn at 0.05, the rest
+    at 0.01 (fine-tuning from pretrained weights)."""
+    spec = zoo.get_spec(rec.measurement.model)
+    n = len(spec.blocks)
+    trials = {name: dict(t, freeze=n + t["freeze"] if isinstance(t["freeze"], int) and t["freeze"] < 0
+                         else t["freeze"]) for name, t in STRATEGY_TRIALS.items()}
+    advised = advised_setting(rec)
+    if advised not in trials.values():
+        name = ("advised setting" if advised["probe_block"] == features.PENULTIMATE
+                else f"classifier on {advised['probe_block']} features (advised)")
+        trials[name] = advised
+    return {name: TrialConfig(model=spec.key, epochs=epochs, lr=0.05 if t["freeze"] == "all" else 0.01, **t)
+            for name, t in trials.items()}
+
+
+def score_model(spec: zoo.ModelSpec, dataset: Dataset, *, block: str = features.PENULTIMATE,
+                model: nn.Module | None = None, device: torch.device | str | None = None) -> dict:
+    """Transferability scores of one pretrained model on the training split, for ranking models
+    before training any: LogME and the shrinkage H-score of ``block``'s features, LEEP and NCE of
+    the ImageNet head — all from one forward pass (cached). ``seconds``: what scoring took."""
+    started = time.perf_counter()
     rows = dataset.train_idx
     y = dataset.labels[rows].numpy()
-    feats = features.extract_many(spec, dataset, [features.PENULTIMATE, features.LOGITS], model=model,
-                                  device=device)
-    f = feats[features.PENULTIMATE][rows].numpy()
-    return {"model": spec.key, "logme": transferability.logme(f, y),
-            **_head_scores(f, _softmax(feats[features.LOGITS][rows].numpy()), y)}
+    feats = features.extract_many(spec, dataset, [block, features.LOGITS], model=model, device=device)
+    f = feats[block][rows].numpy()
+    scores = {"model": spec.key, "block": block, "logme": transferability.logme(f, y),
+              **_head_scores(f, _softmax(feats[features.LOGITS][rows].numpy()), y)}
+    return {**scores, "seconds": time.perf_counter() - started}
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -95,37 +95,18 @@ def scores_frame(m: recommend.Measurement) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["score", "value", "meaning"])
 
 
-STRATEGY_TRIALS = {  # Thome's table: the competing strategies, as Fine-tune lab settings
-    "linear probe (frozen features)": {"freeze": "all", "pretrained": True, "probe_block": "penultimate"},
-    "fine-tune the last block": {"freeze": -2, "pretrained": True, "probe_block": "penultimate"},
-    "fine-tune everything": {"freeze": 0, "pretrained": True, "probe_block": "penultimate"},
-    "from scratch": {"freeze": 0, "pretrained": False, "probe_block": "penultimate"},
-}
-
-
 def advised_setting(rec: recommend.Recommendation) -> dict:
     """The recommendation as Fine-tune lab settings."""
-    probe = rec.probe_block if rec.freeze == "all" else "penultimate"
-    return {"freeze": rec.freeze, "pretrained": True, "probe_block": probe}
+    return recommend.advised_setting(rec)
 
 
 def submit_validation(rec: recommend.Recommendation, ds: Dataset, label: str, epochs: int) -> str:
-    """Queue one trial per competing strategy (and the recommended setting); returns its id."""
-    spec = zoo.get_spec(rec.measurement.model)
-    n = len(spec.blocks)
-    trials = {name: dict(s, freeze=(n + s["freeze"] if isinstance(s["freeze"], int) and s["freeze"] < 0
-                                    else s["freeze"])) for name, s in STRATEGY_TRIALS.items()}
-    advised = advised_setting(rec)
-    if advised not in trials.values():
-        name = ("advised setting" if advised["probe_block"] == "penultimate"
-                else f"classifier on {advised['probe_block']} features (advised)")
-        trials[name] = advised
-    configs = {name: TrialConfig(model=spec.key, epochs=epochs, lr=0.05 if t["freeze"] == "all" else 0.01, **t)
-               for name, t in trials.items()}
+    """Queue the competing strategies (``tlcore.recommend.validation_trials``), all or none;
+    returns the validation's id."""
     vid = uuid.uuid4().hex[:8]
-    finetune_view.jobs().submit_many([  # all or nothing
+    finetune_view.jobs().submit_many([
         finetune_view.submission(cfg, ds, label, tags={"validation": vid, "strategy": name})
-        for name, cfg in configs.items()])
+        for name, cfg in recommend.validation_trials(rec, epochs=epochs).items()])
     return vid
 
 
@@ -164,7 +145,8 @@ def submit_ranking(ds: Dataset, label: str, model_keys: list[str], epochs: int) 
 
 def ranking_frame(ds: Dataset, model_keys: list[str], rid: str) -> pd.DataFrame:
     """Scores per model, with the linear probe's accuracy once the check has run."""
-    frame = pd.DataFrame([model_scores(ds, ds.fingerprint, k) for k in model_keys])
+    frame = pd.DataFrame([model_scores(ds, ds.fingerprint, k) for k in model_keys]).drop(columns="block")
+    frame = frame.rename(columns={"seconds": "s to score"})
     frame["model"] = frame.model.map(lambda k: k.split(".")[0])  # as the run history names them
     runs = finetune_view.runs_frame()
     if rid and not runs.empty:

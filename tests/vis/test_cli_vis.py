@@ -42,17 +42,18 @@ def test_dream_writes_the_photo_transformed(capsys, tmp_path):
     assert summary["energy_gain"] > 1.0
 
 
-def test_drift_of_a_run_kept_by_the_cli(capsys):
+def test_drift_of_a_run_kept_by_the_cli(capsys, tmp_path):
     assert main(["finetune", "--model", "efficientnet_lite0", "--data", "digits", "--size", "32",
-                 "--freeze", "6", "--epochs", "1", "--lr", "0.05", "--format", "json"]) == 0
+                 "--max-per-class", "10", "--freeze", "6", "--epochs", "1", "--lr", "0.05", "--format", "json"]) == 0
     run_id = json.loads(capsys.readouterr().out)["run_id"]
-    assert main(["drift", "--run", str(run_id), "--format", "json"]) == 0
+    assert main(["drift", "--run", str(run_id), "--max-per-class", "10", "--format", "json"]) == 0
     out = json.loads(capsys.readouterr().out)
     ckas = [b["cka"] for b in out["blocks"]]
     assert [b["frozen"] for b in out["blocks"]] == [True] * 6 + [False] * (len(ckas) - 6)
     assert all(c == pytest.approx(1.0, abs=1e-9) for c in ckas[:6]) and all(c < 1 for c in ckas[6:])
     assert main(["vis", "--run", str(run_id), "--layer", "_blocks.15", "--channels", "0", "--steps", "2",
-                 "--size", "32", "--data", "digits", "--data-size", "32", "--out", "/tmp/tlcore-test-vis"]) == 0
+                 "--size", "32", "--data", "digits", "--data-size", "32", "--max-per-class", "10",
+                 "--out", str(tmp_path)]) == 0
 
 
 @pytest.mark.parametrize(("argv", "message"), [

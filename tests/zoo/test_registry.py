@@ -15,7 +15,7 @@ TV_WEIGHTS = [(m, w) for m in list_models(module=torchvision.models) for w in ge
 
 def test_every_torchvision_classification_weight_is_registered():
     keys = {s.key for s in zoo.list_models() if s.source == "torchvision"}
-    assert len(TV_WEIGHTS) == 115  # torchvision 0.29's classification weights
+    assert len(TV_WEIGHTS) > 50  # the installed torchvision's classification weights (115 in 0.29)
     assert keys == {f"{m}.{w.name}" for m, w in TV_WEIGHTS}
 
 
@@ -92,7 +92,7 @@ def test_missing_weights_offline_give_a_clear_error(tmp_path, monkeypatch):
 
 def test_zoo_table_has_a_row_per_weight():
     table = zoo.zoo_table()
-    assert len(table) == 118 and table.key.is_unique
+    assert len(table) == len(TV_WEIGHTS) + len(lite.LITE_MODELS) and table.key.is_unique
     assert set(table[table.weights_available].key) >= {s.key for s in zoo.list_models()
                                                       if s.family == "efficientnet_lite"}
     assert (table.depth > 0).all() and (table.blocks >= 3).all()
