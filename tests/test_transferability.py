@@ -110,6 +110,7 @@ CASES = {  # (features, labels): the kinds of data the scores meet
     "pure noise": lambda: (RNG.normal(size=(200, 16)), np.arange(200) % 4),
     "D > N, overlapping": lambda: blobs(60, 100, 4, 0.3),
     "D > N, pure noise": lambda: (RNG.normal(size=(60, 100)), np.arange(60) % 4),
+    "D ≫ N, as penultimate features": lambda: blobs(120, 1280, 5, 0.2),
 }
 
 
