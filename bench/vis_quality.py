@@ -69,10 +69,10 @@ def main() -> None:
     from tlcore import data, zoo
     from tlcore.device import device_name, pick_device, synchronize
     from tlcore.vis.examples import layer_stats
-    from tlcore.vis.render import RenderConfig, render
+    from tlcore.vis.render import RenderConfig, defaults, render
 
     device = pick_device(args.device)
-    size = args.size or (96 if device.type == "cpu" else 128)
+    size = args.size or defaults(device).size
     models = args.models[:1] if args.quick else args.models
     steps_grid, lrs = sorted(set(args.steps)), sorted(set(args.lrs))
     dataset = data.load("textures", size=size)

@@ -100,7 +100,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="efficientnet_lite0")
     ap.add_argument("--layer", default="_blocks.8", help="module path (tlcore layers MODEL)")
-    ap.add_argument("--channels", type=int, default=None, help="channels 0…N-1 (default 32 GPU / 8 CPU)")
+    ap.add_argument("--channels", type=int, default=None, help="channels 0…N-1 (default: the page's gallery, 32 GPU / 8 CPU)")
     ap.add_argument("--steps", type=int, default=None, help="default 256 GPU / 64 CPU")
     ap.add_argument("--size", type=int, default=None, help="px, square (default 128 GPU / 96 CPU)")
     ap.add_argument("--lr", type=float, default=0.05, help="Adam's step (lucent's default)")
@@ -119,14 +119,12 @@ def main() -> None:
     from tlcore import data, zoo
     from tlcore.device import device_name, pick_device, synchronize
     from tlcore.vis.examples import layer_stats
-    from tlcore.vis.render import RenderConfig, render
+    from tlcore.vis.render import RenderConfig, defaults, render
     from tlcore.vis.transforms import PAD
 
     device = pick_device(args.device)
-    gpu = device.type != "cpu"
-    n = args.channels or (32 if gpu else 8)
-    steps = args.steps or (256 if gpu else 64)
-    size = args.size or (128 if gpu else 96)
+    d = defaults(device)  # the page's gallery on this device
+    n, steps, size = args.channels or d.channels, args.steps or d.steps, args.size or d.size
     k = min(n, args.lucent_channels or 4)
     net_size = size + 2 * PAD  # what the network sees: the image with its grey padding
     if torch.device(device.type, device.index or 0) != torch.device(lucent_device.type, lucent_device.index or 0):

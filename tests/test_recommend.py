@@ -59,7 +59,8 @@ def test_validation_labels_are_not_used(digits):
 
 def test_model_scores_and_rank_agreement(digits):
     scores = recommend.score_model(SPEC, digits)
-    assert set(scores) == {"model", "logme", "leep", "nce", "h_score"}
+    assert set(scores) == {"model", "block", "logme", "leep", "nce", "h_score", "seconds"}
+    assert scores["block"] == "penultimate" and scores["seconds"] > 0
     assert scores["leep"] == pytest.approx(recommend.measure(SPEC, digits).leep)
     assert recommend.rank_agreement([1, 2, 3, 4], [0.1, 0.2, 0.3, 0.4]) == {"kendall_tau": 1.0, "spearman_rho": 1.0}
     assert recommend.rank_agreement([4, 3, 2, 1], [0.1, 0.2, 0.3, 0.4])["kendall_tau"] == -1.0

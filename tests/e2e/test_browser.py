@@ -232,6 +232,13 @@ def test_inside_the_network_renders_four_channels_and_refuses_a_hostile_photo(se
         assert renders.nth(i).evaluate("img => img.complete && img.naturalWidth") == 64
     page.screenshot(path=str(tmp_path / "visualize.png"), full_page=True)
 
+    page.get_by_role("tab", name="One channel").click()
+    with page.expect_download(timeout=300_000) as download:
+        page.get_by_role("button", name="Download PNG").click()
+    saved = tmp_path / download.value.suggested_filename
+    download.value.save_as(saved)
+    assert saved.name == "efficientnet_lite0__blocks.4_0.png" and saved.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
     page.get_by_role("tab", name="DeepDream").click()
     page.get_by_text("Upload", exact=True).click()
     bad = tmp_path / "holiday.jpg"
