@@ -3,7 +3,7 @@
 import streamlit as st
 
 from tlcore import data, zoo
-from tlcore.vis import dream, drift, render
+from tlcore.vis import dream, render
 from ui import data_view
 from ui import visualize_view as vv
 
@@ -37,7 +37,6 @@ with st.expander("Render settings", expanded=False):
     lr = s3.number_input("Learning rate", 0.001, 1.0, d.lr, format="%.3f", key="lr", bind="query-params")
     seed = s4.number_input("Seed", 0, 2**31 - 1, 0, key="seed", bind="query-params")
 cfg = render.RenderConfig(layer=layer, steps=int(steps), size=int(size), lr=float(lr), seed=int(seed))
-stats = vv.layer_stats(key, ds, layer, model)
 
 gallery, detail, dreams, changed = st.tabs(["Gallery", "One channel", "DeepDream", "What fine-tuning changed"],
                                            key="view", bind="query-params")
@@ -54,7 +53,8 @@ with gallery:
     g4.caption(f"{vv.KINDS[kind]} {targets[0]}–{targets[-1]} of {available}, optimised together in one batch "
                f"({cfg.steps} steps at {cfg.size} px). A second view of the same settings comes from the cache.")
     if gallery.open:
-        vv.gallery(spec, model, render.RenderConfig(**{**cfg.__dict__, "objective": kind}), targets, ds, stats)
+        vv.gallery(spec, model, render.RenderConfig(**{**cfg.__dict__, "objective": kind}), targets, ds,
+                   vv.layer_stats(key, ds, layer, model))
 
 with detail:
     vv.keep_in_range("channel", channels)
@@ -62,6 +62,7 @@ with detail:
     big = render.RenderConfig(**{**cfg.__dict__, "size": min(2 * cfg.size, 256)})
     one = vv.renders(spec, model, big, [int(channel)], "pretrained", "detail") if detail.open else None
     if one:
+        stats = vv.layer_stats(key, ds, layer, model)
         r = one[0]
         left, right = st.columns([3, 2])
         with left:
@@ -94,6 +95,8 @@ with dreams:
         photo_name = p2.selectbox("Bundled photo (scikit-image)", list(data.PHOTOS), key="photo")
     deep = names[min(len(names) - 1, 2 * len(names) // 3)]
     chosen = st.multiselect("Layers to amplify", names, default=[deep], key="dream_layers")
+    if not chosen:
+        st.caption("Choose at least one layer of this model to amplify.")
     k1, k2, k3, k4 = st.columns(4)
     octaves = k1.number_input("Octaves", 1, 8, 4)
     per_octave = k2.number_input("Steps per octave", 1, 500, 10)
@@ -115,8 +118,9 @@ with dreams:
 
 with changed:
     st.caption("Linear CKA (Kornblith et al. 2019) between the pretrained and the fine-tuned network's "
-               "activations on this dataset, block by block: 1 = the same representation. Frozen blocks "
-               "(grey squares) stay at exactly 1; the curve shows how deep fine-tuning reached.")
+               "activations on this dataset (each image's mean per channel), block by block: 1 = the same "
+               "representation. Frozen blocks (square markers) stay at exactly 1 unless their BatchNorm "
+               "statistics trained; the curve shows how deep fine-tuning reached.")
     runs = vv.finished_runs(key) if changed.open else None  # the work below runs only when the tab shows
     if runs == []:
         st.info(f"No finished fine-tune run of {spec.model} yet. Run one in the Fine-tune lab (freeze a few "
@@ -125,13 +129,7 @@ with changed:
         by_id = {r["id"]: r for r in runs}
         picked = st.multiselect("Runs", list(by_id), default=list(by_id)[:3], key="drift_runs",
                                 format_func=lambda i: vv.run_label(by_id[i]))
-        curves = []
-        for run_id in picked:
-            run = by_id[run_id]
-            with st.spinner(f"Activations of run #{run_id} at every block…"):
-                curve = drift.drift(spec, ds, run["config"], tuned=vv.tuned_model(run_id, run["created"]),
-                                    tag=drift.run_tag(run), base=model)
-            curves.append((f"#{run_id} freeze {run['config'].get('freeze')}", curve))
+        curves = vv.drift_curves(key, ds, [by_id[i] for i in picked])
         if curves:
             st.plotly_chart(vv.drift_figure(curves), width="stretch")
         if any(ds.fingerprint not in by_id[i]["dataset"] for i in picked):
@@ -143,4 +141,4 @@ with changed:
             run_id = b1.selectbox("Run", tunable, format_func=lambda i: vv.run_label(by_id[i]), key="compare_run")
             vv.keep_in_range("compare_channel", channels)
             unit = b2.number_input(f"Channel of {layer}", 0, channels - 1, 0, key="compare_channel")
-            vv.before_after(spec, model, by_id[run_id], cfg, int(unit), ds, stats)
+            vv.before_after(spec, model, by_id[run_id], cfg, int(unit), ds, vv.layer_stats(key, ds, layer, model))

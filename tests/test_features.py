@@ -59,3 +59,11 @@ def test_embed_2d_map():
     assert xy.shape == (40, 2)
     with pytest.raises(ValueError):
         features.embed_2d(torch.randn(3, 4))
+
+
+def test_a_block_ending_in_an_auxiliary_classifier_is_read_where_evaluation_runs():
+    # Inception's mixed6 ends with AuxLogits, which only runs in training.
+    spec = zoo.get_spec("inception_v3")
+    faces = data.load("faces", size=80, max_per_class=2)
+    feats = features.extract(spec, faces, block="mixed6", model=zoo.load(spec, pretrained=False), batch_size=4)
+    assert feats.shape == (4, 768)

@@ -70,3 +70,27 @@ def test_a_store_from_before_owners_is_upgraded(tmp_path):
     store = RunStore(path)
     assert store.mark_interrupted() == 1  # no owner recorded: left by an older version, so gone
     assert store.get(store.create(model="m", dataset="d", config={}))["owner_pid"] == this_process()[1]
+
+
+def test_another_hosts_run_silent_for_hours_is_taken_for_gone(tmp_path):
+    import datetime as dt
+
+    from tlcore.store import SILENT_HOURS, owner_alive
+
+    old = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=SILENT_HOURS + 1)).isoformat()
+    fresh = dt.datetime.now(dt.timezone.utc).isoformat()
+    assert owner_alive("a-recreated-container", 1, None, old) is False
+    assert owner_alive("a-recreated-container", 1, None, fresh) is True
+
+
+def test_missing_or_unreadable_weights_are_a_clear_error(tmp_path):
+    from tlcore.store import MissingWeightsError
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    run = store.create(model="m", dataset="d", config={})
+    with pytest.raises(MissingWeightsError, match="kept no weights"):
+        store.load_weights(run)
+    store.weights_path(run).parent.mkdir(exist_ok=True)
+    store.weights_path(run).write_bytes(b"not a checkpoint")
+    with pytest.raises(MissingWeightsError, match="cannot be read"):
+        store.load_weights(run)

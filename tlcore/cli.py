@@ -311,7 +311,7 @@ def cmd_vis(args: argparse.Namespace) -> int:
                               lr=args.lr, seed=args.seed)
     cfg.check(model)
     dataset = data.load(args.data, size=args.data_size, max_per_class=args.max_per_class)
-    stats = examples.layer_stats(spec, dataset, args.layer, model=model, view=f"center|{weights}")
+    stats = examples.layer_stats(spec, dataset, args.layer, model=model, weights=weights)
     directions = None
     if args.objective == "direction":
         if max(args.channels) >= len(dataset.classes):
@@ -322,7 +322,8 @@ def cmd_vis(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for i, r in enumerate(renders):
-        name = f"{spec.model}_{args.layer.replace('.', '-')}_{args.objective}{r.target}.png"
+        run = "" if weights == "pretrained" else f"_run{args.run_id}"
+        name = f"{spec.model}{run}_{args.layer}_{args.objective}{r.target}.png"
         top = (stats.top_along(directions[i], 3) if directions is not None
                else stats.top(r.target, 3) if r.activation is not None else [])
         Image.fromarray(r.image).save(out / name)
@@ -334,6 +335,8 @@ def cmd_vis(args: argparse.Namespace) -> int:
 
 
 def cmd_dream(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from PIL import Image
 
     from tlcore import data
@@ -345,6 +348,7 @@ def cmd_dream(args: argparse.Namespace) -> int:
     cfg.check(model)
     photo = data.load_photo(args.image, max_side=args.max_side)
     dream = deepdream(spec, model, photo, cfg)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(dream.image).save(args.out, format="PNG")
     summary = {"file": args.out, "width": photo.shape[1], "height": photo.shape[0], "octaves": dream.octaves,
                "energy_gain": dream.gain, "seconds": dream.seconds}
@@ -367,7 +371,11 @@ def cmd_drift(args: argparse.Namespace) -> int:
     store = RunStore()
     run = _stored_run(store, args.run_id)
     spec = zoo.get_spec(run["model"])
-    name, _, rest = run["dataset"].partition("@")  # labels read "NAME@SIZEpx#FINGERPRINT"
+    device = pick_device(args.device)
+    tuned = drift.run_model(run, store, spec, device)  # before the data: a run without weights stops here
+    name, at, rest = run["dataset"].rpartition("@")  # labels read "NAME@SIZEpx#FINGERPRINT"
+    if not at:
+        name, rest = rest, ""
     size = args.size or (int(rest.split("px")[0]) if rest else data.DEFAULT_SIZE)
     source = args.data or name
     try:
@@ -377,10 +385,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
     if dataset.fingerprint not in run["dataset"]:
         print(f"tlcore: note: measuring on {source} at {size}px, not the exact images run {args.run_id} "
               "trained on", file=sys.stderr)
-    device = pick_device(args.device)
-    base = zoo.load(spec, device=device)
-    result = drift.drift(spec, dataset, run["config"], tuned=drift.run_model(run, store, spec, device),
-                         tag=drift.run_tag(run), base=base)
+    result = drift.drift(spec, dataset, run["config"], tuned=tuned, tag=drift.run_tag(run),
+                         base=zoo.load(spec, device=device))
     rows = [{"block": b, "cka": c, "frozen": i < result.frozen}
             for i, (b, c) in enumerate(zip(result.blocks, result.cka, strict=True))]
     if args.format == "json":

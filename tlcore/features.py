@@ -7,6 +7,7 @@ and on disk, keyed by (model, weights, dataset fingerprint, block, input size, v
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from collections import OrderedDict
 
@@ -65,12 +66,18 @@ def _hook_target(model: nn.Module, spec: zoo.ModelSpec, block: str) -> Target:
         return Target(block, model.get_submodule(classifier_path(model, spec.num_classes)), inputs=True)
     names = [b.name for b in spec.blocks]
     if block in names:
-        members = [m for m in spec.blocks[names.index(block)].members if _is_module(model, m)]
+        members = [m for m in spec.blocks[names.index(block)].members
+                   if _is_module(model, m) and not _AUXILIARY.fullmatch(m)]
         return Target(block, model.get_submodule(members[-1]))
     if block and _is_module(model, block):
         return Target(block, model.get_submodule(block))
     raise ValueError(f"unknown block {block!r} for {spec.model}; choose one of: "
                      f"{', '.join(names)}, {PENULTIMATE}, {LOGITS} or a module path (`tlcore layers`)")
+
+
+# Auxiliary classifiers (Inception's AuxLogits, GoogLeNet's aux1/aux2) run only in training: a
+# block's output is read at its last module that runs in evaluation.
+_AUXILIARY = re.compile(r"AuxLogits|aux\d")
 
 
 def _is_module(model: nn.Module, path: str) -> bool:
@@ -180,8 +187,9 @@ def batchnorm_statistics(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Mod
     ``{"name", "mean", "var", "stored_mean", "stored_var"}``, float64 tensors of C channels."""
     size = input_size(spec, dataset)
     key = _key(spec, dataset, f"batchnorm-stats-{max_images}", size, "center")
-    if key in _MEMORY:
-        return _MEMORY[key]
+    with _MEMORY_LOCK:
+        if key in _MEMORY:
+            return _MEMORY[key]
     model, dev = _model_on(spec, model, device)
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     sums: dict[str, list] = {}

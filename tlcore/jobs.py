@@ -94,12 +94,12 @@ class JobManager:
             item.config.check(len(spec.blocks), [b.name for b in spec.blocks])
         with self._lock:
             self._check_room(len(items))
-            ids = []
-            for item in items:
-                config_json = dict(item.config.__dict__, augment=list(item.config.augment), tags=item.tags)
-                run_id = self.store.create(model=item.config.model, dataset=item.dataset_label, config=config_json)
-                self._queue.append(_Job(run_id, item.config, item.dataset, item.model))
-                ids.append(run_id)
+            ids = self.store.create_many([  # one transaction: a failed write queues nothing
+                {"model": item.config.model, "dataset": item.dataset_label,
+                 "config": dict(item.config.__dict__, augment=list(item.config.augment), tags=item.tags)}
+                for item in items])
+            self._queue += [_Job(run_id, item.config, item.dataset, item.model) for run_id, item in zip(ids, items,
+                                                                                                    strict=True)]
             self._lock.notify()
         return ids
 

@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import pickle
 import socket
 import sqlite3
 from collections.abc import Iterator
@@ -54,14 +55,23 @@ def this_process() -> Owner:
     return socket.gethostname(), os.getpid(), _start_time(os.getpid())
 
 
-def owner_alive(host: str | None, pid: int | None, started: str | None) -> bool:
-    """False only when we can tell the owner is gone: no owner recorded (an old row), or a
-    process of this host that no longer exists (or whose id now belongs to a newer process).
-    Another host's process cannot be checked from here, so its runs are left alone."""
+# Another host's run that has not written anything for this long is taken for gone: a container
+# recreated under a new hostname must not leave its runs "running" for ever. Epochs write far
+# more often than this.
+SILENT_HOURS = 12
+
+
+def owner_alive(host: str | None, pid: int | None, started: str | None, updated: str | None = None) -> bool:
+    """False when we can tell the owner is gone: no owner recorded (an old row), a process of
+    this host that no longer exists (or whose id now belongs to a newer process), or another
+    host's run silent for SILENT_HOURS. Otherwise another host's runs are left alone."""
     if pid is None:
         return False
     if host != socket.gethostname():
-        return True
+        if updated is None:
+            return True
+        silent = dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(updated)
+        return silent < dt.timedelta(hours=SILENT_HOURS)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -69,6 +79,10 @@ def owner_alive(host: str | None, pid: int | None, started: str | None) -> bool:
     except PermissionError:  # exists, owned by another user
         pass
     return started is None or _start_time(pid) in (None, started)
+
+
+class MissingWeightsError(ValueError):
+    """A run's trained weights are not on disk, or not readable."""
 
 
 def _now() -> str:
@@ -102,13 +116,18 @@ class RunStore:
     def create(self, *, model: str, dataset: str, config: dict, status: str = "queued",
                owner: Owner | None = None) -> int:
         """A new run owned by ``owner`` (default: this process)."""
+        return self.create_many([{"model": model, "dataset": dataset, "config": config}], status=status,
+                                owner=owner)[0]
+
+    def create_many(self, runs: list[dict], *, status: str = "queued", owner: Owner | None = None) -> list[int]:
+        """Several runs (dicts of model, dataset, config) in one transaction: all are written or none."""
         host, pid, started = owner or this_process()
         with self._connect() as db:
-            cur = db.execute(
+            return [int(db.execute(
                 "INSERT INTO runs (created, updated, status, model, dataset, config, owner_host, owner_pid, "
                 "owner_started) VALUES (?,?,?,?,?,?,?,?,?)",
-                (_now(), _now(), status, model, dataset, json.dumps(config), host, pid, started))
-            return int(cur.lastrowid)
+                (_now(), _now(), status, r["model"], r["dataset"], json.dumps(r["config"]), host, pid, started)
+            ).lastrowid) for r in runs]
 
     def set_status(self, run_id: int, status: str, *, error: str | None = None) -> None:
         if status not in STATUSES:
@@ -152,20 +171,25 @@ class RunStore:
         tmp.replace(path)
 
     def load_weights(self, run_id: int) -> dict:
-        """The run's state_dict (``weights_only``: never unpickles code); KeyError when none was kept."""
+        """The run's state_dict (``weights_only``: never unpickles code); MissingWeightsError when
+        none was kept or the file cannot be read."""
         path = self.weights_path(run_id)
         if not path.exists():
-            raise KeyError(f"run {run_id} kept no weights")
-        return torch.load(path, map_location="cpu", weights_only=True)
+            raise MissingWeightsError(f"run {run_id} kept no weights (runs from before weights were kept, or "
+                                      "the file was removed); run the trial again")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
+            raise MissingWeightsError(f"run {run_id}'s weights cannot be read ({err})") from None
 
     def mark_interrupted(self) -> int:
         """Runs left queued or running by a process that is gone become interrupted; live
         processes' runs (another app, a CLI trial) are left alone. Returns how many changed."""
         with self._connect() as db:
-            rows = db.execute("SELECT id, owner_host, owner_pid, owner_started FROM runs "
+            rows = db.execute("SELECT id, updated, owner_host, owner_pid, owner_started FROM runs "
                               "WHERE status IN ('queued', 'running')").fetchall()
             gone = [(_now(), r["id"]) for r in rows
-                    if not owner_alive(r["owner_host"], r["owner_pid"], r["owner_started"])]
+                    if not owner_alive(r["owner_host"], r["owner_pid"], r["owner_started"], r["updated"])]
             db.executemany("UPDATE runs SET status='interrupted', updated=? WHERE id=?", gone)
             return len(gone)
 

@@ -89,7 +89,7 @@ def pretrained(key: str) -> torch.nn.Module:
         st.stop()
 
 
-@st.cache_resource(max_entries=2, show_spinner="Loading the fine-tuned weights…")
+@st.cache_resource(max_entries=4, show_spinner="Loading the fine-tuned weights…")
 def tuned_model(run_id: int, created: str) -> torch.nn.Module | None:
     """A kept run's network (None for a linear probe), loaded once and shared read-only."""
     run = jobs().store.get(run_id)
@@ -100,7 +100,7 @@ def layer_stats(key: str, ds: data.Dataset, layer: str, model: torch.nn.Module,
                 weights: str = "pretrained") -> examples.LayerStats:
     """One pass over the dataset at ``layer`` (cached in memory and on disk by the engine)."""
     with st.spinner(f"One pass over {len(ds):,} images up to {layer}…"):
-        return examples.layer_stats(zoo.get_spec(key), ds, layer, model=model, view=f"center|{weights}")
+        return examples.layer_stats(zoo.get_spec(key), ds, layer, model=model, weights=weights)
 
 
 def pause() -> None:
@@ -168,17 +168,40 @@ def histogram_figure(stats: examples.LayerStats, channel: int, render_activation
 
 
 def finished_runs(key: str) -> list[dict]:
-    """Kept runs of this model that started from its pretrained weights, newest first."""
-    model = zoo.get_spec(key).model
+    """Kept runs that started from exactly these pretrained weights, newest first."""
     return [r for r in jobs().store.list()[::-1]
-            if r["status"] == "done" and r["model"].split(".")[0] == model and r["config"].get("pretrained", True)]
+            if r["status"] == "done" and r["model"] == key and r["config"].get("pretrained", True)]
 
 
 def run_label(run: dict) -> str:
     freeze = run["config"].get("freeze")
-    what = "linear probe" if freeze == "all" else f"first {freeze} blocks frozen"
+    what = ("linear probe" if freeze == "all" else "everything fine-tuned" if freeze == 0
+            else f"first {freeze} blocks frozen")
     acc = run["result"]["val_acc"]
     return f"#{run['id']} — {what}, val acc {acc:.3f}, {run['dataset'].split('#')[0]}"
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def drift_curve(_ds: data.Dataset, fingerprint: str, key: str, run_id: int, created: str) -> drift.Drift:
+    """A kept run's CKA curve on this dataset, computed once (the fine-tuned model loads only then)."""
+    run = jobs().store.get(run_id)
+    return drift.drift(zoo.get_spec(key), _ds, run["config"], tuned=tuned_model(run_id, created),
+                       tag=drift.run_tag(run), base=pretrained(key))
+
+
+def drift_curves(key: str, ds: data.Dataset, runs: list[dict]) -> list[tuple[str, drift.Drift]]:
+    """(label, curve) per run; a run that cannot be compared is a warning, not a stop."""
+    curves = []
+    for run in runs:
+        try:
+            with st.spinner(f"Activations of run #{run['id']} at every block…"):
+                curve = drift_curve(ds, ds.fingerprint, key, run["id"], run["created"])
+        except (ValueError, RuntimeError) as err:  # weights missing or unreadable, out of memory
+            st.warning(f"Run #{run['id']}: {err}")
+            continue
+        note = ", BatchNorm statistics trained" if curve.bn_trained else ""
+        curves.append((f"#{run['id']} freeze {run['config'].get('freeze')}{note}", curve))
+    return curves
 
 
 def drift_figure(curves: list[tuple[str, drift.Drift]]) -> go.Figure:
@@ -218,7 +241,7 @@ def renders(spec: zoo.ModelSpec, model: torch.nn.Module, cfg: render.RenderConfi
         return with_progress(f"Optimising {len(targets)} image{'s' * (len(targets) > 1)} at {cfg.layer}",
                              lambda on_step: render.render(spec, model, cfg, targets, weights=weights,
                                                            directions=directions, on_step=on_step), key)
-    except ValueError as err:
+    except (ValueError, RuntimeError) as err:  # a setting the model cannot take; out of memory
         st.error(str(err))
         return None
 
@@ -239,10 +262,11 @@ def gallery(spec: zoo.ModelSpec, model: torch.nn.Module, cfg: render.RenderConfi
                 examples_ = stats.top_along(directions[targets.index(r.target)], 4)
                 note = "images furthest along this direction"
             elif cfg.objective == "layer":
-                col.markdown(f"**Variation {r.target + 1}** of the whole layer")
+                col.markdown(f"**Variation {r.target}** of the whole layer")
                 examples_, note = [], ""
             else:
-                col.markdown(f"**Channel {r.target}** · {ratio_text(stats.ratio(r.target, r.activation))}",
+                what = "Channel" if cfg.objective == "channel" else "Centre neuron of channel"
+                col.markdown(f"**{what} {r.target}** · {ratio_text(stats.ratio(r.target, r.activation))}",
                              help=RATIO_HELP)
                 examples_, note = stats.top(r.target, 4), "dataset images that excite it most"
             col.image(r.image, width="stretch", alt=f"render of {cfg.objective} {r.target}")
@@ -267,7 +291,7 @@ def run_dream(spec: zoo.ModelSpec, model: torch.nn.Module, source: str | bytes, 
         photo = data.load_photo(source, max_side=max_side)
         result = with_progress("Dreaming", lambda on_step: dream.deepdream(spec, model, photo, cfg, on_step=on_step),
                                "dream", pause_on_stop=False)
-    except ValueError as err:  # DatasetError for a bad file, ValueError for a bad setting
+    except (ValueError, RuntimeError) as err:  # DatasetError for a bad file, a bad setting, out of memory
         st.error(str(err))
         return
     st.session_state.last_dream = {"photo": photo, "dream": result, "name": name, "layers": cfg.layers}
@@ -276,7 +300,11 @@ def run_dream(spec: zoo.ModelSpec, model: torch.nn.Module, source: str | bytes, 
 def before_after(spec: zoo.ModelSpec, model: torch.nn.Module, run: dict, cfg: render.RenderConfig, channel: int,
                  ds: data.Dataset, stats: examples.LayerStats) -> None:
     """One channel rendered from the pretrained and from the run's weights, same seed, side by side."""
-    tuned = tuned_model(run["id"], run["created"])
+    try:
+        tuned = tuned_model(run["id"], run["created"])
+    except ValueError as err:
+        st.warning(str(err))
+        return
     tag = drift.run_tag(run)
     tuned_stats = layer_stats(spec.key, ds, cfg.layer, tuned, tag)
     before = renders(spec, model, cfg, [channel], "pretrained", "before")

@@ -79,3 +79,15 @@ def test_a_hostile_photo_is_one_line(capsys, tmp_path):
     assert main(["dream", "--layer", "_blocks.5", "--image", str(bad), "--out", str(tmp_path / "o.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert "not a usable photo" in err and "\n" not in err
+
+
+def test_drift_of_a_run_without_weights_is_one_line(capsys):
+    from tlcore.store import RunStore
+
+    store = RunStore()
+    run = store.create(model="efficientnet_lite0.IMAGENET1K_TF", dataset="digits@32px#x", status="done",
+                       config={"freeze": 3, "pretrained": True})
+    store.finish(run, {"val_acc": 0.5, "classes": [str(i) for i in range(10)], "history": []})
+    assert main(["drift", "--run", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "kept no weights" in err and "\n" not in err

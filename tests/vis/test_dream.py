@@ -78,3 +78,10 @@ def test_bad_settings_are_refused(lite):
                             ({"octaves": 0}, "octaves must be"), ({"lr": 0}, "step size")]:
         with pytest.raises(ValueError, match=message):
             deepdream(spec, model, photo, DreamConfig(**{"layers": ("_blocks.4",), **change}))
+
+
+def test_a_photo_too_small_for_the_pyramid_is_refused(lite):
+    spec, model = lite
+    tiny = np.zeros((20, 30, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="at least 64 px"):
+        deepdream(spec, model, tiny, DreamConfig(layers=("_blocks.4",)))

@@ -211,3 +211,10 @@ def test_class_directions_render_what_the_layer_associates_with_each_class(lite,
     assert swapped is None  # another direction is another render, not a cache hit
     with pytest.raises(ValueError, match="one direction"):
         R.render(spec, model, cfg(objective="direction"), [0, 1, 2], directions=directions)
+
+
+def test_a_size_too_small_for_a_deep_layer_is_a_message():
+    spec = zoo.get_spec("alexnet")
+    model = zoo.load(spec, pretrained=False)
+    with pytest.raises(ValueError, match="too small for the network"):
+        R.render(spec, model, R.RenderConfig(layer="features.12", steps=2, size=16), [0], use_cache=False)

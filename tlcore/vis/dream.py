@@ -24,7 +24,7 @@ from tlcore import features, zoo
 from tlcore.device import autocast, working
 from tlcore.hooks import Capture, Target, module_at
 from tlcore.vis.objectives import layer_energy
-from tlcore.vis.render import RenderCancelled
+from tlcore.vis.render import RenderCancelled, too_small_as_message
 
 MIN_SIDE = 64  # px: the smallest octave's short side (deep layers need a few pixels of map)
 
@@ -70,6 +70,9 @@ def deepdream(spec: zoo.ModelSpec, model: nn.Module, photo: np.ndarray, cfg: Dre
     """``photo`` (H×W×3 uint8) dreamt by ``model``'s layers; the model is only read."""
     started = time.perf_counter()
     cfg.check(model)
+    if min(photo.shape[:2]) < MIN_SIDE:
+        raise ValueError(f"the photo is {photo.shape[1]}×{photo.shape[0]} px: DeepDream needs at least "
+                         f"{MIN_SIDE} px on its short side")
     dev = next(model.parameters()).device
     base = torch.from_numpy(np.ascontiguousarray(photo)).to(dev).permute(2, 0, 1)[None].float() / 255
     n = octaves_for(min(photo.shape[:2]), cfg)
@@ -80,7 +83,7 @@ def deepdream(spec: zoo.ModelSpec, model: nn.Module, photo: np.ndarray, cfg: Dre
     model.eval()
     with working(dev), Capture(model, targets) as capture:
         def energy(x: torch.Tensor) -> torch.Tensor:
-            with autocast(dev):
+            with autocast(dev), too_small_as_message(f"{', '.join(cfg.layers)} at {x.shape[-1]}×{x.shape[-2]} px"):
                 acts = capture(features.standardise(x, spec))
             return -objective(lambda name: acts[name].float())
 

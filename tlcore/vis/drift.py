@@ -44,6 +44,7 @@ class Drift:
     blocks: list[str]  # the backbone's blocks (the head is always new)
     cka: list[float]
     frozen: int  # leading blocks the run kept frozen
+    bn_trained: bool = False  # their BatchNorm statistics were updated: frozen blocks move too
 
 
 def finetuned_model(spec: zoo.ModelSpec, config: dict, state: dict, n_classes: int,
@@ -53,7 +54,10 @@ def finetuned_model(spec: zoo.ModelSpec, config: dict, state: dict, n_classes: i
         raise ValueError("a linear probe trains only a new head: its backbone is the pretrained one")
     model = zoo.load(spec, device="cpu", pretrained=False)
     replace_head(model, spec.num_classes, n_classes)
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:  # weights of another architecture or class count
+        raise ValueError(f"the run's weights do not fit {spec.model}: {str(err).splitlines()[0]}") from None
     return model.eval().to(device)
 
 
@@ -70,7 +74,8 @@ def drift(spec: zoo.ModelSpec, dataset: Dataset, config: dict, *, tuned: nn.Modu
                                                                view=f"center|{tag}")
     freeze = config.get("freeze")
     return Drift(blocks, [linear_cka(before[b], after[b]) for b in blocks],
-                 len(blocks) if freeze == "all" else int(freeze))
+                 len(blocks) if freeze == "all" else int(freeze),
+                 bn_trained=freeze != "all" and config.get("bn_mode") == "train")
 
 
 def run_model(run: dict, store, spec: zoo.ModelSpec, device: torch.device | str) -> nn.Module | None:

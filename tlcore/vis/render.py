@@ -9,11 +9,12 @@ Many channels are one batch, one image each. Renders are cached on disk per chan
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -105,7 +106,7 @@ def render(spec: zoo.ModelSpec, model: nn.Module, cfg: RenderConfig, targets: Se
     ``only_cached``: None instead of optimising when any target is not in the cache.
     """
     cfg.check(model)
-    _check_targets(model, cfg, targets)
+    _check_targets(spec, model, cfg, targets)
     if cfg.objective == "direction":
         if directions is None or directions.shape[0] != len(targets):
             raise ValueError("a direction render needs one direction per target")
@@ -137,7 +138,7 @@ def render_diverse(spec: zoo.ModelSpec, model: nn.Module, cfg: RenderConfig, cha
     the different things a channel responds to. Cached as one group."""
     cfg = RenderConfig(**{**asdict(cfg), "objective": "channel"})
     cfg.check(model)
-    _check_targets(model, cfg, [channel])
+    _check_targets(spec, model, cfg, [channel])
     keys = [_key(spec, weights, cfg, channel, f"diverse{n}-{i}") for i in range(n)]
     found = [_read(k) for k in keys] if use_cache else [None] * n
     if any(r is None for r in found) and only_cached:
@@ -165,7 +166,7 @@ def _optimise(model: nn.Module, spec: zoo.ModelSpec, cfg: RenderConfig, targets:
         for step in range(cfg.steps):
             if should_stop is not None and should_stop():
                 raise RenderCancelled()
-            with autocast(dev):
+            with autocast(dev), too_small_as_message(f"{cfg.layer} at {cfg.size} px", first=step == 0):
                 acts = capture(features.standardise(robust(image(), step), spec))
             loss = objective(lambda name, acts=acts: acts[name].float())
             opt.zero_grad(set_to_none=True)
@@ -184,27 +185,41 @@ def _optimise(model: nn.Module, spec: zoo.ModelSpec, cfg: RenderConfig, targets:
             for i, t in enumerate(targets)]
 
 
-def _check_targets(model: nn.Module, cfg: RenderConfig, targets: Sequence[int]) -> None:
+@contextlib.contextmanager
+def too_small_as_message(what: str, *, first: bool = True) -> Iterator[None]:
+    """A first forward pass that fails on its input size (a deep layer of AlexNet at 40 px) becomes
+    a ValueError that says so; other errors (out of memory) pass through."""
+    try:
+        yield
+    except RuntimeError as err:
+        if not first or "out of memory" in str(err):
+            raise
+        raise ValueError(f"{what} is too small for the network ({str(err).splitlines()[0][:120]}); "
+                         "choose a larger size or an earlier layer") from None
+
+
+def _check_targets(spec: zoo.ModelSpec, model: nn.Module, cfg: RenderConfig, targets: Sequence[int]) -> None:
     if not targets:
         raise ValueError("choose at least one channel")
     if len(targets) > MAX_ITEMS:
         raise ValueError(f"at most {MAX_ITEMS} channels in one render, got {len(targets)}")
     if cfg.objective in ("channel", "neuron"):
-        channels = channel_count(model, cfg.layer)
+        known = {layer.name: layer.channels for layer in zoo.layers(spec)}
+        channels = known.get(cfg.layer) or channel_count(model, cfg.layer, spec.crop_size)
         bad = [t for t in targets if not 0 <= t < channels]
         if bad:
             raise ValueError(f"{cfg.layer} has channels 0…{channels - 1}; got {bad[:5]}")
 
 
-def channel_count(model: nn.Module, layer: str) -> int:
-    """Output channels of the module at ``layer`` (read from its weights or a tiny pass)."""
+def channel_count(model: nn.Module, layer: str, probe_size: int = 224) -> int:
+    """Output channels of the module at ``layer`` (from its weights, or one pass at ``probe_size``)."""
     module = module_at(model, layer)
     for attr in ("out_channels", "num_features"):
         if isinstance(getattr(module, attr, None), int):
             return getattr(module, attr)
     dev = next(model.parameters()).device
     with Capture(model, [Target(layer, module)]) as capture, torch.no_grad():
-        out = capture(torch.zeros(1, 3, 64, 64, device=dev))[layer]
+        out = capture(torch.zeros(1, 3, probe_size, probe_size, device=dev))[layer]
     if out.dim() != 4:
         raise ValueError(f"{layer} does not output channel maps (shape {tuple(out.shape)})")
     return int(out.shape[1])

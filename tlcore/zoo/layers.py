@@ -20,8 +20,9 @@ from torch import nn
 from tlcore import paths
 from tlcore.zoo.spec import ModelSpec
 
-# Families whose maps are not N×C×H×W (ViT's tokens; Swin keeps channels last).
-NO_CHANNEL_MAPS = ("vit", "swin", "swin_v2")
+# Families not offered for visualisation: maps that are not N×C×H×W (ViT's tokens; Swin keeps
+# channels last) or an input size fixed by window partitioning (MaxViT), which renders cannot keep.
+NO_CHANNEL_MAPS = ("vit", "swin", "swin_v2", "maxvit")
 
 
 @dataclass(frozen=True)
