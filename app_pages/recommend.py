@@ -75,7 +75,7 @@ def validation() -> None:
     done = frame[frame.status == "done"]
     if len(done) == len(frame) and len(frame):
         best = done.loc[done["val acc"].idxmax()]
-        setting = rv.advised_setting(rec)
+        setting = recommend.advised_setting(rec)
         advised_label = finetune_view.freeze_label(setting["freeze"], setting["probe_block"])
         advised = done[(done.freeze == advised_label) & done.pretrained.astype(bool)]
         verdict = ("" if advised.empty or best.freeze == advised_label else

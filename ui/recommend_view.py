@@ -95,11 +95,6 @@ def scores_frame(m: recommend.Measurement) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["score", "value", "meaning"])
 
 
-def advised_setting(rec: recommend.Recommendation) -> dict:
-    """The recommendation as Fine-tune lab settings."""
-    return recommend.advised_setting(rec)
-
-
 def submit_validation(rec: recommend.Recommendation, ds: Dataset, label: str, epochs: int) -> str:
     """Queue the competing strategies (``tlcore.recommend.validation_trials``), all or none;
     returns the validation's id."""

@@ -1,8 +1,9 @@
 """The layers a person can look inside: module paths whose output is a convolutional feature map.
 
 Names are ``named_modules()`` paths, so any torch hook can use them. The list walks the zoo's
-block list: each block's member modules, and the children of a member that is a container
-(ResNet's ``layer2`` → ``layer2.0``, ``layer2.1``; not a conv-bn-act triple), kept where the module's output is an
+block list: each block's member modules, or, for a member that is a container of blocks, its
+children instead (ResNet's ``layer2`` → ``layer2.0``, ``layer2.1``: the container's output is its
+last child's; a conv-bn-act triple is not opened), kept where the module's output is an
 N×C×H×W map larger than 1×1 and the module runs once per pass (a module shared by two places,
 like EfficientNet-Lite's one activation, would be ambiguous). Shapes come from one forward
 pass on the meta device at the weights' crop size: no memory, no download.
@@ -23,6 +24,9 @@ from tlcore.zoo.spec import ModelSpec
 # Families not offered for visualisation: maps that are not N×C×H×W (ViT's tokens; Swin keeps
 # channels last) or an input size fixed by window partitioning (MaxViT), which renders cannot keep.
 NO_CHANNEL_MAPS = ("vit", "swin", "swin_v2", "maxvit")
+
+
+VERSION = 2  # of the selection rule above: part of the disk cache's name
 
 
 @dataclass(frozen=True)
@@ -48,9 +52,10 @@ def _candidates(model: nn.Module, spec: ModelSpec) -> list[tuple[str, str]]:
                 module = model.get_submodule(path)
             except AttributeError:  # a bare parameter (ViT's class token)
                 continue
-            out.append((path, block.name))
             if isinstance(module, (nn.Sequential, nn.ModuleList)) and _holds_blocks(module):
                 out += [(f"{path}.{child}", block.name) for child, _ in module.named_children()]
+            else:
+                out.append((path, block.name))
     return out
 
 
@@ -89,5 +94,5 @@ def layers(spec: ModelSpec) -> tuple[Layer, ...]:
     if spec.family in NO_CHANNEL_MAPS:
         return ()
     key = f"{spec.model}|{dict(spec.arch_kwargs)}|{spec.crop_size}"
-    rows = paths.cached_json(f"layers-tv{torchvision.__version__}.json", key, lambda: _trace(spec))
+    rows = paths.cached_json(f"layers-v{VERSION}-tv{torchvision.__version__}.json", key, lambda: _trace(spec))
     return tuple(Layer(**r) for r in rows)
