@@ -7,9 +7,10 @@ router (no sidebar, wrong menu). The default page (the zoo) is served at "/".
 
 import streamlit as st
 
-from ui import sidebar
+from ui import demo, sidebar
 
 st.set_page_config(page_title="Transferability Explorer", page_icon=":material/transfer_within_a_station:", layout="wide")
+demo.configure()
 
 PAGES = [
     st.Page("app_pages/zoo.py", title="Model zoo", icon=":material/view_list:", default=True),
@@ -21,4 +22,5 @@ PAGES = [
 
 page = st.navigation(PAGES)
 sidebar.render()
+demo.banner()
 page.run()

@@ -3,7 +3,15 @@
 import streamlit as st
 
 from tlcore import zoo
-from tlcore.finetune import AUGMENTATIONS, BN_MODES, DEFAULT_BATCH, OPTIMIZERS, TrialConfig
+from tlcore.finetune import (
+    AUGMENTATIONS,
+    BN_MODES,
+    DEFAULT_BATCH,
+    OPTIMIZERS,
+    SCHEDULES,
+    TrialConfig,
+    default_lr,
+)
 from ui import data_view
 from ui import finetune_view as fv
 
@@ -18,7 +26,7 @@ c1, c2 = st.columns([3, 1])
 model_key = c1.selectbox("Model", options, format_func=fv.model_label)
 pretrained = not c2.toggle("From scratch", help="The same architecture with random weights.")
 spec = zoo.get_spec(model_key)
-n = len(spec.blocks)
+n = len(zoo.blocks_of(spec))
 freeze = st.select_slider("Frozen blocks", options=[*range(n), "all"], value="all",
                           format_func=lambda v: "all (linear probe)" if v == "all" else f"first {v}",
                           help="0 fine-tunes everything; 'all' trains only a new head on frozen features.")
@@ -34,28 +42,32 @@ st.caption(f"Trainable backbone: {trainable / 1e6:.2f} M of {total / 1e6:.2f} M 
 
 with st.expander("Training settings", expanded=False):
     k1, k2, k3, k4 = st.columns(4)
-    lr = k1.number_input("Head learning rate", value=0.01, min_value=1e-6, max_value=1.0, format="%.4f")
+    lr = k1.number_input("Head learning rate", value=default_lr(freeze), min_value=1e-6, max_value=1.0, format="%.4f",
+                         help="The peak rate (cosine schedule). Defaults: 0.1 for a new head alone, 0.02 otherwise.")
     mult = k2.number_input("Backbone rate × ", value=0.1, min_value=0.0, max_value=1.0, format="%.3f")
     epochs = k3.number_input("Epochs", value=5, min_value=1, max_value=100)
     batch = k4.number_input("Batch size", value=DEFAULT_BATCH, min_value=1, max_value=1024)
-    k5, k6, k7, k8 = st.columns(4)
+    k5, k6, k7, k8, k9 = st.columns(5)
     optimizer = k5.selectbox("Optimizer", OPTIMIZERS)
-    augment = k6.multiselect("Augmentation", AUGMENTATIONS, default=["flip"])
-    bn_mode = k7.selectbox("BatchNorm in frozen blocks", BN_MODES,
+    schedule = k6.selectbox("Learning rate", SCHEDULES, format_func={"cosine": "warm-up + cosine",
+                                                                    "constant": "constant"}.get,
+                            help="Cosine: a short warm-up, then the rate decays to zero; the rates above are its peak.")
+    augment = k7.multiselect("Augmentation", AUGMENTATIONS, default=["flip"])
+    bn_mode = k8.selectbox("BatchNorm in frozen blocks", BN_MODES,
                            help="'train' updates their running statistics (the prefix then cannot be cached).")
-    seed = k8.number_input("Seed", value=0, min_value=0)
+    seed = k9.number_input("Seed", value=0, min_value=0)
 cfg = TrialConfig(model=model_key, pretrained=pretrained, freeze=freeze, lr=float(lr), backbone_lr_mult=float(mult),
-                  optimizer=optimizer, epochs=int(epochs), batch_size=int(batch), augment=tuple(augment),
+                  optimizer=optimizer, schedule=schedule, epochs=int(epochs), batch_size=int(batch), augment=tuple(augment),
                   bn_mode=bn_mode, seed=int(seed), probe_block=probe_block)
 label = f"{ds.name}@{ds.size}px#{ds.fingerprint}"
 
 b1, b2, b3 = st.columns([1, 1, 3])
 try:
     if b1.button("Run", type="primary"):
-        cfg.check(n, [b.name for b in spec.blocks])
+        cfg.check(n, [b.name for b in zoo.blocks_of(spec)])
         st.session_state.current_run = fv.submit(cfg, ds, label)
     if b2.button(f"Sweep all {n + 1} depths", help="One trial per freeze depth (Yosinski et al. 2014)."):
-        cfg.check(n, [b.name for b in spec.blocks])
+        cfg.check(n, [b.name for b in zoo.blocks_of(spec)])
         st.session_state.current_run = fv.submit_sweep(cfg, ds, label)[0]
 except ValueError as err:  # a full queue, a demo-mode cap, a bad setting
     st.error(str(err))
@@ -68,8 +80,7 @@ def live() -> None:
         st.info("Press Run to start a trial; it trains in the background and is kept in the history.")
         return
     run = fv.jobs().store.get(run_id)
-    position = fv.jobs().position(run_id)
-    status = run["status"] if position in (None, 0) else f"queued — {position} trial(s) ahead"
+    status = fv.queue_text(run_id) or run["status"]
     s1, s2 = st.columns([4, 1])
     s1.markdown(f"**Run #{run_id}:** {status} · epoch {len(run['history'])} of {run['config']['epochs']}"
                 + (f" · {run['error']}" if run["error"] else ""))

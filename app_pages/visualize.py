@@ -3,6 +3,7 @@
 import streamlit as st
 
 from tlcore import data, zoo
+from tlcore.settings import limits
 from tlcore.vis import dream, render
 from ui import data_view
 from ui import visualize_view as vv
@@ -32,8 +33,9 @@ model = vv.pretrained(key)
 
 with st.expander("Render settings", expanded=False):
     s1, s2, s3, s4 = st.columns(4)
-    steps = s1.number_input("Steps", 1, render.MAX_STEPS, d.steps, key="steps", bind="query-params")
-    size = s2.selectbox("Size (px)", vv.SIZES, index=vv.SIZES.index(d.size), key="size", bind="query-params")
+    vv.keep_in_range("steps", limits().max_vis_steps + 1, d.steps)  # a link from a server with other caps
+    steps = s1.number_input("Steps", 1, limits().max_vis_steps, d.steps, key="steps", bind="query-params")
+    size = s2.selectbox("Size (px)", vv.sizes(), index=vv.sizes().index(d.size), key="size", bind="query-params")
     lr = s3.number_input("Learning rate", 0.001, 1.0, d.lr, format="%.3f", key="lr", bind="query-params")
     seed = s4.number_input("Seed", 0, 2**31 - 1, 0, key="seed", bind="query-params")
 cfg = render.RenderConfig(layer=layer, steps=int(steps), size=int(size), lr=float(lr), seed=int(seed))
@@ -47,7 +49,7 @@ with gallery:
     available = vv.item_count(kind, channels, ds)
     vv.keep_in_range("first", available)
     first = g2.number_input("From", 0, available - 1, 0, key="first", bind="query-params")
-    count = g3.selectbox("How many", vv.COUNTS, index=vv.COUNTS.index(d.channels), key="count",
+    count = g3.selectbox("How many", vv.counts(), index=vv.counts().index(d.channels), key="count",
                          bind="query-params")
     targets = list(range(int(first), min(int(first) + int(count), available)))
     g4.caption(f"{vv.KINDS[kind]} {targets[0]}–{targets[-1]} of {available}, optimised together in one batch "
@@ -59,7 +61,7 @@ with gallery:
 with detail:
     vv.keep_in_range("channel", channels)
     channel = st.number_input("Channel", 0, channels - 1, 0, key="channel", bind="query-params")
-    big = render.RenderConfig(**{**cfg.__dict__, "size": min(2 * cfg.size, 256)})
+    big = render.RenderConfig(**{**cfg.__dict__, "size": min(2 * cfg.size, 256, limits().max_vis_size)})
     one = vv.renders(spec, model, big, [int(channel)], "pretrained", "detail") if detail.open else None
     if one:
         stats = vv.layer_stats(key, ds, layer, model)
@@ -99,7 +101,7 @@ with dreams:
         st.caption("Choose at least one layer of this model to amplify.")
     k1, k2, k3, k4 = st.columns(4)
     octaves = k1.number_input("Octaves", 1, 8, 4)
-    per_octave = k2.number_input("Steps per octave", 1, 500, 10)
+    per_octave = k2.number_input("Steps per octave", 1, limits().max_dream_steps, 10)
     step = k3.number_input("Step size", 0.001, 1.0, 0.01, format="%.3f")
     scale = k4.number_input("Octave scale", 1.05, 2.5, 1.4, format="%.2f")
     if st.button("Dream", type="primary", disabled=photo_name is None or not chosen):

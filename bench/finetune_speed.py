@@ -85,17 +85,19 @@ def tutorial(root: Path, freeze: str, epochs: int, device: torch.device) -> tupl
 
 
 def ours(root: Path, freeze: str, epochs: int, device: torch.device, batch: int) -> tuple[float, float, dict]:
+    from dataclasses import asdict
+
     from tlcore import data, zoo
-    from tlcore.finetune import TrialConfig, run_trial
+    from tlcore.finetune import TrialConfig, default_lr, run_trial
 
     spec = zoo.get_spec("efficientnet_lite0")
-    depth = "all" if freeze == "all" else (len(spec.blocks) - 2 if freeze == "last" else 0)
+    depth = "all" if freeze == "all" else (len(zoo.blocks_of(spec)) - 2 if freeze == "last" else 0)
     started = time.perf_counter()
     ds = data.load_folder(root, size=224)
-    cfg = TrialConfig(model=spec.key, freeze=depth, epochs=epochs, lr=0.05 if freeze == "all" else 0.01,
+    cfg = TrialConfig(model=spec.key, freeze=depth, epochs=epochs, lr=default_lr(depth),
                       batch_size=batch, augment=("flip", "crop"))
     result = run_trial(cfg, ds, device=device)
-    return time.perf_counter() - started, result.val_acc, result.timings
+    return time.perf_counter() - started, result.val_acc, asdict(result.timings)
 
 
 def main() -> None:
@@ -124,7 +126,7 @@ def main() -> None:
     print(f"tutorial loop   {t_naive:8.2f} s  val acc {acc_naive:.3f}")
     print(f"tlcore.finetune {t_ours:8.2f} s  val acc {acc_ours:.3f}  (timings: "
           + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in timings.items()
-                      if k != "per_epoch_s") + ")")
+                      if k != "per_epoch_s" and v is not None) + ")")
     print(f"to the first epoch's point: tutorial {first_naive:.2f} s, tlcore {timings['first_epoch_s']:.2f} s "
           "(ours: from the trial's start, the dataset already decoded — as after pressing Run)")
     print(f"ratio: {t_naive / t_ours:.2f}")

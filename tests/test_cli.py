@@ -124,7 +124,7 @@ def test_finetune_classifier_on_an_earlier_block(capsys):
     assert "needs freeze='all'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("extra", [["--freeze", "0", "--optimizer", "adamw", "--lr", "0.001"],
+@pytest.mark.parametrize("extra", [["--freeze", "0", "--optimizer", "adamw", "--lr", "0.002"],
                                    ["--freeze", "4", "--lr", "0.05", "--backbone-lr-mult", "1"]])
 def test_finetune_runs_any_depth_and_learns(capsys, extra):
     out = run_json(capsys, "finetune", "--model", "efficientnet_lite0", "--data", "shapes", "--epochs", "5",

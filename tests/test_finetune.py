@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from tlcore import data, zoo
+from tlcore.device import pick_device
 from tlcore.finetune import TrialCancelled, TrialConfig, augment, run_trial
 
 
@@ -23,7 +24,7 @@ def test_linear_probe_learns_well_above_chance(digits):
     assert result.val_acc > 0.5  # chance is 0.1
     assert result.trainable_params == 1280 * 10 + 10
     assert sum(map(sum, result.confusion)) == len(digits.val_idx)
-    assert len(result.history) == 8 and "features_s" in result.timings
+    assert len(result.history) == 8 and result.timings.features_s is not None
 
 
 def test_partial_freeze_trains_only_the_tail_and_copies_the_shared_model(digits):
@@ -33,7 +34,7 @@ def test_partial_freeze_trains_only_the_tail_and_copies_the_shared_model(digits)
     cfg = TrialConfig(model=spec.key, freeze=7, epochs=1, lr=0.05, augment=("flip", "crop"))
     result = run_trial(cfg, digits, model=shared, keep_weights=True)
     assert all(torch.equal(before[k], v) for k, v in shared.state_dict().items())
-    tail = sum(b.params for b in spec.blocks[7:]) - (1280 * 1000 + 1000) + (1280 * 10 + 10)
+    tail = sum(b.params for b in zoo.blocks_of(spec)[7:]) - (1280 * 1000 + 1000) + (1280 * 10 + 10)
     assert result.trainable_params == tail
     stem = "_conv_stem.weight"  # frozen: unchanged in the trained weights
     assert torch.equal(result.state_dict[stem], before[stem])
@@ -48,7 +49,7 @@ def shapes():
 def test_full_fine_tune_learns_and_beats_training_from_scratch(shapes):
     # Thome's tables in small: on little data, pretrained weights win. Chance is 0.25.
     tuned, scratch = (run_trial(TrialConfig(model="efficientnet_lite0", pretrained=pretrained, freeze=0, epochs=5,
-                                            optimizer="adamw", lr=1e-3 if pretrained else 3e-3), shapes)
+                                            optimizer="adamw", lr=2e-3 if pretrained else 6e-3), shapes)
                       for pretrained in (True, False))
     for result in (tuned, scratch):
         assert result.trainable_params == result.total_params - 1280 * 1000 - 1000 + 1280 * 4 + 4
@@ -96,15 +97,15 @@ def test_too_small_images_get_a_clear_message():
 def test_cached_prefix_views_are_computed_as_training_needs_them_and_reused(digits):
     cfg = TrialConfig(model="efficientnet_lite0", freeze=7, epochs=2, lr=0.05, augment=("flip", "crop"), seed=3)
     first = run_trial(cfg, digits)
-    assert first.timings["prefix_cached"] and first.timings["prefix_views"] == 4
-    assert first.timings["prefix_views_reused"] == 0
+    assert first.timings.prefix_cached and first.timings.prefix_views == 4
+    assert first.timings.prefix_views_reused == 0
     again = run_trial(cfg, digits)  # another trial at the same depth: the two views it needs exist
-    assert again.timings["prefix_views_reused"] == 2
+    assert again.timings.prefix_views_reused == 2
     assert [h.train_loss for h in again.history] == [h.train_loss for h in first.history]
     assert [h.val_acc for h in again.history] == [h.val_acc for h in first.history]
     longer = run_trial(TrialConfig(**{**cfg.__dict__, "epochs": 5}), digits)
-    assert longer.timings["prefix_views_reused"] == 2 and len(longer.history) == 5
-    assert run_trial(TrialConfig(**{**cfg.__dict__, "epochs": 5}), digits).timings["prefix_views_reused"] == 4
+    assert longer.timings.prefix_views_reused == 2 and len(longer.history) == 5
+    assert run_trial(TrialConfig(**{**cfg.__dict__, "epochs": 5}), digits).timings.prefix_views_reused == 4
 
 
 def test_batchnorm_statistics_that_train_follow_the_data_not_imagenet(digits):
@@ -129,15 +130,16 @@ def test_batchnorm_statistics_that_train_follow_the_data_not_imagenet(digits):
 
 
 def test_kept_prefix_stores_stay_within_the_memory_budget(digits, monkeypatch):
-    from tlcore import finetune
+    from tlcore.finetune import prefix_cache
 
     cfg = TrialConfig(model="efficientnet_lite0", freeze=6, epochs=1, augment=(), seed=11)
     run_trial(cfg, digits)
-    assert run_trial(cfg, digits).timings["prefix_views_reused"] == 1  # kept while it fits
-    one = finetune._PREFIX_CACHE._entries[next(reversed(finetune._PREFIX_CACHE._entries))].nbytes
-    monkeypatch.setitem(finetune._CACHE_BUDGET, "cpu", one + 1)  # room for one store, not two
+    assert run_trial(cfg, digits).timings.prefix_views_reused == 1  # kept while it fits
+    one = prefix_cache.RECENT.newest().nbytes
+    # Room for one store, not two, on whichever device the trials run (CUDA or CPU).
+    monkeypatch.setitem(prefix_cache.BUDGET, pick_device(None).type, one + 1)
     run_trial(TrialConfig(**{**cfg.__dict__, "freeze": 7}), digits)
-    assert run_trial(cfg, digits).timings["prefix_views_reused"] == 0  # evicted by the newer one
+    assert run_trial(cfg, digits).timings.prefix_views_reused == 0  # evicted by the newer one
 
 
 def test_a_classifier_on_an_earlier_blocks_features(digits):
@@ -146,7 +148,7 @@ def test_a_classifier_on_an_earlier_blocks_features(digits):
     result = run_trial(cfg, digits)
     channels = 80  # EfficientNet-Lite0's blocks 5–7 end with 80 channels
     assert result.trainable_params == channels * 10 + 10 and result.val_acc > 0.2  # chance: 0.1
-    names = [b.name for b in spec.blocks]
+    names = [b.name for b in zoo.blocks_of(spec)]
     with pytest.raises(ValueError, match="needs freeze='all'"):
         TrialConfig(model=spec.key, freeze=3, probe_block="_blocks.5-7").check(len(names), names)
     with pytest.raises(ValueError, match="unknown block 'nope'; choose one of: stem"):

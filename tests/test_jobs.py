@@ -8,6 +8,7 @@ import pytest
 from tlcore import data
 from tlcore.finetune import TrialCancelled, TrialConfig
 from tlcore.jobs import JobManager
+from tlcore.settings import limits
 from tlcore.store import RunStore
 
 
@@ -171,3 +172,68 @@ def test_two_queues_on_one_store_leave_each_others_trials_alone(tmp_path, tiny):
     assert first.wait(60)
     first.shutdown()
     second.shutdown()
+
+
+def _gated_queue(tmp_path):
+    """A queue whose trials wait for ``gate`` and record the order they ran in (by seed)."""
+    gate, ran = threading.Event(), []
+
+    def gated(config, dataset, *, should_stop, on_epoch, **kw):
+        gate.wait(30)
+        ran.append(config.seed)
+        raise TrialCancelled([])
+
+    return JobManager(RunStore(tmp_path / "runs.sqlite"), trial=gated), gate, ran
+
+
+def test_sessions_take_turns_so_one_sweep_cannot_hold_everyone_back(tmp_path, tiny):
+    from tlcore.jobs import Submission
+
+    jobs, gate, ran = _gated_queue(tmp_path)
+    first = jobs.submit_many([Submission(probe(seed=0), tiny, "d", owner="alice")])[0]
+    while jobs.position(first) != 0:  # alice's first trial holds the worker
+        time.sleep(0.01)
+    sweep = jobs.submit_many([Submission(probe(seed=s), tiny, "d", owner="alice") for s in (1, 2, 3)])
+    bob = jobs.submit_many([Submission(probe(seed=10), tiny, "d", owner="bob")])[0]
+    carol = jobs.submit_many([Submission(probe(seed=20), tiny, "d", owner="carol")])[0]
+    # bob and carol have not been served yet: they come before alice's second trial, not after her sweep.
+    assert [jobs.position(i) for i in (bob, carol, *sweep)] == [1, 2, 3, 4, 5]
+    gate.set()
+    assert jobs.wait(60)
+    assert ran == [0, 10, 20, 1, 2, 3]
+
+
+def test_one_session_cannot_fill_the_demo_queue(tmp_path, tiny, monkeypatch):
+    from tlcore.jobs import QueueFullError, Submission
+
+    monkeypatch.setenv("TLCORE_DEMO", "1")
+    jobs, gate, _ = _gated_queue(tmp_path)
+    try:
+        cap = limits().max_waiting_per_session
+        jobs.submit_many([Submission(probe(seed=s), tiny, "d", owner="alice") for s in range(cap)])
+        with pytest.raises(QueueFullError, match=f"at most {cap} of your trials"):
+            jobs.submit_many([Submission(probe(), tiny, "d", owner="alice")])
+        jobs.submit_many([Submission(probe(), tiny, "d", owner="bob")])  # another visitor still gets in
+    finally:
+        gate.set()
+        assert jobs.wait(60)
+
+
+def test_the_wait_estimate_counts_the_epochs_ahead(tmp_path, tiny):
+    from tlcore.finetune import EpochStats
+    from tlcore.jobs import Submission
+
+    jobs, gate, _ = _gated_queue(tmp_path)
+    try:
+        running = jobs.submit_many([Submission(probe(epochs=3), tiny, "d", owner="a")])[0]
+        while jobs.position(running) != 0:
+            time.sleep(0.01)
+        waiting = jobs.submit_many([Submission(probe(epochs=4), tiny, "d", owner="b")])
+        assert jobs.wait_estimate(waiting[0]) is None  # no epoch timed yet: no made-up figure
+        jobs._epoch_seconds.extend([2.0, 2.0, 4.0])
+        assert jobs.wait_estimate(waiting[0]) == pytest.approx(3 * 2.0)  # the running trial's 3 epochs
+        jobs.store.append_epoch(running, EpochStats(1, 0, 0, 0, 0, 2.0).__dict__)
+        assert jobs.wait_estimate(waiting[0]) == pytest.approx(2 * 2.0)
+    finally:
+        gate.set()
+        assert jobs.wait(60)

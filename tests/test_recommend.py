@@ -34,8 +34,8 @@ def test_digits_are_different_and_faces_similar(digits, faces):
     for rec in (far, near):
         TrialConfig(model=SPEC.key, freeze=rec.freeze,  # the lab can run it
                     probe_block=rec.probe_block if rec.freeze == "all" else "penultimate"
-                    ).check(len(SPEC.blocks), [b.name for b in SPEC.blocks])
-        assert len(rec.measurement.logme_by_block) == len(SPEC.blocks)  # every block but the head, + penultimate
+                    ).check(len(zoo.blocks_of(SPEC)), [b.name for b in zoo.blocks_of(SPEC)])
+        assert len(rec.measurement.logme_by_block) == len(zoo.blocks_of(SPEC))  # every block but the head, + penultimate
         assert all(0.0 <= g <= 1.0 for _, g in rec.measurement.batchnorm_gap)
         assert any(f"{rec.measurement.per_class:.0f} training images" in r for r in rec.reasons)
 
@@ -44,7 +44,7 @@ def test_large_datasets_are_told_to_fine_tune(digits):
     m = recommend.measure(SPEC, digits)
     big = dataclasses.replace(m, per_class=float(recommend.SMALL_PER_CLASS))
     rec = recommend.recommend(big, SPEC)
-    assert rec.size == "large" and rec.freeze != "all" and rec.freeze < len(SPEC.blocks) // 2
+    assert rec.size == "large" and rec.freeze != "all" and rec.freeze < len(zoo.blocks_of(SPEC)) // 2
 
 
 def test_validation_labels_are_not_used(digits):

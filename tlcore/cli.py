@@ -114,7 +114,7 @@ def cmd_blocks(args: argparse.Namespace) -> int:
 
     spec = zoo.get_spec(args.model)
     rows = [{"index": i, "name": b.name, "params": b.params, "members": list(b.members)}
-            for i, b in enumerate(spec.blocks)]
+            for i, b in enumerate(zoo.blocks_of(spec))]
     if args.format == "json":
         _print_json({"model": spec.key, "blocks": rows})
     else:
@@ -130,15 +130,16 @@ def _freeze_arg(text: str):
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from tlcore import data, zoo
-    from tlcore.finetune import TrialConfig
+    from tlcore.finetune import TrialConfig, default_lr
 
     spec = zoo.get_spec(args.model)
-    cfg = TrialConfig(model=spec.key, pretrained=not args.scratch, freeze=args.freeze, lr=args.lr,
+    cfg = TrialConfig(model=spec.key, pretrained=not args.scratch, freeze=args.freeze,
+                      lr=args.lr if args.lr is not None else default_lr(args.freeze),
                       backbone_lr_mult=args.backbone_lr_mult, optimizer=args.optimizer, epochs=args.epochs,
                       augment=tuple(args.augment), seed=args.seed, probe_block=args.probe_block,
-                      bn_mode=args.bn_mode, precision=args.precision,
+                      bn_mode=args.bn_mode, precision=args.precision, schedule=args.schedule,
                       **({"batch_size": args.batch_size} if args.batch_size else {}))
-    cfg.check(len(spec.blocks), [b.name for b in spec.blocks])
+    cfg.check(len(zoo.blocks_of(spec)), [b.name for b in zoo.blocks_of(spec)])
     dataset = data.load(args.data, size=args.size, max_per_class=args.max_per_class, seed=args.seed)
 
     def on_epoch(stats) -> None:
@@ -493,11 +494,14 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--probe-block", default="penultimate",
                     help="with --freeze all: the block whose features the classifier reads")
     ft.add_argument("--epochs", type=_positive_int, default=5)
-    ft.add_argument("--lr", type=float, default=1e-2)
+    ft.add_argument("--lr", type=float, default=None,
+                    help="peak rate of the new head (default: 0.1 with --freeze all, else 0.02)")
     ft.add_argument("--backbone-lr-mult", type=float, default=0.1)
-    from tlcore.finetune import AUGMENTATIONS, BN_MODES, OPTIMIZERS, PRECISIONS
+    from tlcore.finetune import AUGMENTATIONS, BN_MODES, OPTIMIZERS, PRECISIONS, SCHEDULES
 
     ft.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
+    ft.add_argument("--schedule", choices=SCHEDULES, default=SCHEDULES[0],
+                    help="cosine: linear warm-up, then cosine decay to zero; the rates given are its peak")
     ft.add_argument("--bn-mode", choices=BN_MODES, default="frozen", help="BatchNorm statistics in frozen blocks")
     ft.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto: bf16 autocast on CUDA")
     ft.add_argument("--batch-size", type=_positive_int, default=None, help="default: TrialConfig's")

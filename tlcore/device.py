@@ -132,11 +132,26 @@ def inference_batch(device: torch.device) -> int:
     return 256 if device.type in ("cuda", "mps") else 4
 
 
+def free_cached_memory() -> None:
+    """After an out-of-memory error: hand the failed batch's cached blocks back before a smaller try."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def mixed_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``device``: bf16 on CUDA GPUs that have it, fp16 on older ones
+    (training then scales the loss), none elsewhere (CPU bf16 training is slower than fp32 here)."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA (fp32 elsewhere: CPU bf16 training is slower than fp32 here)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """Mixed precision per ``mixed_dtype``; a no-op where there is none or ``enabled`` is False."""
+    dtype = mixed_dtype(device) if enabled else None
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def jpeg_decode_device() -> torch.device | None:

@@ -64,9 +64,9 @@ def _hook_target(model: nn.Module, spec: zoo.ModelSpec, block: str) -> Target:
         return Target(block, model.get_submodule(classifier_path(model, spec.num_classes)))
     if block == PENULTIMATE:
         return Target(block, model.get_submodule(classifier_path(model, spec.num_classes)), inputs=True)
-    names = [b.name for b in spec.blocks]
+    names = [b.name for b in zoo.blocks_of(spec)]
     if block in names:
-        members = [m for m in spec.blocks[names.index(block)].members
+        members = [m for m in zoo.blocks_of(spec)[names.index(block)].members
                    if _is_module(model, m) and not _AUXILIARY.fullmatch(m)]
         return Target(block, model.get_submodule(members[-1]))
     if block and _is_module(model, block):

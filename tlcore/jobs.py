@@ -1,11 +1,18 @@
 """Background training jobs: one worker (one GPU queue), progress per epoch, cancel, and every
-state change written to the run store as it happens."""
+state change written to the run store as it happens.
+
+Fair order: trials carry their owner (a browser session); the worker takes owners in turn, the
+one served least recently first, so one visitor's sweep cannot hold everyone else back.
+"""
 
 from __future__ import annotations
 
 import atexit
+import itertools
+import statistics
 import threading
 import traceback
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,6 +40,7 @@ class Submission:
     dataset_label: str
     model: torch.nn.Module | None = None
     tags: dict = field(default_factory=dict)
+    owner: str = ""  # who queued it (a browser session); "" for the CLI and scripts
 
 
 @dataclass
@@ -41,6 +49,7 @@ class _Job:
     config: TrialConfig
     dataset: Dataset
     model: torch.nn.Module | None
+    owner: str = ""
     cancel: threading.Event = field(default_factory=threading.Event)
 
     def model_device(self) -> torch.device:
@@ -60,6 +69,9 @@ class JobManager:
         self._queue: list[_Job] = []
         self._running: _Job | None = None
         self._closing = False
+        self._served: dict[str, int] = {}  # owner → when it last got the worker (a counter)
+        self._turn = itertools.count(1)
+        self._epoch_seconds: deque[float] = deque(maxlen=50)  # recent epochs, for wait estimates
         self._thread = threading.Thread(target=self._work, name="tlcore-jobs", daemon=True)
         self._thread.start()
         # A daemon thread still inside a torch kernel at interpreter exit aborts the process:
@@ -91,15 +103,16 @@ class JobManager:
         left half queued. Raises ValueError (QueueFullError) with the reason."""
         for item in items:
             spec = zoo.get_spec(item.config.model)
-            item.config.check(len(spec.blocks), [b.name for b in spec.blocks])
+            item.config.check(len(zoo.blocks_of(spec)), [b.name for b in zoo.blocks_of(spec)])
         with self._lock:
             self._check_room(len(items))
+            self._check_share({item.owner for item in items}, items)
             ids = self.store.create_many([  # one transaction: a failed write queues nothing
                 {"model": item.config.model, "dataset": item.dataset_label,
                  "config": dict(item.config.__dict__, augment=list(item.config.augment), tags=item.tags)}
                 for item in items])
-            self._queue += [_Job(run_id, item.config, item.dataset, item.model) for run_id, item in zip(ids, items,
-                                                                                                    strict=True)]
+            self._queue += [_Job(run_id, item.config, item.dataset, item.model, item.owner)
+                            for run_id, item in zip(ids, items, strict=True)]
             self._lock.notify()
         return ids
 
@@ -114,6 +127,31 @@ class JobManager:
             what = "a trial" if n == 1 else f"{n} trials, queued together or not at all,"
             raise QueueFullError(f"the queue has room for {max(0, free)} more trial(s) ({len(self._queue)} waiting, "
                                  f"limit {limits().max_waiting_jobs}): {what} must wait until some have finished")
+
+    def _check_share(self, owners: set[str], items: list[Submission]) -> None:
+        cap = limits().max_waiting_per_session
+        for owner in owners - {""}:
+            waiting = sum(j.owner == owner for j in self._queue)
+            adding = sum(i.owner == owner for i in items)
+            if waiting + adding > cap:
+                raise QueueFullError(f"at most {cap} of your trials may wait at once here, so that others get "
+                                     f"their turn ({waiting} waiting): queue more when some have finished")
+
+    def _order(self) -> list[_Job]:
+        """The queue in the order the worker will take it: owners in turn, least recently served first,
+        each owner's trials in the order they were queued."""
+        served = dict(self._served)
+        per_owner: dict[str, deque[_Job]] = {}
+        for job in self._queue:
+            per_owner.setdefault(job.owner, deque()).append(job)
+        out = []
+        while per_owner:
+            owner = min(per_owner, key=lambda o: served.get(o, 0))  # ties: the earliest queued owner
+            out.append(per_owner[owner].popleft())
+            served[owner] = max(served.values(), default=0) + 1
+            if not per_owner[owner]:
+                del per_owner[owner]
+        return out
 
     def cancel(self, run_id: int) -> None:
         with self._lock:
@@ -130,8 +168,22 @@ class JobManager:
         with self._lock:
             if self._running and self._running.run_id == run_id:
                 return 0
-            ids = [j.run_id for j in self._queue]
+            ids = [j.run_id for j in self._order()]
             return ids.index(run_id) + 1 if run_id in ids else None
+
+    def wait_estimate(self, run_id: int) -> float | None:
+        """Seconds until ``run_id`` starts, from recent epochs' speed (None: unknown or not waiting)."""
+        with self._lock:
+            ahead = [j for j in self._order()]
+            ids = [j.run_id for j in ahead]
+            if run_id not in ids or not self._epoch_seconds:
+                return None
+            per_epoch = statistics.median(self._epoch_seconds)
+            jobs = ahead[:ids.index(run_id)] + ([self._running] if self._running else [])
+            epochs = sum(j.config.epochs for j in jobs)
+            if self._running is not None:
+                epochs -= len(self.store.get(self._running.run_id)["history"])
+            return max(0.0, epochs * per_epoch)
 
     def busy(self) -> bool:
         with self._lock:
@@ -148,7 +200,9 @@ class JobManager:
                 self._lock.wait_for(lambda: bool(self._queue) or self._closing)
                 if self._closing:
                     return
-                job = self._running = self._queue.pop(0)
+                job = self._running = self._order()[0]
+                self._queue.remove(job)
+                self._served[job.owner] = next(self._turn)
             try:
                 self._run(job)
             finally:
@@ -156,12 +210,16 @@ class JobManager:
                     self._running = None
                     self._lock.notify_all()
 
+    def _epoch_done(self, job: _Job, stats) -> None:
+        self.store.append_epoch(job.run_id, stats.__dict__)
+        self._epoch_seconds.append(stats.seconds)
+
     def _run(self, job: _Job) -> None:
         self.store.set_status(job.run_id, "running")
         try:
             with working(job.model_device()):
                 result = self._trial(job.config, job.dataset, model=job.model, keep_weights=True,
-                                     on_epoch=lambda s: self.store.append_epoch(job.run_id, s.__dict__),
+                                     on_epoch=lambda s: self._epoch_done(job, s),
                                      should_stop=job.cancel.is_set)
         except TrialCancelled:
             self.store.set_status(job.run_id, "interrupted" if self._closing else "cancelled")

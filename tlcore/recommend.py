@@ -19,7 +19,7 @@ from torch import nn
 
 from tlcore import features, transferability, zoo
 from tlcore.data import Dataset
-from tlcore.finetune import TrialConfig
+from tlcore.finetune import TrialConfig, default_lr
 
 # Rules of thumb, not laws: the validation run on the Strategy page checks them on your data.
 SMALL_PER_CLASS = 100  # training images per class below which fine-tuning many weights overfits
@@ -84,7 +84,7 @@ def measure(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Module | None = 
     linear probe reuses them."""
     rows = dataset.train_idx
     y = dataset.labels[rows].numpy()
-    blocks = [b.name for b in spec.blocks if b.name != "head"]
+    blocks = [b.name for b in zoo.blocks_of(spec) if b.name != "head"]
     wanted = [*blocks, features.PENULTIMATE, features.LOGITS]
     feats = {k: v[rows].numpy() for k, v in
              features.extract_many(spec, dataset, wanted, model=model, device=device).items()}
@@ -109,7 +109,7 @@ def recommend(m: Measurement, spec: zoo.ModelSpec) -> Recommendation:
     size = "small" if m.per_class < SMALL_PER_CLASS else "large"
     similar = m.similarity >= SIMILAR_AT
     best_block, best_logme = max(m.logme_by_block, key=lambda kv: kv[1])
-    n = len(spec.blocks)
+    n = len(zoo.blocks_of(spec))
     if similar and size == "small":
         freeze, probe = "all", features.PENULTIMATE
     elif similar:
@@ -163,7 +163,7 @@ def validation_trials(rec: Recommendation, *, epochs: int = 5) -> dict[str, Tria
     advised setting (when it is not one of them), by name. Linear probes learn at 0.05, the rest
     at 0.01 (fine-tuning from pretrained weights)."""
     spec = zoo.get_spec(rec.measurement.model)
-    n = len(spec.blocks)
+    n = len(zoo.blocks_of(spec))
     trials = {name: dict(t, freeze=n + t["freeze"] if isinstance(t["freeze"], int) and t["freeze"] < 0
                          else t["freeze"]) for name, t in STRATEGY_TRIALS.items()}
     advised = advised_setting(rec)
@@ -171,7 +171,7 @@ def validation_trials(rec: Recommendation, *, epochs: int = 5) -> dict[str, Tria
         name = ("advised setting" if advised["probe_block"] == features.PENULTIMATE
                 else f"classifier on {advised['probe_block']} features (advised)")
         trials[name] = advised
-    return {name: TrialConfig(model=spec.key, epochs=epochs, lr=0.05 if t["freeze"] == "all" else 0.01, **t)
+    return {name: TrialConfig(model=spec.key, epochs=epochs, lr=default_lr(t["freeze"]), **t)
             for name, t in trials.items()}
 
 

@@ -1,7 +1,8 @@
 """Deployment settings read from the environment, in one place.
 
 ``TLCORE_DEMO=1`` turns on demo mode for a shared hosted instance: smaller caps and no access to
-the server's local folders.
+the server's local folders. (The app also accepts ``TLCORE_DEMO`` from Streamlit secrets; it copies
+it into the environment at start, so the engine reads one place.)
 """
 
 from __future__ import annotations
@@ -27,11 +28,30 @@ class Limits:
     max_images: int = 100_000  # per dataset after the per-class cap
     max_epochs: int = 500  # per trial
     max_waiting_jobs: int = 100  # trials queued behind the running one, all sessions together
+    max_waiting_per_session: int = 100  # of those, from one session (demo: one user cannot fill it)
+    max_vis_steps: int = 4096  # optimisation steps per feature-visualisation render
+    max_vis_size: int = 1024  # px, the side of a rendered image
+    max_vis_channels: int = 256  # images in one render call (a gallery)
+    max_dream_side: int = 2048  # px, the longer side of a DeepDream photo
+    max_dream_steps: int = 500  # per octave
 
 
 DEMO_LIMITS = Limits(max_members=5_000, max_member_bytes=10 * 2**20, max_total_bytes=200 * 2**20,
-                     max_pixels=25_000_000, max_images=5_000, max_epochs=20, max_waiting_jobs=12)
+                     max_pixels=25_000_000, max_images=5_000, max_epochs=20, max_waiting_jobs=12,
+                     max_waiting_per_session=4, max_vis_steps=256, max_vis_size=160, max_vis_channels=16,
+                     max_dream_side=512, max_dream_steps=20)
 
 
 def limits() -> Limits:
     return DEMO_LIMITS if demo_mode() else Limits()
+
+
+def demo_caps() -> list[str]:
+    """The demo's caps as a user reads them (the banner, the README)."""
+    cap = DEMO_LIMITS
+    return [f"uploads up to {cap.max_total_bytes // 2**20} MB and {cap.max_images:,} images",
+            f"{cap.max_epochs} epochs per trial, {cap.max_waiting_per_session} trials queued per visitor",
+            f"feature visualisation up to {cap.max_vis_steps} steps at {cap.max_vis_size} px, "
+            f"{cap.max_vis_channels} channels at once",
+            f"DeepDream on photos up to {cap.max_dream_side} px",
+            "no folders on the server"]

@@ -153,7 +153,7 @@ def skipped_frame(ds: data.Dataset) -> pd.DataFrame:
 
 def map_models() -> list[str]:
     """Pretrained models usable for the map right now (weights on disk), smallest first."""
-    specs = [s for s in zoo.list_models() if s.weights_available]
+    specs = [s for s in zoo.list_models() if zoo.weights_available(s)]
     return [s.key for s in sorted(specs, key=lambda s: s.gflops)]
 
 

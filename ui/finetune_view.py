@@ -12,6 +12,7 @@ import streamlit as st
 from tlcore import features, zoo
 from tlcore.finetune import TrialConfig
 from tlcore.jobs import JobManager, Submission
+from tlcore.settings import demo_mode
 from ui import resources
 
 TAGS = ("sweep", "validation", "strategy", "ranking")  # kept with a run's config by whoever queued it
@@ -26,19 +27,19 @@ def jobs() -> JobManager:
 
 def model_options() -> list[str]:
     specs = [s for s in zoo.list_models() if s.is_default]
-    specs.sort(key=lambda s: (not s.weights_available, s.gflops))
+    specs.sort(key=lambda s: (not zoo.weights_available(s), s.gflops))
     return [s.key for s in specs]
 
 
 def model_label(key: str) -> str:
     spec = zoo.get_spec(key)
-    return f"{spec.model}  ({'offline' if spec.weights_available else 'needs download'}, {spec.params / 1e6:.1f} M)"
+    return f"{spec.model}  ({'offline' if zoo.weights_available(spec) else 'needs download'}, {spec.params / 1e6:.1f} M)"
 
 
 def strip_figure(spec: zoo.ModelSpec, freeze, probe_block: str = features.PENULTIMATE) -> go.Figure:
     """The block list as a strip: frozen blocks grey, trainable blue, the new head orange; blocks
     after the one a classifier reads are left out (pale)."""
-    blocks = spec.blocks
+    blocks = zoo.blocks_of(spec)
     n_frozen = len(blocks) if freeze == "all" else freeze
     names = [b.name for b in blocks]
     last_used = names.index(probe_block) if probe_block in names else len(blocks)
@@ -61,21 +62,44 @@ def strip_figure(spec: zoo.ModelSpec, freeze, probe_block: str = features.PENULT
 
 def probe_blocks(spec: zoo.ModelSpec) -> list[str]:
     """Blocks whose pooled output a classifier can read, deepest first (the head excluded)."""
-    return [b.name for b in spec.blocks if b.name != "head"][::-1]
+    return [b.name for b in zoo.blocks_of(spec) if b.name != "head"][::-1]
 
 
 def trainable_share(spec: zoo.ModelSpec, freeze) -> tuple[int, int]:
     """(trainable, total) parameters, the ImageNet head counted as replaced."""
-    total = sum(b.params for b in spec.blocks)
+    total = sum(b.params for b in zoo.blocks_of(spec))
     if freeze == "all":
         return 0, total
-    return sum(b.params for b in spec.blocks[freeze:]), total
+    return sum(b.params for b in zoo.blocks_of(spec)[freeze:]), total
+
+
+def visitor() -> str:
+    """This browser session's id: its trials' owner in the queue's fair order and, in demo mode,
+    the only session that sees them."""
+    return st.session_state.setdefault("visitor", uuid.uuid4().hex[:12])
+
+
+def visible_runs() -> list[dict]:
+    """The run history this session may see: all of it, or in demo mode only its own runs."""
+    runs = jobs().store.list()
+    if demo_mode():
+        runs = [r for r in runs if (r["config"].get("tags") or {}).get("session") == visitor()]
+    return runs
+
+
+def queue_text(run_id: int) -> str | None:
+    """'queued — 2 trial(s) ahead, about 40 s' while the run waits; None once it runs or ended."""
+    position = jobs().position(run_id)
+    if position in (None, 0):
+        return None
+    wait = jobs().wait_estimate(run_id)
+    return f"queued — {position} trial(s) ahead" + (f", about {wait:.0f} s" if wait is not None else "")
 
 
 def submission(cfg: TrialConfig, ds, label: str, tags: dict | None = None) -> Submission:
     """A trial for the queue, starting from the shared pretrained model (copied by the trial)."""
     model = resources.cached_model(cfg.model, True) if cfg.pretrained else None
-    return Submission(cfg, ds, label, model, tags or {})
+    return Submission(cfg, ds, label, model, {**(tags or {}), "session": visitor()}, owner=visitor())
 
 
 def submit(cfg: TrialConfig, ds, label: str, tags: dict | None = None) -> int:
@@ -86,7 +110,7 @@ def submit_sweep(base: TrialConfig, ds, label: str) -> list[int]:
     """One trial per freeze depth (0 … n-1, then 'all'): Yosinski et al. 2014 on your data; all
     queued or none."""
     sweep = uuid.uuid4().hex[:8]
-    depths = [*range(len(zoo.get_spec(base.model).blocks)), "all"]
+    depths = [*range(len(zoo.blocks_of(zoo.get_spec(base.model)))), "all"]
     return jobs().submit_many([
         submission(TrialConfig(**{**base.__dict__, "freeze": d, "probe_block": features.PENULTIMATE}), ds, label,
                    tags={"sweep": sweep})
@@ -102,7 +126,7 @@ def freeze_label(freeze, probe_block: str | None) -> str:
 
 def runs_frame() -> pd.DataFrame:
     rows = []
-    for r in jobs().store.list():
+    for r in visible_runs():
         cfg = r["config"]
         best = max((h["val_acc"] for h in r["history"]), default=None)
         epochs_s = [h["seconds"] for h in r["history"]]

@@ -18,17 +18,23 @@ import torch
 from PIL import Image
 
 from tlcore import data, zoo
+from tlcore.settings import limits
 from tlcore.vis import dream, drift, examples, render
 from tlcore.vis.render import defaults as engine_defaults
 from tlcore.zoo.layers import NO_CHANNEL_MAPS
 from ui import data_view, resources
-from ui.finetune_view import jobs
+from ui.finetune_view import jobs, visible_runs
 
 T = TypeVar("T")
 
 
-SIZES = [64, 96, 128, 160, 224]
-COUNTS = [4, 8, 16, 32, 64]
+def sizes() -> list[int]:
+    """Render sizes within this server's caps (a demo's are smaller)."""
+    return [s for s in (64, 96, 128, 160, 224) if s <= limits().max_vis_size]
+
+
+def counts() -> list[int]:
+    return [c for c in (4, 8, 16, 32, 64) if c <= limits().max_vis_channels]
 KINDS = {"channel": "Channels", "neuron": "Centre neurons of channels", "direction": "Classes",
          "layer": "Variations"}  # objective → what its items are
 KINDS_HELP = ("channel: what makes each channel's whole map respond · neuron: only the channel's centre "
@@ -43,22 +49,22 @@ def item_count(kind: str, channels: int, ds: data.Dataset) -> int:
     return {"direction": len(ds.classes), "layer": VARIATIONS}.get(kind, channels)
 
 
-def keep_in_range(key: str, available: int) -> None:
+def keep_in_range(key: str, available: int, fallback: int = 0) -> None:
     """A number kept from another layer or objective (or a link) may be out of range now."""
     if st.session_state.get(key, 0) >= available:
-        st.session_state[key] = 0
+        st.session_state[key] = fallback
 
 
 def model_options() -> list[str]:
     """Convolutional models (their default weights), the ones usable offline first, smallest first."""
     specs = [s for s in zoo.list_models() if s.is_default and s.family not in NO_CHANNEL_MAPS]
-    specs.sort(key=lambda s: (not s.weights_available, s.gflops))
+    specs.sort(key=lambda s: (not zoo.weights_available(s), s.gflops))
     return [s.model for s in specs]
 
 
 def model_note(key: str) -> str:
     spec = zoo.get_spec(key)
-    where = "weights on this machine" if spec.weights_available else "weights download on first use"
+    where = "weights on this machine" if zoo.weights_available(spec) else "weights download on first use"
     return f"{spec.weights} · {spec.params / 1e6:.1f} M parameters · {where}"
 
 
@@ -169,7 +175,7 @@ def histogram_figure(stats: examples.LayerStats, channel: int, render_activation
 
 def finished_runs(key: str) -> list[dict]:
     """Kept runs that started from exactly these pretrained weights, newest first."""
-    return [r for r in jobs().store.list()[::-1]
+    return [r for r in visible_runs()[::-1]
             if r["status"] == "done" and r["model"] == key and r["config"].get("pretrained", True)]
 
 

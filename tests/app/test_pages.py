@@ -315,3 +315,38 @@ def test_strategy_validation_over_the_demo_cap_is_a_message_and_queues_nothing(m
     at.button[0].click().run()
     assert not at.exception and "at most 20 epochs" in at.error[0].value
     assert len(finetune_view.jobs().store.list()) == before
+
+
+def test_demo_mode_shows_each_session_only_its_own_runs(monkeypatch):
+    from ui import data_view, finetune_view
+
+    monkeypatch.setenv("TLCORE_DEMO", "1")
+    mine = app("app_pages/finetune.py")
+    mine.session_state["active_dataset"] = data_view.Choice("builtin", "digits", 32, 8, 0)
+    mine.run()
+    mine.number_input[2].set_value(1)  # epochs
+    mine.button[0].click().run()
+    run_id = mine.session_state["current_run"]
+    assert finetune_view.jobs().wait(300)
+    mine.run()
+    assert not mine.exception and run_id in mine.dataframe[0].value.run.tolist()
+    theirs = app("app_pages/finetune.py").run()  # another visitor (also what a refresh is, in a demo)
+    assert not theirs.exception
+    assert not theirs.dataframe or run_id not in theirs.dataframe[0].value.run.tolist()
+    monkeypatch.delenv("TLCORE_DEMO")
+    assert run_id in app("app_pages/finetune.py").run().dataframe[0].value.run.tolist()  # local use: all runs
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_demo_banner_with_its_caps_on_every_page(monkeypatch, page):
+    monkeypatch.setenv("TLCORE_DEMO", "1")
+    at = app().run()
+    at.switch_page(f"app_pages/{page}").run()
+    assert not at.exception
+    banner = at.info[0].value
+    assert banner.startswith("**Shared demo**") and "20 epochs per trial" in banner and "256 steps" in banner
+
+
+def test_no_banner_outside_demo_mode():
+    at = app().run()
+    assert not at.exception and not any("Shared demo" in i.value for i in at.info)

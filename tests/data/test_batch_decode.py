@@ -73,3 +73,23 @@ def test_batch_decode_on_the_gpu_matches_the_cpu():
     gpu = decode_jpeg_batch(blobs, 128, torch.device("cuda"))
     cpu = decode_jpeg_batch(blobs, 128, CPU)
     assert (gpu.float() - cpu.float()).abs().mean() < 2
+
+
+def test_a_truncated_jpeg_never_reaches_a_lenient_gpu_decoder(monkeypatch):
+    # nvJPEG decodes a truncated file without an error (measured on an H100); stand in for it with
+    # a decoder that accepts anything: the file must still be refused, as Pillow refuses it.
+    from tlcore.data import decode
+
+    seen = []
+
+    def lenient(blobs, size, device):
+        seen.extend(blobs)
+        return torch.zeros((len(blobs), 3, size, size), dtype=torch.uint8)
+
+    monkeypatch.setattr(decode, "decode_jpeg_batch", lenient)
+    whole = jpeg(1, size=(200, 150))
+    truncated = whole[: len(whole) // 2]
+    padded = whole + b"\0" * 16  # zero padding after the end marker: still a whole file
+    results = decode_all([lambda: whole, lambda: truncated, lambda: padded], 16, Limits(), jpeg_device=CPU)
+    assert [type(r) for r in results] == [Decoded, BadImage, Decoded]
+    assert "truncated" in str(results[1]) and truncated not in seen and whole in seen and padded in seen

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tlcore import data
+from tlcore import data, zoo
 from tlcore.finetune import TrialConfig, run_trial
 from tlcore.vis.drift import drift, finetuned_model, linear_cka
 
@@ -51,7 +51,7 @@ def test_drift_is_one_through_the_frozen_blocks_and_below_after(lite, digits, k)
     result = run_trial(cfg, digits, model=model, keep_weights=True)
     tuned = finetuned_model(spec, result.config, result.state_dict, len(digits.classes))
     curve = drift(spec, digits, result.config, tuned=tuned, tag=f"test-freeze{k}", base=model)
-    assert curve.frozen == k and len(curve.cka) == len(spec.blocks) - 1
+    assert curve.frozen == k and len(curve.cka) == len(zoo.blocks_of(spec)) - 1
     assert all(c == pytest.approx(1.0, abs=1e-9) for c in curve.cka[:k]), curve.cka
     assert all(c < 1.0 - 1e-4 for c in curve.cka[k:]), curve.cka
 

@@ -80,7 +80,7 @@ def test_no_hook_survives_a_cancel_or_an_error(lite, no_hooks):
 @pytest.mark.parametrize("key", ["efficientnet_lite0", "resnet18"])
 def test_each_model_sees_its_own_normalisation(monkeypatch, key):
     spec = zoo.get_spec(key)
-    model = zoo.load(spec, pretrained=spec.weights_available)
+    model = zoo.load(spec, pretrained=zoo.weights_available(spec))
     layer = zoo.layers(spec)[5].name
     images, inputs = [], []
     original = R.fft_image
@@ -193,7 +193,7 @@ def test_layer_lists_are_module_paths_with_channel_maps():
             continue
         assert layers, model  # names come from the module tree by construction; shapes from a meta pass
         assert all(layer.channels > 0 and layer.size > 1 for layer in layers), model
-        blocks = [b.name for b in spec.blocks]
+        blocks = [b.name for b in zoo.blocks_of(spec)]
         assert [blocks.index(layer.block) for layer in layers] == sorted(blocks.index(layer.block) for layer in layers)
 
 

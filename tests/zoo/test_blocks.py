@@ -74,7 +74,7 @@ def test_arch_info_is_cached_and_matches_a_fresh_build():
     info = zoo.arch_info(spec)
     assert [b["name"] for b in info["blocks"]] == ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
     assert info["depth"] == depth(zoo.build_meta(spec)) == 54
-    assert spec.blocks[1].params == sum(p.numel() for p in zoo.build_meta(spec).layer1.parameters())
+    assert zoo.blocks_of(spec)[1].params == sum(p.numel() for p in zoo.build_meta(spec).layer1.parameters())
 
 
 @pytest.mark.parametrize(("model", "names"), [
@@ -85,7 +85,7 @@ def test_arch_info_is_cached_and_matches_a_fresh_build():
                         "trunk_output.block3", "trunk_output.block4", "head"]),
 ])
 def test_family_block_names(model, names):
-    assert [b.name for b in zoo.get_spec(model).blocks] == names
+    assert [b.name for b in zoo.blocks_of(zoo.get_spec(model))] == names
 
 
 @pytest.mark.parametrize("name", ["resnet18", "efficientnet_lite0", "densenet121", "swin_t", "vgg11",
@@ -97,12 +97,12 @@ def test_split_at_every_depth_is_exact_or_declined(name):
     model = zoo.build(spec).eval()
     x = torch.randn(2, 3, spec.crop_size, spec.crop_size)
     results = []
-    for k in range(1, len(spec.blocks)):
-        parts = split(model, spec.blocks, k)
+    for k in range(1, len(zoo.blocks_of(spec))):
+        parts = split(model, zoo.blocks_of(spec), k)
         results.append(parts is None or check(model, *parts, x))
         if parts is not None:  # every parameter of the trainable blocks lives in the tail
             tail_params = {id(p) for p in parts[1].parameters()}
-            for block in spec.blocks[k:]:
+            for block in zoo.blocks_of(spec)[k:]:
                 for path in block.members:
                     if path == "AuxLogits":  # Inception's auxiliary head runs in training only
                         continue
@@ -120,4 +120,4 @@ def test_split_works_for_the_common_cnns():
     for name in ("resnet18", "efficientnet_lite0", "vgg11"):
         spec = zoo.get_spec(name)
         model = zoo.build(spec)
-        assert all(split(model, spec.blocks, k) is not None for k in range(1, len(spec.blocks)))
+        assert all(split(model, zoo.blocks_of(spec), k) is not None for k in range(1, len(zoo.blocks_of(spec))))

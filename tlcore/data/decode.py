@@ -204,7 +204,14 @@ class _Head:
     def of(cls, data: bytes, limits: Limits) -> _Head:
         image = _open(data, limits)
         return cls(data, image.width, image.height, image.mode,
-                   image.format == "JPEG" and image.mode in ("RGB", "L"))
+                   image.format == "JPEG" and image.mode in ("RGB", "L") and _ends_whole(data))
+
+
+def _ends_whole(data: bytes) -> bool:
+    """The file ends with JPEG's end-of-image marker. nvJPEG decodes a truncated file without
+    complaint (grey where the data stops) where Pillow refuses it; such files, and files with
+    bytes after the marker, go through Pillow, which accepts or names the problem."""
+    return data.rstrip(b"\0")[-2:] == b"\xff\xd9"
 
 
 # Decoded pixels per device batch: 12 MP phone photos × 64 ≈ 2.3 GB of uint8 at most.

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from tlcore import features, zoo
 from tlcore.device import autocast, working
 from tlcore.hooks import Capture, Target, module_at
+from tlcore.settings import demo_mode, limits
 from tlcore.vis.objectives import layer_energy
 from tlcore.vis.render import RenderCancelled, too_small_as_message
 
@@ -48,8 +49,9 @@ class DreamConfig:
             raise ValueError(f"octaves must be 1…8, got {self.octaves}")
         if not 1.05 <= self.octave_scale <= 2.5:
             raise ValueError(f"octave scale must be 1.05…2.5, got {self.octave_scale}")
-        if not 1 <= self.steps <= 500:
-            raise ValueError(f"steps per octave must be 1…500, got {self.steps}")
+        if not 1 <= self.steps <= limits().max_dream_steps:
+            raise ValueError(f"steps per octave must be 1…{limits().max_dream_steps}"
+                             f"{' here (demo mode)' if demo_mode() else ''}, got {self.steps}")
         if not 0 < self.lr <= 1:
             raise ValueError(f"step size must be in (0, 1], got {self.lr}")
         if not 0 <= self.jitter <= 256:
@@ -73,6 +75,9 @@ def deepdream(spec: zoo.ModelSpec, model: nn.Module, photo: np.ndarray, cfg: Dre
     if min(photo.shape[:2]) < MIN_SIDE:
         raise ValueError(f"the photo is {photo.shape[1]}×{photo.shape[0]} px: DeepDream needs at least "
                          f"{MIN_SIDE} px on its short side")
+    if max(photo.shape[:2]) > limits().max_dream_side:
+        raise ValueError(f"the photo is {photo.shape[1]}×{photo.shape[0]} px: at most {limits().max_dream_side} px "
+                         f"on its long side{' here (demo mode)' if demo_mode() else ''}; scale it down first")
     dev = next(model.parameters()).device
     base = torch.from_numpy(np.ascontiguousarray(photo)).to(dev).permute(2, 0, 1)[None].float() / 255
     n = octaves_for(min(photo.shape[:2]), cfg)

@@ -68,7 +68,7 @@ def drift(spec: zoo.ModelSpec, dataset: Dataset, config: dict, *, tuned: nn.Modu
     weights in the feature cache (e.g. ``run12@2026-11-23T10:00:00``)."""
     if not config.get("pretrained", True):
         raise ValueError("a run trained from scratch has no pretrained weights to compare with")
-    blocks = [b.name for b in spec.blocks[:-1]]
+    blocks = [b.name for b in zoo.blocks_of(spec)[:-1]]
     before = features.extract_many(spec, dataset, blocks, model=base, device=device)
     after = before if tuned is None else features.extract_many(spec, dataset, blocks, model=tuned,
                                                                view=f"center|{tag}")

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -23,14 +24,14 @@ from PIL import Image
 from torch import nn
 
 from tlcore import features, paths, zoo
-from tlcore.device import autocast, working
+from tlcore.device import autocast, free_cached_memory, working
 from tlcore.hooks import Capture, Target, module_at
+from tlcore.settings import demo_mode, limits
 from tlcore.vis import objectives
 from tlcore.vis.param import PARAMETERISATION, fft_image
 from tlcore.vis.transforms import Robustness
 
 ROBUSTNESS = "lucent-standard-v1"  # part of the cache key: change it when the transforms change
-MAX_STEPS, MAX_SIZE, MAX_ITEMS = 4096, 1024, 256
 
 
 class RenderCancelled(Exception):
@@ -53,10 +54,12 @@ class RenderConfig:
         module_at(model, self.layer)
         if self.objective not in objectives.KINDS:
             raise ValueError(f"unknown objective {self.objective!r}; choose one of: {', '.join(objectives.KINDS)}")
-        if not 1 <= self.steps <= MAX_STEPS:
-            raise ValueError(f"steps must be 1…{MAX_STEPS}, got {self.steps}")
-        if not 16 <= self.size <= MAX_SIZE:
-            raise ValueError(f"size must be 16…{MAX_SIZE} px, got {self.size}")
+        cap = limits()
+        where = " here (demo mode)" if demo_mode() else ""
+        if not 1 <= self.steps <= cap.max_vis_steps:
+            raise ValueError(f"steps must be 1…{cap.max_vis_steps}{where}, got {self.steps}")
+        if not 16 <= self.size <= cap.max_vis_size:
+            raise ValueError(f"size must be 16…{cap.max_vis_size} px{where}, got {self.size}")
         if not 0 < self.lr <= 10:
             raise ValueError(f"learning rate must be in (0, 10], got {self.lr}")
 
@@ -79,8 +82,13 @@ def defaults(device: torch.device) -> Defaults:
     still +8 %), and 64 steps reach 86–88 % of 128's at half the time. So a CPU gallery is 8
     channels × 64 steps at 96 px (about 5–8 s on 2 cores); a GPU one is the issue's 32 × 256 at 128 px."""
     if device.type == "cpu":
-        return Defaults(channels=8, steps=64, size=96, lr=0.05, dream_side=384)
-    return Defaults(channels=32, steps=256, size=128, lr=0.05, dream_side=512)
+        chosen = Defaults(channels=8, steps=64, size=96, lr=0.05, dream_side=384)
+    else:
+        chosen = Defaults(channels=32, steps=256, size=128, lr=0.05, dream_side=512)
+    cap = limits()  # a demo's caps win
+    return Defaults(channels=min(chosen.channels, cap.max_vis_channels), steps=min(chosen.steps, cap.max_vis_steps),
+                    size=min(chosen.size, cap.max_vis_size), lr=chosen.lr,
+                    dream_side=min(chosen.dream_side, cap.max_dream_side))
 
 
 @dataclass(frozen=True)
@@ -120,15 +128,36 @@ def render(spec: zoo.ModelSpec, model: nn.Module, cfg: RenderConfig, targets: Se
     if missing and only_cached:
         return None
     if missing:
-        rows = None if directions is None else directions[[list(targets).index(t) for t in missing]]
-        made = _optimise(model, spec, cfg, missing, objectives.per_item(cfg.objective, cfg.layer, missing,
-                                                                       _on(rows, model)),
-                         [_item_seed(cfg.seed, t) for t in missing], on_step, should_stop)
+        def optimise(part: list[int]) -> list[Render]:
+            rows = None if directions is None else directions[[list(targets).index(t) for t in part]]
+            return _optimise(model, spec, cfg, part, objectives.per_item(cfg.objective, cfg.layer, part,
+                                                                         _on(rows, model)),
+                             [_item_seed(cfg.seed, t) for t in part], on_step, should_stop)
+
+        made = in_halves_on_oom(optimise, missing, f"image at {cfg.size} px")
         key_of = dict(zip(targets, keys, strict=True))
         for t, r in zip(missing, made, strict=True):
             found[t] = r
             _write(key_of[t], r)
     return [found[t] for t in targets]
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def in_halves_on_oom(run: Callable[[list[T]], list[R]], items: list[T], what: str) -> list[R]:
+    """``run(items)``; when the device runs out of memory, the items go in two halves (and so on
+    down to one). Each render has its own seeded generators, so the halves give the images one
+    batch would have given. A single item that does not fit is a ValueError that says so."""
+    try:
+        return run(items)
+    except torch.OutOfMemoryError:
+        if len(items) == 1:
+            raise ValueError(f"out of memory even for one {what}: choose a smaller size or fewer layers") from None
+        free_cached_memory()
+        half = len(items) // 2
+        return in_halves_on_oom(run, items[:half], what) + in_halves_on_oom(run, items[half:], what)
 
 
 def render_diverse(spec: zoo.ModelSpec, model: nn.Module, cfg: RenderConfig, channel: int, n: int = 4, *,
@@ -201,8 +230,9 @@ def too_small_as_message(what: str, *, first: bool = True) -> Iterator[None]:
 def _check_targets(spec: zoo.ModelSpec, model: nn.Module, cfg: RenderConfig, targets: Sequence[int]) -> None:
     if not targets:
         raise ValueError("choose at least one channel")
-    if len(targets) > MAX_ITEMS:
-        raise ValueError(f"at most {MAX_ITEMS} channels in one render, got {len(targets)}")
+    if len(targets) > limits().max_vis_channels:
+        raise ValueError(f"at most {limits().max_vis_channels} channels in one render"
+                         f"{' here (demo mode)' if demo_mode() else ''}, got {len(targets)}")
     if cfg.objective in ("channel", "neuron"):
         known = {layer.name: layer.channels for layer in zoo.layers(spec)}
         channels = known.get(cfg.layer) or channel_count(model, cfg.layer, spec.crop_size)

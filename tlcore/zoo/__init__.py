@@ -1,7 +1,7 @@
 """The model zoo: one registry, one factory (cf. torchvision ``list_models``/``get_model``)."""
 
 from tlcore.zoo.layers import Layer, layers
-from tlcore.zoo.loading import WeightsUnavailableError, arch_info, build, build_meta, load
+from tlcore.zoo.loading import WeightsUnavailableError, arch_info, blocks_of, build, build_meta, load
 from tlcore.zoo.preprocess import eval_transform, imagenet_categories
 from tlcore.zoo.registry import UnknownModelError, get_spec, macs, weights_available
 from tlcore.zoo.registry import list_models_specs as list_models
@@ -9,7 +9,7 @@ from tlcore.zoo.spec import Block, ModelSpec
 from tlcore.zoo.table import zoo_table
 
 __all__ = [
-    "Block", "Layer", "ModelSpec", "UnknownModelError", "WeightsUnavailableError", "arch_info",
+    "Block", "Layer", "ModelSpec", "UnknownModelError", "WeightsUnavailableError", "arch_info", "blocks_of",
     "build", "build_meta", "eval_transform", "imagenet_categories", "get_spec", "layers", "list_models", "load", "macs", "weights_available",
     "zoo_table",
 ]

@@ -19,6 +19,7 @@ import torchvision
 from torch import nn
 
 from tlcore import paths
+from tlcore.zoo.loading import blocks_of
 from tlcore.zoo.spec import ModelSpec
 
 # Families not offered for visualisation: maps that are not N×C×H×W (ViT's tokens; Swin keeps
@@ -43,10 +44,8 @@ def _holds_blocks(module: nn.Module) -> bool:
 
 
 def _candidates(model: nn.Module, spec: ModelSpec) -> list[tuple[str, str]]:
-    from tlcore.zoo.loading import spec_blocks
-
     out = []
-    for block in spec_blocks(spec):
+    for block in blocks_of(spec):
         for path in block.members:
             try:
                 module = model.get_submodule(path)

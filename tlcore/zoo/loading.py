@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from dataclasses import asdict
 
@@ -87,6 +88,7 @@ def _load_torchvision(spec: ModelSpec) -> nn.Module:
         ) from err
 
 
+@functools.cache  # pages ask on every rerun; a spec is frozen and hashable
 def arch_info(spec: ModelSpec) -> dict:
     """Depth and block list, from a meta-device build, cached on disk per torchvision version."""
 
@@ -98,6 +100,7 @@ def arch_info(spec: ModelSpec) -> dict:
     return paths.cached_json(f"arch-info-tv{torchvision.__version__}.json", key, compute)
 
 
-def spec_blocks(spec: ModelSpec) -> tuple[Block, ...]:
+@functools.cache
+def blocks_of(spec: ModelSpec) -> tuple[Block, ...]:
     """The freezable blocks of ``spec``'s architecture, in forward order."""
     return tuple(Block(b["name"], tuple(b["members"]), b["params"]) for b in arch_info(spec)["blocks"])

@@ -1,4 +1,5 @@
-"""Typed, frozen metadata for one (architecture, weights) pair."""
+"""Typed, frozen metadata for one (architecture, weights) pair: plain data, no disk reads
+(blocks: ``zoo.blocks_of``; weights on disk: ``zoo.weights_available``)."""
 
 from __future__ import annotations
 
@@ -47,20 +48,6 @@ class ModelSpec:
     weights_file: str = ""  # absolute path where the weights are (or would be cached)
     recipe: str = ""
     arch_kwargs: tuple[tuple[str, object], ...] = field(default=())
-
-    @property
-    def blocks(self) -> tuple[Block, ...]:
-        """The freezable blocks in forward order (built on the meta device once, cached on disk)."""
-        from tlcore.zoo.loading import spec_blocks  # lazy: needs the architecture builders
-
-        return spec_blocks(self)
-
-    @property
-    def weights_available(self) -> bool:
-        """Weights on disk now (hub cache or a package); never downloads."""
-        from tlcore.zoo.registry import weights_available
-
-        return weights_available(self)
 
     def row(self) -> dict:
         """A flat dict for tables (tuples joined for display)."""

@@ -1,0 +1,82 @@
+"""The optimizer's groups and the learning-rate schedule, as torchvision's references set them."""
+
+
+import pytest
+import torch
+from torch import nn
+
+from tlcore import device
+from tlcore.finetune import TrialConfig, optim
+
+
+def test_norm_parameters_and_biases_are_not_decayed():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, bias=True), nn.BatchNorm2d(4), nn.LayerNorm(4), nn.Linear(4, 2))
+    opt = optim.optimizer(net, TrialConfig(model="m", optimizer="sgd"))
+    decay = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert decay == {id(net[0].weight), id(net[3].weight)}
+    assert all(g["weight_decay"] == 0 for g in opt.param_groups if any(id(p) not in decay for p in g["params"]))
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(net.parameters()))
+
+
+def test_head_and_backbone_rates_survive_the_split_into_decay_groups():
+    net = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2))
+    opt = optim.optimizer(net, TrialConfig(model="m", lr=0.1, backbone_lr_mult=0.1), head_path="1")
+    rate = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert rate[id(net[1].weight)] == rate[id(net[1].bias)] == 0.1
+    assert rate[id(net[0].weight)] == rate[id(net[0].bias)] == pytest.approx(0.01)
+
+
+def _trace(cfg: TrialConfig, images_per_epoch: int, batches: list[int]) -> list[float]:
+    """The rate each optimizer step used, for steps of the given batch sizes."""
+    p = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=cfg.lr)
+    sched = optim.Schedule(opt, cfg, images_per_epoch)
+    out = []
+    for n in batches:
+        out.append(opt.param_groups[0]["lr"])
+        sched.advance(n)
+    return out
+
+
+def test_cosine_warms_up_then_decays_to_near_zero():
+    cfg = TrialConfig(model="m", lr=1.0, epochs=5)
+    lrs = _trace(cfg, 100, [5] * 100)  # 5 epochs of 20 steps
+    warmup = round(optim.WARMUP_SHARE * 100)
+    assert lrs[0] == pytest.approx(0.01) and all(a < b for a, b in zip(lrs[:warmup], lrs[1:warmup + 1], strict=True))
+    assert max(lrs) == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[warmup:], lrs[warmup + 1:], strict=False))
+    assert lrs[-1] < 0.01
+    assert _trace(TrialConfig(model="m", lr=1.0, epochs=2, schedule="constant"), 9, [3] * 6) == [1.0] * 6
+
+
+def test_warm_up_never_exceeds_one_epoch():
+    lrs = _trace(TrialConfig(model="m", lr=1.0, epochs=50), 10, [5] * 4)
+    assert lrs[1] < 1.0 and lrs[2] == pytest.approx(1.0)  # 10 % of 50 epochs is 5: one epoch, then the peak
+
+
+def test_a_halved_batch_keeps_the_same_curve():
+    cfg = TrialConfig(model="m", lr=1.0, epochs=3)
+    whole = _trace(cfg, 64, [16] * 12)
+    halved = _trace(cfg, 64, [16] * 6 + [8] * 12)  # out of memory half-way: twice the steps after it
+    assert halved[:6] == whole[:6]
+    assert halved[6::2] == pytest.approx(whole[6:])
+    assert halved[-1] < 0.05
+
+
+def test_mixed_precision_is_bf16_only_where_the_gpu_has_it(monkeypatch):
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert device.mixed_dtype(cuda) is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert device.mixed_dtype(cuda) is torch.float16  # training then scales the loss
+    assert device.mixed_dtype(torch.device("cpu")) is None
+
+
+def test_the_prefix_cache_keeps_the_trials_precision(monkeypatch):
+    from tlcore.finetune import prefix_cache
+
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert prefix_cache.storage_dtype(TrialConfig(model="m", precision="float32"), cuda) is torch.float32
+    assert prefix_cache.storage_dtype(TrialConfig(model="m"), cuda) is torch.bfloat16
+    assert prefix_cache.storage_dtype(TrialConfig(model="m"), torch.device("cpu")) is torch.float32

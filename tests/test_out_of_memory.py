@@ -1,0 +1,80 @@
+"""Out of device memory (simulated on the CPU by raising the error from a patched step): a trial
+halves its batch and goes on, a render splits its gallery, and one image too many is a message."""
+
+import pytest
+import torch
+from torch import nn
+
+from tlcore import data, zoo
+from tlcore.finetune import TrialConfig, run_trial
+from tlcore.vis import render
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load("digits", size=32, max_per_class=20)
+
+
+class _Tight(nn.Module):
+    """Wraps a head: batches larger than ``fits`` raise the CUDA out-of-memory error."""
+
+    def __init__(self, inner: nn.Module, fits: int):
+        super().__init__()
+        self.inner, self.fits, self.refused = inner, fits, 0
+
+    def forward(self, x):
+        if x.shape[0] > self.fits:
+            self.refused += 1
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner(x)
+
+
+def _tight_probe(monkeypatch, fits: int) -> list[_Tight]:
+    from tlcore.finetune import trial
+
+    made, original = [], trial._linear_probe
+
+    def probe(*args, **kw):
+        head, prepare = original(*args, **kw)
+        made.append(_Tight(head, fits))
+        return made[-1], prepare
+
+    monkeypatch.setattr(trial, "_linear_probe", probe)
+    return made
+
+
+def test_a_trial_halves_its_batch_and_goes_on(digits, monkeypatch):
+    made = _tight_probe(monkeypatch, fits=8)
+    result = run_trial(TrialConfig(model="efficientnet_lite0", freeze="all", epochs=3, lr=0.1, batch_size=32), digits)
+    assert made[0].refused == 2  # 32 → 16 → 8, once each, then the rest of the trial at 8
+    assert result.timings.batch_size == 8 and len(result.history) == 3
+    assert result.val_acc > 0.3  # chance 0.1: it trained on every image, not on a lost batch
+
+
+def test_a_trial_that_does_not_fit_even_one_image_says_so(digits, monkeypatch):
+    _tight_probe(monkeypatch, fits=0)
+    with pytest.raises(RuntimeError, match="out of memory even at batch size 1"):
+        run_trial(TrialConfig(model="efficientnet_lite0", freeze="all", epochs=1, batch_size=4), digits)
+
+
+def test_a_gallery_is_split_on_out_of_memory_and_gives_the_same_images(monkeypatch):
+    spec = zoo.get_spec("efficientnet_lite0")
+    model = zoo.load(spec)
+    cfg = render.RenderConfig(layer="_blocks.1", steps=3, size=32)
+    whole = render.render(spec, model, cfg, [0, 1, 2, 3], use_cache=False)
+    original, sizes = render._optimise, []
+
+    def tight(model, spec, cfg, targets, *args):
+        sizes.append(len(targets))
+        if len(targets) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return original(model, spec, cfg, targets, *args)
+
+    monkeypatch.setattr(render, "_optimise", tight)
+    split = render.render(spec, model, cfg, [0, 1, 2, 3], use_cache=False)
+    assert sizes == [4, 2, 1, 1, 2, 1, 1]
+    for a, b in zip(whole, split, strict=True):
+        assert a.target == b.target and abs(a.image.astype(int) - b.image.astype(int)).max() <= 1
+    monkeypatch.setattr(render, "_optimise", lambda *a: (_ for _ in ()).throw(torch.OutOfMemoryError("oom")))
+    with pytest.raises(ValueError, match="out of memory even for one image at 32 px"):
+        render.render(spec, model, cfg, [0], use_cache=False)

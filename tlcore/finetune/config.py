@@ -1,0 +1,122 @@
+"""What a trial is asked to do and what it gives back: the config, per-epoch stats, timings, result."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from tlcore import features
+from tlcore.settings import demo_mode, limits
+
+Freeze = int | Literal["all"]
+# The choices a trial offers, defined once: TrialConfig checks them, the page and the CLI list them.
+OPTIMIZERS = ("sgd", "adamw")
+AUGMENTATIONS = ("flip", "crop")
+BN_MODES = ("frozen", "train")  # BatchNorm statistics in frozen blocks: kept, or updated on the data
+PRECISIONS = ("auto", "float32", "bfloat16")  # auto: mixed precision on CUDA, fp32 elsewhere
+SCHEDULES = ("cosine", "constant")  # cosine: a short linear warm-up, then cosine decay to zero
+DEFAULT_BATCH = 32  # small datasets need steps: 5 epochs of 250 images at 64 are only 20 updates
+# Peak rates for the cosine default: twice the constant rates used before it (cosine's mean is half
+# its peak). bench/schedule_accuracy.py measures both against the old constant ones.
+DEFAULT_LR = 0.02  # a trial that fine-tunes blocks (they learn at this × backbone_lr_mult)
+PROBE_LR = 0.1  # a new head alone on frozen features
+
+
+def default_lr(freeze: Freeze) -> float:
+    return PROBE_LR if freeze == "all" else DEFAULT_LR
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialConfig:
+    """One trial. Rates are per step; ``freeze`` counts leading blocks of the zoo's block list."""
+
+    model: str  # registry key or model name
+    pretrained: bool = True  # False: the same architecture from scratch (random weights)
+    freeze: Freeze = "all"  # 0 … n_blocks-1, or "all" = only a new head (linear probe)
+    lr: float = DEFAULT_LR  # the new head's peak learning rate (PROBE_LR suits freeze="all")
+    backbone_lr_mult: float = 0.1  # unfrozen backbone blocks learn at lr × this
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    schedule: Literal["cosine", "constant"] = "cosine"
+    epochs: int = 5
+    batch_size: int = DEFAULT_BATCH
+    augment: tuple[str, ...] = ("flip",)  # any of "flip", "crop"
+    bn_mode: Literal["frozen", "train"] = "frozen"  # BatchNorm statistics in frozen blocks
+    seed: int = 0
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    # With freeze="all": the block whose pooled output the new classifier reads. An earlier block
+    # is the seeds' advice for a small dataset far from ImageNet.
+    probe_block: str = features.PENULTIMATE
+
+    def check(self, n_blocks: int, block_names: Sequence[str] = ()) -> None:
+        """Raise ValueError naming the valid choices (``block_names`` also checks ``probe_block``)."""
+        if self.freeze != "all" and not (isinstance(self.freeze, int) and 0 <= self.freeze < n_blocks):
+            raise ValueError(f"freeze must be 0…{n_blocks - 1} or 'all', got {self.freeze!r}")
+        if self.probe_block != features.PENULTIMATE:
+            if self.freeze != "all":
+                raise ValueError("a classifier on an earlier block's features needs freeze='all'")
+            choices = [b for b in block_names if b != "head"]
+            if block_names and self.probe_block not in choices:
+                raise ValueError(f"unknown block {self.probe_block!r}; choose one of: "
+                                 f"{', '.join(choices)} or {features.PENULTIMATE}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch size must be at least 1")
+        cap = limits().max_epochs
+        if self.epochs > cap:
+            raise ValueError(f"at most {cap} epochs per trial here{' (demo mode)' if demo_mode() else ''}")
+        if not (self.lr > 0 and self.backbone_lr_mult >= 0 and math.isfinite(self.lr)):
+            raise ValueError("learning rates must be positive")
+        for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS), ("bn_mode", self.bn_mode, BN_MODES),
+                                     ("precision", self.precision, PRECISIONS), ("schedule", self.schedule, SCHEDULES)):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+        bad = set(self.augment) - set(AUGMENTATIONS)
+        if bad:
+            raise ValueError(f"unknown augmentation {sorted(bad)}; choose from {', '.join(AUGMENTATIONS)}")
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    seconds: float
+
+
+@dataclass
+class Timings:
+    """Where a trial's seconds went (``first_epoch_s``: from Run to the first point on the curve)."""
+
+    total_s: float = 0.0
+    first_epoch_s: float | None = None
+    per_epoch_s: list[float] = field(default_factory=list)
+    features_s: float | None = None  # linear probe: the one backbone pass
+    prefix_cached: bool = False  # frozen prefix run once per view instead of every epoch
+    prefix_views: int = 0
+    prefix_views_reused: int = 0  # views a recent trial had already computed
+    batch_size: int | None = None  # the batch the trial ended with (smaller than asked after out of memory)
+
+
+@dataclass
+class TrialResult:
+    config: dict
+    classes: list[str]
+    history: list[EpochStats]
+    val_acc: float
+    confusion: list[list[int]]  # rows: true class, columns: predicted
+    trainable_params: int
+    total_params: int
+    timings: Timings = field(default_factory=Timings)
+    state_dict: dict | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out.pop("state_dict")
+        return out
+
+
+class TrialCancelled(Exception):
+    """The caller's ``should_stop`` said so; the history so far is in ``args[0]``."""

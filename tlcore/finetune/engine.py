@@ -1,0 +1,114 @@
+"""``train_one_epoch`` and ``evaluate`` (the split of torchvision's classification references)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from tlcore.device import autocast, free_cached_memory, mixed_dtype
+from tlcore.finetune.config import TrialCancelled, TrialConfig
+from tlcore.finetune.optim import Schedule
+from tlcore.finetune.surgery import prepare_batchnorms_for_training
+
+# (indices, training?) → the model's input for those images, already on the device.
+Prepare = Callable[[torch.Tensor, bool], torch.Tensor]
+
+
+@dataclass
+class Loop:
+    """What both passes share: the module that runs, labels on the device, how a batch is made."""
+
+    model: nn.Module
+    labels: torch.Tensor
+    prepare: Prepare
+    cfg: TrialConfig
+    device: torch.device
+    should_stop: Callable[[], bool] | None = None
+    batch_size: int = 0  # 0: the config's; halved for the rest of the trial when a batch runs out of memory
+
+    def __post_init__(self) -> None:
+        self.batch_size = self.batch_size or self.cfg.batch_size
+
+
+def mixed_precision(loop: Loop):
+    return autocast(loop.device, enabled=loop.cfg.precision in ("auto", "bfloat16"))
+
+
+def train_one_epoch(loop: Loop, idx: torch.Tensor, *, opt: torch.optim.Optimizer,
+                    sched: Schedule, frozen: list[nn.Module],
+                    gen: torch.Generator) -> tuple[float, float]:
+    """One shuffled pass over ``idx`` with an optimizer and scheduler step per batch; (loss, accuracy)."""
+    loop.model.train()
+    prepare_batchnorms_for_training(loop.model, frozen, loop.cfg)
+    order = idx[torch.randperm(len(idx), generator=gen, device="cpu")]
+    scaler = torch.amp.GradScaler(loop.device.type, enabled=_needs_scaler(loop))
+    loss, acc, _ = _pass(loop, order, train=True, step=lambda loss, n: _step(opt, sched, scaler, loss, n))
+    return loss, acc
+
+
+@torch.no_grad()
+def evaluate(loop: Loop, idx: torch.Tensor) -> tuple[float, float, torch.Tensor | None]:
+    """(loss, accuracy, predictions) over ``idx``."""
+    loop.model.eval()
+    return _pass(loop, idx, train=False, step=None)
+
+
+def _needs_scaler(loop: Loop) -> bool:
+    # float16 autocast (GPUs without bfloat16) underflows small gradients without loss scaling.
+    return loop.cfg.precision != "float32" and mixed_dtype(loop.device) == torch.float16
+
+
+def _step(opt: torch.optim.Optimizer, sched: Schedule, scaler: torch.amp.GradScaler, loss: torch.Tensor,
+          images: int) -> None:
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    sched.advance(images)
+
+
+def _pass(loop: Loop, order: torch.Tensor, *, train: bool, step) -> tuple[float, float, torch.Tensor | None]:
+    total_loss = torch.zeros((), device=loop.device)
+    correct = torch.zeros((), device=loop.device, dtype=torch.long)
+    preds = []
+    start = 0
+    while start < len(order):
+        if loop.should_stop is not None and loop.should_stop():
+            raise TrialCancelled()
+        batch = order[start:start + loop.batch_size].to(loop.device)
+        try:
+            loss, pred = _batch(loop, batch, train, step)
+        except torch.OutOfMemoryError:
+            _halve_batch(loop)
+            continue  # the same images again, in a smaller batch
+        # Sums stay on the device: no host synchronisation per batch.
+        total_loss += loss.detach() * len(batch)
+        correct += (pred == loop.labels[batch]).sum()
+        preds.append(pred)
+        start += len(batch)
+    n = max(1, len(order))
+    return (total_loss / n).item(), (correct.float() / n).item(), torch.cat(preds) if preds else None
+
+
+def _batch(loop: Loop, batch: torch.Tensor, train: bool, step) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = loop.prepare(batch, train), loop.labels[batch]
+    with torch.set_grad_enabled(train), mixed_precision(loop):
+        out = loop.model(x)
+        logits = getattr(out, "logits", out)  # Inception returns (logits, aux) in training
+        loss = nn.functional.cross_entropy(logits.float(), y)
+    if step is not None:
+        step(loss, len(batch))
+    return loss, logits.detach().argmax(1)
+
+
+def _halve_batch(loop: Loop) -> None:
+    """Out of device memory: go on at half the batch (an optimizer step then sees fewer images),
+    or stop with a message when a single image does not fit."""
+    if loop.batch_size == 1:
+        raise RuntimeError("out of memory even at batch size 1: load the dataset at a smaller resolution, "
+                           "freeze more blocks or choose a smaller model") from None
+    free_cached_memory()
+    loop.batch_size //= 2

@@ -1,0 +1,188 @@
+"""The frozen prefix, run once: its activations per image and view, kept for the next trial.
+
+Frozen leading blocks give the same output every epoch for the same input, so a trial computes
+them once per augmented view and then trains only the tail (DESIGN §6, "run frozen prefixes once").
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from tlcore import features, zoo
+from tlcore.data import Dataset
+from tlcore.device import autocast, inference_batch, mixed_dtype
+from tlcore.finetune.augment import augment, device_generator
+from tlcore.finetune.config import TrialConfig
+
+# Cached prefix activations may use at most this much memory (bytes); beyond it, run it all.
+BUDGET = {"cpu": 3 * 2**30, "cuda": 16 * 2**30, "mps": 2 * 2**30}
+
+
+def views(cfg: TrialConfig) -> int:
+    """Augmented views cached per image (view 0 is the plain image)."""
+    if not cfg.augment:
+        return 1
+    return 4 if "crop" in cfg.augment else 2
+
+
+def storage_dtype(cfg: TrialConfig, dev: torch.device) -> torch.dtype:
+    """The trial's own precision: a float32 trial is never fed rounded activations."""
+    low = mixed_dtype(dev) if cfg.precision != "float32" else None
+    return low or torch.float32
+
+
+def _autocast(dev: torch.device, cfg: TrialConfig):
+    return autocast(dev, enabled=cfg.precision != "float32")
+
+
+class PrefixStore:
+    """Frozen-prefix activations of every image, V views (view 0 plain, the others augmented).
+    ``ready`` views are complete; the rest are filled while training first needs them. The
+    tensors keep the memory format the prefix produced: on CPU that is channels_last, and NCHW
+    copies make the tail's backward 2× slower."""
+
+    def __init__(self, acts: list[torch.Tensor]):
+        self.acts = acts
+        self.ready = 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.numel() * a.element_size() for a in self.acts)
+
+    @classmethod
+    @torch.no_grad()
+    def create(cls, prefix: nn.Module, images: torch.Tensor, cfg: TrialConfig, spec: zoo.ModelSpec,
+               size: int, dev: torch.device) -> PrefixStore | None:
+        """Empty buffers, or None when they would not fit in the memory budget."""
+        prefix.eval()
+        with _autocast(dev, cfg):
+            probe = prefix(features.normalise(images[:1], spec, size))
+        dtype = storage_dtype(cfg, dev)
+        need = views(cfg) * len(images) * probe.numel() * dtype.itemsize
+        if need > BUDGET.get(dev.type, 2**30):
+            return None
+        fmt = _memory_format(probe)
+        return cls([torch.empty((len(images), *probe.shape[1:]), dtype=dtype, device=dev)
+                    .contiguous(memory_format=fmt) for _ in range(views(cfg))])
+
+
+class ViewSampler:
+    """``prepare`` for a cached prefix. Training epoch e uses view e and computes it on the way
+    if it is not ready (epoch 1 computes the plain view, for validation too); once all V views
+    exist, every sample draws one at random. So the first point on the curve costs one prefix
+    pass, not V, and a short trial never computes views it will not use. Views are augmented
+    with their own seeded generator, so a reused store gives the same trial as a fresh one."""
+
+    def __init__(self, store: PrefixStore, prefix: nn.Module, images: torch.Tensor, dataset: Dataset,
+                 cfg: TrialConfig, spec: zoo.ModelSpec, size: int, dev: torch.device, gen: torch.Generator):
+        self.store, self.prefix, self.images = store, prefix, images
+        self.cfg, self.spec, self.size, self.dev, self.gen = cfg, spec, size, dev, gen
+        self.n_train, self.n_val = len(dataset.train_idx), len(dataset.val_idx)
+        self.served_train = self.served_val = 0  # python counters: no host synchronisation
+        self.view_gens: dict[int, torch.Generator] = {}
+
+    def __call__(self, idx: torch.Tensor, train: bool) -> torch.Tensor:
+        n_views = len(self.store.acts)
+        if not train:
+            out = self._view(0, idx)
+            self.served_val += len(idx)
+            if self.store.ready == 0 and self.served_val >= self.n_val and self.served_train >= self.n_train:
+                self.store.ready = 1  # plain view: every training and validation image done
+            return out
+        epoch = self.served_train // max(1, self.n_train)
+        self.served_train += len(idx)
+        if epoch < n_views:
+            out = self._view(epoch, idx)
+            if epoch >= 1 and epoch == self.store.ready and self.served_train % self.n_train == 0:
+                self.store.ready = epoch + 1
+            return out
+        pick = torch.randint(0, n_views, (len(idx),), device=idx.device,
+                             generator=device_generator(self.dev, self.gen))
+        return _gather(self.store.acts, idx, pick)
+
+    def _view(self, v: int, idx: torch.Tensor) -> torch.Tensor:
+        acts = self.store.acts[v]
+        if v < self.store.ready:
+            return acts[idx].contiguous(memory_format=_memory_format(acts))
+        self.prefix.eval()
+        with torch.no_grad(), _autocast(self.dev, self.cfg):
+            x = self.images[idx]
+            if v > 0:
+                x = augment(x.float(), self.cfg.augment, self._view_gen(v))
+            x = features.normalise(x, self.spec, self.size)
+            step = inference_batch(self.dev)  # CPU caches favour small inference batches
+            out = torch.cat([self.prefix(x[i:i + step]).to(acts.dtype) for i in range(0, len(x), step)])
+        acts[idx] = out
+        return out.contiguous(memory_format=_memory_format(acts))
+
+    def _view_gen(self, v: int) -> torch.Generator:
+        if v not in self.view_gens:
+            self.view_gens[v] = torch.Generator(device=self.dev).manual_seed(self.cfg.seed * 1009 + v)
+        return self.view_gens[v]
+
+
+class RecentStores:
+    """The last few trials' prefix stores, so a second trial at the same freeze depth (another
+    learning rate, more epochs) starts training at once. Frozen pretrained blocks give the same
+    activations every time; from-scratch weights and augmented views depend on the seed, which
+    is part of the key. Together they stay within one trial's memory budget."""
+
+    def __init__(self, items: int = 2):
+        self._items = items
+        self._entries: OrderedDict[tuple, PrefixStore] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> PrefixStore | None:
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+            return None
+
+    def put(self, key: tuple, store: PrefixStore) -> None:
+        with self._lock:
+            self._entries[key] = store
+            self._entries.move_to_end(key)
+            budget = BUDGET.get(key[-1].split(":")[0], 2**30)
+            while len(self._entries) > 1 and (len(self._entries) > self._items or
+                                              sum(s.nbytes for s in self._entries.values()) > budget):
+                self._entries.popitem(last=False)
+
+    def newest(self) -> PrefixStore | None:
+        with self._lock:
+            return next(reversed(self._entries.values()), None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+RECENT = RecentStores()
+
+
+def key(cfg: TrialConfig, spec: zoo.ModelSpec, dataset: Dataset, size: int, dev: torch.device) -> tuple:
+    """What the activations depend on (the device last: it picks the memory budget)."""
+    weights = "pretrained" if cfg.pretrained else f"random-{cfg.seed}"
+    return (spec.key, weights, dataset.fingerprint, cfg.freeze, size, tuple(sorted(cfg.augment)),
+            cfg.seed, cfg.precision, str(dev))
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _gather(acts: list[torch.Tensor], idx: torch.Tensor, pick: torch.Tensor | None) -> torch.Tensor:
+    """Rows ``idx`` of view ``pick[i]`` each (view 0 when ``pick`` is None), in the cache's format."""
+    batch = acts[0][idx]
+    if pick is not None:
+        for v in range(1, len(acts)):
+            chosen = pick == v
+            if chosen.any():
+                batch[chosen] = acts[v][idx[chosen]]
+    return batch.contiguous(memory_format=_memory_format(acts[0]))

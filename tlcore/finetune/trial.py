@@ -1,0 +1,147 @@
+"""``run_trial``: a config and a dataset in, a result with history, metrics and timings out."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+
+import torch
+from torch import nn
+
+from tlcore import features, zoo
+from tlcore.data import Dataset, DatasetError
+from tlcore.device import pick_device
+from tlcore.finetune import optim, prefix_cache
+from tlcore.finetune.augment import augment, device_generator
+from tlcore.finetune.config import EpochStats, Timings, TrialCancelled, TrialConfig, TrialResult
+from tlcore.finetune.engine import Loop, Prepare, evaluate, train_one_epoch
+from tlcore.finetune.surgery import freeze, replace_head
+from tlcore.zoo.split import split as split_model
+
+
+def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = None,
+              device: torch.device | str | None = None, keep_weights: bool = False,
+              on_epoch: Callable[[EpochStats], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> TrialResult:
+    """Train per ``cfg`` on ``dataset``; ``model`` (e.g. shared by the app) is copied, never
+    trained in place. Raises DatasetError for data that cannot be validated honestly."""
+    started = time.perf_counter()
+    spec = zoo.get_spec(cfg.model)
+    blocks = zoo.blocks_of(spec)
+    cfg.check(len(blocks), [b.name for b in blocks])
+    if len(dataset.val_idx) == 0:
+        raise DatasetError("no validation images: every class needs at least 2 images "
+                           "(one to train on, one to check on)")
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    base = _base_model(cfg, spec, model, dev)
+    total_params = sum(p.numel() for p in base.parameters())
+    size = features.input_size(spec, dataset)
+    _preflight(base, spec, dataset, size, dev)
+    timings = Timings()
+
+    if cfg.freeze == "all":
+        trainable, prepare = _linear_probe(cfg, spec, dataset, base, dev, timings)
+        opt, frozen = optim.optimizer(trainable, cfg), []
+    else:
+        head_path = replace_head(base, spec.num_classes, len(dataset.classes))
+        frozen = freeze(base, spec, cfg, head_path)
+        trainable, prepare = _prefix_once_or_live(cfg, spec, dataset, base, dev, gen, size, timings)
+        opt = optim.optimizer(base, cfg, head_path)
+    sched = optim.Schedule(opt, cfg, images_per_epoch=len(dataset.train_idx))
+    loop = Loop(trainable, dataset.labels.to(dev), prepare, cfg, dev, should_stop)
+    history: list[EpochStats] = []
+    preds = None
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        try:
+            tr_loss, tr_acc = train_one_epoch(loop, dataset.train_idx, opt=opt, sched=sched, frozen=frozen, gen=gen)
+            va_loss, va_acc, preds = evaluate(loop, dataset.val_idx)
+        except TrialCancelled:
+            raise TrialCancelled(history) from None
+        stats = EpochStats(epoch, tr_loss, tr_acc, va_loss, va_acc, time.perf_counter() - t0)
+        history.append(stats)
+        if timings.first_epoch_s is None:
+            timings.first_epoch_s = time.perf_counter() - started  # Run → first point
+        if on_epoch is not None:
+            on_epoch(stats)
+    timings.per_epoch_s = [h.seconds for h in history]
+    timings.batch_size = loop.batch_size
+    timings.total_s = time.perf_counter() - started
+    owner = trainable if cfg.freeze == "all" else base  # the tail shares the base model's modules
+    state = {k: v.detach().cpu() for k, v in owner.state_dict().items()} if keep_weights else None
+    return TrialResult(config=asdict(cfg), classes=list(dataset.classes), history=history,
+                       val_acc=history[-1].val_acc, confusion=_confusion(dataset, preds),
+                       trainable_params=sum(p.numel() for p in owner.parameters() if p.requires_grad),
+                       total_params=total_params, timings=timings, state_dict=state)
+
+
+def _base_model(cfg: TrialConfig, spec: zoo.ModelSpec, model: nn.Module | None, dev: torch.device) -> nn.Module:
+    if model is not None and cfg.pretrained:
+        # A linear probe only reads the backbone (its hooks are removed after): the shared model
+        # serves as it is, unless it would have to move to another device. Anything else trains it.
+        read_only = cfg.freeze == "all" and next(model.parameters()).device == dev
+        base = model if read_only else copy.deepcopy(model)
+    else:
+        base = zoo.load(spec, device="cpu", pretrained=cfg.pretrained)
+    return base.to(dev)
+
+
+def _confusion(dataset: Dataset, preds: torch.Tensor) -> list[list[int]]:
+    """Rows: true class, columns: predicted, over the validation images."""
+    n = len(dataset.classes)
+    confusion = torch.zeros(n, n, dtype=torch.long)
+    truth = dataset.labels[dataset.val_idx]
+    confusion.index_put_((truth, preds.cpu()), torch.ones_like(truth), accumulate=True)
+    return confusion.tolist()
+
+
+@torch.no_grad()
+def _preflight(model: nn.Module, spec: zoo.ModelSpec, dataset: Dataset, size: int, dev: torch.device) -> None:
+    """One image through the model first: a resolution the architecture cannot take becomes a
+    clear message instead of a shape error deep inside training."""
+    model.eval()
+    try:
+        model(features.normalise(dataset.images[:1].to(dev), spec, size))
+    except RuntimeError as err:
+        raise DatasetError(f"{spec.model} cannot take {size}px images ({str(err).splitlines()[0]}); "
+                           "load the dataset at a larger resolution") from None
+
+
+def _linear_probe(cfg, spec, dataset, base, dev, timings: Timings) -> tuple[nn.Module, Prepare]:
+    """The backbone runs once; epochs touch only the cached features (penultimate by default).
+    Pretrained features share the recommender's cache entry ("center"): one pass serves both."""
+    t0 = time.perf_counter()
+    view = "center" if cfg.pretrained else f"center|random-seed{cfg.seed}"
+    feats = features.extract(spec, dataset, block=cfg.probe_block, model=base, device=dev, view=view).to(dev)
+    timings.features_s = time.perf_counter() - t0
+    head = nn.Linear(feats.shape[1], len(dataset.classes)).to(dev)
+    return head, lambda idx, train: feats[idx]
+
+
+def _prefix_once_or_live(cfg, spec, dataset, base, dev, gen, size, timings: Timings) -> tuple[nn.Module, Prepare]:
+    """(module to train, prepare): the frozen prefix runs once per view when it can be cut off
+    and its activations fit; otherwise the whole model runs every epoch."""
+    images = dataset.images.to(dev)  # uint8 on the device: a quarter of float32's memory
+    parts = None
+    if cfg.freeze and cfg.bn_mode == "frozen":  # BN statistics that train need the prefix live
+        parts = split_model(base, zoo.blocks_of(spec), cfg.freeze)
+    if parts is not None:
+        prefix, tail = parts
+        key = prefix_cache.key(cfg, spec, dataset, size, dev)
+        store = prefix_cache.RECENT.get(key) or prefix_cache.PrefixStore.create(prefix, images, cfg, spec, size, dev)
+        if store is not None:
+            prefix_cache.RECENT.put(key, store)
+            timings.prefix_cached, timings.prefix_views, timings.prefix_views_reused = True, len(store.acts), store.ready
+            return tail, prefix_cache.ViewSampler(store, prefix, images, dataset, cfg, spec, size, dev, gen)
+
+    def prepare(idx: torch.Tensor, train: bool) -> torch.Tensor:
+        x = images[idx]
+        if train and cfg.augment:
+            x = augment(x.float(), cfg.augment, device_generator(dev, gen))
+        return features.normalise(x, spec, size)
+
+    return base, prepare
