@@ -248,3 +248,23 @@ def test_inside_the_network_renders_four_channels_and_refuses_a_hostile_photo(se
     page.get_by_role("button", name="Dream").click()
     page.get_by_text("not a usable photo").wait_for(timeout=120_000)
     _no_exception(page)
+
+
+def test_demo_mode_shows_its_banner_and_offers_no_server_folder(browser, tmp_path):
+    env = {**os.environ, "TLCORE_DEMO": "1", "TLCORE_HOME": str(tmp_path / "home")}
+    proc, base = _start_server(env)
+    page = browser.new_page(viewport={"width": 1400, "height": 1200})
+    try:
+        for path in ("", "data"):
+            page.goto(f"{base}/{path}")
+            page.get_by_text("Shared demo").first.wait_for(timeout=180_000)
+            _idle(page)
+            _no_exception(page)
+            body = page.inner_text("body")
+            assert "20 epochs per trial" in body and "no folders on the server" in body
+        assert page.get_by_text("Built-in (offline)").count() == 1  # the data page's choices are there…
+        assert page.get_by_text("Folder on this server").count() == 0  # …but not the server's folders
+        page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
+    finally:
+        page.close()
+        _stop_server(proc)
