@@ -49,12 +49,13 @@ with st.expander("Training settings", expanded=False):
     batch = k4.number_input("Batch size", value=DEFAULT_BATCH, min_value=1, max_value=1024)
     k5, k6, k7, k8, k9 = st.columns(5)
     optimizer = k5.selectbox("Optimizer", OPTIMIZERS)
-    schedule = k6.selectbox("Learning rate", SCHEDULES, format_func={"cosine": "warm-up + cosine",
+    schedule = k6.selectbox("Rate schedule", SCHEDULES, format_func={"cosine": "warm-up + cosine",
                                                                     "constant": "constant"}.get,
                             help="Cosine: a short warm-up, then the rate decays to zero; the rates above are its peak.")
     augment = k7.multiselect("Augmentation", AUGMENTATIONS, default=["flip"])
-    bn_mode = k8.selectbox("BatchNorm in frozen blocks", BN_MODES,
-                           help="'train' updates their running statistics (the prefix then cannot be cached).")
+    bn_mode = k8.selectbox("BN statistics", BN_MODES,
+                           help="BatchNorm running statistics in the frozen blocks: 'frozen' keeps ImageNet's, "
+                                "'train' updates them on your data (the prefix then cannot be cached).")
     seed = k9.number_input("Seed", value=0, min_value=0)
 cfg = TrialConfig(model=model_key, pretrained=pretrained, freeze=freeze, lr=float(lr), backbone_lr_mult=float(mult),
                   optimizer=optimizer, schedule=schedule, epochs=int(epochs), batch_size=int(batch), augment=tuple(augment),
