@@ -9,6 +9,8 @@ import streamlit as st
 
 from tlcore.settings import demo_caps, demo_mode
 
+_CONFIGURED: object = None
+
 
 def configure() -> None:
     """``TLCORE_DEMO`` from Streamlit secrets (Community Cloud, Spaces) unless the environment sets it;
@@ -20,7 +22,10 @@ def configure() -> None:
             value = None  # no secrets file: the environment alone decides
         if value is not None:
             os.environ["TLCORE_DEMO"] = str(value).lower()
-    st.set_option("client.showErrorDetails", "none" if demo_mode() else "full")
+    global _CONFIGURED
+    if _CONFIGURED is None:  # what config.toml or the command line chose, kept outside demo mode
+        _CONFIGURED = st.get_option("client.showErrorDetails")
+    st.set_option("client.showErrorDetails", "none" if demo_mode() else _CONFIGURED)
 
 
 def banner() -> None:

@@ -350,3 +350,16 @@ def test_demo_banner_with_its_caps_on_every_page(monkeypatch, page):
 def test_no_banner_outside_demo_mode():
     at = app().run()
     assert not at.exception and not any("Shared demo" in i.value for i in at.info)
+
+
+def test_demo_mode_can_come_from_streamlit_secrets(monkeypatch):
+    import os
+
+    monkeypatch.delenv("TLCORE_DEMO", raising=False)
+    at = app()
+    at.secrets["TLCORE_DEMO"] = "1"  # as Community Cloud's Secrets box or a Space's secrets.toml sets it
+    try:
+        at.run()
+        assert not at.exception and at.info[0].value.startswith("**Shared demo**")
+    finally:
+        os.environ.pop("TLCORE_DEMO", None)  # the app copied it into this process's environment
