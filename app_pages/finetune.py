@@ -65,10 +65,10 @@ label = f"{ds.name}@{ds.size}px#{ds.fingerprint}"
 b1, b2, b3 = st.columns([1, 1, 3])
 try:
     if b1.button("Run", type="primary"):
-        cfg.check(n, [b.name for b in zoo.blocks_of(spec)])
+        cfg.check()
         st.session_state.current_run = fv.submit(cfg, ds, label)
     if b2.button(f"Sweep all {n + 1} depths", help="One trial per freeze depth (Yosinski et al. 2014)."):
-        cfg.check(n, [b.name for b in zoo.blocks_of(spec)])
+        cfg.check()
         st.session_state.current_run = fv.submit_sweep(cfg, ds, label)[0]
 except ValueError as err:  # a full queue, a demo-mode cap, a bad setting
     st.error(str(err))

@@ -17,7 +17,7 @@ import time
 from dataclasses import replace
 from unittest import mock
 
-import torch
+from _machine import add_machine_args, apply_machine_args
 
 CASES = (  # (dataset, size, per class, freeze, optimizer, old lr, epochs): the old defaults' rates
     ("digits", 32, 60, "all", "sgd", 0.05, 5),
@@ -29,23 +29,22 @@ CASES = (  # (dataset, size, per class, freeze, optimizer, old lr, epochs): the 
 )
 
 
-def trial(cfg, ds, old: bool) -> float:
+def trial(cfg, ds, old: bool, device: str | None = None) -> float:
     from tlcore.finetune import optim, run_trial
 
     if not old:
-        return run_trial(cfg, ds).val_acc  # the config's schedule: cosine by default
+        return run_trial(cfg, ds, device=device).val_acc  # the config's schedule: cosine by default
     # The old rule decayed every parameter: no names are exempt.
     with mock.patch.object(optim, "_undecayed", lambda model: set()):
-        return run_trial(replace(cfg, schedule="constant"), ds).val_acc
+        return run_trial(replace(cfg, schedule="constant"), ds, device=device).val_acc
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (this VM stalls with 2)")
+    add_machine_args(ap)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_machine_args(args)
     from tlcore import data
     from tlcore.finetune import TrialConfig
 
@@ -57,8 +56,8 @@ def main() -> None:
             ds = data.load(name, size=size, max_per_class=per_class, seed=seed)
             cfg = TrialConfig(model="efficientnet_lite0", freeze=freeze, optimizer=opt, lr=lr, epochs=epochs,
                               seed=seed, augment=("flip",))
-            old, same = trial(cfg, ds, old=True), trial(cfg, ds, old=False)
-            new = trial(replace(cfg, lr=2 * lr), ds, old=False)
+            old, same = trial(cfg, ds, True, args.device), trial(cfg, ds, False, args.device)
+            new = trial(replace(cfg, lr=2 * lr), ds, False, args.device)
             deltas.append(new - old)
             same_deltas.append(same - old)
             print(f"{name:9s} {size:3d}  {freeze!s:6s} {opt:9s} {lr:<7g} {seed:4d}  {len(ds.val_idx):5d}  {old:.3f}  "

@@ -21,6 +21,8 @@ import os
 import tempfile
 import time
 
+from _machine import add_machine_args, apply_machine_args
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -31,21 +33,18 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--lrs", type=float, nargs="+", default=[0.01, 0.001, 0.0001])
     ap.add_argument("--freeze", type=int, default=0, help="frozen leading blocks while fine-tuning")
-    ap.add_argument("--device", default=None)
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 on a small shared VM)")
     ap.add_argument("--quick", action="store_true", help="one model, 5 epochs, two learning rates")
+    add_machine_args(ap)
     args = ap.parse_args()
     os.environ["TLCORE_HOME"] = tempfile.mkdtemp(prefix="score-speed-")  # cold caches: nothing reused
 
     import sklearn.covariance  # noqa: F401 — imported before timing, as torch is: a one-off per process
-    import torch
 
     from tlcore import data, features, recommend, zoo
     from tlcore.device import pick_device
     from tlcore.finetune import TrialConfig, run_trial
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_machine_args(args)
     if args.quick:
         args.models, args.epochs, args.lrs = args.models or ["efficientnet_lite0"], 5, args.lrs[:2]
     specs = [zoo.get_spec(m) for m in args.models] if args.models else \

@@ -24,7 +24,7 @@ import argparse
 import statistics
 import time
 
-import torch
+from _machine import add_machine_args, apply_machine_args
 
 LITE = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
 
@@ -59,12 +59,9 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=None, help="px, square (default 128 GPU / 96 CPU)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--target", type=float, default=0.9, help="share of the best median ratio that is enough")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="CPU threads for torch (default: torch's; 1 is steadier on a shared VM)")
-    ap.add_argument("--device", default=None)
+    add_machine_args(ap)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_machine_args(args)
 
     from tlcore import data, zoo
     from tlcore.device import device_name, pick_device, synchronize

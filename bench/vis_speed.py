@@ -35,6 +35,7 @@ import time
 
 import numpy as np
 import torch
+from _machine import add_machine_args, apply_machine_args
 from torch import nn
 
 
@@ -107,12 +108,9 @@ def main() -> None:
     ap.add_argument("--lucent-channels", type=int, default=None,
                     help="time lucent on the first K channels only (default min(N, 4))")
     ap.add_argument("--repeat", type=int, default=3, help="timing rounds (each side: the median)")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="CPU threads for torch (default: torch's; 1 is steadier on a shared VM)")
-    ap.add_argument("--device", default=None)
+    add_machine_args(ap)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_machine_args(args)
 
     from lucent.optvis.param.spatial import device as lucent_device
 

@@ -148,8 +148,7 @@ def test_a_classifier_on_an_earlier_blocks_features(digits):
     result = run_trial(cfg, digits)
     channels = 80  # EfficientNet-Lite0's blocks 5–7 end with 80 channels
     assert result.trainable_params == channels * 10 + 10 and result.val_acc > 0.2  # chance: 0.1
-    names = [b.name for b in zoo.blocks_of(spec)]
     with pytest.raises(ValueError, match="needs freeze='all'"):
-        TrialConfig(model=spec.key, freeze=3, probe_block="_blocks.5-7").check(len(names), names)
+        TrialConfig(model=spec.key, freeze=3, probe_block="_blocks.5-7").check()
     with pytest.raises(ValueError, match="unknown block 'nope'; choose one of: stem"):
-        TrialConfig(model=spec.key, probe_block="nope").check(len(names), names)
+        TrialConfig(model=spec.key, probe_block="nope").check()

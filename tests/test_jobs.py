@@ -105,7 +105,7 @@ def test_shutdown_stops_a_running_trial_and_marks_it_and_the_queue_interrupted(t
 def test_demo_mode_caps_epochs_and_the_queue(tmp_path, tiny, monkeypatch):
     monkeypatch.setenv("TLCORE_DEMO", "1")
     with pytest.raises(ValueError, match="at most 20 epochs"):
-        TrialConfig(model="efficientnet_lite0", epochs=21).check(9)
+        TrialConfig(model="efficientnet_lite0", epochs=21).check()
     release = threading.Event()
 
     def blocked_trial(config, dataset, *, should_stop, **kw):

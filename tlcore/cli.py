@@ -139,7 +139,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                       augment=tuple(args.augment), seed=args.seed, probe_block=args.probe_block,
                       bn_mode=args.bn_mode, precision=args.precision, schedule=args.schedule,
                       **({"batch_size": args.batch_size} if args.batch_size else {}))
-    cfg.check(len(zoo.blocks_of(spec)), [b.name for b in zoo.blocks_of(spec)])
+    cfg.check()
     dataset = data.load(args.data, size=args.size, max_per_class=args.max_per_class, seed=args.seed)
 
     def on_epoch(stats) -> None:

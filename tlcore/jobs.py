@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tlcore import zoo
 from tlcore.data import Dataset
 from tlcore.device import pick_device, working
 from tlcore.finetune import TrialCancelled, TrialConfig, run_trial
@@ -102,11 +101,10 @@ class JobManager:
         and the room for all of them is checked at once, so a sweep or a validation is never
         left half queued. Raises ValueError (QueueFullError) with the reason."""
         for item in items:
-            spec = zoo.get_spec(item.config.model)
-            item.config.check(len(zoo.blocks_of(spec)), [b.name for b in zoo.blocks_of(spec)])
+            item.config.check()
         with self._lock:
             self._check_room(len(items))
-            self._check_share({item.owner for item in items}, items)
+            self._check_share(items)
             ids = self.store.create_many([  # one transaction: a failed write queues nothing
                 {"model": item.config.model, "dataset": item.dataset_label,
                  "config": dict(item.config.__dict__, augment=list(item.config.augment), tags=item.tags)}
@@ -128,9 +126,9 @@ class JobManager:
             raise QueueFullError(f"the queue has room for {max(0, free)} more trial(s) ({len(self._queue)} waiting, "
                                  f"limit {limits().max_waiting_jobs}): {what} must wait until some have finished")
 
-    def _check_share(self, owners: set[str], items: list[Submission]) -> None:
+    def _check_share(self, items: list[Submission]) -> None:
         cap = limits().max_waiting_per_session
-        for owner in owners - {""}:
+        for owner in {item.owner for item in items} - {""}:
             waiting = sum(j.owner == owner for j in self._queue)
             adding = sum(i.owner == owner for i in items)
             if waiting + adding > cap:
@@ -174,7 +172,7 @@ class JobManager:
     def wait_estimate(self, run_id: int) -> float | None:
         """Seconds until ``run_id`` starts, from recent epochs' speed (None: unknown or not waiting)."""
         with self._lock:
-            ahead = [j for j in self._order()]
+            ahead = self._order()
             ids = [j.run_id for j in ahead]
             if run_id not in ids or not self._epoch_seconds:
                 return None

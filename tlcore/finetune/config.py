@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from tlcore import features
+from tlcore import features, zoo
 from tlcore.settings import demo_mode, limits
 
 Freeze = int | Literal["all"]
@@ -49,15 +48,23 @@ class TrialConfig:
     # is the seeds' advice for a small dataset far from ImageNet.
     probe_block: str = features.PENULTIMATE
 
-    def check(self, n_blocks: int, block_names: Sequence[str] = ()) -> None:
-        """Raise ValueError naming the valid choices (``block_names`` also checks ``probe_block``)."""
+    @property
+    def mixed_precision(self) -> bool:
+        """Autocast where the device has a lower precision ("auto" and "bfloat16" both ask for it)."""
+        return self.precision != "float32"
+
+    def check(self) -> None:
+        """Raise ValueError naming the valid choices (the model's blocks from the zoo; an unknown
+        model is zoo.UnknownModelError)."""
+        block_names = [b.name for b in zoo.blocks_of(zoo.get_spec(self.model))]
+        n_blocks = len(block_names)
         if self.freeze != "all" and not (isinstance(self.freeze, int) and 0 <= self.freeze < n_blocks):
             raise ValueError(f"freeze must be 0…{n_blocks - 1} or 'all', got {self.freeze!r}")
         if self.probe_block != features.PENULTIMATE:
             if self.freeze != "all":
                 raise ValueError("a classifier on an earlier block's features needs freeze='all'")
             choices = [b for b in block_names if b != "head"]
-            if block_names and self.probe_block not in choices:
+            if self.probe_block not in choices:
                 raise ValueError(f"unknown block {self.probe_block!r}; choose one of: "
                                  f"{', '.join(choices)} or {features.PENULTIMATE}")
         if self.epochs < 1 or self.batch_size < 1:

@@ -28,13 +28,15 @@ class Loop:
     device: torch.device
     should_stop: Callable[[], bool] | None = None
     batch_size: int = 0  # 0: the config's; halved for the rest of the trial when a batch runs out of memory
+    scaler: torch.amp.GradScaler | None = None  # loss scaling for fp16 (its scale carries over epochs)
 
     def __post_init__(self) -> None:
         self.batch_size = self.batch_size or self.cfg.batch_size
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=_needs_scaler(self))
 
 
 def mixed_precision(loop: Loop):
-    return autocast(loop.device, enabled=loop.cfg.precision in ("auto", "bfloat16"))
+    return autocast(loop.device, enabled=loop.cfg.mixed_precision)
 
 
 def train_one_epoch(loop: Loop, idx: torch.Tensor, *, opt: torch.optim.Optimizer,
@@ -44,8 +46,7 @@ def train_one_epoch(loop: Loop, idx: torch.Tensor, *, opt: torch.optim.Optimizer
     loop.model.train()
     prepare_batchnorms_for_training(loop.model, frozen, loop.cfg)
     order = idx[torch.randperm(len(idx), generator=gen, device="cpu")]
-    scaler = torch.amp.GradScaler(loop.device.type, enabled=_needs_scaler(loop))
-    loss, acc, _ = _pass(loop, order, train=True, step=lambda loss, n: _step(opt, sched, scaler, loss, n))
+    loss, acc, _ = _pass(loop, order, train=True, step=lambda loss, n: _step(opt, sched, loop.scaler, loss, n))
     return loss, acc
 
 
@@ -58,7 +59,7 @@ def evaluate(loop: Loop, idx: torch.Tensor) -> tuple[float, float, torch.Tensor 
 
 def _needs_scaler(loop: Loop) -> bool:
     # float16 autocast (GPUs without bfloat16) underflows small gradients without loss scaling.
-    return loop.cfg.precision != "float32" and mixed_dtype(loop.device) == torch.float16
+    return loop.cfg.mixed_precision and mixed_dtype(loop.device) == torch.float16
 
 
 def _step(opt: torch.optim.Optimizer, sched: Schedule, scaler: torch.amp.GradScaler, loss: torch.Tensor,

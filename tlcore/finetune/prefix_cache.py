@@ -31,12 +31,12 @@ def views(cfg: TrialConfig) -> int:
 
 def storage_dtype(cfg: TrialConfig, dev: torch.device) -> torch.dtype:
     """The trial's own precision: a float32 trial is never fed rounded activations."""
-    low = mixed_dtype(dev) if cfg.precision != "float32" else None
+    low = mixed_dtype(dev) if cfg.mixed_precision else None
     return low or torch.float32
 
 
 def _autocast(dev: torch.device, cfg: TrialConfig):
-    return autocast(dev, enabled=cfg.precision != "float32")
+    return autocast(dev, enabled=cfg.mixed_precision)
 
 
 class PrefixStore:

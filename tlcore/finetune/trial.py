@@ -29,8 +29,7 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
     trained in place. Raises DatasetError for data that cannot be validated honestly."""
     started = time.perf_counter()
     spec = zoo.get_spec(cfg.model)
-    blocks = zoo.blocks_of(spec)
-    cfg.check(len(blocks), [b.name for b in blocks])
+    cfg.check()
     if len(dataset.val_idx) == 0:
         raise DatasetError("no validation images: every class needs at least 2 images "
                            "(one to train on, one to check on)")
