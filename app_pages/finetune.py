@@ -12,6 +12,7 @@ from tlcore.finetune import (
     TrialConfig,
     default_lr,
 )
+from tlcore.settings import limits
 from ui import data_view
 from ui import finetune_view as fv
 
@@ -67,7 +68,11 @@ try:
     if b1.button("Run", type="primary"):
         cfg.check()
         st.session_state.current_run = fv.submit(cfg, ds, label)
-    if b2.button(f"Sweep all {n + 1} depths", help="One trial per freeze depth (Yosinski et al. 2014)."):
+    sweep_fits = n + 1 <= limits().max_waiting_per_session
+    if b2.button(f"Sweep all {n + 1} depths", disabled=not sweep_fits,
+                 help="One trial per freeze depth (Yosinski et al. 2014)." if sweep_fits else
+                      f"A sweep queues {n + 1} trials; this shared demo lets one visitor queue "
+                      f"{limits().max_waiting_per_session} at a time. Run the depths you want one by one."):
         cfg.check()
         st.session_state.current_run = fv.submit_sweep(cfg, ds, label)[0]
 except ValueError as err:  # a full queue, a demo-mode cap, a bad setting

@@ -133,7 +133,8 @@ class JobManager:
             adding = sum(i.owner == owner for i in items)
             if waiting + adding > cap:
                 raise QueueFullError(f"at most {cap} of your trials may wait at once here, so that others get "
-                                     f"their turn ({waiting} waiting): queue more when some have finished")
+                                     f"their turn ({waiting} waiting, {adding} more asked): queue more when some "
+                                     "have finished")
 
     def _order(self) -> list[_Job]:
         """The queue in the order the worker will take it: owners in turn, least recently served first,

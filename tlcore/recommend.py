@@ -160,8 +160,8 @@ def advised_setting(rec: Recommendation) -> dict:
 
 def validation_trials(rec: Recommendation, *, epochs: int = 5) -> dict[str, TrialConfig]:
     """The trials that check a recommendation on the data: the competing strategies and the
-    advised setting (when it is not one of them), by name. Linear probes learn at 0.05, the rest
-    at 0.01 (fine-tuning from pretrained weights)."""
+    advised setting (when it is not one of them), by name, at the default peak rates
+    (``finetune.default_lr``)."""
     spec = zoo.get_spec(rec.measurement.model)
     n = len(zoo.blocks_of(spec))
     trials = {name: dict(t, freeze=n + t["freeze"] if isinstance(t["freeze"], int) and t["freeze"] < 0
