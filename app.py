@@ -23,4 +23,5 @@ PAGES = [
 page = st.navigation(PAGES)
 sidebar.render()
 demo.banner()
-page.run()
+with demo.private_space():
+    page.run()

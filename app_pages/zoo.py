@@ -32,7 +32,7 @@ if view.axis == "latency" and frame.median_ms.isna().all():
     axis = "gflops"
 else:
     axis = view.axis
-st.plotly_chart(figures.pareto_figure(frame, axis), width="stretch")
+st.plotly_chart(zoo_view.pareto_chart(frame, axis), width="stretch")
 
 st.subheader("Models")
 selected = zoo_view.table(frame)

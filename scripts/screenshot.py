@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from appserver import CHROMIUM, CHROMIUM_ARGS
 from playwright.sync_api import sync_playwright
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 def main() -> None:
@@ -22,7 +20,7 @@ def main() -> None:
     ap.add_argument("--wait-text", default="Models")
     args = ap.parse_args()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": args.width, "height": args.height})
         page.goto(args.url)
         page.get_by_text(args.wait_text, exact=True).first.wait_for(timeout=120_000)

@@ -139,7 +139,7 @@ def extract_many(spec: zoo.ModelSpec, dataset: Dataset, blocks: list[str], *, mo
     size = input_size(spec, dataset)
     out: dict[str, torch.Tensor] = {}
     for block in blocks:
-        cached = _cached(_key(spec, dataset, block, size, view))
+        cached = _cached(_key(spec, dataset, block, size, view), dataset.private)
         if cached is not None:
             out[block] = cached
     missing = [b for b in blocks if b not in out]
@@ -147,16 +147,16 @@ def extract_many(spec: zoo.ModelSpec, dataset: Dataset, blocks: list[str], *, mo
         model, dev = _model_on(spec, model, device)
         computed = _compute(model.eval(), spec, dataset, missing, size, dev, batch_size or inference_batch(dev))
         for block, feats in computed.items():
-            out[block] = _store(_key(spec, dataset, block, size, view), feats)
+            out[block] = _store(_key(spec, dataset, block, size, view), feats, dataset.private)
     return {b: out[b] for b in blocks}
 
 
-def _cached(key: str) -> torch.Tensor | None:
+def _cached(key: str, private: bool) -> torch.Tensor | None:
     with _MEMORY_LOCK:
         if key in _MEMORY:
             _MEMORY.move_to_end(key)
             return _MEMORY[key]
-    path = paths.home() / "features" / f"{key}.pt"
+    path = paths.folder("features", private=private) / f"{key}.pt"
     if path.exists():
         try:
             return _remember(key, torch.load(path, map_location="cpu", weights_only=True))
@@ -165,9 +165,8 @@ def _cached(key: str) -> torch.Tensor | None:
     return None
 
 
-def _store(key: str, feats: torch.Tensor) -> torch.Tensor:
-    path = paths.home() / "features" / f"{key}.pt"
-    path.parent.mkdir(exist_ok=True)
+def _store(key: str, feats: torch.Tensor, private: bool) -> torch.Tensor:
+    path = paths.folder("features", private=private) / f"{key}.pt"
     tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
     torch.save(feats, tmp)
     tmp.replace(path)

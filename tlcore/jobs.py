@@ -8,6 +8,7 @@ one served least recently first, so one visitor's sweep cannot hold everyone els
 from __future__ import annotations
 
 import atexit
+import contextvars
 import itertools
 import statistics
 import threading
@@ -50,6 +51,9 @@ class _Job:
     model: torch.nn.Module | None
     owner: str = ""
     cancel: threading.Event = field(default_factory=threading.Event)
+    # The submitter's context (e.g. their private space for files made from their data): the
+    # worker thread runs the trial inside it.
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
 
     def model_device(self) -> torch.device:
         """Where the trial trains: its model's device, else the one run_trial picks."""
@@ -203,7 +207,7 @@ class JobManager:
                 self._queue.remove(job)
                 self._served[job.owner] = next(self._turn)
             try:
-                self._run(job)
+                job.context.run(self._run, job)
             finally:
                 with self._lock:
                     self._running = None

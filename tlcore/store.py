@@ -182,6 +182,19 @@ class RunStore:
         except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
             raise MissingWeightsError(f"run {run_id}'s weights cannot be read ({err})") from None
 
+    def delete(self, run_ids: list[int]) -> int:
+        """Remove finished runs and their weights (a shared demo forgets a visitor who has gone);
+        queued and running runs are left alone. Returns how many went."""
+        marks = ",".join("?" * len(run_ids))
+        with self._connect() as db:
+            gone = [r["id"] for r in db.execute(
+                f"SELECT id FROM runs WHERE id IN ({marks}) AND status NOT IN ('queued', 'running')",
+                run_ids).fetchall()]
+            db.executemany("DELETE FROM runs WHERE id=?", [(i,) for i in gone])
+        for run_id in gone:
+            self.weights_path(run_id).unlink(missing_ok=True)
+        return len(gone)
+
     def mark_interrupted(self) -> int:
         """Runs left queued or running by a process that is gone become interrupted; live
         processes' runs (another app, a CLI trial) are left alone. Returns how many changed."""

@@ -1,15 +1,29 @@
 """Demo mode as the app shows it: switched on from the environment or Streamlit secrets, announced
-on every page, error details kept on the server."""
+on every page, error details kept on the server, and each visitor's files in a private space that
+is deleted when they have gone."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+import time
+import uuid
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+from tlcore import paths
 from tlcore.settings import demo_caps, demo_mode
 
 _CONFIGURED: object = None
+GRACE_S = 180  # a visitor's space outlives their session this long (Streamlit keeps a
+# disconnected session 120 s by default, so a reconnecting browser finds its files)
+MAX_IDLE_S = 2 * 3600  # and is deleted after this long unused, even with the tab left open
+SWEEP_EVERY_S = 60
+_sessions: dict[str, str] = {}  # visitor → Streamlit session id, this process's live visitors
+_sweep_lock = threading.Lock()
+_last_sweep = 0.0
 
 
 def configure() -> None:
@@ -34,3 +48,51 @@ def banner() -> None:
     st.info("**Shared demo** — other people use this server at the same time: trials take turns, and your "
             "run history is visible only in this browser session. Caps: " + "; ".join(demo_caps()) + ".",
             icon=":material/groups:")
+
+
+def visitor() -> str:
+    """This browser session's id: its trials' owner in the queue's fair order and, in demo mode,
+    the only session that sees them and the name of its private space."""
+    return st.session_state.setdefault("visitor", uuid.uuid4().hex[:12])
+
+
+def private_space() -> contextlib.AbstractContextManager:
+    """The block a page runs in: in demo mode, files made from this visitor's data (decoded
+    uploads, their features, renders of their runs) go to their private space. Locally there is
+    one user and those caches are kept for reuse."""
+    if not demo_mode():
+        return contextlib.nullcontext()
+    ctx = get_script_run_ctx()
+    if ctx is not None:
+        _sessions[visitor()] = ctx.session_id
+    sweep_gone_visitors()
+    return paths.private_space(visitor())
+
+
+def _alive(name: str) -> bool:
+    """Whether a visitor's Streamlit session is still open (no server runtime, as in AppTest: yes)."""
+    from streamlit import runtime
+
+    if not runtime.exists():
+        return True
+    session = _sessions.get(name)
+    return session is not None and runtime.get_instance().is_active_session(session)
+
+
+def sweep_gone_visitors(*, force: bool = False) -> list[str]:
+    """At most once a minute: delete the private spaces of visitors who have gone, and their
+    finished runs (no one can see them any more: demo history is per session)."""
+    global _last_sweep
+    with _sweep_lock:
+        if not force and time.monotonic() - _last_sweep < SWEEP_EVERY_S:
+            return []
+        _last_sweep = time.monotonic()
+        gone = paths.sweep_private(_alive, grace_s=GRACE_S, max_idle_s=MAX_IDLE_S)
+    if gone:
+        from ui.finetune_view import jobs  # the run store lives with the queue
+
+        store = jobs().store
+        store.delete([r["id"] for r in store.list() if (r["config"].get("tags") or {}).get("session") in gone])
+        for name in gone:
+            _sessions.pop(name, None)
+    return gone

@@ -14,6 +14,7 @@ from tlcore.finetune import TrialConfig
 from tlcore.jobs import JobManager, Submission
 from tlcore.settings import demo_mode
 from ui import resources
+from ui.demo import visitor
 
 TAGS = ("sweep", "validation", "strategy", "ranking")  # kept with a run's config by whoever queued it
 FROZEN, TRAINABLE, NEW, UNUSED = "#c9ced6", "#2f6fde", "#f2a541", "#f1f3f6"
@@ -71,12 +72,6 @@ def trainable_share(spec: zoo.ModelSpec, freeze) -> tuple[int, int]:
     if freeze == "all":
         return 0, total
     return sum(b.params for b in zoo.blocks_of(spec)[freeze:]), total
-
-
-def visitor() -> str:
-    """This browser session's id: its trials' owner in the queue's fair order and, in demo mode,
-    the only session that sees them."""
-    return st.session_state.setdefault("visitor", uuid.uuid4().hex[:12])
 
 
 def visible_runs() -> list[dict]:

@@ -6,10 +6,11 @@ import time
 from dataclasses import dataclass
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from tlcore.zoo import WeightsUnavailableError
-from ui import resources, url_state
+from ui import figures, resources, url_state
 
 BATCHES = [1, 8, 32, 64, 128, 256]
 PARAM_STEPS = [1, 2, 5, 10, 25, 50, 100, 250, 1000]  # millions
@@ -97,6 +98,14 @@ def with_latency(frame: pd.DataFrame, view: View) -> pd.DataFrame:
     measured = resources.latency(view.batch, view.dtype, view.channels_last)
     out = frame.merge(measured, on="key", how="left")
     return out.assign(params_m=out.params / 1e6)
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def pareto_chart(frame: pd.DataFrame, axis: str) -> go.Figure:
+    """The Pareto figure, built once per (rows shown, axis) and shared read-only by every session
+    (st.plotly_chart copies it): plotly express took most of the page's server time, and ten
+    visitors at once built it ten times under one GIL."""
+    return figures.pareto_figure(frame, axis)
 
 
 def request_measurement(keys: list[str]) -> None:

@@ -337,6 +337,35 @@ def test_demo_mode_shows_each_session_only_its_own_runs(monkeypatch):
     assert run_id in app("app_pages/finetune.py").run().dataframe[0].value.run.tolist()  # local use: all runs
 
 
+def test_a_gone_visitors_private_files_and_runs_are_deleted(monkeypatch, tlcore_home):
+    import os
+    import time
+
+    from tests.data.conftest import make_zip, png
+    from ui import data_view, demo, finetune_view
+
+    monkeypatch.setenv("TLCORE_DEMO", "1")
+    blob = make_zip({f"{c}/{i}.png": png(20 * k + i) for k, c in enumerate("ab") for i in range(6)})
+    at = app()  # through the router, as a browser gets every page
+    at.session_state["active_dataset"] = data_view.Choice("zip", "mine.zip", 32, None, 0, digest="mine", blob=blob)
+    at.run()
+    at.switch_page("app_pages/finetune.py").run()
+    at.number_input[2].set_value(1)  # epochs
+    at.button[0].click().run()
+    assert not at.exception
+    assert finetune_view.jobs().wait(300)
+    run_id, visitor = at.session_state["current_run"], at.session_state["visitor"]
+    space = Path(tlcore_home) / "private" / visitor
+    assert (space / "datasets").is_dir() and (space / "features").is_dir()  # the upload and its probe features
+
+    assert visitor not in demo.sweep_gone_visitors(force=True)  # still here: kept
+    monkeypatch.setattr(demo, "_alive", lambda name: name != visitor)  # the tab was closed…
+    os.utime(space, (time.time() - demo.GRACE_S - 1,) * 2)  # …a while ago
+    assert visitor in demo.sweep_gone_visitors(force=True)
+    assert not space.exists()
+    assert run_id not in [r["id"] for r in finetune_view.jobs().store.list()]
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_demo_banner_with_its_caps_on_every_page(monkeypatch, page):
     monkeypatch.setenv("TLCORE_DEMO", "1")

@@ -41,6 +41,7 @@ class Dataset:
     skipped: list[Skipped]
     fingerprint: str  # content hash: keys every cache built on this dataset
     source: str
+    private: bool = False  # a visitor's own files: caches built on it go to their private space
 
     @property
     def size(self) -> int:

@@ -50,7 +50,7 @@ def load(source: str, *, size: int = DEFAULT_SIZE, max_per_class: int | None = N
     _check_params(size, max_per_class, val_fraction)
     if source in builtin.BUILTINS:
         return _cached(f"builtin:{source}", size, max_per_class, seed, val_fraction,
-                       lambda: _from_builtin(source, size, max_per_class, seed, val_fraction))
+                       compute=lambda: _from_builtin(source, size, max_per_class, seed, val_fraction))
     if source.startswith("torchvision:"):
         return _from_torchvision(source.split(":", 1)[1], size, max_per_class, seed, val_fraction)
     path = Path(source).expanduser()
@@ -98,10 +98,10 @@ def load_zip(file, *, size: int = DEFAULT_SIZE, max_per_class: int | None = None
     _check_params(size, max_per_class, val_fraction)
     digest = _hash_file(file)
     label = name or getattr(file, "name", None) or str(file)
-    return _cached(f"zip:{digest}", size, max_per_class, seed, val_fraction,
-                   lambda: _from_members(Path(str(label)).stem, f"zip {label}",
-                                         *archive.zip_members(file, limits()), size, max_per_class,
-                                         seed, val_fraction))
+    return _cached(f"zip:{digest}", size, max_per_class, seed, val_fraction, private=True,
+                   compute=lambda: _from_members(Path(str(label)).stem, f"zip {label}",
+                                                 *archive.zip_members(file, limits()), size, max_per_class,
+                                                 seed, val_fraction))
 
 
 def load_uploads(files: list[tuple[str, bytes]], *, size: int = DEFAULT_SIZE, max_per_class: int | None = None,
@@ -111,9 +111,10 @@ def load_uploads(files: list[tuple[str, bytes]], *, size: int = DEFAULT_SIZE, ma
     h = hashlib.sha256()
     for fname, data in sorted(files, key=lambda f: f[0]):
         h.update(fname.encode() + b"\x00" + hashlib.sha256(data).digest())
-    return _cached(f"upload:{h.hexdigest()}", size, max_per_class, seed, val_fraction,
-                   lambda: _from_members(name, "uploaded folder", *archive.upload_members(files, limits()),
-                                         size, max_per_class, seed, val_fraction))
+    return _cached(f"upload:{h.hexdigest()}", size, max_per_class, seed, val_fraction, private=True,
+                   compute=lambda: _from_members(name, "uploaded folder",
+                                                 *archive.upload_members(files, limits()), size,
+                                                 max_per_class, seed, val_fraction))
 
 
 def load_folder(root, *, size: int = DEFAULT_SIZE, max_per_class: int | None = None, seed: int = 0,
@@ -124,9 +125,9 @@ def load_folder(root, *, size: int = DEFAULT_SIZE, max_per_class: int | None = N
     h = hashlib.sha256(str(Path(root).resolve()).encode())
     for m in members:  # path + size + mtime: a changed file gives a new key without reading it
         h.update(f"{m.path}\x00{m.size}\x00{os.stat(Path(root) / m.path).st_mtime_ns}".encode())
-    return _cached(f"folder:{h.hexdigest()}", size, max_per_class, seed, val_fraction,
-                   lambda: _from_members(Path(root).name, f"folder {root}", members, skipped, size,
-                                         max_per_class, seed, val_fraction))
+    return _cached(f"folder:{h.hexdigest()}", size, max_per_class, seed, val_fraction, private=True,
+                   compute=lambda: _from_members(Path(root).name, f"folder {root}", members, skipped,
+                                                 size, max_per_class, seed, val_fraction))
 
 
 def _check_params(size: int, max_per_class: int | None, val_fraction: float) -> None:
@@ -240,26 +241,28 @@ def _from_torchvision(name: str, size: int, cap: int | None, seed: int, val_frac
                         widths=widths, heights=heights, modes=modes, formats=["torchvision"] * len(chosen),
                         skipped=[], max_per_class=None, val_fraction=val_fraction, seed=seed)
 
-    return _cached(f"torchvision:{name}", size, cap, seed, val_fraction, compute)
+    return _cached(f"torchvision:{name}", size, cap, seed, val_fraction, compute=compute)
 
 
 # ---- the decoded-tensor cache ---------------------------------------------------------------
 
-def _cache_path(key: str) -> Path:
-    folder = paths.home() / "datasets"
-    folder.mkdir(exist_ok=True)
-    return folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.pt"
+def _cache_path(key: str, private: bool) -> Path:
+    return paths.folder("datasets", private=private) / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.pt"
 
 
-def _cached(identity: str, size: int, cap: int | None, seed: int, val_fraction: float, compute) -> Dataset:
+def _cached(identity: str, size: int, cap: int | None, seed: int, val_fraction: float, *, compute,
+            private: bool = False) -> Dataset:
+    """``compute()`` once per key, kept on disk. ``private``: a visitor's own files (their
+    private space in a shared demo)."""
     key = f"v{CACHE_VERSION}|{identity}|{size}|{cap}|{seed}|{val_fraction}"
-    path = _cache_path(key)
+    path = _cache_path(key, private)
     if path.exists():
         try:
             return _from_record(torch.load(path, map_location="cpu", weights_only=True))
         except (OSError, RuntimeError, KeyError, TypeError, EOFError):
             path.unlink(missing_ok=True)  # a corrupt cache entry is rebuilt, not fatal
     dataset = compute()
+    dataset.private = private
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     torch.save(_to_record(dataset), tmp)
     tmp.replace(path)
@@ -270,11 +273,11 @@ def _to_record(ds: Dataset) -> dict:
     return {"name": ds.name, "source": ds.source, "images": ds.images, "labels": ds.labels,
             "classes": ds.classes, "train_idx": ds.train_idx, "val_idx": ds.val_idx,
             "profile": asdict(ds.profile), "skipped": [[s.path, s.reason] for s in ds.skipped],
-            "fingerprint": ds.fingerprint}
+            "fingerprint": ds.fingerprint, "private": ds.private}
 
 
 def _from_record(rec: dict) -> Dataset:
     return Dataset(name=rec["name"], images=rec["images"], labels=rec["labels"], classes=rec["classes"],
                    train_idx=rec["train_idx"], val_idx=rec["val_idx"], profile=Profile(**rec["profile"]),
                    skipped=[Skipped(p, r) for p, r in rec["skipped"]], fingerprint=rec["fingerprint"],
-                   source=rec["source"])
+                   source=rec["source"], private=rec.get("private", False))

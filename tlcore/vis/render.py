@@ -123,7 +123,9 @@ def render(spec: zoo.ModelSpec, model: nn.Module, cfg: RenderConfig, targets: Se
     else:
         extras = [""] * len(targets)
     keys = [_key(spec, weights, cfg, t, e) for t, e in zip(targets, extras, strict=True)]
-    found = {t: _read(k) for t, k in zip(targets, keys, strict=True)} if use_cache else {}
+    # A run's weights, or directions from a visitor's data: their private space in a shared demo.
+    private = weights != "pretrained" or directions is not None
+    found = {t: _read(k, private) for t, k in zip(targets, keys, strict=True)} if use_cache else {}
     missing = [t for t in targets if found.get(t) is None]
     if missing and only_cached:
         return None
@@ -138,7 +140,7 @@ def render(spec: zoo.ModelSpec, model: nn.Module, cfg: RenderConfig, targets: Se
         key_of = dict(zip(targets, keys, strict=True))
         for t, r in zip(missing, made, strict=True):
             found[t] = r
-            _write(key_of[t], r)
+            _write(key_of[t], r, private)
     return [found[t] for t in targets]
 
 
@@ -169,7 +171,8 @@ def render_diverse(spec: zoo.ModelSpec, model: nn.Module, cfg: RenderConfig, cha
     cfg.check(model)
     _check_targets(spec, model, cfg, [channel])
     keys = [_key(spec, weights, cfg, channel, f"diverse{n}-{i}") for i in range(n)]
-    found = [_read(k) for k in keys] if use_cache else [None] * n
+    private = weights != "pretrained"
+    found = [_read(k, private) for k in keys] if use_cache else [None] * n
     if any(r is None for r in found) and only_cached:
         return None
     if any(r is None for r in found):
@@ -177,7 +180,7 @@ def render_diverse(spec: zoo.ModelSpec, model: nn.Module, cfg: RenderConfig, cha
         found = _optimise(model, spec, cfg, [channel] * n, objectives.diverse(cfg.layer, channel), seeds,
                           on_step, should_stop)
         for k, r in zip(keys, found, strict=True):
-            _write(k, r)
+            _write(k, r, private)
     return found
 
 
@@ -275,14 +278,9 @@ def _key(spec: zoo.ModelSpec, weights: str, cfg: RenderConfig, target: int, extr
     return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
-def _dir():
-    path = paths.home() / "renders"
-    path.mkdir(exist_ok=True)
-    return path
-
-
-def _read(key: str) -> Render | None:
-    png, meta = _dir() / f"{key}.png", _dir() / f"{key}.json"
+def _read(key: str, private: bool) -> Render | None:
+    folder = paths.folder("renders", private=private)
+    png, meta = folder / f"{key}.png", folder / f"{key}.json"
     try:
         info = json.loads(meta.read_text())
         with Image.open(png) as im:
@@ -292,8 +290,9 @@ def _read(key: str) -> Render | None:
     return Render(info["target"], pixels, info["activation"], 0.0, True)
 
 
-def _write(key: str, r: Render) -> None:
-    png, meta = _dir() / f"{key}.png", _dir() / f"{key}.json"
+def _write(key: str, r: Render, private: bool) -> None:
+    folder = paths.folder("renders", private=private)
+    png, meta = folder / f"{key}.png", folder / f"{key}.json"
     with _WRITE_LOCK:  # the JSON lands last: a reader never sees it without its PNG
         tmp = png.with_suffix(f".{threading.get_ident()}.tmp")
         Image.fromarray(r.image).save(tmp, format="PNG")
