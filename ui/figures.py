@@ -69,4 +69,10 @@ def compare_frame(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     }
     sub = frame.set_index("key").loc[keys]
     out = pd.DataFrame({name: sub[col] for name, col in rows.items() if col in sub}).T
-    return out.map(lambda v: "—" if isinstance(v, float) and np.isnan(v) else v).astype(str)
+    return out.map(_cell).astype(str)
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return "—" if np.isnan(v) else f"{v:,.2f}"
+    return str(v)

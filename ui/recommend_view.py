@@ -35,13 +35,23 @@ def matrix_figure(rec: recommend.Recommendation) -> go.Figure:
         here = (size, similar) == (rec.size, rec.similar)
         fig.add_shape(type="rect", x0=x0, x1=x1, y0=y0, y1=y1, line={"width": 1, "color": "#9aa3ad"},
                       fillcolor="#dbe7fb" if here else "#f4f5f7", layer="below")
-        fig.add_annotation(x=(x0 + x1) / 2, y=y1 - 0.04, text=_wrap(recommend.STRATEGIES[(size, similar)]),
-                           showarrow=False, yanchor="top", font={"size": 12, "color": "#1f2d3d" if here else "#6b7785"})
-    fig.add_trace(go.Scatter(x=[np.log10(max(m.per_class, 1))], y=[m.similarity], mode="markers+text",
+        # The point's own cell keeps its caption away from the point (top or bottom of the cell).
+        low = here and m.similarity > y0 + 0.4 * (y1 - y0)
+        fig.add_annotation(x=(x0 + x1) / 2, y=y0 + 0.04 if low else y1 - 0.04,
+                           text=_wrap(recommend.STRATEGIES[(size, similar)]),
+                           showarrow=False, yanchor="bottom" if low else "top",
+                           font={"size": 12, "color": "#1f2d3d" if here else "#6b7785"})
+    x, y = np.log10(max(m.per_class, 1)), m.similarity
+    fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers",
                              marker={"size": 16, "color": "#f2a541", "line": {"width": 2, "color": "#1f2d3d"}},
-                             text=["your data"], textposition="bottom center", showlegend=False,
+                             name="your data", showlegend=False,
                              hovertemplate=f"{m.per_class:.0f} images per class<br>similarity "
                                            f"{m.similarity:.2f}<extra></extra>"))
+    # The label on a white box, off the point: the cells' own captions may sit right behind it.
+    fig.add_annotation(x=x, y=y, text="<b>your data</b>", showarrow=True, arrowhead=0, arrowcolor="#1f2d3d",
+                       ax=48 if x < (x_lo + x_hi) / 2 else -48, ay=28 if y > 0.15 else -28,
+                       bgcolor="rgba(255,255,255,0.9)", bordercolor="#1f2d3d", borderpad=3,
+                       font={"size": 12, "color": "#1f2d3d"})
     ticks = [v for v in (1, 3, 10, 30, 100, 300, 1000, 3000, 10000) if np.log10(v) <= x_hi]
     fig.update_layout(height=420, margin={"l": 10, "r": 10, "t": 10, "b": 10}, template="plotly_white",
                       xaxis={"title": "training images per class", "range": [x_lo, x_hi],

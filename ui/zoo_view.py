@@ -113,6 +113,11 @@ def request_measurement(keys: list[str]) -> None:
     st.rerun()
 
 
+LIVE_COLUMNS = {"median ms": st.column_config.NumberColumn(format="%.2f"),
+                "p90 ms": st.column_config.NumberColumn(format="%.2f"),
+                "images/s": st.column_config.NumberColumn(format="%.1f")}
+
+
 def run_pending(view: View) -> None:
     """Measure the models queued by the button, streaming each result as it arrives."""
     keys = st.session_state.pop("zoo_pending", None)
@@ -133,7 +138,7 @@ def run_pending(view: View) -> None:
                          "under load": r.under_load})
         except (RuntimeError, ValueError, WeightsUnavailableError, MemoryError) as err:  # OOM: RuntimeError
             errors.append(f"{key}: {str(err).splitlines()[0][:200]}")
-        live.dataframe(pd.DataFrame(rows), hide_index=True)
+        live.dataframe(pd.DataFrame(rows), hide_index=True, column_config=LIVE_COLUMNS)
     bar.progress(1.0, text=f"Measured {len(rows)} of {len(keys)} in {time.perf_counter() - started:.1f} s")
     for message in errors:
         st.warning(f"Not measured — {message}")

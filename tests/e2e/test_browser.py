@@ -52,28 +52,57 @@ def _no_exception(page) -> None:
     assert "Traceback" not in body and "Page not found" not in body
 
 
-def test_zoo_page_renders_and_measures_a_selected_model(server, browser, tmp_path):
-    page = browser.new_page(viewport={"width": 1400, "height": 1800})
-    page.goto(f"{server}/?offline=1")
-    page.get_by_role("heading", name="Models").wait_for(timeout=180_000)
-    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
-    _no_exception(page)
-    assert page.locator('[data-testid="stDataFrame"]').count() >= 1
+def _grid_rows(grid) -> list[dict[str, str]]:
+    """The rows of a st.dataframe as the grid's accessible table shows them (header → text)."""
+    header = grid.locator('[role="columnheader"]').all_inner_texts()
+    rows = []
+    for row in grid.locator('[role="row"]').all()[1:]:
+        cells = row.locator('[role="gridcell"]').all_inner_texts()
+        rows.append(dict(zip(header, cells[-len(header):], strict=True)))
+    return rows
 
-    # Tick the first row's checkbox in the grid (a canvas: click by position), then measure.
-    button = page.get_by_role("button", name="Measure latency (1 selected)")
-    for _ in range(5):  # the grid may still be laying out: retry the click a few times
-        grid = page.locator('[data-testid="stDataFrame"]').first
+
+def _tick_rows(page, grid, rows: list[int], button: str) -> None:
+    """Tick rows' checkboxes in the grid (a canvas: click by position) until ``button`` shows."""
+    for _ in range(5):  # the grid may still be laying out: retry the clicks a few times
         grid.scroll_into_view_if_needed()
         box = grid.bounding_box()
-        page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)
+        for row in rows:
+            page.mouse.click(box["x"] + 18, box["y"] + 35 * (row + 1) + 17)
+            page.wait_for_timeout(700)
         try:
-            button.wait_for(timeout=10_000)
-            break
+            page.get_by_role("button", name=button).wait_for(timeout=10_000)
+            return
         except Exception:
-            page.screenshot(path=str(tmp_path / "click.png"), full_page=True)
-    button.click()
-    page.get_by_text("Measured 1 of 1").wait_for(timeout=180_000)
+            _idle(page)
+            for row in rows:  # untick what was ticked, then try again
+                page.mouse.click(box["x"] + 18, box["y"] + 35 * (row + 1) + 17)
+                page.wait_for_timeout(700)
+    pytest.fail(f"could not tick rows {rows}")
+
+
+def test_zoo_journey_filter_then_measure_two_models(server, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    page.goto(server)
+    page.get_by_role("heading", name="Models").wait_for(timeout=180_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    _idle(page)
+    page.get_by_text("Offline only").click()  # the filter: weights on this machine only (the Lite models)
+    metrics = page.locator('[data-testid="stMetric"]')
+    metrics.filter(has_text="Models shown").get_by_text("3", exact=True).wait_for(timeout=60_000)
+    _idle(page)
+    _no_exception(page)
+
+    grid = page.locator('[data-testid="stDataFrame"]').filter(has_text="Model · weights")
+    _tick_rows(page, grid, [0, 1], "Measure latency (2 selected)")
+    page.get_by_role("button", name="Measure latency (2 selected)").click()
+    page.get_by_text("Measured 2 of 2").wait_for(timeout=180_000)
+    _idle(page)
+    metrics.filter(has_text="Measured (this config)").get_by_text("2", exact=True).wait_for(timeout=60_000)
+    rows = _grid_rows(page.locator('[data-testid="stDataFrame"]').filter(has_text="Model · weights"))
+    measured = [r for r in rows if r["Latency ms"] not in ("", "—")]
+    assert len(measured) == 2, rows  # both ticked rows now show a figure…
+    assert all(float(r["Latency ms"]) > 0 and float(r["Images/s"]) > 0 for r in measured)
     _no_exception(page)
     page.screenshot(path=str(tmp_path / "zoo.png"), full_page=True)
     page.close()
@@ -125,19 +154,62 @@ def test_data_page_takes_a_zip_upload_and_reports_bad_files(server, browser, tmp
     page.close()
 
 
-def test_finetune_page_runs_a_trial_and_lists_it(server, browser, tmp_path):
-    page = browser.new_page(viewport={"width": 1400, "height": 1500})
-    page.goto(f"{server}/finetune")
+def test_journey_data_strategy_fine_tune_and_the_run_survives_a_reload(server, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page.goto(f"{server}/data")
+    cap = page.get_by_role("spinbutton", name="Max images per class (0 = all)")
+    cap.wait_for(timeout=120_000)
+    _idle(page)
+    cap.fill("10")  # a small dataset on purpose: 10 digits per class
+    cap.press("Enter")
+    page.locator('[data-testid="stMetric"]').filter(has_text="Images").get_by_text("100", exact=True).wait_for(
+        timeout=120_000)
+    _idle(page)
+
+    # Strategy: the dataset lands as a point on the matrix, with the advice and its reasons.
+    page.get_by_role("link", name="Strategy").click()
+    page.get_by_text("Turn on").wait_for(timeout=120_000)
+    _idle(page)
+    page.locator('[data-testid="stCheckbox"]').filter(has_text="Measure").click()  # the toggle
+    advice = page.locator('[data-testid="stAlertContentSuccess"]')
+    advice.wait_for(timeout=300_000)
+    _idle(page)
+    point = page.locator(".js-plotly-plot").first.evaluate(
+        "el => el.data.filter(t => t.name === 'your data').map(t => [t.x[0], t.y[0]])")
+    assert len(point) == 1
+    per_class, similarity = 10 ** point[0][0], point[0][1]
+    assert abs(per_class - 8) < 0.01 and 0 <= similarity <= 1  # 8 of the 10 per class train
+    reasons = advice.locator("xpath=ancestor::div[@data-testid='stColumn']").locator("li")
+    assert reasons.count() >= 2 and advice.inner_text().strip().endswith(".")
+    _no_exception(page)
+    page.screenshot(path=str(tmp_path / "strategy.png"), full_page=True)
+
+    # Fine-tune the last block: a live curve, then the run in the history, which survives a reload.
+    page.get_by_role("link", name="Fine-tune lab").click()
     run = page.get_by_role("button", name="Run", exact=True)
     run.wait_for(timeout=120_000)
     _idle(page)
+    page.get_by_role("slider").first.focus()
+    page.keyboard.press("End")  # "all": a linear probe…
+    page.keyboard.press("ArrowLeft")  # …one step back: the last block trains too
+    page.get_by_text("The new classifier reads").wait_for(state="detached", timeout=60_000)
+    _idle(page)
     run.click()
-    page.get_by_text("done · epoch 5 of 5").wait_for(timeout=300_000)
-    page.get_by_text("Run history").wait_for(timeout=60_000)
-    page.locator('[data-testid="stDataFrame"]').get_by_text("done").first.wait_for(state="attached",
-                                                                                  timeout=60_000)
+    status = page.get_by_text("done · epoch 5 of 5")
+    status.wait_for(timeout=300_000)
+    run_id = int(page.get_by_text("Run #").first.inner_text().split("#")[1].split(":")[0])
+    assert page.locator('[data-testid="stPlotlyChart"]').count() >= 2  # the block strip and the live curve
+    _idle(page)
     _no_exception(page)
     page.screenshot(path=str(tmp_path / "finetune.png"), full_page=True)
+
+    page.reload()
+    history = page.locator('[data-testid="stDataFrame"]').filter(has_text="status")
+    history.get_by_text("done").first.wait_for(state="attached", timeout=120_000)
+    mine = [r for r in _grid_rows(history) if r["run"] == str(run_id)]
+    assert len(mine) == 1 and mine[0]["status"] == "done" and mine[0]["epochs"] == "5/5"
+    assert mine[0]["freeze"] not in ("all", "") and mine[0]["dataset"].startswith("digits@128px")
+    _no_exception(page)
     page.close()
 
 
