@@ -36,13 +36,13 @@ samples, balance, skipped, fmap = st.tabs(["Samples", "Balance and sizes", f"Ski
                                            "Feature map"])
 with samples:
     for i, name in enumerate(ds.classes[:30]):
-        st.image(data_view.sample_grid(ds, i), caption=f"{name} — {ds.profile.counts[name]} images")
+        st.image(data_view.sample_png(ds.fingerprint, i, ds), caption=f"{name} — {ds.profile.counts[name]} images")
     if len(ds.classes) > 30:
         st.caption(f"… and {len(ds.classes) - 30} more classes.")
 with balance:
     b1, b2 = st.columns(2)
     b1.markdown("**Images per class**")
-    b1.plotly_chart(data_view.balance_figure(ds), width="stretch")
+    b1.plotly_chart(data_view.balance_chart(ds.fingerprint, ds), width="stretch")
     b2.markdown("**Original image sizes**")
     if data_view.sizes_vary(ds):
         b2.plotly_chart(data_view.size_figure(ds), width="stretch")

@@ -79,13 +79,12 @@ except ValueError as err:  # a full queue, a demo-mode cap, a bad setting
     st.error(str(err))
 
 
-@st.fragment(run_every=1.0)
 def live() -> None:
-    run_id = st.session_state.get("current_run")
-    if run_id is None:
+    run = fv.current_run()
+    if run is None:
         st.info("Press Run to start a trial; it trains in the background and is kept in the history.")
         return
-    run = fv.jobs().store.get(run_id)
+    run_id = run["id"]
     status = fv.queue_text(run_id) or run["status"]
     s1, s2 = st.columns([4, 1])
     s1.markdown(f"**Run #{run_id}:** {status} · epoch {len(run['history'])} of {run['config']['epochs']}"
@@ -100,7 +99,10 @@ def live() -> None:
         st.rerun()  # a run changed state: refresh the history table below too
 
 
-live()
+# Poll every second while the run trains (the live curve), every 2 s while it waits, never once
+# it has ended: on a shared server every open page's poll is a script run.
+poll = {"running": 1.0, "queued": 2.0}.get((fv.current_run() or {}).get("status"))
+st.fragment(live, run_every=poll)()
 
 st.subheader("Run history")
 frame = fv.runs_frame()

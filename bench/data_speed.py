@@ -7,6 +7,8 @@ then in one process times (1) the naive loop (open → convert RGB → resize �
 a time), (2) tlcore.data.load_folder on a cold cache (header checks, DCT-scaled JPEG decode on all
 cores — or batched nvJPEG on a GPU —, fingerprint, writing the cache) and (3) the same call again
 (decoded-tensor cache). Each is the median of --repeat runs (a fresh cache folder per cold run).
+Then two parts of the cold load beside what they replaced: the folder listing (os.walk and
+pathlib per file) and the cache's format (one torch.save record with the pixels).
 Prints images/s and the ratios per width: the ratio grows with the source size, because ours
 decodes large JPEGs at a reduced DCT scale while the naive loop decodes and resizes every pixel.
 """
@@ -54,21 +56,64 @@ def _median_seconds(work, repeat: int) -> float:
     return statistics.median(times)
 
 
-def bench_width(tmp: Path, n: int, width: int, size: int, repeat: int) -> tuple[float, float, float]:
+def bench_width(tmp: Path, n: int, width: int, size: int, repeat: int) -> None:
+    """Time the three ways for one source width, printing each line as soon as it is measured
+    (large sources take minutes: a silent bench looks hung)."""
     from tlcore import data
 
     root = tmp / f"jpegs{width}"
     make_jpegs(root, n, width)
     runs = iter(range(10**6))
+    print(f"\nsources {width}×{width * 3 // 4}", flush=True)
 
     def cold():
         os.environ["TLCORE_HOME"] = str(tmp / f"home{width}-{next(runs)}")  # an empty cache each time
         assert len(data.load_folder(root, size=size)) == n
 
     t_naive = _median_seconds(lambda: naive(root, size), repeat)
+    print(f"  naive PIL loop        {t_naive:8.2f} s  {n / t_naive:9.1f} images/s", flush=True)
     t_cold = _median_seconds(cold, repeat)
+    print(f"  tlcore.data (cold)    {t_cold:8.2f} s  {n / t_cold:9.1f} images/s", flush=True)
     t_warm = _median_seconds(lambda: data.load_folder(root, size=size), repeat)
-    return t_naive, t_cold, t_warm
+    print(f"  tlcore.data (cached)  {t_warm:8.2f} s  {n / t_warm:9.1f} images/s", flush=True)
+    print(f"  ratio cold: {t_naive / t_cold:.2f}")
+    print(f"  ratio cached: {t_naive / t_warm:.1f}", flush=True)
+    bench_parts(tmp, root, data.load_folder(root, size=size), repeat)
+
+
+def naive_listing(root: Path) -> list:
+    """The folder listing as it was written first: os.walk, then pathlib per file (relative_to,
+    is_symlink, lstat, and a stat again for the cache key)."""
+    out = []
+    for dirpath, _, names in os.walk(root):
+        for name in sorted(names):
+            full = Path(dirpath) / name
+            rel = full.relative_to(root).as_posix()
+            if not full.is_symlink():
+                out.append((rel, full.lstat().st_size, os.stat(root / rel).st_mtime_ns))
+    return out
+
+
+def bench_parts(tmp: Path, root: Path, ds, repeat: int) -> None:
+    """Two one-time costs of a cold load, each beside what it replaced."""
+    from tlcore.data import archive, sources
+    from tlcore.settings import limits
+
+    n = len(ds)
+    t_walk = _median_seconds(lambda: naive_listing(root), repeat)
+    t_scan = _median_seconds(lambda: archive.folder_members(root, limits()), repeat)
+    print(f"  listing {n} files: os.walk + pathlib {t_walk * 1e3:.1f} ms, one os.scandir pass "
+          f"{t_scan * 1e3:.1f} ms, ratio {t_walk / t_scan:.1f}")
+    record = tmp / "record.pt"
+    size_mb = ds.images.numel() / 1e6
+    t_torch = _median_seconds(lambda: torch.save({**sources._to_record(ds), "images": ds.images}, record), repeat)
+    t_ours = _median_seconds(lambda: sources._write_entry(tmp / "entry.pt", ds), repeat)
+    print(f"  writing the {size_mb:.0f} MB cache: torch.save {t_torch:.3f} s, .npy + record {t_ours:.3f} s, "
+          f"ratio {t_torch / t_ours:.1f}")
+    t_torch = _median_seconds(lambda: torch.load(record, weights_only=True), repeat)
+    t_ours = _median_seconds(lambda: sources._read_entry(tmp / "entry.pt"), repeat)
+    print(f"  reading it back: torch.load {t_torch:.3f} s, .npy + record {t_ours:.3f} s, "
+          f"ratio {t_torch / t_ours:.1f}", flush=True)
 
 
 def main() -> None:
@@ -83,17 +128,10 @@ def main() -> None:
 
     print(f"{args.images} JPEGs → {args.size}px, {os.cpu_count()} CPU cores, torch threads "
           f"{torch.get_num_threads()}, JPEG decoding on {jpeg_decode_device() or 'CPU (Pillow)'}, "
-          f"median of {args.repeat}")
-    n = args.images
+          f"median of {args.repeat}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for width in args.widths:
-            t_naive, t_cold, t_warm = bench_width(Path(tmp), n, width, args.size, args.repeat)
-            print(f"\nsources {width}×{width * 3 // 4}")
-            print(f"  naive PIL loop        {t_naive:8.2f} s  {n / t_naive:9.1f} images/s")
-            print(f"  tlcore.data (cold)    {t_cold:8.2f} s  {n / t_cold:9.1f} images/s")
-            print(f"  tlcore.data (cached)  {t_warm:8.2f} s  {n / t_warm:9.1f} images/s")
-            print(f"  ratio cold: {t_naive / t_cold:.2f}")
-            print(f"  ratio cached: {t_naive / t_warm:.1f}")
+            bench_width(Path(tmp), args.images, width, args.size, args.repeat)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,21 @@
 """N visitors at once on one app server: every page, a built-in dataset, one short trial each.
 
-    python bench/load_test.py --users 10            # demo mode, a fresh data folder
-    python bench/load_test.py --users 10 --local    # without demo mode
+    python bench/load_test.py --users 10                     # demo mode, a fresh data folder
+    python bench/load_test.py --users 10 --client protocol   # the server's share alone
+    python bench/load_test.py --users 10 --local             # without demo mode
 
 Each simulated visitor is a headless Chromium context on loopback. It opens the app, goes through
 every page by the sidebar (as a person does: one browser session), waits for each page's content,
 then presses Run in the Fine-tune lab (the default: a linear probe of EfficientNet-Lite0 on the
 default built-in dataset, 5 epochs) and waits for the trial to finish. One visitor goes first,
 alone, to warm the server (its times are printed as "alone"); then all N go at once.
+
+With ``--client protocol`` each visitor is a websocket speaking the app's own protocol instead (a
+rerun request per page, a button's trigger, the live fragment polled at its interval): the same
+server work without ten browsers rendering on the same machine. On a 2-core machine the browsers
+take most of the CPU (a Streamlit page costs headless Chromium 4–8 CPU-seconds to draw), so the
+browser figures say what ten people on one small machine would see and the protocol figures what
+the server gives to each of ten people on their own machines.
 
 Printed: each visitor's seconds to each page's content, the trial's wait in the queue and its
 total, errors; the server's resident memory alone and at its peak with N sessions (per extra
@@ -103,6 +111,10 @@ async def visit(browser, base: str, who: Visitor, pages: list[str], trial: bool)
 
 async def _run_trial(page, who: Visitor) -> None:
     await _idle(page)
+    if "finetune" not in page.url:
+        await page.get_by_role("link", name=PAGES["finetune"][0]).click(timeout=TIMEOUT_MS)
+        await page.locator(PAGES["finetune"][1]).wait_for(timeout=TIMEOUT_MS)
+        await _idle(page)
     pressed = time.perf_counter()
     await page.get_by_role("button", name="Run", exact=True).click(timeout=TIMEOUT_MS)
     status = page.get_by_text(re.compile(r"Run #\d+: (running|done|failed)"))
@@ -124,9 +136,97 @@ async def sample_memory(pid: int, peak: list[float], stop: asyncio.Event) -> Non
         await asyncio.sleep(0.25)
 
 
-async def main_async(args) -> int:
-    from playwright.async_api import async_playwright
+# --- the protocol client: what a browser sends, without a browser ---------------------------
 
+class Session:
+    """One Streamlit session over its websocket, speaking the app's protocol as the browser does:
+    a page run is a rerun request answered by deltas and a script-finished message; a button press
+    is a rerun carrying its trigger; a fragment with run_every is re-requested at its interval."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.buttons: dict[str, str] = {}  # label → widget id, from the last full run
+        self.texts: list[str] = []  # markdown of the last run
+        self.auto_rerun: tuple[float, str] | None = None  # (interval, fragment id)
+
+    async def run(self, page: str, *, trigger: str | None = None, fragment: str | None = None,
+                  timeout: float = TIMEOUT_MS / 1000) -> None:
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        msg = BackMsg()
+        msg.rerun_script.page_name = page
+        if trigger is not None:
+            state = msg.rerun_script.widget_states.widgets.add()
+            state.id, state.trigger_value = trigger, True
+        if fragment is not None:
+            msg.rerun_script.fragment_id, msg.rerun_script.is_auto_rerun = fragment, True
+        else:
+            self.buttons, self.auto_rerun = {}, None
+        self.texts = []
+        await self.ws.send(msg.SerializeToString())
+        while True:
+            fm = ForwardMsg()
+            fm.ParseFromString(await asyncio.wait_for(self.ws.recv(), timeout))
+            kind = fm.WhichOneof("type")
+            if kind == "delta" and fm.delta.WhichOneof("type") == "new_element":
+                element = fm.delta.new_element
+                if element.WhichOneof("type") == "button":
+                    self.buttons[element.button.label] = element.button.id
+                elif element.WhichOneof("type") == "markdown":
+                    self.texts.append(element.markdown.body)
+            elif kind == "auto_rerun":
+                self.auto_rerun = (fm.auto_rerun.interval, fm.auto_rerun.fragment_id)
+            elif kind == "script_finished" and fm.script_finished != ForwardMsg.FINISHED_EARLY_FOR_RERUN:
+                return
+
+
+async def visit_protocol(base: str, who: Visitor, pages: list[str], trial: bool) -> Visitor:
+    import websockets
+
+    try:
+        async with websockets.connect(base.replace("http", "ws", 1) + "/_stcore/stream", subprotocols=["streamlit"],
+                                      max_size=2**28, open_timeout=TIMEOUT_MS / 1000) as ws:
+            session = Session(ws)
+            for name in pages:
+                started = time.perf_counter()
+                await session.run("" if name == "zoo" else name)
+                who.pages[name] = time.perf_counter() - started
+            if trial:
+                await _run_trial_protocol(session, who)
+    except Exception as err:
+        who.errors.append(f"{type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}")
+    return who
+
+
+async def _run_trial_protocol(session: Session, who: Visitor) -> None:
+    await session.run("finetune")
+    pressed = time.perf_counter()
+    await session.run("finetune", trigger=session.buttons["Run"])
+    deadline = pressed + TIMEOUT_MS / 1000
+    while time.perf_counter() < deadline:
+        status = next((m for m in session.texts if m.startswith("**Run #")), "")
+        if who.run_id is None and status:
+            who.run_id = int(re.search(r"Run #(\d+)", status).group(1))
+        if who.queue_s is None and re.search(r":\*\* (running|done|failed)", status):
+            who.queue_s = time.perf_counter() - pressed
+        if re.search(r":\*\* (done|failed|cancelled)", status):
+            who.trial_s = time.perf_counter() - pressed
+            if "failed" in status:
+                who.errors.append("the trial failed")
+            return
+        interval, fragment = session.auto_rerun or (1.0, None)
+        await asyncio.sleep(interval)
+        try:
+            await session.run("finetune", fragment=fragment, timeout=30)
+        except TimeoutError:  # a poll the server dropped (it was busy with a full run): run the page
+            session.auto_rerun = None
+    who.errors.append("the trial did not finish in time")
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+async def main_async(args) -> int:
     home = Path(args.home or tempfile.mkdtemp(prefix="tlcore-load-"))
     env = dict(os.environ, TLCORE_HOME=str(home))
     env.pop("TLCORE_DEMO", None)
@@ -135,35 +235,46 @@ async def main_async(args) -> int:
     pages = args.pages
     proc, base = appserver.start(env)
     print(f"server {base} (pid {proc.pid}) · {'local' if args.local else 'demo'} mode · data folder {home} · "
-          f"{os.cpu_count()} CPU cores", flush=True)
+          f"{os.cpu_count()} CPU cores · {args.client} client", flush=True)
     try:
-        async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=appserver.CHROMIUM, args=appserver.CHROMIUM_ARGS)
-            started = time.perf_counter()
-            alone = await visit(browser, base, Visitor("alone"), pages, trial=False)
-            print(f"warm-up visitor alone, first visit: {_row(alone, pages)} "
-                  f"({time.perf_counter() - started:.0f} s)", flush=True)
-            alone = await visit(browser, base, Visitor("alone"), pages, trial=False)
-            print(f"one visitor alone, warm server:     {_row(alone, pages)}", flush=True)
-            rss_alone = appserver.rss_mb(proc.pid)
+        if args.client == "browser":
+            from playwright.async_api import async_playwright
 
-            peak, stop = [rss_alone], asyncio.Event()
-            sampler = asyncio.create_task(sample_memory(proc.pid, peak, stop))
-            cpu = (appserver.cpu_seconds(proc.pid), appserver.cpu_seconds())
-            started = time.perf_counter()
-            crowd = await asyncio.gather(*(visit(browser, base, Visitor(f"v{i + 1:02d}"), pages, trial=not args.no_trial)
-                                           for i in range(args.users)))
-            wall = time.perf_counter() - started
-            server_cpu = appserver.cpu_seconds(proc.pid) - cpu[0]
-            other_cpu = appserver.cpu_seconds() - cpu[1] - server_cpu
-            print(f"CPU while the crowd ran ({wall:.0f} s, {os.cpu_count()} cores): app server {server_cpu:.0f} s, "
-                  f"everything else (the browsers) {other_cpu:.0f} s", flush=True)
-            stop.set()
-            await sampler
-            await browser.close()
+            async with async_playwright() as p:
+                browser = await p.chromium.launch(executable_path=appserver.CHROMIUM, args=appserver.CHROMIUM_ARGS)
+                crowd, measured = await crowd_run(
+                    proc, pages, args, lambda who, trial: visit(browser, base, who, pages, trial))
+                await browser.close()
+        else:
+            crowd, measured = await crowd_run(proc, pages, args,
+                                              lambda who, trial: visit_protocol(base, who, pages, trial))
     finally:
         appserver.stop(proc)
-    return report(crowd, pages, wall, rss_alone, peak[0], home, args)
+    return report(crowd, pages, *measured, home, args)
+
+
+async def crowd_run(proc, pages: list[str], args, visit_one) -> tuple[list[Visitor], tuple]:
+    """One visitor alone (cold, then warm), then all of them at once; times, CPU and memory."""
+    started = time.perf_counter()
+    alone = await visit_one(Visitor("alone"), False)
+    print(f"warm-up visitor alone, first visit: {_row(alone, pages)} ({time.perf_counter() - started:.0f} s)",
+          flush=True)
+    alone = await visit_one(Visitor("alone"), False)
+    print(f"one visitor alone, warm server:     {_row(alone, pages)}", flush=True)
+    rss_alone = appserver.rss_mb(proc.pid)
+    peak, stop = [rss_alone], asyncio.Event()
+    sampler = asyncio.create_task(sample_memory(proc.pid, peak, stop))
+    cpu = (appserver.cpu_seconds(proc.pid), appserver.cpu_seconds())
+    started = time.perf_counter()
+    crowd = await asyncio.gather(*(visit_one(Visitor(f"v{i + 1:02d}"), not args.no_trial) for i in range(args.users)))
+    wall = time.perf_counter() - started
+    server_cpu = appserver.cpu_seconds(proc.pid) - cpu[0]
+    other_cpu = appserver.cpu_seconds() - cpu[1] - server_cpu
+    print(f"CPU while the crowd ran ({wall:.0f} s, {os.cpu_count()} cores): app server {server_cpu:.0f} s, "
+          f"everything else (the clients) {other_cpu:.0f} s", flush=True)
+    stop.set()
+    await sampler
+    return crowd, (wall, rss_alone, peak[0])
 
 
 def _row(v: Visitor, pages: list[str]) -> str:
@@ -208,7 +319,7 @@ def check_runs(crowd: list[Visitor], home: Path, demo: bool) -> bool:
         problems.append("not every run is done: " + ", ".join(f"#{r} {by_id.get(r, ('missing',))[0]}" for r in mine))
     if len({by_id[r][1] for r in mine if r in by_id}) != len(crowd):
         problems.append("runs share a session tag")
-    if demo and any(v.shown_runs != 1 for v in crowd):
+    if demo and any(v.shown_runs not in (None, 1) for v in crowd):  # (None: the protocol client does not count)
         problems.append(f"history rows each visitor sees (demo: 1): {[v.shown_runs for v in crowd]}")
     for p in problems:
         print(f"runs: {p}")
@@ -220,6 +331,9 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=10)
     ap.add_argument("--local", action="store_true", help="without demo mode")
     ap.add_argument("--no-trial", action="store_true", help="pages only")
+    ap.add_argument("--client", choices=["browser", "protocol"], default="browser",
+                    help="browser: headless Chromium (what a person sees, the browsers' CPU included); "
+                         "protocol: the app's websocket protocol without a browser (the server's share)")
     ap.add_argument("--pages", nargs="+", choices=list(PAGES), default=list(PAGES),
                     help="the pages each visitor opens, in this order (default: all)")
     ap.add_argument("--home", help="the server's TLCORE_HOME (default: a fresh temporary folder)")

@@ -31,18 +31,23 @@ def _files(folder) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
 
 
+def _entries(folder) -> int:
+    """Decoded datasets cached in ``folder`` (one record each, beside its pixels)."""
+    return len(list(folder.glob("*.pt")))
+
+
 def test_a_visitors_upload_is_cached_in_their_space_and_built_ins_stay_shared(home):
     with paths.private_space("alice"):
         mine = data.load_zip(_upload(), size=16)
         digits = data.load("digits", size=16, max_per_class=4)
     assert mine.private and not digits.private
     assert _files(home / "private" / "alice" / "datasets")  # the decoded upload…
-    assert len(_files(home / "datasets")) == 1  # …is not beside the shared built-in
+    assert _entries(home / "datasets") == 1  # …is not beside the shared built-in
     with paths.private_space("bob"):
         data.load_zip(_upload(), size=16)  # the same zip from someone else: their own copy
-    assert len(_files(home / "private" / "bob" / "datasets")) == 1
+    assert _entries(home / "private" / "bob" / "datasets") == 1
     data.load_zip(_upload(), size=16)  # local use (no space): the shared folder, as before
-    assert len(_files(home / "datasets")) == 2
+    assert _entries(home / "datasets") == 2
 
 
 def test_features_of_a_private_dataset_go_to_the_space(home):

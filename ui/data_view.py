@@ -11,6 +11,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 import torch
+from PIL import Image
 from torchvision.utils import make_grid
 
 from tlcore import data, features, zoo
@@ -120,6 +121,21 @@ def _grid(images: torch.Tensor, nrow: int) -> np.ndarray:
 def sample_grid(ds: data.Dataset, class_index: int, n: int = 12) -> np.ndarray:
     idx = torch.nonzero(ds.labels == class_index).flatten()[:n]
     return _grid(ds.images[idx], n)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def sample_png(fingerprint: str, class_index: int, _ds: data.Dataset) -> bytes:
+    """A class's sample grid as PNG bytes, encoded once per dataset and class for every session
+    (st.image would encode the array again on each run of each session)."""
+    buf = io.BytesIO()
+    Image.fromarray(sample_grid(_ds, class_index)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def balance_chart(fingerprint: str, _ds: data.Dataset):
+    """The balance figure, built once per dataset and shared read-only (st.plotly_chart copies it)."""
+    return balance_figure(_ds)
 
 
 def balance_figure(ds: data.Dataset):

