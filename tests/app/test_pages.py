@@ -96,7 +96,7 @@ def test_comparison_side_by_side():
     at.run()
     frame = at.dataframe[-1].value
     assert list(frame.columns) == ["resnet18.IMAGENET1K_V1", "efficientnet_lite0.IMAGENET1K_TF"]
-    assert frame.loc["Params (M)", "resnet18.IMAGENET1K_V1"].startswith("11.68")
+    assert frame.loc["Params (M)", "resnet18.IMAGENET1K_V1"] == "11.69"  # 11,689,512 parameters, shown rounded
 
 
 def test_data_page_loads_a_builtin_and_remembers_it():

@@ -154,7 +154,16 @@ def test_data_page_takes_a_zip_upload_and_reports_bad_files(server, browser, tmp
     page.close()
 
 
-def test_journey_data_strategy_fine_tune_and_the_run_survives_a_reload(server, browser, tmp_path):
+@pytest.fixture
+def own_server(tmp_path):
+    """A server with a run history of its own (the shared one holds every other test's runs)."""
+    proc, base = _start_server(dict(os.environ, TLCORE_HOME=str(tmp_path / "home")))
+    yield base
+    _stop_server(proc)
+
+
+def test_journey_data_strategy_fine_tune_and_the_run_survives_a_reload(own_server, browser, tmp_path):
+    server = own_server
     page = browser.new_page(viewport={"width": 1400, "height": 1600})
     page.goto(f"{server}/data")
     cap = page.get_by_role("spinbutton", name="Max images per class (0 = all)")
@@ -207,7 +216,7 @@ def test_journey_data_strategy_fine_tune_and_the_run_survives_a_reload(server, b
     history = page.locator('[data-testid="stDataFrame"]').filter(has_text="status")
     history.get_by_text("done").first.wait_for(state="attached", timeout=120_000)
     mine = [r for r in _grid_rows(history) if r["run"] == str(run_id)]
-    assert len(mine) == 1 and mine[0]["status"] == "done" and mine[0]["epochs"] == "5/5"
+    assert len(_grid_rows(history)) == 1 and len(mine) == 1 and mine[0]["status"] == "done" and mine[0]["epochs"] == "5/5"
     assert mine[0]["freeze"] not in ("all", "") and mine[0]["dataset"].startswith("digits@128px")
     _no_exception(page)
     page.close()
