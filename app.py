@@ -23,5 +23,5 @@ PAGES = [
 page = st.navigation(PAGES)
 sidebar.render()
 demo.banner()
-with demo.private_space():
-    page.run()
+demo.mark_visit()
+page.run()

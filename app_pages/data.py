@@ -42,7 +42,7 @@ with samples:
 with balance:
     b1, b2 = st.columns(2)
     b1.markdown("**Images per class**")
-    b1.plotly_chart(data_view.balance_chart(ds.fingerprint, ds), width="stretch")
+    b1.plotly_chart(data_view.balance_figure(*data_view.split_counts(ds)), width="stretch")
     b2.markdown("**Original image sizes**")
     if data_view.sizes_vary(ds):
         b2.plotly_chart(data_view.size_figure(ds), width="stretch")

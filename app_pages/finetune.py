@@ -99,10 +99,7 @@ def live() -> None:
         st.rerun()  # a run changed state: refresh the history table below too
 
 
-# Poll every second while the run trains (the live curve), every 2 s while it waits, never once
-# it has ended: on a shared server every open page's poll is a script run.
-poll = {"running": 1.0, "queued": 2.0}.get((fv.current_run() or {}).get("status"))
-st.fragment(live, run_every=poll)()
+st.fragment(live, run_every=fv.refresh_every([(fv.current_run() or {}).get("status")]))()
 
 st.subheader("Run history")
 frame = fv.runs_frame()

@@ -61,11 +61,7 @@ if st.button("Run the validation", type="primary"):
         st.error(str(err))
 
 
-@st.fragment(run_every=2.0)
-def validation() -> None:
-    vid = st.session_state.get("validation") or rv.latest_validation(label)
-    if not vid:
-        return
+def validation(vid: str, polling: float | None) -> None:
     frame = rv.validation_frame(vid)
     st.dataframe(frame, hide_index=True, width="stretch",
                  column_config={"val acc": st.column_config.NumberColumn(format="%.3f"),
@@ -83,9 +79,13 @@ def validation() -> None:
                    "on this data, trust the measurement over the rule of thumb.")
         st.markdown(f"Best on your data: **{best.strategy}** ({best['val acc']:.3f} validation accuracy)."
                     + verdict)
+    finetune_view.rerun_once_ended(polling, frame.get("status", ()))
 
 
-validation()
+vid = st.session_state.get("validation") or rv.latest_validation(label)
+if vid:
+    poll = finetune_view.refresh_every(finetune_view.statuses_tagged("validation", vid))
+    st.fragment(validation, run_every=poll)(vid, poll)
 
 
 st.subheader("Which pretrained model?")
@@ -101,9 +101,8 @@ if st.toggle("Score every model", key="rank_models", help="One feature pass per 
         except ValueError as err:
             st.error(str(err))
 
-    @st.fragment(run_every=2.0)
-    def ranking() -> None:
-        frame = rv.ranking_frame(ds, models, st.session_state.get("ranking", ""))
+    def ranking(rid: str, polling: float | None) -> None:
+        frame = rv.ranking_frame(ds, models, rid)
         st.dataframe(frame, hide_index=True, width="stretch",
                      column_config={**{c: st.column_config.NumberColumn(format="%.3f")
                                        for c in ("logme", "leep", "nce", "linear probe acc")},
@@ -117,5 +116,8 @@ if st.toggle("Score every model", key="rank_models", help="One feature pass per 
             st.dataframe(rv.agreement_frame(frame), hide_index=True,
                          column_config={c: st.column_config.NumberColumn(format="%.2f")
                                         for c in ("Kendall's τ", "Spearman's ρ")})
+        finetune_view.rerun_once_ended(polling, finetune_view.statuses_tagged("ranking", rid))
 
-    ranking()
+    rid = st.session_state.get("ranking", "")
+    poll = finetune_view.refresh_every(finetune_view.statuses_tagged("ranking", rid))
+    st.fragment(ranking, run_every=poll)(rid, poll)

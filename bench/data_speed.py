@@ -111,7 +111,7 @@ def bench_parts(tmp: Path, root: Path, ds, repeat: int) -> None:
     print(f"  writing the {size_mb:.0f} MB cache: torch.save {t_torch:.3f} s, .npy + record {t_ours:.3f} s, "
           f"ratio {t_torch / t_ours:.1f}")
     t_torch = _median_seconds(lambda: torch.load(record, weights_only=True), repeat)
-    t_ours = _median_seconds(lambda: sources._read_entry(tmp / "entry.pt"), repeat)
+    t_ours = _median_seconds(lambda: sources._read_entry(tmp / "entry.pt", False), repeat)
     print(f"  reading it back: torch.load {t_torch:.3f} s, .npy + record {t_ours:.3f} s, "
           f"ratio {t_torch / t_ours:.1f}", flush=True)
 

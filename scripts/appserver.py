@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -32,11 +33,14 @@ def start(env: dict | None = None, timeout: float = 120.0) -> tuple[subprocess.P
     """``streamlit run app.py`` headless on 127.0.0.1; returns the process and its base URL once
     ``/_stcore/health`` answers."""
     port = free_port()
+    # The server's log goes to a file: a pipe nobody reads fills up and then blocks the server.
+    log = tempfile.NamedTemporaryFile(prefix="tlcore-server-", suffix=".log", delete=False)
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
     )
+    log.close()
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -46,7 +50,7 @@ def start(env: dict | None = None, timeout: float = 120.0) -> tuple[subprocess.P
         except OSError:
             time.sleep(0.5)
     proc.kill()
-    raise ServerError(f"streamlit did not start: {proc.stdout.read()}")
+    raise ServerError(f"streamlit did not start: {Path(log.name).read_text()[-4000:]}")
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -21,6 +21,13 @@ def probe(**kw):
     return TrialConfig(**{"model": "efficientnet_lite0", "freeze": "all", "epochs": 2, "lr": 0.05, **kw})
 
 
+def _until(condition, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def test_jobs_run_in_order_and_are_kept(tmp_path, tiny):
     from tlcore.finetune import run_trial
 
@@ -191,8 +198,7 @@ def test_sessions_take_turns_so_one_sweep_cannot_hold_everyone_back(tmp_path, ti
 
     jobs, gate, ran = _gated_queue(tmp_path)
     first = jobs.submit_many([Submission(probe(seed=0), tiny, "d", owner="alice")])[0]
-    while jobs.position(first) != 0:  # alice's first trial holds the worker
-        time.sleep(0.01)
+    _until(lambda: jobs.position(first) == 0)  # alice's first trial holds the worker
     sweep = jobs.submit_many([Submission(probe(seed=s), tiny, "d", owner="alice") for s in (1, 2, 3)])
     bob = jobs.submit_many([Submission(probe(seed=10), tiny, "d", owner="bob")])[0]
     carol = jobs.submit_many([Submission(probe(seed=20), tiny, "d", owner="carol")])[0]
@@ -226,13 +232,12 @@ def test_the_wait_estimate_counts_the_epochs_ahead(tmp_path, tiny):
     jobs, gate, _ = _gated_queue(tmp_path)
     try:
         running = jobs.submit_many([Submission(probe(epochs=3), tiny, "d", owner="a")])[0]
-        while jobs.position(running) != 0:
-            time.sleep(0.01)
+        _until(lambda: jobs.position(running) == 0)
         waiting = jobs.submit_many([Submission(probe(epochs=4), tiny, "d", owner="b")])
         assert jobs.wait_estimate(waiting[0]) is None  # no epoch timed yet: no made-up figure
         jobs._epoch_seconds.extend([2.0, 2.0, 4.0])
         assert jobs.wait_estimate(waiting[0]) == pytest.approx(3 * 2.0)  # the running trial's 3 epochs
-        jobs.store.append_epoch(running, EpochStats(1, 0, 0, 0, 0, 2.0).__dict__)
+        jobs._epoch_done(jobs._running, EpochStats(1, 0, 0, 0, 0, 2.0))  # as the trial reports one
         assert jobs.wait_estimate(waiting[0]) == pytest.approx(2 * 2.0)
     finally:
         gate.set()

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from tlcore import data, zoo
+from tlcore.device import TooLargeForDevice
 from tlcore.finetune import TrialConfig, run_trial
 from tlcore.vis import render
 
@@ -51,9 +52,35 @@ def test_a_trial_halves_its_batch_and_goes_on(digits, monkeypatch):
     assert result.val_acc > 0.3  # chance 0.1: it trained on every image, not on a lost batch
 
 
+def test_a_retried_batch_leaves_the_cached_prefix_whole(digits, monkeypatch):
+    from tlcore import features
+    from tlcore.finetune import prefix_cache, trial
+
+    made, original = [], trial._prefix_once_or_live
+
+    def tight(*args, **kw):
+        tail, prepare = original(*args, **kw)
+        made.append((_Tight(tail, 8), prepare))
+        return made[-1]
+
+    monkeypatch.setattr(trial, "_prefix_once_or_live", tight)
+    monkeypatch.setattr(prefix_cache, "RECENT", prefix_cache.RecentStores())  # compute the prefix here
+    spec = zoo.get_spec("efficientnet_lite0")
+    last = len(zoo.blocks_of(spec)) - 1
+    result = run_trial(TrialConfig(model="efficientnet_lite0", freeze=last, epochs=3, batch_size=32,
+                                   precision="float32"), digits)
+    tail, sampler = made[0]
+    assert tail.refused == 2 and result.timings.batch_size == 8
+    store = sampler.store
+    assert store.ready == min(3, len(store.acts))  # every view the epochs used is complete…
+    with torch.no_grad():  # …and view 0 holds the prefix's output for every image, not leftovers
+        plain = sampler.prefix(features.normalise(digits.images, spec, sampler.size))
+    torch.testing.assert_close(store.acts[0].float(), plain, rtol=1e-4, atol=1e-4)
+
+
 def test_a_trial_that_does_not_fit_even_one_image_says_so(digits, monkeypatch):
     _tight_probe(monkeypatch, fits=0)
-    with pytest.raises(RuntimeError, match="out of memory even at batch size 1"):
+    with pytest.raises(TooLargeForDevice, match="out of memory even at batch size 1"):
         run_trial(TrialConfig(model="efficientnet_lite0", freeze="all", epochs=1, batch_size=4), digits)
 
 
@@ -76,5 +103,5 @@ def test_a_gallery_is_split_on_out_of_memory_and_gives_the_same_images(monkeypat
     for a, b in zip(whole, split, strict=True):
         assert a.target == b.target and abs(a.image.astype(int) - b.image.astype(int)).max() <= 1
     monkeypatch.setattr(render, "_optimise", lambda *a: (_ for _ in ()).throw(torch.OutOfMemoryError("oom")))
-    with pytest.raises(ValueError, match="out of memory even for one image at 32 px"):
+    with pytest.raises(TooLargeForDevice, match="out of memory even for one image at 32 px"):
         render.render(spec, model, cfg, [0], use_cache=False)

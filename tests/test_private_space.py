@@ -72,17 +72,24 @@ def test_a_queued_trial_writes_into_its_submitters_space(home):
     assert not (home / "features").exists() or not _files(home / "features")
 
 
-def test_sweep_deletes_spaces_of_visitors_gone_or_idle_too_long(home):
-    for name in ("gone", "here", "idle", "just_left"):
+def test_sweep_deletes_the_spaces_its_policy_calls_expired(home):
+    for name in ("gone", "here"):
         with paths.private_space(name):
             paths.folder("renders", private=True).joinpath("x.png").write_bytes(b"png")
     old = time.time() - 600
-    for name in ("gone", "here"):
-        os.utime(home / "private" / name, (old, old))
-    os.utime(home / "private" / "idle", (old - 10_000, old - 10_000))
-    deleted = paths.sweep_private(lambda name: name in ("here", "idle"), grace_s=300, max_idle_s=3600)
-    assert sorted(deleted) == ["gone", "idle"]
-    assert sorted(p.name for p in (home / "private").iterdir()) == ["here", "just_left"]
+    os.utime(home / "private" / "gone", (old, old))
+    seen = {}
+    deleted = paths.sweep_private(lambda name, idle: seen.setdefault(name, idle) > 300)
+    assert deleted == ["gone"] and sorted(p.name for p in (home / "private").iterdir()) == ["here"]
+    assert seen["gone"] == pytest.approx(600, abs=5) and seen["here"] < 5  # idle = time since last use
+
+
+def test_without_a_block_the_apps_resolver_names_the_space(home, monkeypatch):
+    monkeypatch.setattr(paths, "_space_of_caller", lambda: "carol")  # what a Streamlit fragment rerun gets
+    mine = data.load_zip(_upload(), size=16)
+    assert mine.private and _entries(home / "private" / "carol" / "datasets") == 1
+    with paths.private_space("alice"):  # an explicit block (a queued trial) comes first
+        assert paths.current_space() == "alice"
 
 
 @pytest.mark.parametrize("name", ["../etc", "a/b", "", "x" * 65, "dot.name"])

@@ -47,10 +47,16 @@ def pick_device(prefer: str | None = None) -> torch.device:
     return torch.device(prefer)
 
 
+def cuda_has_bf16() -> bool:
+    """bfloat16 in hardware (Ampere and later). torch's default also says yes where it is only
+    emulated (T4, V100), which is slower than fp16 with loss scaling."""
+    return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def supported_dtypes(device: torch.device) -> tuple[str, ...]:
     """Inference dtypes worth offering on ``device`` (fp32 always)."""
     if device.type == "cuda":
-        low = ("bfloat16", "float16") if torch.cuda.is_bf16_supported() else ("float16",)
+        low = ("bfloat16", "float16") if cuda_has_bf16() else ("float16",)
         return ("float32", *low)
     if device.type == "mps":
         return ("float32", "float16")
@@ -132,6 +138,11 @@ def inference_batch(device: torch.device) -> int:
     return 256 if device.type in ("cuda", "mps") else 4
 
 
+class TooLargeForDevice(ValueError):
+    """Out of device memory even at the smallest batch: the message says what to shrink. A
+    ValueError, so the CLI and the pages show it as a message like any other bad setting."""
+
+
 def free_cached_memory() -> None:
     """After an out-of-memory error: hand the failed batch's cached blocks back before a smaller try."""
     if torch.cuda.is_available():
@@ -143,7 +154,7 @@ def mixed_dtype(device: torch.device) -> torch.dtype | None:
     (training then scales the loss), none elsewhere (CPU bf16 training is slower than fp32 here)."""
     if device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cuda_has_bf16() else torch.float16
 
 
 def autocast(device: torch.device, enabled: bool = True):

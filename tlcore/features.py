@@ -167,9 +167,7 @@ def _cached(key: str, private: bool) -> torch.Tensor | None:
 
 def _store(key: str, feats: torch.Tensor, private: bool) -> torch.Tensor:
     path = paths.folder("features", private=private) / f"{key}.pt"
-    tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
-    torch.save(feats, tmp)
-    tmp.replace(path)
+    paths.write_atomically(path, lambda f: torch.save(feats, f))
     return _remember(key, feats)
 
 

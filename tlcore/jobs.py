@@ -8,7 +8,6 @@ one served least recently first, so one visitor's sweep cannot hold everyone els
 from __future__ import annotations
 
 import atexit
-import contextvars
 import itertools
 import statistics
 import threading
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tlcore import paths
 from tlcore.data import Dataset
 from tlcore.device import pick_device, working
 from tlcore.finetune import TrialCancelled, TrialConfig, run_trial
@@ -51,9 +51,9 @@ class _Job:
     model: torch.nn.Module | None
     owner: str = ""
     cancel: threading.Event = field(default_factory=threading.Event)
-    # The submitter's context (e.g. their private space for files made from their data): the
-    # worker thread runs the trial inside it.
-    context: contextvars.Context = field(default_factory=contextvars.copy_context)
+    epochs_done: int = 0  # counted here, so a wait estimate needs no store read
+    # The submitter's private space (files made from their data): the worker runs the trial in it.
+    space: str | None = field(default_factory=paths.current_space)
 
     def model_device(self) -> torch.device:
         """Where the trial trains: its model's device, else the one run_trial picks."""
@@ -166,6 +166,12 @@ class JobManager:
             if self._running and self._running.run_id == run_id:
                 self._running.cancel.set()
 
+    def active(self, owner: str) -> list[int]:
+        """The runs ``owner`` has queued or running."""
+        with self._lock:
+            jobs = [*self._queue, *([self._running] if self._running else [])]
+            return [job.run_id for job in jobs if job.owner == owner]
+
     def position(self, run_id: int) -> int | None:
         """0 while running, k when k trials run before it, None when it is not waiting."""
         with self._lock:
@@ -185,7 +191,7 @@ class JobManager:
             jobs = ahead[:ids.index(run_id)] + ([self._running] if self._running else [])
             epochs = sum(j.config.epochs for j in jobs)
             if self._running is not None:
-                epochs -= len(self.store.get(self._running.run_id)["history"])
+                epochs -= self._running.epochs_done
             return max(0.0, epochs * per_epoch)
 
     def busy(self) -> bool:
@@ -207,7 +213,8 @@ class JobManager:
                 self._queue.remove(job)
                 self._served[job.owner] = next(self._turn)
             try:
-                job.context.run(self._run, job)
+                with paths.private_space(job.space):
+                    self._run(job)
             finally:
                 with self._lock:
                     self._running = None
@@ -216,6 +223,7 @@ class JobManager:
     def _epoch_done(self, job: _Job, stats) -> None:
         self.store.append_epoch(job.run_id, stats.__dict__)
         self._epoch_seconds.append(stats.seconds)
+        job.epochs_done += 1
 
     def _run(self, job: _Job) -> None:
         self.store.set_status(job.run_id, "running")

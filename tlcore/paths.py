@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import platformdirs
 
@@ -28,19 +28,33 @@ def home() -> Path:
 PRIVATE = "private"  # home()/private/<space>/…: one folder per visitor of a shared demo
 _SPACE: contextvars.ContextVar[str | None] = contextvars.ContextVar("tlcore_private_space", default=None)
 _SPACE_NAME = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_space_of_caller: Callable[[], str | None] = lambda: None  # noqa: E731 — set by the app (use_space_of)
+
+
+def use_space_of(resolver: Callable[[], str | None]) -> None:
+    """Tell tlcore whose private space the calling thread works for when no ``private_space``
+    block says so (the app: the visitor of the Streamlit session running the script, fragment
+    reruns included). The engine stays free of the UI framework."""
+    global _space_of_caller
+    _space_of_caller = resolver
+
+
+def current_space() -> str | None:
+    """The private space work done now belongs to (None: none, as in local use)."""
+    name = _SPACE.get()
+    return name if name is not None else _space_of_caller()
 
 
 @contextlib.contextmanager
 def private_space(name: str | None) -> Iterator[None]:
     """Inside this block, files made from a visitor's own data (their uploads' decoded tensors and
     features, renders of their fine-tuned runs) go to ``home()/private/<name>``, which
-    ``sweep_private`` deletes when the visitor has gone. ``None``: no private space (local use)."""
-    if name is not None and not _SPACE_NAME.fullmatch(name):
-        raise ValueError(f"not a private space name: {name!r}")
+    ``sweep_private`` deletes when the visitor has gone (a queued trial runs in its submitter's).
+    ``None``: no private space."""
+    if name is not None:
+        mark_used(name)
     token = _SPACE.set(name)
     try:
-        if name is not None:
-            touch_private(name)
         yield
     finally:
         _SPACE.reset(token)
@@ -48,23 +62,24 @@ def private_space(name: str | None) -> Iterator[None]:
 
 def folder(kind: str, *, private: bool = False) -> Path:
     """``home()/kind``; for private content inside a private space, that space's ``kind`` folder."""
-    space = _SPACE.get() if private else None
+    space = current_space() if private else None
     path = (home() / PRIVATE / space / kind) if space else (home() / kind)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def touch_private(name: str) -> None:
+def mark_used(name: str) -> None:
     """Mark the space as used now (its folder's mtime is its last use)."""
+    if not _SPACE_NAME.fullmatch(name):
+        raise ValueError(f"not a private space name: {name!r}")
     path = home() / PRIVATE / name
     path.mkdir(parents=True, exist_ok=True)
     os.utime(path)
 
 
-def sweep_private(alive: Callable[[str], bool], *, grace_s: float, max_idle_s: float) -> list[str]:
-    """Delete the private spaces whose visitor is gone (``alive(name)`` false, unused for
-    ``grace_s``: a reconnecting browser keeps its space) or unused for ``max_idle_s`` at all.
-    Returns the deleted names."""
+def sweep_private(expired: Callable[[str, float], bool]) -> list[str]:
+    """Delete the private spaces for which ``expired(name, seconds since last use)`` says so
+    (the app's policy: the visitor has gone, or has not used it for hours). Returns their names."""
     root = home() / PRIVATE
     if not root.is_dir():
         return []
@@ -74,10 +89,23 @@ def sweep_private(alive: Callable[[str], bool], *, grace_s: float, max_idle_s: f
             idle = time.time() - entry.stat().st_mtime
         except OSError:
             continue
-        if idle > max_idle_s or (idle > grace_s and not alive(entry.name)):
+        if expired(entry.name, idle):
             shutil.rmtree(entry.path, ignore_errors=True)
             deleted.append(entry.name)
     return deleted
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """``write(file)`` into a temporary file beside ``path``, then rename it over ``path``: a reader
+    never sees half a file. The temporary name is unique per process and thread (Streamlit
+    sessions are threads of one process)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def cache_file(name: str) -> Path:
@@ -102,10 +130,7 @@ def update_json(name: str, key: str, value: Any) -> None:
     with _write_lock:
         data = read_json(name)
         data[key] = value
-        path = cache_file(name)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=0))
-        tmp.replace(path)
+        write_atomically(cache_file(name), lambda f: f.write(json.dumps(data, indent=0).encode()))
 
 
 def cached_json(name: str, key: str, compute: Callable[[], Any]) -> Any:

@@ -166,9 +166,7 @@ class RunStore:
     def save_weights(self, run_id: int, state: dict) -> None:
         path = self.weights_path(run_id)
         path.parent.mkdir(exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        paths.write_atomically(path, lambda f: torch.save(state, f))
 
     def load_weights(self, run_id: int) -> dict:
         """The run's state_dict (``weights_only``: never unpickles code); MissingWeightsError when

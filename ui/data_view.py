@@ -132,17 +132,20 @@ def sample_png(fingerprint: str, class_index: int, _ds: data.Dataset) -> bytes:
     return buf.getvalue()
 
 
+def split_counts(ds: data.Dataset) -> tuple[tuple[str, ...], tuple[int, ...], tuple[int, ...]]:
+    """(classes, training images per class, validation images per class): what the balance chart shows."""
+    def per_class(idx: torch.Tensor) -> tuple[int, ...]:
+        return tuple(torch.bincount(ds.labels[idx], minlength=len(ds.classes)).tolist())
+
+    return tuple(ds.classes), per_class(ds.train_idx), per_class(ds.val_idx)
+
+
 @st.cache_resource(max_entries=16, show_spinner=False)
-def balance_chart(fingerprint: str, _ds: data.Dataset):
-    """The balance figure, built once per dataset and shared read-only (st.plotly_chart copies it)."""
-    return balance_figure(_ds)
-
-
-def balance_figure(ds: data.Dataset):
-    rows = []
-    for split, idx in (("train", ds.train_idx), ("validation", ds.val_idx)):
-        counts = torch.bincount(ds.labels[idx], minlength=len(ds.classes)).tolist()
-        rows += [{"class": c, "split": split, "images": n} for c, n in zip(ds.classes, counts, strict=True)]
+def balance_figure(classes: tuple[str, ...], train: tuple[int, ...], val: tuple[int, ...]):
+    """Built once per split and shared read-only (st.plotly_chart copies it): keyed by exactly
+    what it draws, so a new seed's split is a new figure."""
+    rows = [{"class": c, "split": split, "images": n}
+            for split, counts in (("train", train), ("validation", val)) for c, n in zip(classes, counts, strict=True)]
     fig = px.bar(pd.DataFrame(rows), x="class", y="images", color="split", barmode="stack",
                  color_discrete_sequence=["#2f6fde", "#f2a541"])
     fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10}, template="plotly_white")

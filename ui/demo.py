@@ -4,7 +4,6 @@ is deleted when they have gone."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -56,17 +55,25 @@ def visitor() -> str:
     return st.session_state.setdefault("visitor", uuid.uuid4().hex[:12])
 
 
-def private_space() -> contextlib.AbstractContextManager:
-    """The block a page runs in: in demo mode, files made from this visitor's data (decoded
-    uploads, their features, renders of their runs) go to their private space. Locally there is
-    one user and those caches are kept for reuse."""
+def _space_of_this_run() -> str | None:
+    """The visitor whose script (or fragment) runs on this thread, in demo mode; else None."""
+    if not demo_mode() or get_script_run_ctx(suppress_warning=True) is None:
+        return None
+    return visitor()
+
+
+paths.use_space_of(_space_of_this_run)
+
+
+def mark_visit() -> None:
+    """Each run of a page in demo mode: the visitor's space is in use, and gone visitors' are swept."""
     if not demo_mode():
-        return contextlib.nullcontext()
+        return
     ctx = get_script_run_ctx()
     if ctx is not None:
         _sessions[visitor()] = ctx.session_id
+    paths.mark_used(visitor())
     sweep_gone_visitors()
-    return paths.private_space(visitor())
 
 
 def _alive(name: str) -> bool:
@@ -79,6 +86,19 @@ def _alive(name: str) -> bool:
     return session is not None and runtime.get_instance().is_active_session(session)
 
 
+def _expired(name: str, idle_s: float) -> bool:
+    """A space goes once its visitor has been gone GRACE_S (their queued or running trials are
+    cancelled first, and the space stays until those have stopped), or after MAX_IDLE_S unused."""
+    from ui.finetune_view import jobs  # the queue lives with the Fine-tune lab
+
+    gone = idle_s > GRACE_S and not _alive(name)
+    active = jobs().active(name)
+    if gone:
+        for run_id in active:  # nobody is left to see them
+            jobs().cancel(run_id)
+    return not active and (gone or idle_s > MAX_IDLE_S)
+
+
 def sweep_gone_visitors(*, force: bool = False) -> list[str]:
     """At most once a minute: delete the private spaces of visitors who have gone, and their
     finished runs (no one can see them any more: demo history is per session)."""
@@ -87,9 +107,9 @@ def sweep_gone_visitors(*, force: bool = False) -> list[str]:
         if not force and time.monotonic() - _last_sweep < SWEEP_EVERY_S:
             return []
         _last_sweep = time.monotonic()
-        gone = paths.sweep_private(_alive, grace_s=GRACE_S, max_idle_s=MAX_IDLE_S)
+        gone = paths.sweep_private(_expired)
     if gone:
-        from ui.finetune_view import jobs  # the run store lives with the queue
+        from ui.finetune_view import jobs
 
         store = jobs().store
         store.delete([r["id"] for r in store.list() if (r["config"].get("tags") or {}).get("session") in gone])

@@ -94,6 +94,25 @@ def current_run() -> dict | None:
         return None
 
 
+def refresh_every(statuses) -> float | None:
+    """How often a live view of runs polls: every second while one trains, every 2 s while one
+    waits, never once all have ended (on a shared server every open page's poll is a script run)."""
+    statuses = set(statuses)
+    return 1.0 if "running" in statuses else 2.0 if "queued" in statuses else None
+
+
+def statuses_tagged(tag: str, value: str) -> list[str]:
+    """The statuses of the runs carrying ``tag`` = ``value`` (a validation's or a ranking's id)."""
+    frame = runs_frame()
+    return [] if frame.empty or not value else frame.status[frame[tag] == value].tolist()
+
+
+def rerun_once_ended(polling: float | None, statuses) -> None:
+    """Inside a polling fragment: when its runs have all ended, rerun the page so it stops polling."""
+    if polling is not None and refresh_every(statuses) is None:
+        st.rerun()
+
+
 def queue_text(run_id: int) -> str | None:
     """'queued — 2 trial(s) ahead, about 40 s' while the run waits; None once it runs or ended."""
     position = jobs().position(run_id)

@@ -359,11 +359,21 @@ def test_a_gone_visitors_private_files_and_runs_are_deleted(monkeypatch, tlcore_
     assert (space / "datasets").is_dir() and (space / "features").is_dir()  # the upload and its probe features
 
     assert visitor not in demo.sweep_gone_visitors(force=True)  # still here: kept
+    from tlcore.finetune import TrialConfig
+    from tlcore.jobs import Submission
+
+    ds = data_view.load(at.session_state["active_dataset"])
+    long = finetune_view.jobs().submit_many([Submission(  # still training when the visitor leaves
+        TrialConfig(model="efficientnet_lite0", freeze=0, epochs=20), ds, "mine", tags={"session": visitor},
+        owner=visitor)])[0]  # as the page queues it
     monkeypatch.setattr(demo, "_alive", lambda name: name != visitor)  # the tab was closed…
     os.utime(space, (time.time() - demo.GRACE_S - 1,) * 2)  # …a while ago
-    assert visitor in demo.sweep_gone_visitors(force=True)
+    assert visitor not in demo.sweep_gone_visitors(force=True)  # its trial is stopped first…
+    assert finetune_view.jobs().wait(120) and finetune_view.jobs().store.get(long)["status"] == "cancelled"
+    os.utime(space, (time.time() - demo.GRACE_S - 1,) * 2)
+    assert visitor in demo.sweep_gone_visitors(force=True)  # …then the space and the runs go
     assert not space.exists()
-    assert run_id not in [r["id"] for r in finetune_view.jobs().store.list()]
+    assert not {run_id, long} & {r["id"] for r in finetune_view.jobs().store.list()}
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -168,8 +168,30 @@ def test_folder_upload_and_local_folder(tmp_path, good_entries):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(blob)
     os.symlink("/etc/passwd", root / "cats" / "link.jpg")
+    os.symlink(root / "dogs", root / "more_dogs")  # a linked folder is not followed either
+    os.mkfifo(root / "dogs" / "pipe.jpg")  # reading it would block the loader for ever
     ds = data.load(str(root), size=16)
-    assert len(ds) == 12 and reasons(ds)["cats/link.jpg"] == "symbolic link"
+    why = reasons(ds)
+    assert len(ds) == 12 and why["cats/link.jpg"] == why["more_dogs"] == "symbolic link"
+    assert why["dogs/pipe.jpg"] == "not a regular file"
+
+
+def test_an_unreadable_sub_folder_is_skipped_with_its_reason(tmp_path, good_entries, monkeypatch):
+    root = tmp_path / "pets"
+    for name, blob in good_entries.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(blob)
+    (root / "secret").mkdir()
+    scandir = os.scandir
+
+    def guarded(path):  # tests run as root here, so chmod 000 would not stop a read
+        if str(path).endswith("secret"):
+            raise PermissionError(13, "Permission denied")
+        return scandir(path)
+
+    monkeypatch.setattr(archive.os, "scandir", guarded)
+    ds = data.load(str(root), size=16)
+    assert len(ds) == 12 and reasons(ds)["secret"] == "folder cannot be read (Permission denied)"
 
 
 def test_local_paths_are_refused_in_demo_mode(tmp_path, monkeypatch):

@@ -121,8 +121,12 @@ def folder_members(root: str | os.PathLike, limits: Limits) -> tuple[list[Member
     folders = [(str(root), "")]
     while folders:
         folder, prefix = folders.pop()
-        with os.scandir(folder) as it:
-            entries = sorted(it, key=lambda e: e.name)
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as err:  # e.g. a sub-folder without read permission: skipped, said why
+            skipped.append(Skipped(prefix.rstrip("/") or ".", f"folder cannot be read ({err.strerror})"))
+            continue
         below = []
         for entry in entries:
             rel = prefix + entry.name
@@ -147,6 +151,8 @@ def _folder_member(entry: os.DirEntry, rel: str, limits: Limits) -> Member | Ski
     path, why = _clean_path(rel)
     if why is None and entry.is_symlink():
         why = "symbolic link"
+    elif why is None and not entry.is_file(follow_symlinks=False):
+        why = "not a regular file"  # a FIFO or socket would block the reader
     stat = entry.stat(follow_symlinks=False) if why is None else None
     if stat is not None and stat.st_size > limits.max_member_bytes:
         why = f"larger than {limits.max_member_bytes // 2**20} MB"

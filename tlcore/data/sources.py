@@ -4,7 +4,6 @@ folders — each decoded once, then kept on disk keyed by content and parameters
 from __future__ import annotations
 
 import hashlib
-import os
 import urllib.error
 from dataclasses import asdict
 from pathlib import Path
@@ -258,7 +257,7 @@ def _cached(identity: str, size: int, cap: int | None, seed: int, val_fraction: 
     path = _cache_path(key, private)
     if path.exists():
         try:
-            return _read_entry(path)
+            return _read_entry(path, private)
         except (OSError, RuntimeError, KeyError, TypeError, EOFError, ValueError):
             path.unlink(missing_ok=True)  # a corrupt cache entry is rebuilt, not fatal
     dataset = compute()
@@ -271,32 +270,28 @@ def _cached(identity: str, size: int, cap: int | None, seed: int, val_fraction: 
 # images at 224 px) 4× faster than torch.save (no CRC over the bytes), and np.load reads it 3× faster.
 
 def _write_entry(path: Path, ds: Dataset) -> None:
-    pixels = path.with_suffix(".npy")
-    tmp = pixels.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(tmp, ds.images.numpy(), allow_pickle=False)
-    tmp.replace(pixels)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(_to_record(ds), tmp)  # the record lands last: a reader never finds it without its pixels
-    tmp.replace(path)
+    paths.write_atomically(path.with_suffix(".npy"), lambda f: np.save(f, ds.images.numpy(), allow_pickle=False))
+    # The record lands last: a reader never finds it without its pixels.
+    paths.write_atomically(path, lambda f: torch.save(_to_record(ds), f))
 
 
-def _read_entry(path: Path) -> Dataset:
+def _read_entry(path: Path, private: bool) -> Dataset:
     rec = torch.load(path, map_location="cpu", weights_only=True)
     images = torch.from_numpy(np.load(path.with_suffix(".npy"), allow_pickle=False))
     if images.dtype != torch.uint8 or tuple(images.shape[:2]) != (len(rec["labels"]), 3):
         raise ValueError("the cached pixels do not match their record")
-    return _from_record(rec, images)
+    return _from_record(rec, images, private)
 
 
 def _to_record(ds: Dataset) -> dict:
     return {"name": ds.name, "source": ds.source, "labels": ds.labels,
             "classes": ds.classes, "train_idx": ds.train_idx, "val_idx": ds.val_idx,
             "profile": asdict(ds.profile), "skipped": [[s.path, s.reason] for s in ds.skipped],
-            "fingerprint": ds.fingerprint, "private": ds.private}
+            "fingerprint": ds.fingerprint}
 
 
-def _from_record(rec: dict, images: torch.Tensor) -> Dataset:
+def _from_record(rec: dict, images: torch.Tensor, private: bool) -> Dataset:
     return Dataset(name=rec["name"], images=images, labels=rec["labels"], classes=rec["classes"],
                    train_idx=rec["train_idx"], val_idx=rec["val_idx"], profile=Profile(**rec["profile"]),
                    skipped=[Skipped(p, r) for p, r in rec["skipped"]], fingerprint=rec["fingerprint"],
-                   source=rec["source"], private=rec.get("private", False))
+                   source=rec["source"], private=private)

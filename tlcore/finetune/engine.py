@@ -8,13 +8,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tlcore.device import autocast, free_cached_memory, mixed_dtype
+from tlcore.device import TooLargeForDevice, autocast, free_cached_memory, mixed_dtype
 from tlcore.finetune.config import TrialCancelled, TrialConfig
 from tlcore.finetune.optim import Schedule
 from tlcore.finetune.surgery import prepare_batchnorms_for_training
 
 # (indices, training?) → the model's input for those images, already on the device.
 Prepare = Callable[[torch.Tensor, bool], torch.Tensor]
+# (images, training?) after a batch went through (a cached prefix counts what it has computed).
+Served = Callable[[int, bool], None]
 
 
 @dataclass
@@ -29,6 +31,7 @@ class Loop:
     should_stop: Callable[[], bool] | None = None
     batch_size: int = 0  # 0: the config's; halved for the rest of the trial when a batch runs out of memory
     scaler: torch.amp.GradScaler | None = None  # loss scaling for fp16 (its scale carries over epochs)
+    served: Served | None = None  # told of each batch that went through, once (not of one retried)
 
     def __post_init__(self) -> None:
         self.batch_size = self.batch_size or self.cfg.batch_size
@@ -85,10 +88,13 @@ def _pass(loop: Loop, order: torch.Tensor, *, train: bool, step) -> tuple[float,
         except torch.OutOfMemoryError:
             _halve_batch(loop)
             continue  # the same images again, in a smaller batch
+        if loop.served is not None:
+            loop.served(len(batch), train)
         # Sums stay on the device: no host synchronisation per batch.
         total_loss += loss.detach() * len(batch)
         correct += (pred == loop.labels[batch]).sum()
-        preds.append(pred)
+        if not train:  # evaluate returns the predictions; training has no use for them
+            preds.append(pred)
         start += len(batch)
     n = max(1, len(order))
     return (total_loss / n).item(), (correct.float() / n).item(), torch.cat(preds) if preds else None
@@ -109,7 +115,7 @@ def _halve_batch(loop: Loop) -> None:
     """Out of device memory: go on at half the batch (an optimizer step then sees fewer images),
     or stop with a message when a single image does not fit."""
     if loop.batch_size == 1:
-        raise RuntimeError("out of memory even at batch size 1: load the dataset at a smaller resolution, "
+        raise TooLargeForDevice("out of memory even at batch size 1: load the dataset at a smaller resolution, "
                            "freeze more blocks or choose a smaller model") from None
     free_cached_memory()
     loop.batch_size //= 2

@@ -86,23 +86,29 @@ class ViewSampler:
         self.view_gens: dict[int, torch.Generator] = {}
 
     def __call__(self, idx: torch.Tensor, train: bool) -> torch.Tensor:
+        """The model's input for ``idx``. Idempotent until ``served`` counts the batch: a batch
+        retried after out-of-memory gets the same view and rewrites the same rows."""
         n_views = len(self.store.acts)
         if not train:
-            out = self._view(0, idx)
-            self.served_val += len(idx)
-            if self.store.ready == 0 and self.served_val >= self.n_val and self.served_train >= self.n_train:
-                self.store.ready = 1  # plain view: every training and validation image done
-            return out
+            return self._view(0, idx)
         epoch = self.served_train // max(1, self.n_train)
-        self.served_train += len(idx)
         if epoch < n_views:
-            out = self._view(epoch, idx)
-            if epoch >= 1 and epoch == self.store.ready and self.served_train % self.n_train == 0:
-                self.store.ready = epoch + 1
-            return out
+            return self._view(epoch, idx)
         pick = torch.randint(0, n_views, (len(idx),), device=idx.device,
                              generator=device_generator(self.dev, self.gen))
         return _gather(self.store.acts, idx, pick)
+
+    def served(self, n: int, train: bool) -> None:
+        """Count a batch that went through; a view is ready once every image it needs was served."""
+        if not train:
+            self.served_val += n
+            if self.store.ready == 0 and self.served_val >= self.n_val and self.served_train >= self.n_train:
+                self.store.ready = 1  # plain view: every training and validation image done
+            return
+        epoch = self.served_train // max(1, self.n_train)
+        self.served_train += n
+        if 1 <= epoch == self.store.ready and epoch < len(self.store.acts) and self.served_train % self.n_train == 0:
+            self.store.ready = epoch + 1
 
     def _view(self, v: int, idx: torch.Tensor) -> torch.Tensor:
         acts = self.store.acts[v]

@@ -24,12 +24,9 @@ def replace_head(model: nn.Module, num_classes: int, n_out: int) -> str:
     return path
 
 
-def freeze(model: nn.Module, spec: zoo.ModelSpec, cfg: TrialConfig, head_path: str) -> list[nn.Module]:
-    """Set requires_grad per ``cfg.freeze``; returns the frozen modules (for the BatchNorm mode)."""
-    if cfg.freeze == "all":
-        for name, p in model.named_parameters():
-            p.requires_grad = name.startswith(head_path + ".")
-        return [model]
+def freeze(model: nn.Module, spec: zoo.ModelSpec, cfg: TrialConfig) -> list[nn.Module]:
+    """Set requires_grad per ``cfg.freeze`` (a depth: a linear probe never reaches here, it trains
+    a head on cached features); returns the frozen modules (for the BatchNorm mode)."""
     frozen = []
     for block in zoo.blocks_of(spec)[: cfg.freeze]:
         for path in block.members:

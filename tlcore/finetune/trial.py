@@ -47,11 +47,12 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
         opt, frozen = optim.optimizer(trainable, cfg), []
     else:
         head_path = replace_head(base, spec.num_classes, len(dataset.classes))
-        frozen = freeze(base, spec, cfg, head_path)
+        frozen = freeze(base, spec, cfg)
         trainable, prepare = _prefix_once_or_live(cfg, spec, dataset, base, dev, gen, size, timings)
         opt = optim.optimizer(base, cfg, head_path)
     sched = optim.Schedule(opt, cfg, images_per_epoch=len(dataset.train_idx))
-    loop = Loop(trainable, dataset.labels.to(dev), prepare, cfg, dev, should_stop)
+    loop = Loop(trainable, dataset.labels.to(dev), prepare, cfg, dev, should_stop,
+                served=prepare.served if isinstance(prepare, prefix_cache.ViewSampler) else None)
     history: list[EpochStats] = []
     preds = None
     for epoch in range(1, cfg.epochs + 1):

@@ -24,7 +24,7 @@ from PIL import Image
 from torch import nn
 
 from tlcore import features, paths, zoo
-from tlcore.device import autocast, free_cached_memory, working
+from tlcore.device import TooLargeForDevice, autocast, free_cached_memory, working
 from tlcore.hooks import Capture, Target, module_at
 from tlcore.settings import demo_mode, limits
 from tlcore.vis import objectives
@@ -151,12 +151,12 @@ R = TypeVar("R")
 def in_halves_on_oom(run: Callable[[list[T]], list[R]], items: list[T], what: str) -> list[R]:
     """``run(items)``; when the device runs out of memory, the items go in two halves (and so on
     down to one). Each render has its own seeded generators, so the halves give the images one
-    batch would have given. A single item that does not fit is a ValueError that says so."""
+    batch would have given. A single item that does not fit is a TooLargeForDevice that says so."""
     try:
         return run(items)
     except torch.OutOfMemoryError:
         if len(items) == 1:
-            raise ValueError(f"out of memory even for one {what}: choose a smaller size or fewer layers") from None
+            raise TooLargeForDevice(f"out of memory even for one {what}: choose a smaller size or fewer layers") from None
         free_cached_memory()
         half = len(items) // 2
         return in_halves_on_oom(run, items[:half], what) + in_halves_on_oom(run, items[half:], what)
@@ -294,9 +294,6 @@ def _write(key: str, r: Render, private: bool) -> None:
     folder = paths.folder("renders", private=private)
     png, meta = folder / f"{key}.png", folder / f"{key}.json"
     with _WRITE_LOCK:  # the JSON lands last: a reader never sees it without its PNG
-        tmp = png.with_suffix(f".{threading.get_ident()}.tmp")
-        Image.fromarray(r.image).save(tmp, format="PNG")
-        tmp.replace(png)
-        tmp = meta.with_suffix(f".{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps({"target": r.target, "activation": r.activation}))
-        tmp.replace(meta)
+        paths.write_atomically(png, lambda f: Image.fromarray(r.image).save(f, format="PNG"))
+        paths.write_atomically(meta, lambda f: f.write(json.dumps({"target": r.target,
+                                                                   "activation": r.activation}).encode()))
