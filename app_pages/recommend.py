@@ -63,7 +63,7 @@ if st.button("Run the validation", type="primary"):
 
 def validation(vid: str, polling: float | None) -> None:
     frame = rv.validation_frame(vid)
-    st.dataframe(frame, hide_index=True, width="stretch",
+    st.dataframe(frame, hide_index=True, width="stretch", placeholder="—",
                  column_config={"val acc": st.column_config.NumberColumn(format="%.3f"),
                                 "best val acc": st.column_config.NumberColumn(format="%.3f"),
                                 "s/epoch": st.column_config.NumberColumn(format="%.2f"),
@@ -103,7 +103,7 @@ if st.toggle("Score every model", key="rank_models", help="One feature pass per 
 
     def ranking(rid: str, polling: float | None) -> None:
         frame = rv.ranking_frame(ds, models, rid)
-        st.dataframe(frame, hide_index=True, width="stretch",
+        st.dataframe(frame, hide_index=True, width="stretch", placeholder="—",
                      column_config={**{c: st.column_config.NumberColumn(format="%.3f")
                                        for c in ("logme", "leep", "nce", "linear probe acc")},
                                     "s to score": st.column_config.NumberColumn(

@@ -44,8 +44,9 @@ def configure() -> None:
 def banner() -> None:
     if not demo_mode():
         return
-    st.info("**Shared demo** — other people use this server at the same time: trials take turns, and your "
-            "run history is visible only in this browser session. Caps: " + "; ".join(demo_caps()) + ".",
+    st.info("**Shared demo** — other people use this server at the same time: trials take turns; your "
+            "run history and what is made from your uploads are visible only in this browser session and "
+            "deleted a few minutes after you leave. Caps: " + "; ".join(demo_caps()) + ".",
             icon=":material/groups:")
 
 
