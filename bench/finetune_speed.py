@@ -88,14 +88,13 @@ def ours(root: Path, freeze: str, epochs: int, device: torch.device, batch: int)
     from dataclasses import asdict
 
     from tlcore import data, zoo
-    from tlcore.finetune import TrialConfig, default_lr, run_trial
+    from tlcore.finetune import TrialConfig, run_trial
 
     spec = zoo.get_spec("efficientnet_lite0")
     depth = "all" if freeze == "all" else (len(zoo.blocks_of(spec)) - 2 if freeze == "last" else 0)
     started = time.perf_counter()
     ds = data.load_folder(root, size=224)
-    cfg = TrialConfig(model=spec.key, freeze=depth, epochs=epochs, lr=default_lr(depth),
-                      batch_size=batch, augment=("flip", "crop"))
+    cfg = TrialConfig(model=spec.key, freeze=depth, epochs=epochs, batch_size=batch, augment=("flip", "crop"))
     result = run_trial(cfg, ds, device=device)
     return time.perf_counter() - started, result.val_acc, asdict(result.timings)
 

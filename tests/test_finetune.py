@@ -5,7 +5,7 @@ import torch
 
 from tlcore import data, zoo
 from tlcore.device import pick_device
-from tlcore.finetune import TrialCancelled, TrialConfig, augment, run_trial
+from tlcore.finetune import DEFAULT_LR, PROBE_LR, TrialCancelled, TrialConfig, augment, run_trial
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,12 @@ def test_bad_configs_name_the_valid_choices(digits):
         run_trial(TrialConfig(model="efficientnet_lite0", freeze=12), digits)
     with pytest.raises(ValueError, match="unknown augmentation"):
         run_trial(TrialConfig(model="efficientnet_lite0", augment=("mixup",)), digits)
+
+
+def test_the_learning_rate_suits_the_freeze_depth_unless_chosen():
+    assert TrialConfig(model="efficientnet_lite0", freeze="all").lr == PROBE_LR
+    assert TrialConfig(model="efficientnet_lite0", freeze=3).lr == DEFAULT_LR != PROBE_LR
+    assert TrialConfig(model="efficientnet_lite0", freeze="all", lr=0.5).lr == 0.5
 
 
 def test_no_validation_images_is_refused_not_a_silent_100_percent():

@@ -207,6 +207,27 @@ def test_sessions_take_turns_so_one_sweep_cannot_hold_everyone_back(tmp_path, ti
     gate.set()
     assert jobs.wait(60)
     assert ran == [0, 10, 20, 1, 2, 3]
+    assert list(jobs._served) == ["alice"]  # the book of turns keeps only what can still matter
+
+
+def test_visitors_who_left_are_forgotten_without_changing_the_order(tmp_path, tiny):
+    from tlcore.jobs import Submission
+
+    jobs, gate, ran = _gated_queue(tmp_path)
+    gate.set()
+    for n in range(20):  # twenty visitors, one trial each, who then leave
+        jobs.submit_many([Submission(probe(seed=n), tiny, "d", owner=f"v{n}")])
+        assert jobs.wait(60)
+    assert len(jobs._served) == 1
+    gate.clear()
+    first = jobs.submit_many([Submission(probe(seed=100), tiny, "d", owner="alice")])[0]
+    _until(lambda: jobs.position(first) == 0)
+    later = jobs.submit_many([Submission(probe(seed=s), tiny, "d", owner=o)
+                              for s, o in ((101, "alice"), (5, "v5"), (200, "bob"))])
+    assert [jobs.position(i) for i in later] == [3, 1, 2]  # alice was served last: she waits her turn
+    gate.set()
+    assert jobs.wait(60)
+    assert ran[-4:] == [100, 5, 200, 101]
 
 
 def test_one_session_cannot_fill_the_demo_queue(tmp_path, tiny, monkeypatch):

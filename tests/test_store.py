@@ -36,6 +36,16 @@ def test_concurrent_writers_do_not_lose_epochs(tmp_path):
     assert all(len(store.get(r)["history"]) == 10 for r in runs)
 
 
+def test_a_sessions_runs_are_listed_without_the_others(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    mine = [store.create(model="m", dataset="d", config={"tags": {"session": "a"}}) for _ in range(2)]
+    store.create(model="m", dataset="d", config={"tags": {"session": "b"}})
+    store.create(model="m", dataset="d", config={})  # a CLI run: no session
+    assert [r["id"] for r in store.list(session="a")] == mine
+    assert store.list(session="nobody") == []
+    assert len(store.list()) == 4
+
+
 def test_bad_status_and_missing_run(tmp_path):
     store = RunStore(tmp_path / "runs.sqlite")
     with pytest.raises(ValueError):

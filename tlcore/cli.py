@@ -130,11 +130,10 @@ def _freeze_arg(text: str):
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from tlcore import data, zoo
-    from tlcore.finetune import TrialConfig, default_lr
+    from tlcore.finetune import TrialConfig
 
     spec = zoo.get_spec(args.model)
-    cfg = TrialConfig(model=spec.key, pretrained=not args.scratch, freeze=args.freeze,
-                      lr=args.lr if args.lr is not None else default_lr(args.freeze),
+    cfg = TrialConfig(model=spec.key, pretrained=not args.scratch, freeze=args.freeze, lr=args.lr,
                       backbone_lr_mult=args.backbone_lr_mult, optimizer=args.optimizer, epochs=args.epochs,
                       augment=tuple(args.augment), seed=args.seed, probe_block=args.probe_block,
                       bn_mode=args.bn_mode, precision=args.precision, schedule=args.schedule,

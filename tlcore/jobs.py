@@ -212,6 +212,7 @@ class JobManager:
                 job = self._running = self._order()[0]
                 self._queue.remove(job)
                 self._served[job.owner] = next(self._turn)
+                self._forget_served()
             try:
                 with paths.private_space(job.space):
                     self._run(job)
@@ -219,6 +220,14 @@ class JobManager:
                 with self._lock:
                     self._running = None
                     self._lock.notify_all()
+
+    def _forget_served(self) -> None:
+        """Keep the turn book small on a long-lived server: an owner with nothing queued whose last
+        turn is older than every waiting served owner's would come first anyway, like one never
+        served, so it is forgotten (only the newest turn is kept when no served owner waits)."""
+        waiting = {j.owner for j in self._queue}
+        floor = min((t for o, t in self._served.items() if o in waiting), default=max(self._served.values()))
+        self._served = {o: t for o, t in self._served.items() if o in waiting or t >= floor}
 
     def _epoch_done(self, job: _Job, stats) -> None:
         self.store.append_epoch(job.run_id, stats.__dict__)

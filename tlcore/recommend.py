@@ -19,7 +19,7 @@ from torch import nn
 
 from tlcore import features, transferability, zoo
 from tlcore.data import Dataset
-from tlcore.finetune import TrialConfig, default_lr
+from tlcore.finetune import TrialConfig
 
 # Rules of thumb, not laws: the validation run on the Strategy page checks them on your data.
 SMALL_PER_CLASS = 100  # training images per class below which fine-tuning many weights overfits
@@ -161,7 +161,7 @@ def advised_setting(rec: Recommendation) -> dict:
 def validation_trials(rec: Recommendation, *, epochs: int = 5) -> dict[str, TrialConfig]:
     """The trials that check a recommendation on the data: the competing strategies and the
     advised setting (when it is not one of them), by name, at the default peak rates
-    (``finetune.default_lr``)."""
+    (``finetune.default_lr``, which TrialConfig applies)."""
     spec = zoo.get_spec(rec.measurement.model)
     n = len(zoo.blocks_of(spec))
     trials = {name: dict(t, freeze=n + t["freeze"] if isinstance(t["freeze"], int) and t["freeze"] < 0
@@ -171,8 +171,7 @@ def validation_trials(rec: Recommendation, *, epochs: int = 5) -> dict[str, Tria
         name = ("advised setting" if advised["probe_block"] == features.PENULTIMATE
                 else f"classifier on {advised['probe_block']} features (advised)")
         trials[name] = advised
-    return {name: TrialConfig(model=spec.key, epochs=epochs, lr=default_lr(t["freeze"]), **t)
-            for name, t in trials.items()}
+    return {name: TrialConfig(model=spec.key, epochs=epochs, **t) for name, t in trials.items()}
 
 
 def score_model(spec: zoo.ModelSpec, dataset: Dataset, *, block: str = features.PENULTIMATE,

@@ -154,9 +154,14 @@ class RunStore:
             raise KeyError(f"no run {run_id}")
         return _decode(row)
 
-    def list(self) -> list[dict]:
+    def list(self, *, session: str | None = None) -> list[dict]:
+        """Every run, oldest first; with ``session``, only the runs tagged with that session (a
+        shared demo's per-visitor history, filtered here so other visitors' runs are not decoded)."""
+        query, args = "SELECT * FROM runs ORDER BY id", ()
+        if session is not None:
+            query, args = "SELECT * FROM runs WHERE json_extract(config, '$.tags.session') = ? ORDER BY id", (session,)
         with self._connect() as db:
-            rows = db.execute("SELECT * FROM runs ORDER BY id").fetchall()
+            rows = db.execute(query, args).fetchall()
         return [_decode(r) for r in rows]
 
     def weights_path(self, run_id: int) -> Path:

@@ -76,10 +76,7 @@ def trainable_share(spec: zoo.ModelSpec, freeze) -> tuple[int, int]:
 
 def visible_runs() -> list[dict]:
     """The run history this session may see: all of it, or in demo mode only its own runs."""
-    runs = jobs().store.list()
-    if demo_mode():
-        runs = [r for r in runs if (r["config"].get("tags") or {}).get("session") == visitor()]
-    return runs
+    return jobs().store.list(session=visitor() if demo_mode() else None)
 
 
 def current_run() -> dict | None:

@@ -12,7 +12,7 @@ import streamlit as st
 
 from tlcore import recommend, zoo
 from tlcore.data import Dataset
-from tlcore.finetune import PROBE_LR, TrialConfig
+from tlcore.finetune import TrialConfig
 from ui import finetune_view, resources
 
 
@@ -142,7 +142,7 @@ def submit_ranking(ds: Dataset, label: str, model_keys: list[str], epochs: int) 
     """A linear probe per model: the real accuracy the scores are checked against."""
     rid = uuid.uuid4().hex[:8]
     finetune_view.jobs().submit_many([  # all or nothing
-        finetune_view.submission(TrialConfig(model=key, freeze="all", epochs=epochs, lr=PROBE_LR), ds, label,
+        finetune_view.submission(TrialConfig(model=key, freeze="all", epochs=epochs), ds, label,
                                  tags={"ranking": rid, "strategy": "linear probe"})
         for key in model_keys])
     return rid

@@ -34,7 +34,7 @@ class TrialConfig:
     model: str  # registry key or model name
     pretrained: bool = True  # False: the same architecture from scratch (random weights)
     freeze: Freeze = "all"  # 0 … n_blocks-1, or "all" = only a new head (linear probe)
-    lr: float = DEFAULT_LR  # the new head's peak learning rate (PROBE_LR suits freeze="all")
+    lr: float | None = None  # the new head's peak learning rate; None: default_lr(freeze)
     backbone_lr_mult: float = 0.1  # unfrozen backbone blocks learn at lr × this
     optimizer: Literal["sgd", "adamw"] = "sgd"
     schedule: Literal["cosine", "constant"] = "cosine"
@@ -47,6 +47,10 @@ class TrialConfig:
     # With freeze="all": the block whose pooled output the new classifier reads. An earlier block
     # is the seeds' advice for a small dataset far from ImageNet.
     probe_block: str = features.PENULTIMATE
+
+    def __post_init__(self):
+        if self.lr is None:  # the rate suits the freeze depth unless the caller chose one
+            object.__setattr__(self, "lr", default_lr(self.freeze))
 
     @property
     def mixed_precision(self) -> bool:

@@ -120,7 +120,7 @@ class ViewSampler:
             if v > 0:
                 x = augment(x.float(), self.cfg.augment, self._view_gen(v))
             x = features.normalise(x, self.spec, self.size)
-            step = inference_batch(self.dev)  # CPU caches favour small inference batches
+            step = inference_batch(self.dev, self.size)  # CPU caches favour small inference batches
             out = torch.cat([self.prefix(x[i:i + step]).to(acts.dtype) for i in range(0, len(x), step)])
         acts[idx] = out
         return out.contiguous(memory_format=_memory_format(acts))
