@@ -89,23 +89,23 @@ def _is_module(model: nn.Module, path: str) -> bool:
 
 
 def normalise(batch: torch.Tensor, spec: zoo.ModelSpec, size: int) -> torch.Tensor:
-    """uint8 N×3×S×S on the device → the model's normalised float input at ``size``, channels_last:
-    convolutions follow their input's layout, and on a 2-core CPU EfficientNet-Lite runs 1.3×
-    (inference) to 1.8× (training) faster at 64 px in it (never slower at 32–224 px); cuDNN
-    prefers it under mixed precision."""
+    """uint8 N×3×S×S on the device → the model's normalised float input at ``size``."""
     x = batch.float().div_(255.0)
     if x.shape[-1] != size:
         x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
                                       align_corners=False)
-    return standardise(x, spec).contiguous(memory_format=torch.channels_last)
+    return standardise(x, spec)
 
 
 def standardise(x: torch.Tensor, spec: zoo.ModelSpec) -> torch.Tensor:
     """Float images in [0, 1] → the model's input: its own mean and std (0.5 and 0.5 for the
-    TF-ported Lite models, ImageNet's for torchvision's weights)."""
+    TF-ported Lite models, ImageNet's for torchvision's weights), channels_last: convolutions
+    follow their input's layout, and on a 2-core CPU EfficientNet-Lite runs 1.3× (inference) to
+    1.8× (training) faster at 64 px in it, never slower at 32–224 px; cuDNN prefers it under
+    mixed precision."""
     mean = torch.tensor(spec.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(spec.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
 @torch.inference_mode()
