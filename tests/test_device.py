@@ -1,7 +1,15 @@
 import pytest
 import torch
 
-from tlcore.device import DeviceError, describe, inference_batch, input_format, parse_dtype, pick_device, supported_dtypes
+from tlcore.device import (
+    DeviceError,
+    describe,
+    inference_batch,
+    input_format,
+    parse_dtype,
+    pick_device,
+    supported_dtypes,
+)
 
 
 def test_pick_device_prefers_what_is_there():
