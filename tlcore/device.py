@@ -130,11 +130,12 @@ def synchronize(device: torch.device) -> None:
 
 
 def input_format(device: torch.device) -> torch.memory_format:
-    """The layout models get their input in: channels_last on CPU (oneDNN runs EfficientNet-Lite
-    1.3× faster in inference and 1.8× in training at 64 px on 2 cores, never slower at 32–224 px)
-    and CUDA (cuDNN's preferred layout under mixed precision); NCHW on MPS, where channels_last
+    """The layout models get their input in. channels_last on CPU: oneDNN runs EfficientNet-Lite
+    1.3× faster in inference and 1.8× in training at 64 px on 2 cores, never slower at 32–224 px.
+    NCHW elsewhere until measured: on CUDA the shared models' weights stay NCHW, so cuDNN would
+    convert them on every call (bench/finetune_speed.py on a GPU decides); on MPS channels_last
     convolutions have given silently wrong results (pytorch/pytorch#180984)."""
-    return torch.contiguous_format if device.type == "mps" else torch.channels_last
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
 
 def inference_batch(device: torch.device, size: int = 224) -> int:
