@@ -62,6 +62,7 @@ cfg = TrialConfig(model=model_key, pretrained=pretrained, freeze=freeze, lr=floa
                   optimizer=optimizer, schedule=schedule, epochs=int(epochs), batch_size=int(batch), augment=tuple(augment),
                   bn_mode=bn_mode, seed=int(seed), probe_block=probe_block)
 label = f"{ds.name}@{ds.size}px#{ds.fingerprint}"
+st.caption(fv.measured_cost(fv.runs_frame(), cfg, label))
 
 b1, b2, b3 = st.columns([1, 1, 3])
 try:

@@ -74,6 +74,25 @@ def trainable_share(spec: zoo.ModelSpec, freeze) -> tuple[int, int]:
     return sum(b.params for b in zoo.blocks_of(spec)[freeze:]), total
 
 
+def measured_cost(frame: pd.DataFrame, cfg: TrialConfig, label: str) -> str:
+    """What this freeze depth cost when it last ran here, on this model, weights and data: the
+    seconds a user pays before pressing Run, from measurements rather than a model of them."""
+    if frame.empty:
+        frame = pd.DataFrame(columns=["run", "status", "model", "freeze", "pretrained", "s/epoch", "dataset"])
+    same = frame[(frame.status == "done") & (frame.model == cfg.model.split(".")[0]) & (frame.dataset == label)
+                 & (frame.pretrained == cfg.pretrained)]
+    at_depth = same[same.freeze == freeze_label(cfg.freeze, cfg.probe_block)]
+    if at_depth.empty:
+        others = same.drop_duplicates("freeze", keep="last")
+        known = ", ".join(f"{f} frozen {s:.2g} s" for f, s in zip(others.freeze, others["s/epoch"], strict=True))
+        return ("Not run at this depth on this data yet" + (f" (per epoch here: {known})" if known else "")
+                + ": **Sweep** measures every depth's time and accuracy.")
+    last = at_depth.iloc[-1]
+    first = last["s to 1st epoch"]
+    return (f"Measured here (run #{last.run}): {last['s/epoch']:.2g} s per epoch"
+            + (f", the first point after {first:.2g} s" if pd.notna(first) else "") + ".")
+
+
 def visible_runs() -> list[dict]:
     """The run history this session may see: all of it, or in demo mode only its own runs."""
     return jobs().store.list(session=visitor() if demo_mode() else None)

@@ -151,6 +151,30 @@ def test_finetune_page_runs_a_trial_in_the_background_and_keeps_it():
     assert kept["status"] == "done" and len(kept["history"]) == 5
     table = at.dataframe[0].value
     assert run_id in table.run.tolist()
+    # Before the next Run: what this depth cost here, from the run just measured.
+    assert any(c.value.startswith(f"Measured here (run #{run_id}):") for c in at.caption)
+
+
+def test_the_cost_of_a_depth_comes_from_runs_measured_here():
+    import pandas as pd
+
+    from tlcore.finetune import TrialConfig
+    from ui.finetune_view import measured_cost
+
+    def run(run_id, freeze, s_epoch, first, dataset="d@64px#1", status="done"):
+        return {"run": run_id, "status": status, "model": "efficientnet_lite0", "freeze": freeze, "pretrained": True,
+                "s/epoch": s_epoch, "s to 1st epoch": first, "dataset": dataset}
+
+    frame = pd.DataFrame([run(1, "3", 2.0, 9.0), run(2, "3", 1.5, 4.0), run(3, "all", 0.01, 6.0),
+                          run(4, "5", 0.7, 2.0, dataset="other@64px#2"), run(5, "5", 9.9, None, status="failed")])
+    at = TrialConfig(model="efficientnet_lite0.IMAGENET1K_TF", freeze=3)
+    assert measured_cost(frame, at, "d@64px#1") == "Measured here (run #2): 1.5 s per epoch, the first point after 4 s."
+    unmeasured = measured_cost(frame, TrialConfig(model="efficientnet_lite0", freeze=5), "d@64px#1")
+    assert unmeasured.startswith("Not run at this depth on this data yet (per epoch here: 3 frozen 1.5 s, "
+                                 "all frozen 0.01 s)")
+    assert measured_cost(pd.DataFrame(), at, "d@64px#1").startswith("Not run at this depth on this data yet:")
+    assert measured_cost(frame, TrialConfig(model="efficientnet_lite0", freeze=3, pretrained=False),
+                         "d@64px#1").startswith("Not run")  # from-scratch weights are another trial
 
 
 def test_finetune_page_freeze_slider_and_strip():
