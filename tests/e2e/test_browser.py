@@ -1,6 +1,7 @@
 """Drive the real app in headless Chromium (Debian's package; playwright cannot download one)."""
 
 import os
+import re
 import shutil
 
 import pytest
@@ -206,7 +207,7 @@ def test_journey_data_strategy_fine_tune_and_the_run_survives_a_reload(own_serve
     run.click()
     status = page.get_by_text("done · epoch 5 of 5")
     status.wait_for(timeout=300_000)
-    run_id = int(page.get_by_text("Run #").first.inner_text().split("#")[1].split(":")[0])
+    run_id = int(re.search(r"Run #(\d+):", page.get_by_text(re.compile(r"^Run #\d+:")).first.inner_text()).group(1))
     assert page.locator('[data-testid="stPlotlyChart"]').count() >= 2  # the block strip and the live curve
     _idle(page)
     _no_exception(page)
