@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from tlcore import features, zoo
-from tlcore.finetune import TrialConfig
+from tlcore.finetune import TrialConfig, default_lr
 from tlcore.jobs import JobManager, Submission
 from tlcore.settings import demo_mode
 from ui import resources
@@ -150,12 +150,14 @@ def submit(cfg: TrialConfig, ds, label: str, tags: dict | None = None) -> int:
 
 def submit_sweep(base: TrialConfig, ds, label: str) -> list[int]:
     """One trial per freeze depth (0 … n-1, then 'all'): Yosinski et al. 2014 on your data; all
-    queued or none."""
+    queued or none. A learning rate left at its default for the base's depth becomes each depth's
+    own default (a new head alone has a higher one than a head trained with blocks)."""
     sweep = uuid.uuid4().hex[:8]
     depths = [*range(len(zoo.blocks_of(zoo.get_spec(base.model)))), "all"]
+    lr = None if base.lr == default_lr(base.freeze) else base.lr
     return jobs().submit_many([
-        submission(TrialConfig(**{**base.__dict__, "freeze": d, "probe_block": features.PENULTIMATE}), ds, label,
-                   tags={"sweep": sweep})
+        submission(TrialConfig(**{**base.__dict__, "freeze": d, "lr": lr, "probe_block": features.PENULTIMATE}),
+                   ds, label, tags={"sweep": sweep})
         for d in depths])
 
 

@@ -426,3 +426,19 @@ def test_demo_mode_can_come_from_streamlit_secrets(monkeypatch):
         assert not at.exception and at.info[0].value.startswith("**Shared demo**")
     finally:
         os.environ.pop("TLCORE_DEMO", None)  # the app copied it into this process's environment
+
+
+def test_a_sweep_gives_each_depth_its_default_rate_unless_one_was_chosen(monkeypatch):
+    from tlcore.finetune import DEFAULT_LR, PROBE_LR, TrialConfig
+    from ui import finetune_view
+
+    class Queue:
+        def submit_many(self, items):
+            return items
+
+    monkeypatch.setattr(finetune_view, "jobs", Queue)
+    monkeypatch.setattr(finetune_view, "submission", lambda cfg, ds, label, tags: cfg)
+    sweep = finetune_view.submit_sweep(TrialConfig(model="efficientnet_lite0", freeze="all"), None, "d")
+    assert [c.lr for c in sweep] == [DEFAULT_LR] * (len(sweep) - 1) + [PROBE_LR]
+    chosen = finetune_view.submit_sweep(TrialConfig(model="efficientnet_lite0", freeze="all", lr=0.05), None, "d")
+    assert {c.lr for c in chosen} == {0.05}
