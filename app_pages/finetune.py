@@ -62,13 +62,15 @@ cfg = TrialConfig(model=model_key, pretrained=pretrained, freeze=freeze, lr=floa
                   optimizer=optimizer, schedule=schedule, epochs=int(epochs), batch_size=int(batch), augment=tuple(augment),
                   bn_mode=bn_mode, seed=int(seed), probe_block=probe_block)
 label = f"{ds.name}@{ds.size}px#{ds.fingerprint}"
-st.caption(fv.measured_cost(fv.runs_frame(), cfg, label))
+frame = fv.runs_frame()  # the run history, read once per page run (again only after a submission)
+st.caption(fv.measured_cost(frame, cfg, label))
 
 b1, b2, b3 = st.columns([1, 1, 3])
 try:
     if b1.button("Run", type="primary"):
         cfg.check()
         st.session_state.current_run = fv.submit(cfg, ds, label)
+        frame = fv.runs_frame()
     sweep_fits = n + 1 <= limits().max_waiting_per_session
     if b2.button(f"Sweep all {n + 1} depths", disabled=not sweep_fits,
                  help="One trial per freeze depth (Yosinski et al. 2014)." if sweep_fits else
@@ -76,6 +78,7 @@ try:
                       f"{limits().max_waiting_per_session} at a time. Run the depths you want one by one."):
         cfg.check()
         st.session_state.current_run = fv.submit_sweep(cfg, ds, label)[0]
+        frame = fv.runs_frame()
 except ValueError as err:  # a full queue, a demo-mode cap, a bad setting
     st.error(str(err))
 
@@ -103,7 +106,6 @@ def live() -> None:
 st.fragment(live, run_every=fv.refresh_every([(fv.current_run() or {}).get("status")]))()
 
 st.subheader("Run history")
-frame = fv.runs_frame()
 if frame.empty:
     st.caption("No runs yet.")
     st.stop()

@@ -62,7 +62,7 @@ if st.button("Run the validation", type="primary"):
 
 
 def validation(vid: str, polling: float | None) -> None:
-    frame = rv.validation_frame(vid)
+    frame = rv.validation_frame(finetune_view.runs_frame(), vid)  # read afresh on each poll
     st.dataframe(frame, hide_index=True, width="stretch", placeholder="—",
                  column_config={"val acc": st.column_config.NumberColumn(format="%.3f"),
                                 "best val acc": st.column_config.NumberColumn(format="%.3f"),
@@ -82,9 +82,10 @@ def validation(vid: str, polling: float | None) -> None:
     finetune_view.rerun_once_ended(polling, frame.get("status", ()))
 
 
-vid = st.session_state.get("validation") or rv.latest_validation(label)
+runs = finetune_view.runs_frame()  # the history once per page run; each polling fragment reads its own
+vid = st.session_state.get("validation") or rv.latest_validation(runs, label)
 if vid:
-    poll = finetune_view.refresh_every(finetune_view.statuses_tagged("validation", vid))
+    poll = finetune_view.refresh_every(finetune_view.statuses_tagged(runs, "validation", vid))
     st.fragment(validation, run_every=poll)(vid, poll)
 
 
@@ -94,15 +95,17 @@ st.caption("Transferability scores rank the models with weights on this machine 
            "score orders them (Kendall's τ, Spearman's ρ; with three models τ can only be ±1 or ±⅓).")
 if st.toggle("Score every model", key="rank_models", help="One feature pass per model (cached)."):
     with st.spinner("Scoring each model: one pass over the dataset per model…"):
-        rv.ranking_frame(ds, models, "")  # warm the per-model score cache under the spinner
+        rv.ranking_frame(ds, models, "", runs)  # warm the per-model score cache under the spinner
     if st.button("Check with a linear probe per model"):
         try:
             st.session_state.ranking = rv.submit_ranking(ds, label, models, int(epochs))
+            runs = finetune_view.runs_frame()  # with the probes just queued, so the view polls them
         except ValueError as err:
             st.error(str(err))
 
     def ranking(rid: str, polling: float | None) -> None:
-        frame = rv.ranking_frame(ds, models, rid)
+        history = finetune_view.runs_frame()  # read afresh on each poll
+        frame = rv.ranking_frame(ds, models, rid, history)
         st.dataframe(frame, hide_index=True, width="stretch", placeholder="—",
                      column_config={**{c: st.column_config.NumberColumn(format="%.3f")
                                        for c in ("logme", "leep", "nce", "linear probe acc")},
@@ -116,8 +119,8 @@ if st.toggle("Score every model", key="rank_models", help="One feature pass per 
             st.dataframe(rv.agreement_frame(frame), hide_index=True,
                          column_config={c: st.column_config.NumberColumn(format="%.2f")
                                         for c in ("Kendall's τ", "Spearman's ρ")})
-        finetune_view.rerun_once_ended(polling, finetune_view.statuses_tagged("ranking", rid))
+        finetune_view.rerun_once_ended(polling, finetune_view.statuses_tagged(history, "ranking", rid))
 
     rid = st.session_state.get("ranking", "")
-    poll = finetune_view.refresh_every(finetune_view.statuses_tagged("ranking", rid))
+    poll = finetune_view.refresh_every(finetune_view.statuses_tagged(runs, "ranking", rid))
     st.fragment(ranking, run_every=poll)(rid, poll)

@@ -117,9 +117,8 @@ def refresh_every(statuses) -> float | None:
     return 1.0 if "running" in statuses else 2.0 if "queued" in statuses else None
 
 
-def statuses_tagged(tag: str, value: str) -> list[str]:
-    """The statuses of the runs carrying ``tag`` = ``value`` (a validation's or a ranking's id)."""
-    frame = runs_frame()
+def statuses_tagged(frame: pd.DataFrame, tag: str, value: str) -> list[str]:
+    """The statuses of the runs in ``frame`` carrying ``tag`` = ``value`` (a validation's or a ranking's id)."""
     return [] if frame.empty or not value else frame.status[frame[tag] == value].tolist()
 
 

@@ -115,8 +115,8 @@ def submit_validation(rec: recommend.Recommendation, ds: Dataset, label: str, ep
     return vid
 
 
-def validation_frame(vid: str) -> pd.DataFrame:
-    frame = finetune_view.runs_frame()
+def validation_frame(frame: pd.DataFrame, vid: str) -> pd.DataFrame:
+    """The validation's trials, from the run history ``frame`` (``finetune_view.runs_frame``)."""
     if frame.empty:
         return frame
     rows = frame[frame.validation == vid]
@@ -124,9 +124,8 @@ def validation_frame(vid: str) -> pd.DataFrame:
                  "s to 1st epoch", "run"]]
 
 
-def latest_validation(dataset_label: str) -> str:
+def latest_validation(frame: pd.DataFrame, dataset_label: str) -> str:
     """The newest validation run on this dataset (kept across refreshes and restarts), or ""."""
-    frame = finetune_view.runs_frame()
     if frame.empty:
         return ""
     rows = frame[(frame.validation != "") & (frame.dataset == dataset_label)]
@@ -148,12 +147,12 @@ def submit_ranking(ds: Dataset, label: str, model_keys: list[str], epochs: int) 
     return rid
 
 
-def ranking_frame(ds: Dataset, model_keys: list[str], rid: str) -> pd.DataFrame:
-    """Scores per model, with the linear probe's accuracy once the check has run."""
+def ranking_frame(ds: Dataset, model_keys: list[str], rid: str, runs: pd.DataFrame) -> pd.DataFrame:
+    """Scores per model, with the linear probe's accuracy (from the run history ``runs``) once the
+    check has run."""
     frame = pd.DataFrame([model_scores(ds, ds.fingerprint, k) for k in model_keys]).drop(columns="block")
     frame = frame.rename(columns={"seconds": "s to score"})
     frame["model"] = frame.model.map(lambda k: k.split(".")[0])  # as the run history names them
-    runs = finetune_view.runs_frame()
     if rid and not runs.empty:
         done = runs[(runs.ranking == rid) & (runs.status == "done")]
         frame["linear probe acc"] = frame.model.map(dict(zip(done.model, done["val acc"], strict=True)))

@@ -115,7 +115,7 @@ def _halve_batch(loop: Loop) -> None:
     """Out of device memory: go on at half the batch (an optimizer step then sees fewer images),
     or stop with a message when a single image does not fit."""
     if loop.batch_size == 1:
-        raise TooLargeForDevice("out of memory even at batch size 1: load the dataset at a smaller resolution, "
-                           "freeze more blocks or choose a smaller model") from None
+        raise TooLargeForDevice("out of memory even at batch size 1: load the dataset at a smaller "
+                                "resolution, freeze more blocks or choose a smaller model") from None
     free_cached_memory()
     loop.batch_size //= 2

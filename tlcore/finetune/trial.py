@@ -52,7 +52,7 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
         opt = optim.optimizer(base, cfg, head_path)
     sched = optim.Schedule(opt, cfg, images_per_epoch=len(dataset.train_idx))
     loop = Loop(trainable, dataset.labels.to(dev), prepare, cfg, dev, should_stop,
-                served=prepare.served if isinstance(prepare, prefix_cache.ViewSampler) else None)
+                served=getattr(prepare, "served", None))  # a cached prefix counts what it computed
     history: list[EpochStats] = []
     preds = None
     for epoch in range(1, cfg.epochs + 1):
