@@ -72,3 +72,26 @@ def test_a_block_ending_in_an_auxiliary_classifier_is_read_where_evaluation_runs
     faces = data.load("faces", size=80, max_per_class=2)
     feats = features.extract(spec, faces, block="mixed6", model=zoo.load(spec, pretrained=False), batch_size=4)
     assert feats.shape == (4, 768)
+
+
+def test_batchnorm_statistics_equal_a_float64_pass_over_the_same_images(tiny, monkeypatch):
+    """The per-batch moments merged across batches are the statistics of all the images at once
+    (checked with batches of 4 over 6 images: one full batch and one short)."""
+    spec = zoo.get_spec("efficientnet_lite0")
+    model = zoo.load(spec)
+    monkeypatch.setattr(features, "inference_batch", lambda device, size: 4)
+    stats = features.batchnorm_statistics(spec, tiny, model=model, max_images=6)
+    seen = {}
+    bns = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    hooks = [m.register_forward_pre_hook(lambda m, args, name=name: seen.update({name: args[0].double()}))
+             for name, m in bns.items()]
+    with torch.inference_mode():
+        model.eval()(features.normalise(tiny.images, spec, tiny.size))
+    for h in hooks:
+        h.remove()
+    assert [s["name"] for s in stats] == list(seen)  # forward order, every BatchNorm layer
+    for s in stats:
+        x = seen[s["name"]]
+        torch.testing.assert_close(s["mean"], x.mean(dim=(0, 2, 3)), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(s["var"], x.var(dim=(0, 2, 3), correction=0), rtol=1e-4, atol=1e-5)
+        assert s["mean"].dtype == torch.float64
