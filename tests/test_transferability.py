@@ -108,6 +108,10 @@ CASES = {  # (features, labels): the kinds of data the scores meet
     "well separated": lambda: blobs(200, 16, 4, 3.0),
     "overlapping": lambda: blobs(200, 16, 4, 0.3),
     "pure noise": lambda: (RNG.normal(size=(200, 16)), np.arange(200) % 4),
+    # rank-deficient, as real features are (a ReLU unit that never fires is a zero column)
+    "repeated features": lambda: (lambda f, y: (np.hstack([f, f]), y))(*blobs(200, 8, 4, 0.3)),
+    "dead units": lambda: (lambda f, y: (np.hstack([f, np.zeros((200, 6))]), y))(*blobs(200, 24, 4, 0.3)),
+    "D > N, dead units": lambda: (lambda f, y: (np.hstack([f, np.zeros((60, 20))]), y))(*blobs(60, 80, 4, 0.3)),
     "D > N, overlapping": lambda: blobs(60, 100, 4, 0.3),
     "D > N, pure noise": lambda: (RNG.normal(size=(60, 100)), np.arange(60) % 4),
     "D ≫ N, as penultimate features": lambda: blobs(120, 1280, 5, 0.2),
@@ -120,6 +124,14 @@ def test_scores_match_the_reference_code(case):
     assert tr.logme(f, labels) == pytest.approx(reference_logme(f, labels), abs=1e-4)
     assert tr.h_score(f, labels) == pytest.approx(reference_h_score(f, labels), abs=1e-4)
     assert tr.shrinkage_h_score(f, labels) == pytest.approx(reference_regularized_h_score(f, labels), abs=1e-4)
+
+
+def test_logme_of_rank_deficient_features_does_not_depend_on_their_basis():
+    """A rotation of the feature space changes no singular value, so it must not change LogME —
+    the figure cannot hang on which roundoff lands in the zero directions."""
+    f, labels = CASES["dead units"]()
+    rotation, _ = np.linalg.qr(RNG.normal(size=(f.shape[1], f.shape[1])))
+    assert tr.logme(f @ rotation, labels) == pytest.approx(tr.logme(f, labels), abs=1e-9)
 
 
 def test_the_shrinkage_h_score_sees_noise_where_the_original_saturates():
