@@ -38,28 +38,34 @@ class Choice:
     files: tuple = field(default=(), repr=False, compare=False)
 
 
+# Every page's dataset until the user picks one, and the Data page's first setting, so what a
+# session uses never depends on which page it opened first: digits (offline, 8×8 originals) at
+# 64 px keep a CPU's first strategy measurement and gallery quick; the slider goes to 224.
+DEFAULT_CHOICE = Choice("builtin", "digits", 64, None, 0)
+
+
 def _kinds() -> list[str]:
     return [k for k in KINDS if not (k == "path" and demo_mode())]
 
 
 def picker() -> Choice | None:
     """Source widgets; None until the user has picked something loadable."""
-    previous: Choice | None = st.session_state.get("active_dataset")
+    previous: Choice = st.session_state.get("active_dataset") or DEFAULT_CHOICE
     kinds = _kinds()
     c1, c2, c3, c4 = st.columns([3, 2, 2, 1])
     kind = c1.radio("Source", kinds, format_func=KINDS.get, horizontal=False,
-                    index=kinds.index(previous.kind) if previous and previous.kind in kinds else 0)
-    size = c2.select_slider("Resolution (px)", SIZES, value=previous.size if previous else data.DEFAULT_SIZE,
+                    index=kinds.index(previous.kind) if previous.kind in kinds else 0)
+    size = c2.select_slider("Resolution (px)", SIZES, value=previous.size,
                             help="Images are centre-cropped to a square and decoded once at this size.")
     cap = c3.number_input("Max images per class (0 = all)", min_value=0, step=5,
-                          value=(previous.max_per_class or 0) if previous else 0,
+                          value=previous.max_per_class or 0,
                           help="Make a small dataset on purpose: the size axis of the strategy matrix.")
-    seed = c4.number_input("Seed", min_value=0, value=previous.seed if previous else 0, step=1)
+    seed = c4.number_input("Seed", min_value=0, value=previous.seed, step=1)
     common = {"size": int(size), "max_per_class": int(cap) or None, "seed": int(seed)}
     if kind == "builtin":
         names = [r["name"] for r in data.list_sources() if r["kind"] == "built-in"]
         descriptions = {r["name"]: r["description"] for r in data.list_sources()}
-        default = names.index(previous.name) if previous and previous.name in names else 0
+        default = names.index(previous.name) if previous.name in names else 0
         name = st.selectbox("Built-in dataset", names, index=default, format_func=lambda n: f"{n} — {descriptions[n]}")
         return Choice("builtin", name, **common)
     if kind == "torchvision":
@@ -67,7 +73,7 @@ def picker() -> Choice | None:
         name = st.selectbox("torchvision dataset", names,
                             help="Downloaded once into the tlcore data folder; needs internet the first time.")
         if not st.button("Load (downloads if needed)"):
-            return previous if previous and previous.kind == "torchvision" and previous.name == name else None
+            return previous if previous.kind == "torchvision" and previous.name == name else None
         return Choice("torchvision", name, **common)
     if kind == "path":
         path = st.text_input("Folder path on this server", placeholder="/data/my_images")
@@ -75,13 +81,13 @@ def picker() -> Choice | None:
     if kind == "zip":
         upload = st.file_uploader("Zip of class folders", type=["zip"])
         if upload is None:
-            return previous if previous and previous.kind == "zip" else None
+            return previous if previous.kind == "zip" else None
         blob = upload.getvalue()
         return Choice("zip", upload.name, digest=hashlib.sha256(blob).hexdigest(), blob=blob, **common)
     uploads = st.file_uploader("A folder with one sub-folder per class", accept_multiple_files="directory",
                                type=["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"])
     if not uploads:
-        return previous if previous and previous.kind == "folder_upload" else None
+        return previous if previous.kind == "folder_upload" else None
     files = tuple((u.name, u.getvalue()) for u in uploads)
     digest = hashlib.sha256(b"".join(n.encode() + hashlib.sha256(b).digest() for n, b in files)).hexdigest()
     return Choice("folder_upload", "uploaded folder", digest=digest, files=files, **common)
@@ -218,9 +224,9 @@ def thumbnails(ds: data.Dataset, indices: list[int], n: int = 24, per_row: int =
 
 
 def active_dataset() -> data.Dataset:
-    """The dataset chosen on the Data page (else built-in digits at 64 px), announced in one line;
+    """The dataset chosen on the Data page (else ``DEFAULT_CHOICE``), announced in one line;
     a dataset that cannot be loaded stops the page with its message."""
-    choice = st.session_state.get("active_dataset") or Choice("builtin", "digits", 64, None, 0)
+    choice = st.session_state.get("active_dataset") or DEFAULT_CHOICE
     try:
         ds = load(choice)
     except data.DatasetError as err:

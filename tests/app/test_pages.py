@@ -108,6 +108,16 @@ def test_data_page_loads_a_builtin_and_remembers_it():
     assert at.session_state["active_dataset"].name == "faces"
 
 
+def test_a_session_uses_the_same_dataset_whichever_page_it_opens_first():
+    """The Data page starts where the other pages' fallback is, so opening Strategy first or
+    Data first gives the session the same dataset at the same resolution."""
+    data_first = app("app_pages/data.py").run()
+    strategy_first = app("app_pages/recommend.py").run()
+    assert not data_first.exception and not strategy_first.exception
+    assert data_first.session_state["active_dataset"] == strategy_first.session_state["active_dataset"]
+    assert data_first.select_slider[0].value == strategy_first.session_state["active_dataset"].size
+
+
 def test_data_page_small_dataset_on_purpose():
     at = app("app_pages/data.py").run()
     at.number_input[0].set_value(5).run()

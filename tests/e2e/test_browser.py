@@ -8,6 +8,7 @@ import pytest
 
 from scripts import appserver
 from scripts.appserver import CHROMIUM, CHROMIUM_ARGS
+from ui.data_view import DEFAULT_CHOICE
 
 pytestmark = pytest.mark.e2e
 if not shutil.which(CHROMIUM) and not os.environ.get("CI"):
@@ -218,7 +219,7 @@ def test_journey_data_strategy_fine_tune_and_the_run_survives_a_reload(own_serve
     history.get_by_text("done").first.wait_for(state="attached", timeout=120_000)
     mine = [r for r in _grid_rows(history) if r["run"] == str(run_id)]
     assert len(_grid_rows(history)) == 1 and len(mine) == 1 and mine[0]["status"] == "done" and mine[0]["epochs"] == "5/5"
-    assert mine[0]["freeze"] not in ("all", "") and mine[0]["dataset"].startswith("digits@128px")
+    assert mine[0]["freeze"] not in ("all", "") and mine[0]["dataset"].startswith(f"digits@{DEFAULT_CHOICE.size}px")
     _no_exception(page)
     page.close()
 
