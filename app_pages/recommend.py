@@ -35,7 +35,7 @@ with right:
     if rec.freeze == "all":
         setting = f"frozen blocks: all, the classifier reading **{rec.probe_block}** features"
     else:
-        setting = f"freeze the first **{rec.freeze}** blocks"
+        setting = f"freeze the first **{rec.freeze}** block{'s' if rec.freeze != 1 else ''}"
     st.markdown(f"In the Fine-tune lab: {setting}.")
     for reason in rec.reasons:
         st.markdown(f"- {reason}")
