@@ -24,7 +24,7 @@ spec = zoo.get_spec(name)
 key = spec.key
 layer_map = vv.layers(key)
 names = list(layer_map)
-layer = c2.selectbox("Layer", names, index=names.index(vv.default_layer(key)), key="layer", bind="query-params",
+layer = c2.selectbox("Layer", names, index=names.index(zoo.middle_layer(spec)), key="layer", bind="query-params",
                      help="Module paths, as PyTorch names them: any forward hook can use them.")
 channels = layer_map[layer].channels
 c1.caption(vv.model_note(key))

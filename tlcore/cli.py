@@ -303,14 +303,20 @@ def cmd_vis(args: argparse.Namespace) -> int:
 
     from PIL import Image
 
-    from tlcore import data
+    from tlcore import data, zoo
     from tlcore.vis import examples, render
 
     spec, model, weights = _model_for(args)
-    cfg = render.RenderConfig(layer=args.layer, objective=args.objective, steps=args.steps, size=args.size,
-                              lr=args.lr, seed=args.seed)
+    start = render.defaults(next(model.parameters()).device)
+    args.layer = args.layer or zoo.middle_layer(spec)
+    cfg = render.RenderConfig(layer=args.layer, objective=args.objective, steps=args.steps or start.steps,
+                              size=args.size or start.size, lr=start.lr if args.lr is None else args.lr,
+                              seed=args.seed)
     cfg.check(model)
     dataset = data.load(args.data, size=args.data_size, max_per_class=args.max_per_class)
+    if args.channels is None:  # the app's gallery: as many as fit the device's defaults (and the classes)
+        many = len(dataset.classes) if args.objective == "direction" else start.channels
+        args.channels = list(range(min(start.channels, many)))
     stats = examples.layer_stats(spec, dataset, args.layer, model=model, weights=weights)
     directions = None
     if args.objective == "direction":
@@ -530,9 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
     lay.add_argument("--format", choices=["table", "json"], default="table")
     lay.set_defaults(run=cmd_layers)
 
-    def model_args(p, layer_help: str, layers: str | None = None) -> None:
+    def model_args(p, layer_help: str, layers: str | None = None, required: bool = True) -> None:
         p.add_argument("--model", default="efficientnet_lite0", help="a model with pretrained weights here")
-        p.add_argument("--layer", required=True, nargs=layers, help=layer_help)
+        p.add_argument("--layer", required=required, nargs=layers, help=layer_help)
         p.add_argument("--run", dest="run_id", type=_positive_int, default=None,
                        help="use a kept fine-tune run's weights instead (see `tlcore runs`)")
         p.add_argument("--seed", type=int, default=0)
@@ -543,15 +549,18 @@ def build_parser() -> argparse.ArgumentParser:
     vis = sub.add_parser("vis", help="feature visualisation: one PNG per channel and a JSON line each",
                          description="Each JSON line gives the channel's activation ratio: (render − the "
                                      "dataset's median) ÷ (the dataset's max − median) of its mean activation.")
-    model_args(vis, "a module path (see `tlcore layers MODEL`)")
-    vis.add_argument("--channels", type=_channels_arg, default=[0, 1, 2, 3],
-                     help="e.g. 0-7 or 0,5,9 (with --objective direction: classes of --data; layer: variations)")
+    model_args(vis, "a module path (see `tlcore layers MODEL`; default: the middle one, where the app starts)",
+               required=False)
+    vis.add_argument("--channels", type=_channels_arg, default=None,
+                     help="e.g. 0-7 or 0,5,9 (with --objective direction: classes of --data; layer: variations); "
+                          "default: as many as the app's gallery on this device, from 0")
     vis.add_argument("--objective", choices=KINDS, default="channel",
                      help="direction: what the layer associates with a class of --data (its mean activation "
                           "minus the dataset's); layer: the whole layer's energy")
-    vis.add_argument("--steps", type=_positive_int, default=64)
-    vis.add_argument("--size", type=_positive_int, default=96, help="render size in px")
-    vis.add_argument("--lr", type=float, default=0.05)
+    # None: the app's starting settings for the device (tlcore.vis.render.defaults)
+    vis.add_argument("--steps", type=_positive_int, default=None, help="default: 64 on a CPU, 256 on a GPU")
+    vis.add_argument("--size", type=_positive_int, default=None, help="render size in px; default: 96 / 128")
+    vis.add_argument("--lr", type=float, default=None, help="default: 0.05")
     vis.add_argument("--data", default="textures", help="dataset the activation ratio compares with")
     vis.add_argument("--data-size", type=_positive_int, default=128)
     vis.add_argument("--max-per-class", type=_positive_int, default=None)

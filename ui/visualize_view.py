@@ -20,7 +20,6 @@ from PIL import Image
 from tlcore import data, zoo
 from tlcore.settings import limits
 from tlcore.vis import dream, drift, examples, render
-from tlcore.vis.render import defaults as engine_defaults
 from tlcore.zoo.layers import NO_CHANNEL_MAPS
 from ui import data_view, resources
 from ui.finetune_view import jobs, visible_runs
@@ -76,14 +75,8 @@ def layer_note(layer: zoo.Layer) -> str:
     return f"{layer.channels} channels · {layer.size}×{layer.size} map at the model's own input size · block {layer.block}"
 
 
-def default_layer(key: str) -> str:
-    """The middle of the network: patterns and textures, the most telling first view."""
-    names = list(layers(key))
-    return names[len(names) // 2]
-
-
 def defaults():
-    return engine_defaults(resources.device())
+    return render.defaults(resources.device())
 
 
 def pretrained(key: str) -> torch.nn.Module:

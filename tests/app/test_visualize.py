@@ -85,3 +85,35 @@ def test_the_gallery_shows_what_the_layer_associates_with_each_class():
     cards = [t for t in texts(at) if t.startswith("**Class ")]
     assert cards == [f"**Class {c}**" for c in "0123"]
     assert len(at.get("image")) == 8
+
+
+def test_the_containers_build_step_renders_exactly_the_pages_first_view(monkeypatch, tmp_path):
+    """The Dockerfile runs `tlcore vis` at build so a fresh container's first visitor reads the page's
+    first view from the cache. That command, as written there, must leave nothing for the page to
+    compute: same model, layer, dataset and render settings (tiny device settings here, to be quick)."""
+    import shlex
+
+    from tlcore import cli, features
+    from tlcore.vis import render
+    from ui import visualize_view as vv
+
+    line = next(x for x in (Path(PAGE).parents[1] / "Dockerfile").read_text().splitlines() if "tlcore vis" in x)
+    argv = shlex.split(line.split("python -m tlcore", 1)[1].split("&&")[0])
+    argv[argv.index("--out") + 1] = str(tmp_path)
+    tiny = render.Defaults(channels=4, steps=2, size=64, lr=0.05, dream_side=64)  # values the page offers
+    monkeypatch.setattr(render, "defaults", lambda device: tiny)
+    assert cli.main(argv) == 0
+    assert len(list(tmp_path.glob("*.png"))) == tiny.channels
+
+    optimised = []
+    real_render = render.render
+    monkeypatch.setattr(render, "render", lambda *a, **k: optimised.append(k) or real_render(*a, **k)
+                        if not k.get("only_cached") else real_render(*a, **k))
+    real_compute = features._compute
+    monkeypatch.setattr(features, "_compute", lambda *a, **k: optimised.append("dataset pass") or real_compute(*a, **k))
+    at = AppTest.from_file(PAGE, default_timeout=300).run()  # a fresh session: every default
+    assert not at.exception and not at.error
+    assert at.session_state["active_dataset"] == data_view.DEFAULT_CHOICE and at.selectbox(key="model").value == \
+        vv.model_options()[0]
+    assert len([t for t in texts(at) if t.startswith("**Channel ")]) == tiny.channels
+    assert optimised == []  # every render and the dataset's activations came from the build step's cache

@@ -95,3 +95,12 @@ def layers(spec: ModelSpec) -> tuple[Layer, ...]:
     key = f"{spec.model}|{dict(spec.arch_kwargs)}|{spec.crop_size}"
     rows = paths.cached_json(f"layers-v{VERSION}-tv{torchvision.__version__}.json", key, lambda: _trace(spec))
     return tuple(Layer(**r) for r in rows)
+
+
+def middle_layer(spec: ModelSpec) -> str:
+    """The middle of the network — patterns and textures, the most telling first view: where the
+    Inside-the-network page and ``tlcore vis`` start."""
+    names = [layer.name for layer in layers(spec)]
+    if not names:
+        raise ValueError(f"{spec.model} has no channel maps to look at")
+    return names[len(names) // 2]
