@@ -160,7 +160,9 @@ def _cached(key: str, private: bool) -> torch.Tensor | None:
     path = paths.folder("features", private=private) / f"{key}.pt"
     if path.exists():
         try:
-            return _remember(key, torch.load(path, map_location="cpu", weights_only=True))
+            feats = torch.load(path, map_location="cpu", weights_only=True)
+            paths.touch(path)  # used now: the cache budget drops the least recently used first
+            return _remember(key, feats)
         except (OSError, RuntimeError, EOFError):
             path.unlink(missing_ok=True)
     return None

@@ -98,14 +98,122 @@ def sweep_private(expired: Callable[[str, float], bool]) -> list[str]:
 def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """``write(file)`` into a temporary file beside ``path``, then rename it over ``path``: a reader
     never sees half a file. The temporary name is unique per process and thread (Streamlit
-    sessions are threads of one process)."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    sessions are threads of one process). A cache file counts against the cache budget."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}{TMP_SUFFIX}")
     try:
         with open(tmp, "wb") as f:
             write(f)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+    if path.parent.name in CACHE_KINDS:
+        _count_written(path)
+
+
+# --- the disk budget of what is rebuilt on demand ---------------------------------------------
+# Decoded datasets, activations and renders are caches: any entry can go and is made again when
+# asked for. Every new resolution, cap or seed makes new entries (a 224-px decode of 5,000 images
+# is 750 MB), so without a bound a shared demo's disk fills and every visitor's writes fail. The
+# least recently used entries go first; a read marks an entry used (``touch``).
+
+CACHE_KINDS = ("datasets", "features", "renders")
+TMP_SUFFIX = ".tmp"
+_STALE_TMP_S = 3600.0  # a temporary file this old belongs to a write that died
+_RESCAN_S = 600.0  # other processes (the CLI beside the app) write too: look again this often
+_usage_lock = threading.Lock()
+_usage: dict[str, float | None] = {"bytes": None, "scanned": 0.0}
+
+
+def touch(path: Path) -> None:
+    """Mark a cache entry as used now (its mtime is its last use)."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+def _scan(folder: Path) -> list[os.DirEntry]:
+    """A folder's entries; none when it has gone meanwhile (a private space swept by another thread)."""
+    try:
+        with os.scandir(folder) as it:
+            return list(it)
+    except OSError:
+        return []
+
+
+def _cache_folders() -> Iterator[Path]:
+    root = home()
+    for base in (root, *(Path(e.path) for e in _scan(root / PRIVATE) if e.is_dir())):
+        for kind in CACHE_KINDS:
+            yield base / kind
+
+
+def cache_entries() -> list[tuple[float, int, list[Path]]]:
+    """Every cache entry as (last use, bytes, files), oldest first. An entry's files share the name
+    before the first dot (a dataset's record and pixels, a render's PNG and JSON). Stale
+    temporary files are deleted on the way; live ones are left to their writers."""
+    groups: dict[Path, list] = {}
+    now = time.time()
+    for folder in _cache_folders():
+        for e in _scan(folder):
+            try:
+                st = e.stat()
+            except OSError:
+                continue  # deleted meanwhile
+            if e.name.endswith(TMP_SUFFIX):
+                if now - st.st_mtime > _STALE_TMP_S:
+                    Path(e.path).unlink(missing_ok=True)
+                continue
+            group = groups.setdefault(folder / e.name.split(".", 1)[0], [0.0, 0, []])
+            group[0], group[1] = max(group[0], st.st_mtime), group[1] + st.st_size
+            group[2].append(Path(e.path))
+    return sorted((used, size, files) for used, size, files in groups.values())
+
+
+def cache_usage() -> int:
+    """Bytes the caches take now, as this process last counted them (a scan the first time)."""
+    with _usage_lock:
+        if _usage["bytes"] is None:
+            _usage["bytes"], _usage["scanned"] = sum(size for _, size, _ in cache_entries()), time.time()
+        return int(_usage["bytes"])
+
+
+def trim_caches(budget: int | None = None, *, keep: Path | None = None) -> int:
+    """Delete the least recently used cache entries until the caches fit ``budget`` bytes (default:
+    ``settings.cache_budget()``); never the entry of ``keep``. Returns the bytes freed."""
+    from tlcore.settings import cache_budget
+
+    budget = cache_budget() if budget is None else budget
+    keep_group = keep.parent / keep.name.split(".", 1)[0] if keep is not None else None
+    with _usage_lock:
+        entries = cache_entries()
+        total, freed = sum(size for _, size, _ in entries), 0
+        for _, size, files in entries:
+            if total - freed <= budget:
+                break
+            if keep_group is not None and files[0].parent / files[0].name.split(".", 1)[0] == keep_group:
+                continue
+            for f in files:
+                f.unlink(missing_ok=True)
+            freed += size
+        _usage["bytes"], _usage["scanned"] = total - freed, time.time()
+    return freed
+
+
+def _count_written(path: Path) -> None:
+    """Add a new cache file to the running count; trim when the count passes the budget (or when
+    the last scan is old, since other processes write too)."""
+    from tlcore.settings import cache_budget
+
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return
+    with _usage_lock:
+        counted = _usage["bytes"] is not None
+        if counted:
+            _usage["bytes"] += size
+        due = not counted or _usage["bytes"] > cache_budget() or time.time() - _usage["scanned"] > _RESCAN_S
+    if due:
+        trim_caches(keep=path)
 
 
 def cache_file(name: str) -> Path:

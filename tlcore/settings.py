@@ -8,6 +8,7 @@ it into the environment at start, so the engine reads one place.)
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 
@@ -45,6 +46,22 @@ DEMO_LIMITS = Limits(max_members=5_000, max_member_bytes=10 * 2**20, max_total_b
 
 def limits() -> Limits:
     return DEMO_LIMITS if demo_mode() else Limits()
+
+
+def cache_budget() -> int:
+    """Bytes the rebuildable caches (decoded datasets, activations, renders) may take on disk before
+    the least recently used go: ``TLCORE_CACHE_GB``, else 10 GiB (2 GiB in demo mode, where any
+    visitor can make new entries — a resolution, a cap, a seed — on a small shared disk)."""
+    default = 2.0 if demo_mode() else 10.0
+    raw = os.environ.get("TLCORE_CACHE_GB", "").strip()
+    try:
+        gigabytes = float(raw) if raw else default
+    except ValueError:
+        gigabytes = float("nan")
+    if not 0 <= gigabytes < 2**20:  # a deployment typo must not stop every write: say so, keep the default
+        warnings.warn(f"TLCORE_CACHE_GB must be a number of GiB, got {raw!r}: using {default:g}", stacklevel=2)
+        gigabytes = default
+    return int(gigabytes * 2**30)
 
 
 def demo_caps() -> list[str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
+from tlcore import paths
+from tlcore.settings import cache_budget
 from ui import resources
 
 
@@ -19,6 +21,10 @@ def render() -> None:
             st.markdown(f"**Device:** {info.kind.upper()} · {info.name}{memory}")
         cuda = f" · CUDA {info.cuda_version}" if info.cuda_version else ""
         st.caption(f"torch {info.torch_version}{cuda}")
+        st.caption(f"Caches on disk: {paths.cache_usage() / 2**30:.1f} of {cache_budget() / 2**30:.0f} GiB",
+                   help="Decoded datasets, features and renders, kept so nothing is computed twice. Past "
+                        "the budget (TLCORE_CACHE_GB) the least recently used go; they are made again "
+                        "when needed.")
         status = resources.offline_status()
         n_ok = int(status.available.sum())
         st.markdown(f"**Pretrained weights offline:** {n_ok} of {len(status)}")

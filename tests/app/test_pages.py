@@ -26,6 +26,7 @@ def test_app_runs_with_sidebar_and_zoo_as_default_page():
     assert at.title[0].value == "Model zoo"
     sidebar = " ".join(m.value for m in at.sidebar.markdown)
     assert "Device:" in sidebar and "Pretrained weights offline:" in sidebar
+    assert any(c.value.startswith("Caches on disk:") and c.value.endswith("of 10 GiB") for c in at.sidebar.caption)
 
 
 @pytest.mark.parametrize("page", PAGES)

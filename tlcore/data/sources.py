@@ -257,7 +257,9 @@ def _cached(identity: str, size: int, cap: int | None, seed: int, val_fraction: 
     path = _cache_path(key, private)
     if path.exists():
         try:
-            return _read_entry(path, private)
+            dataset = _read_entry(path, private)
+            paths.touch(path)  # used now: the cache budget drops the least recently used first
+            return dataset
         except (OSError, RuntimeError, KeyError, TypeError, EOFError, ValueError):
             path.unlink(missing_ok=True)  # a corrupt cache entry is rebuilt, not fatal
     dataset = compute()

@@ -287,6 +287,7 @@ def _read(key: str, private: bool) -> Render | None:
             pixels = np.array(im.convert("RGB"))
     except (OSError, ValueError):
         return None
+    paths.touch(meta)  # used now: the cache budget drops the least recently used first
     return Render(info["target"], pixels, info["activation"], 0.0, True)
 
 
