@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# What a session with a lent GPU runs there (issue #10's measurements), in three calls of at most
+# ten minutes each, every log under $OUT (it comes back) as well as on the screen. Here first:
+#   bash scripts/gpu_carry.sh                        # .whl/ (and `lite12` → .whl12/ for those tests)
+# Then device `run` with carry [".whl"], command `bash scripts/gpu_session.sh PART`, PART one of:
+#   tests    the whole suite (e2e skips itself: no Chromium there)
+#   trials   bench/finetune_speed.py --images 2000, --freeze last and --freeze all; bench/score_speed.py
+#   rest     bench/data_speed.py, bench/zoo_sweep.py, bench/vis_speed.py
+# and with carry [".whl", ".whl12"], `bash scripts/gpu_session.sh lite12` (the tests that use Lite1/2).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+case "${1:-}" in
+  tests|trials|rest|lite12) ;;
+  *) echo "usage: bash scripts/gpu_session.sh tests|trials|rest|lite12" >&2; exit 2 ;;
+esac
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 TLCORE_HOME=/tmp/tlcore-home PYTHONPATH=/tmp/site:$PWD
+wheels=(.whl/*.whl)
+[ "${1:-}" = "lite12" ] && wheels+=(.whl12/*.whl)
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+  "${wheels[@]}" || exit 1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)" \
+  | tee -a "$OUT/gpu.txt"
+
+log() {  # log NAME COMMAND…: run it, keep its output in $OUT/NAME.log, go on whatever it returns
+  local name=$1
+  shift
+  echo "== $*" | tee "$OUT/$name.log"
+  "$@" 2>&1 | tee -a "$OUT/$name.log"
+  echo "== exit ${PIPESTATUS[0]}" | tee -a "$OUT/$name.log"
+}
+
+case "${1:-}" in
+  tests)
+    log pytest python3 -m pytest -q -p no:cacheprovider -rfE ;;
+  lite12)
+    log pytest-lite12 python3 -m pytest -q -p no:cacheprovider -rfE tests/zoo tests/app/test_pages.py ;;
+  trials)
+    log finetune-last python3 bench/finetune_speed.py --images 2000 --freeze last
+    log finetune-all python3 bench/finetune_speed.py --images 2000 --freeze all
+    log score python3 bench/score_speed.py --models efficientnet_lite0 --size 224 --per-class 200 --epochs 10 ;;
+  rest)
+    log data python3 bench/data_speed.py --widths 1024 2048
+    log zoo python3 bench/zoo_sweep.py --batch 1 64 --dtype float32 bfloat16
+    log vis python3 bench/vis_speed.py --device cuda ;;
+esac
