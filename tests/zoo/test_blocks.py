@@ -77,6 +77,50 @@ def test_arch_info_is_cached_and_matches_a_fresh_build():
     assert zoo.blocks_of(spec)[1].params == sum(p.numel() for p in zoo.build_meta(spec).layer1.parameters())
 
 
+@pytest.mark.parametrize("name", ["resnet50", "vit_b_16", "regnet_y_400mf", "efficientnet_lite0"])
+def test_the_meta_build_skips_initialisation_and_nothing_else(name):
+    """Same modules, shapes and buffers as a plain meta-device build, and a model built meanwhile in
+    another thread is initialised as usual (the skipping mode is thread-local)."""
+    import threading
+
+    from tlcore.zoo import loading
+
+    spec = zoo.get_spec(name)
+    with loading._regnet_widths_on_cpu(), torch.device("meta"):
+        plain = loading.build(spec).eval()
+    built = {}
+    started = threading.Event()
+
+    def build_real():
+        started.wait()
+        built["weight"] = torch.nn.Linear(64, 64).weight.detach()
+
+    other = threading.Thread(target=build_real)
+    other.start()
+    real_init = torch.nn.init.kaiming_uniform_
+
+    def init_then_let_the_other_thread_build(*args, **kwargs):
+        if threading.current_thread() is not other and not started.is_set():
+            started.set()
+            other.join(timeout=30)  # the other thread builds while this one is inside the meta build
+        return real_init(*args, **kwargs)
+
+    torch.nn.init.kaiming_uniform_ = init_then_let_the_other_thread_build
+    try:
+        fast = zoo.build_meta(spec)
+    finally:
+        torch.nn.init.kaiming_uniform_ = real_init
+        started.set()
+        other.join()
+
+    def shapes(m):
+        return [(n, tuple(t.shape)) for n, t in [*m.named_parameters(), *m.named_buffers()]]
+
+    assert shapes(fast) == shapes(plain) and depth(fast) == depth(plain)
+    assert block_list(fast, spec.family) == block_list(plain, spec.family)
+    assert built["weight"].abs().sum() > 0 and built["weight"].std() > 0.01  # really initialised
+
+
 @pytest.mark.parametrize(("model", "names"), [
     ("vgg16", ["stem", "features.5-9", "features.10-16", "features.17-23", "features.24-30", "head"]),
     ("densenet121", ["stem", "denseblock1", "denseblock2", "denseblock3", "denseblock4", "head"]),

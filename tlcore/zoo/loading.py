@@ -10,6 +10,7 @@ from dataclasses import asdict
 import torch
 import torchvision
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torchvision.models import get_model, regnet
 
 from tlcore import paths
@@ -51,9 +52,26 @@ def _regnet_widths_on_cpu() -> Iterator[None]:
         regnet.BlockParams.from_init_params = original
 
 
+class _NoFillOnMeta(TorchFunctionMode):
+    """Skips the in-place fills that weight initialisation makes (``nn.init`` and the models' own
+    init loops) on meta tensors: they have no values to fill, yet each ``normal_`` there runs
+    through Python decompositions (~1 ms). A function mode is thread-local, like the meta device
+    mode itself, so a model another session builds meanwhile is initialised as usual."""
+
+    FILLS = frozenset(getattr(torch.Tensor, name) for name in (
+        "normal_", "uniform_", "trunc_normal_", "fill_", "zero_", "exponential_", "erfinv_", "mul_", "add_",
+        "sub_", "div_", "clamp_", "copy_") if hasattr(torch.Tensor, name))
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.FILLS and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
 def build_meta(spec: ModelSpec) -> nn.Module:
-    """The architecture on the meta device: shapes only, built in milliseconds, no memory."""
-    with _regnet_widths_on_cpu(), torch.device("meta"):
+    """The architecture on the meta device: shapes only, no memory, no initialisation (the
+    depth and block lists of 83 architectures: 8.4 → 6.9 s on a 2-core CPU)."""
+    with _regnet_widths_on_cpu(), torch.device("meta"), _NoFillOnMeta():
         return build(spec).eval()
 
 
