@@ -3,6 +3,7 @@ recently used entries go first, an entry's files go together, nothing else is to
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -45,6 +46,35 @@ def test_the_entry_just_written_is_kept_even_over_the_budget(home):
     new = put(home / "datasets" / "new.npy", 0, size=5000)
     paths.trim_caches(budget=0, keep=new.with_suffix(".pt"))
     assert [p.name for p in (home / "datasets").iterdir()] == ["new.npy"]
+
+
+def test_a_trim_goes_below_the_budget_and_leaves_what_is_not_an_entry(home, monkeypatch):
+    for i in range(10):
+        put(home / "features" / f"{i:02d}.pt", 100 - i)
+    folder = home / "features" / "somebodys_folder"
+    folder.mkdir()
+    os.utime(folder, (0, 0))
+    dot = put(home / "features" / ".keep", 1000)
+    monkeypatch.setenv("TLCORE_CACHE_GB", str(9500 / 2**30))
+    paths.write_atomically(home / "features" / "new.pt", lambda f: f.write(b"x" * 1000))  # 11,000 > 9,500
+    assert paths.cache_usage() <= 0.9 * 9500  # room for the next writes without a rescan each
+    assert (home / "features" / "new.pt").exists() and folder.is_dir() and dot.exists()
+    assert not (home / "features" / "00.pt").exists()  # the oldest went first
+
+
+def test_an_entry_that_cannot_be_deleted_is_left_and_the_write_stands(home, monkeypatch):
+    put(home / "features" / "old.pt", 100)
+    real_unlink = Path.unlink
+
+    def refuse(self, missing_ok=False):
+        if self.name == "old.pt":
+            raise PermissionError("not yours")
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    monkeypatch.setenv("TLCORE_CACHE_GB", "0")
+    paths.write_atomically(home / "features" / "new.pt", lambda f: f.write(b"x" * 10))
+    assert (home / "features" / "new.pt").exists() and (home / "features" / "old.pt").exists()
 
 
 def age(files, seconds: float) -> None:

@@ -107,7 +107,8 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     if path.parent.name in CACHE_KINDS:
-        _count_written(path)
+        with contextlib.suppress(OSError):  # keeping within the budget is best effort: the write stands
+            _count_written(path)
 
 
 # --- the disk budget of what is rebuilt on demand ---------------------------------------------
@@ -155,7 +156,9 @@ def cache_entries() -> list[tuple[float, int, list[Path]]]:
     for folder in _cache_folders():
         for e in _scan(folder):
             try:
-                st = e.stat()
+                if e.name.startswith(".") or not e.is_file(follow_symlinks=False):
+                    continue  # only the files tlcore names (hex keys); nothing else is deleted
+                st = e.stat(follow_symlinks=False)
             except OSError:
                 continue  # deleted meanwhile
             if e.name.endswith(TMP_SUFFIX):
@@ -176,9 +179,13 @@ def cache_usage() -> int:
         return int(_usage["bytes"])
 
 
+_LOW_WATER = 0.9  # a trim goes down to this share of the budget, so the next writes do not each rescan
+
+
 def trim_caches(budget: int | None = None, *, keep: Path | None = None) -> int:
-    """Delete the least recently used cache entries until the caches fit ``budget`` bytes (default:
-    ``settings.cache_budget()``); never the entry of ``keep``. Returns the bytes freed."""
+    """When the caches take more than ``budget`` bytes (default: ``settings.cache_budget()``), delete
+    the least recently used entries until they take 90 % of it; never the entry of ``keep``, and an
+    entry that cannot be deleted is left. Returns the bytes freed."""
     from tlcore.settings import cache_budget
 
     budget = cache_budget() if budget is None else budget
@@ -186,13 +193,17 @@ def trim_caches(budget: int | None = None, *, keep: Path | None = None) -> int:
     with _usage_lock:
         entries = cache_entries()
         total, freed = sum(size for _, size, _ in entries), 0
+        target = budget * _LOW_WATER if total > budget else total
         for _, size, files in entries:
-            if total - freed <= budget:
+            if total - freed <= target:
                 break
             if keep_group is not None and files[0].parent / files[0].name.split(".", 1)[0] == keep_group:
                 continue
-            for f in files:
-                f.unlink(missing_ok=True)
+            try:
+                for f in files:
+                    f.unlink(missing_ok=True)
+            except OSError:
+                continue  # another user's file in a shared folder, say: not ours to force
             freed += size
         _usage["bytes"], _usage["scanned"] = total - freed, time.time()
     return freed
