@@ -132,6 +132,14 @@ def test_logme_of_rank_deficient_features_does_not_depend_on_their_basis():
     f, labels = CASES["dead units"]()
     rotation, _ = np.linalg.qr(RNG.normal(size=(f.shape[1], f.shape[1])))
     assert tr.logme(f @ rotation, labels) == pytest.approx(tr.logme(f, labels), abs=1e-9)
+    assert tr.logme(f @ rotation, labels) == pytest.approx(reference_logme(f @ rotation, labels), abs=1e-4)
+
+
+@pytest.mark.parametrize("features", [np.zeros((200, 8)), np.zeros((20, 80)), RNG.normal(size=(200, 8)) * 1e-160],
+                         ids=["zeros, N > D", "zeros, D > N", "underflowing"])
+def test_logme_of_features_that_carry_nothing_is_minus_infinity_not_nan(features):
+    """−inf (as the authors' code gives for zeros) ranks such a block last; a NaN would win max()."""
+    assert tr.logme(features, np.arange(len(features)) % 4) == float("-inf")
 
 
 def test_the_shrinkage_h_score_sees_noise_where_the_original_saturates():
