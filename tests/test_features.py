@@ -95,3 +95,11 @@ def test_batchnorm_statistics_equal_a_float64_pass_over_the_same_images(tiny, mo
         torch.testing.assert_close(s["mean"], x.mean(dim=(0, 2, 3)), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(s["var"], x.var(dim=(0, 2, 3), correction=0), rtol=1e-4, atol=1e-5)
         assert s["mean"].dtype == torch.float64
+
+
+def test_batch_moments_of_half_precision_activations_do_not_overflow():
+    x = (torch.randn(64, 8, 32, 32) * 30).half()  # Σ(x − mean)² per channel ≈ 6e7 > float16's 65,504
+    n, mean, m2 = features._moments(x)
+    exact = x.double()
+    torch.testing.assert_close(m2 / n, exact.var(dim=(0, 2, 3), correction=0), rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(mean, exact.mean(dim=(0, 2, 3)), rtol=1e-3, atol=1e-3)

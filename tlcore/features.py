@@ -225,6 +225,8 @@ def _moments(x: torch.Tensor) -> list:
     (N·H·W)×C view in the activation's precision: on CPU ``torch.var_mean`` (Welford) took
     ~6× as long, and a float64 copy of every BatchNorm input ~4× the forward pass itself."""
     rows = x.permute(0, *range(2, x.dim()), 1).reshape(-1, x.shape[1])  # a view in channels_last
+    if rows.dtype in (torch.float16, torch.bfloat16):
+        rows = rows.float()  # a half-precision M2 overflows; bf16 would keep 8 bits of it
     mean = rows.mean(0)
     centred = rows - mean
     return [len(rows), mean.double(), centred.mul_(centred).sum(0).double()]
