@@ -4,7 +4,7 @@ import streamlit as st
 
 from tlcore import data, zoo
 from tlcore.settings import limits
-from tlcore.vis import dream, render
+from tlcore.vis import dream, objectives, render
 from ui import data_view
 from ui import visualize_view as vv
 
@@ -46,7 +46,7 @@ gallery, detail, dreams, changed = st.tabs(["Gallery", "One channel", "DeepDream
 with gallery:
     g1, g2, g3, g4 = st.columns([1.2, 1, 1, 2.5])
     kind = g1.selectbox("Show", list(vv.KINDS), key="show", bind="query-params", help=vv.KINDS_HELP)
-    available = vv.item_count(kind, channels, ds)
+    available = objectives.item_count(kind, channels, len(ds.classes))
     vv.keep_in_range("first", available)
     first = g2.number_input("From", 0, available - 1, 0, key="first", bind="query-params")
     count = g3.selectbox("How many", vv.counts(), index=vv.counts().index(d.channels), key="count",

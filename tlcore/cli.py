@@ -305,6 +305,7 @@ def cmd_vis(args: argparse.Namespace) -> int:
 
     from tlcore import data, zoo
     from tlcore.vis import examples, render
+    from tlcore.vis.objectives import item_count
 
     spec, model, weights = _model_for(args)
     start = render.defaults(next(model.parameters()).device)
@@ -314,9 +315,9 @@ def cmd_vis(args: argparse.Namespace) -> int:
                               seed=args.seed)
     cfg.check(model)
     dataset = data.load(args.data, size=args.data_size, max_per_class=args.max_per_class)
-    if args.channels is None:  # the app's gallery: as many as fit the device's defaults (and the classes)
-        many = len(dataset.classes) if args.objective == "direction" else start.channels
-        args.channels = list(range(min(start.channels, many)))
+    if args.channels is None:  # the app's first gallery: the device's count, or fewer if there are fewer
+        channels = next((x.channels for x in zoo.layers(spec) if x.name == args.layer), start.channels)
+        args.channels = list(range(min(start.channels, item_count(args.objective, channels, len(dataset.classes)))))
     stats = examples.layer_stats(spec, dataset, args.layer, model=model, weights=weights)
     directions = None
     if args.objective == "direction":

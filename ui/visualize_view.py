@@ -40,14 +40,6 @@ KINDS_HELP = ("channel: what makes each channel's whole map respond · neuron: o
               "position · direction: what the layer associates with each class of your data (the class's "
               "mean activation minus the dataset's) · layer: the whole layer at once (DeepDream's objective), "
               "several variations")
-VARIATIONS = 16
-
-
-def item_count(kind: str, channels: int, ds: data.Dataset) -> int:
-    """How many things the gallery can show for an objective."""
-    return {"direction": len(ds.classes), "layer": VARIATIONS}.get(kind, channels)
-
-
 def keep_in_range(key: str, available: int, fallback: int = 0) -> None:
     """A number kept from another layer or objective (or a link) may be out of range now."""
     if st.session_state.get(key, 0) >= available:

@@ -32,6 +32,22 @@ def test_vis_writes_a_png_and_a_json_line_per_channel(capsys, tmp_path):
     assert all(json.loads(line)["cached"] for line in capsys.readouterr().out.splitlines())
 
 
+@pytest.mark.parametrize(("layer", "objective", "expected"), [
+    ("_blocks.0", "channel", 16),  # a 16-channel layer under a device default of 32
+    ("_blocks.8", "layer", 16),  # the gallery's variations of a whole layer
+    ("_blocks.8", "direction", 4),  # the classes of --data
+])
+def test_vis_defaults_to_what_the_gallery_would_show(capsys, tmp_path, monkeypatch, layer, objective, expected):
+    from tlcore.vis import render
+
+    monkeypatch.setattr(render, "defaults", lambda device: render.Defaults(channels=32, steps=1, size=32, lr=0.05,
+                                                                         dream_side=64))
+    argv = ["vis", "--layer", layer, "--objective", objective, "--data", "shapes", "--data-size", "32",
+            "--max-per-class", "3", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert [json.loads(line)["channel"] for line in capsys.readouterr().out.splitlines()] == list(range(expected))
+
+
 def test_dream_writes_the_photo_transformed(capsys, tmp_path):
     out = tmp_path / "dream.png"
     assert main(["dream", "--layer", "_blocks.5", "_blocks.9", "--image", "rocket", "--steps", "8",

@@ -18,6 +18,13 @@ from lucent.optvis import objectives as lo
 Kind = Literal["channel", "neuron", "layer", "direction"]
 KINDS: tuple[str, ...] = ("channel", "neuron", "layer", "direction")
 DIVERSITY_WEIGHT = 1e2  # lucent README's weight for diversity against a channel objective
+VARIATIONS = 16  # renders of a whole layer ("layer" objective) one gallery offers
+
+
+def item_count(kind: Kind, channels: int, classes: int) -> int:
+    """How many things there are to render for an objective: channels (or their centre neurons),
+    the dataset's classes (directions), or variations of the whole layer."""
+    return {"direction": classes, "layer": VARIATIONS}.get(kind, channels)
 
 
 @lo.wrap_objective()
