@@ -30,7 +30,8 @@ USER app
 RUN python -m tlcore zoo --format csv > /dev/null
 # The Inside-the-network page's first view too — its first model's middle layer on the default
 # dataset, rendered with the device's settings (tests/app/test_visualize.py keeps this in step with
-# the page): a fresh container's first visitor reads it from the cache (~15 → ~7 s on 2 cores).
+# the page): a fresh container's first visitor reads it from the cache (~15 → ~7 s on 2 cores). The
+# build has no GPU, so this serves CPU images; a GPU container's page asks for larger renders.
 RUN python -m tlcore vis --model efficientnet_lite0 --data digits --data-size 64 --out /tmp/warm && rm -rf /tmp/warm
 EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

