@@ -1,6 +1,7 @@
 """The disk budget of the rebuildable caches (decoded datasets, activations, renders): the least
 recently used entries go first, an entry's files go together, nothing else is touched."""
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -106,11 +107,6 @@ def test_a_read_marks_a_dataset_used_and_writes_past_the_budget_trim(home, monke
 def test_the_budget_comes_from_the_environment_and_a_typo_keeps_the_default(monkeypatch, value, expected):
     monkeypatch.setenv("TLCORE_CACHE_GB", value)
     monkeypatch.delenv("TLCORE_DEMO", raising=False)
-    with pytest.warns(UserWarning, match="TLCORE_CACHE_GB") if value in ("lots", "-1", "inf") else _nothing():
+    with pytest.warns(UserWarning, match="TLCORE_CACHE_GB") if value in ("lots", "-1", "inf") else contextlib.nullcontext():
         assert settings.cache_budget() == expected
 
-
-def _nothing():
-    import contextlib
-
-    return contextlib.nullcontext()

@@ -147,10 +147,15 @@ def _cache_folders() -> Iterator[Path]:
             yield base / kind
 
 
-def cache_entries() -> list[tuple[float, int, list[Path]]]:
-    """Every cache entry as (last use, bytes, files), oldest first. An entry's files share the name
-    before the first dot (a dataset's record and pixels, a render's PNG and JSON). Stale
-    temporary files are deleted on the way; live ones are left to their writers."""
+def _entry(path: Path) -> Path:
+    """The cache entry a file belongs to: its folder and the name before the first dot (a dataset's
+    record and pixels, a render's PNG and JSON are one entry)."""
+    return path.parent / path.name.split(".", 1)[0]
+
+
+def cache_entries() -> list[tuple[float, int, Path, list[Path]]]:
+    """Every cache entry as (last use, bytes, entry, files), oldest first. Stale temporary files
+    are deleted on the way; live ones are left to their writers."""
     groups: dict[Path, list] = {}
     now = time.time()
     for folder in _cache_folders():
@@ -165,17 +170,17 @@ def cache_entries() -> list[tuple[float, int, list[Path]]]:
                 if now - st.st_mtime > _STALE_TMP_S:
                     Path(e.path).unlink(missing_ok=True)
                 continue
-            group = groups.setdefault(folder / e.name.split(".", 1)[0], [0.0, 0, []])
+            group = groups.setdefault(_entry(Path(e.path)), [0.0, 0, []])
             group[0], group[1] = max(group[0], st.st_mtime), group[1] + st.st_size
             group[2].append(Path(e.path))
-    return sorted((used, size, files) for used, size, files in groups.values())
+    return sorted((used, size, entry, files) for entry, (used, size, files) in groups.items())
 
 
 def cache_usage() -> int:
     """Bytes the caches take now, as this process last counted them (a scan the first time)."""
     with _usage_lock:
         if _usage["bytes"] is None:
-            _usage["bytes"], _usage["scanned"] = sum(size for _, size, _ in cache_entries()), time.time()
+            _usage["bytes"], _usage["scanned"] = sum(e[1] for e in cache_entries()), time.time()
         return int(_usage["bytes"])
 
 
@@ -189,15 +194,15 @@ def trim_caches(budget: int | None = None, *, keep: Path | None = None) -> int:
     from tlcore.settings import cache_budget
 
     budget = cache_budget() if budget is None else budget
-    keep_group = keep.parent / keep.name.split(".", 1)[0] if keep is not None else None
+    kept = _entry(keep) if keep is not None else None
     with _usage_lock:
         entries = cache_entries()
-        total, freed = sum(size for _, size, _ in entries), 0
+        total, freed = sum(e[1] for e in entries), 0
         target = budget * _LOW_WATER if total > budget else total
-        for _, size, files in entries:
+        for _, size, entry, files in entries:
             if total - freed <= target:
                 break
-            if keep_group is not None and files[0].parent / files[0].name.split(".", 1)[0] == keep_group:
+            if entry == kept:
                 continue
             try:
                 for f in files:

@@ -6,6 +6,8 @@ them except ``batchnorm_gap``, where higher means "further from the source data"
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 _EPS = 1e-5  # keeps the LogME fixed point away from division by zero (as its authors' code)
@@ -75,7 +77,7 @@ def logme(features: np.ndarray, labels: np.ndarray, *, full_rank: bool = False) 
     evidence = (d / 2 * np.log(alpha) + n / 2 * np.log(beta) - log_det / 2 - beta / 2 * res2
                 - alpha / 2 * m2 - n / 2 * np.log(2 * np.pi))
     score = float(np.mean(evidence / n))
-    return score if score == score else float("-inf")  # NaN from features near underflow: no evidence
+    return float("-inf") if math.isnan(score) else score  # NaN from features near underflow: no evidence
 
 
 def leep(source_probs: np.ndarray, labels: np.ndarray) -> float:

@@ -74,19 +74,24 @@ def trainable_share(spec: zoo.ModelSpec, freeze) -> tuple[int, int]:
     return sum(b.params for b in zoo.blocks_of(spec)[freeze:]), total
 
 
+def model_name(key: str) -> str:
+    """A zoo key as the run history shows it: 'resnet50.IMAGENET1K_V2' → 'resnet50'."""
+    return key.split(".")[0]
+
+
 def measured_cost(frame: pd.DataFrame, cfg: TrialConfig, label: str) -> str:
     """What this freeze depth cost when it last ran here, on this model, weights and data: the
     seconds a user pays before pressing Run, from measurements rather than a model of them."""
-    if frame.empty:
-        frame = pd.DataFrame(columns=["run", "status", "model", "freeze", "pretrained", "s/epoch", "dataset"])
-    same = frame[(frame.status == "done") & (frame.model == cfg.model.split(".")[0]) & (frame.dataset == label)
+    not_yet = "Not run at this depth on this data yet{}: **Sweep** measures every depth's time and accuracy."
+    if frame.empty:  # no runs at all: not even the columns
+        return not_yet.format("")
+    same = frame[(frame.status == "done") & (frame.model == model_name(cfg.model)) & (frame.dataset == label)
                  & (frame.pretrained == cfg.pretrained)]
     at_depth = same[same.freeze == freeze_label(cfg.freeze, cfg.probe_block)]
     if at_depth.empty:
         others = same.drop_duplicates("freeze", keep="last")
         known = ", ".join(f"{f} frozen {s:.2g} s" for f, s in zip(others.freeze, others["s/epoch"], strict=True))
-        return ("Not run at this depth on this data yet" + (f" (per epoch here: {known})" if known else "")
-                + ": **Sweep** measures every depth's time and accuracy.")
+        return not_yet.format(f" (per epoch here: {known})" if known else "")
     last = at_depth.iloc[-1]
     first = last["s to 1st epoch"]
     return (f"Measured here (run #{last.run}): {last['s/epoch']:.2g} s per epoch"
@@ -173,7 +178,7 @@ def runs_frame() -> pd.DataFrame:
         cfg = r["config"]
         best = max((h["val_acc"] for h in r["history"]), default=None)
         epochs_s = [h["seconds"] for h in r["history"]]
-        rows.append({"run": r["id"], "status": r["status"], "model": r["model"].split(".")[0],
+        rows.append({"run": r["id"], "status": r["status"], "model": model_name(r["model"]),
                      "freeze": freeze_label(cfg.get("freeze"), cfg.get("probe_block")),
                      "pretrained": cfg.get("pretrained"),
                      "epochs": f"{len(r['history'])}/{cfg.get('epochs')}",
@@ -193,7 +198,7 @@ def curves_figure(run_ids: list[int]) -> go.Figure:
         hist = run["history"]
         if not hist:
             continue
-        name = f"#{run_id} {run['model'].split('.')[0]} freeze {run['config'].get('freeze')}"
+        name = f"#{run_id} {model_name(run['model'])} freeze {run['config'].get('freeze')}"
         epochs = [h["epoch"] for h in hist]
         fig.add_trace(go.Scatter(x=epochs, y=[h["val_acc"] for h in hist], mode="lines+markers", name=name))
         fig.add_trace(go.Scatter(x=epochs, y=[h["train_acc"] for h in hist], mode="lines", name=f"{name} (train)",

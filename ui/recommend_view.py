@@ -152,7 +152,7 @@ def ranking_frame(ds: Dataset, model_keys: list[str], rid: str, runs: pd.DataFra
     check has run."""
     frame = pd.DataFrame([model_scores(ds, ds.fingerprint, k) for k in model_keys]).drop(columns="block")
     frame = frame.rename(columns={"seconds": "s to score"})
-    frame["model"] = frame.model.map(lambda k: k.split(".")[0])  # as the run history names them
+    frame["model"] = frame.model.map(finetune_view.model_name)  # as the run history names them
     if rid and not runs.empty:
         done = runs[(runs.ranking == rid) & (runs.status == "done")]
         frame["linear probe acc"] = frame.model.map(dict(zip(done.model, done["val acc"], strict=True)))
