@@ -21,7 +21,9 @@ def render() -> None:
             st.markdown(f"**Device:** {info.kind.upper()} · {info.name}{memory}")
         cuda = f" · CUDA {info.cuda_version}" if info.cuda_version else ""
         st.caption(f"torch {info.torch_version}{cuda}")
-        st.caption(f"Caches on disk: {paths.cache_usage() / 2**30:.1f} of {cache_budget() / 2**30:g} GiB",
+        used = paths.cache_usage()
+        shown = f"{used / 2**30:.1f} GiB" if used >= 2**30 else f"{used / 2**20:.0f} MiB"  # 45 MiB, not 0.0 GiB
+        st.caption(f"Caches on disk: {shown} of {cache_budget() / 2**30:g} GiB",
                    help="Decoded datasets, features and renders, kept so nothing is computed twice. Past "
                         "the budget (TLCORE_CACHE_GB) the least recently used go; they are made again "
                         "when needed.")
