@@ -24,7 +24,7 @@ if not st.toggle("Measure", key="measure_strategy",
                       "ImageNet head's predictions, BatchNorm input statistics."):
     st.info("Turn on **Measure** to score the dataset with this model.")
     st.stop()
-with st.spinner("Measuring: one pass over the dataset…"):
+with st.spinner("Measuring: one pass over the training images…"):
     m = rv.measurement(ds, ds.fingerprint, model_key)
 rec = recommend.recommend(m, spec)
 
@@ -94,7 +94,7 @@ st.caption("Transferability scores rank the models with weights on this machine 
            "(LogME: You et al. 2021). The check trains a linear probe on each and shows how well each "
            "score orders them (Kendall's τ, Spearman's ρ; with three models τ can only be ±1 or ±⅓).")
 if st.toggle("Score every model", key="rank_models", help="One feature pass per model (cached)."):
-    with st.spinner("Scoring each model: one pass over the dataset per model…"):
+    with st.spinner("Scoring each model: one pass over the training images per model…"):
         rv.ranking_frame(ds, models, "", runs)  # warm the per-model score cache under the spinner
     if st.button("Check with a linear probe per model"):
         try:

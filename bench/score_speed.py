@@ -5,13 +5,14 @@
     python bench/score_speed.py --size 224 --per-class 200 --epochs 10   # on a GPU
 
 Scoring side: ``tlcore.recommend.score_model`` per model (LogME, LEEP, NCE, shrinkage H-score),
-from cold caches, so it includes the one forward pass over the dataset. Fine-tuning side: what
-someone without scores would do to rank the same models — fine-tune each one (``--freeze 0``:
-every block) for ``--epochs`` at each learning rate of a small grid (``--lrs``; LogME's authors
-compare against fine-tuning with a hyper-parameter search) with ``tlcore.finetune``, keeping the
-best validation accuracy. Both in one process, on the same data and device. Prints the seconds
-of each side per model and in total, the ratio, and how well LogME's order matches the
-fine-tuned accuracies (Kendall's τ, with 3 or more models).
+from cold caches, so it includes the one forward pass over the training images (all that the
+scores read; the feature cache keeps them, and a later linear probe runs only the validation
+images). Fine-tuning side: what someone without scores would do to rank the same models —
+fine-tune each one (``--freeze 0``: every block) for ``--epochs`` at each learning rate of a small
+grid (``--lrs``; LogME's authors compare against fine-tuning with a hyper-parameter search) with
+``tlcore.finetune``, keeping the best validation accuracy. Both in one process, on the same data
+and device. Prints the seconds of each side per model and in total, the ratio, and how well
+LogME's order matches the fine-tuned accuracies (Kendall's τ, with 3 or more models).
 """
 
 from __future__ import annotations

@@ -103,3 +103,50 @@ def test_batch_moments_of_half_precision_activations_do_not_overflow():
     exact = x.double()
     torch.testing.assert_close(m2 / n, exact.var(dim=(0, 2, 3), correction=0), rtol=1e-3, atol=1e-3)
     torch.testing.assert_close(mean, exact.mean(dim=(0, 2, 3)), rtol=1e-3, atol=1e-3)
+
+
+def _images_seen(model):
+    """A counter of the images the model runs on (a forward pre-hook; remove it with .remove())."""
+    seen = []
+    handle = model.register_forward_pre_hook(lambda m, args: seen.append(len(args[0])))
+    return seen, handle
+
+
+def test_features_of_some_rows_then_all_run_each_image_once(tiny, monkeypatch):
+    spec = zoo.get_spec("efficientnet_lite0")
+    model = zoo.load(spec)
+    whole = features.extract_many(spec, tiny, ["stem", features.PENULTIMATE], model=model)  # reference pass
+    monkeypatch.setattr(features, "_MEMORY", type(features._MEMORY)())
+    view = "rows-test"  # a cache entry of its own
+    seen, handle = _images_seen(model)
+    try:
+        rows = torch.tensor([4, 0, 2])
+        some = features.extract_many(spec, tiny, ["stem", features.PENULTIMATE], model=model, view=view, rows=rows)
+        assert sum(seen) == 3
+        kept = some[features.PENULTIMATE].clone()
+        features._MEMORY.clear()  # the next call reads the entry from disk
+        every = features.extract_many(spec, tiny, ["stem", features.PENULTIMATE], model=model, view=view)
+        assert sum(seen) == len(tiny)  # only the three missing images ran
+        again = features.extract(spec, tiny, block="stem", model=model, view=view)
+        assert sum(seen) == len(tiny)
+    finally:
+        handle.remove()
+    fp32 = mixed_dtype(pick_device(None)) is None
+    tol = {"rtol": 1e-5, "atol": 1e-4} if fp32 else {"rtol": 0.05, "atol": 0.05}
+    for block in ("stem", features.PENULTIMATE):
+        torch.testing.assert_close(every[block], whole[block], **tol)
+        torch.testing.assert_close(some[block], whole[block][rows], **tol)
+    assert torch.equal(again, every["stem"])
+    assert torch.equal(some[features.PENULTIMATE], kept)  # filling the rest changed nothing handed out
+
+
+def test_a_cache_entry_from_before_rows_were_tracked_is_read_whole(tiny, monkeypatch):
+    spec = zoo.get_spec("efficientnet_lite0")
+    view = "old-format-test"
+    size = features.input_size(spec, tiny)
+    key = features._key(spec, tiny, "stem", size, view)
+    old = torch.arange(len(tiny) * 3, dtype=torch.float32).view(len(tiny), 3)
+    torch.save(old, features.paths.folder("features") / f"{key}.pt")
+    features._MEMORY.pop(key, None)
+    monkeypatch.setattr(features, "_compute", lambda *a, **k: pytest.fail("recomputed a whole entry"))
+    assert torch.equal(features.extract(spec, tiny, block="stem", view=view), old)

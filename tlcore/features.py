@@ -10,6 +10,7 @@ import hashlib
 import re
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ FIXED_INPUT = ("vit", "maxvit")
 PENULTIMATE = "penultimate"  # the classifier's input: the standard linear-probe features
 LOGITS = "logits"  # the source classifier's own output (ImageNet's 1000 classes)
 
-_MEMORY: OrderedDict[str, object] = OrderedDict()  # features, BatchNorm statistics
+_MEMORY: OrderedDict[str, object] = OrderedDict()  # feature entries (Stored), BatchNorm statistics
 _MEMORY_ITEMS = 16
 _MEMORY_LOCK = threading.Lock()
 
@@ -108,14 +109,14 @@ def standardise(x: torch.Tensor, spec: zoo.ModelSpec) -> torch.Tensor:
 
 @torch.inference_mode()
 def _compute(model: nn.Module, spec: zoo.ModelSpec, dataset: Dataset, blocks: list[str], size: int,
-             device: torch.device, batch_size: int) -> dict[str, torch.Tensor]:
-    """Pooled features at every block in ``blocks`` from one pass; the forward pass stops as soon
-    as the last of them has been captured."""
+             device: torch.device, batch_size: int, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Pooled features of the images ``rows`` at every block in ``blocks`` from one pass; the
+    forward pass stops as soon as the last of them has been captured."""
     captured: dict[str, list[torch.Tensor]] = {b: [] for b in blocks}
     with working(device), Capture(model, [_hook_target(model, spec, b) for b in blocks]) as capture, \
             autocast(device):
-        for start in range(0, len(dataset), batch_size):
-            batch = dataset.images[start:start + batch_size].to(device, non_blocking=True)
+        for start in range(0, len(rows), batch_size):
+            batch = dataset.images[rows[start:start + batch_size]].to(device, non_blocking=True)
             for block, value in capture(normalise(batch, spec, size)).items():
                 captured[block].append(pool(value.float(), spec.family).cpu())
     return {b: torch.cat(parts) for b, parts in captured.items()}
@@ -135,24 +136,61 @@ def extract(spec: zoo.ModelSpec, dataset: Dataset, *, block: str = PENULTIMATE,
 
 def extract_many(spec: zoo.ModelSpec, dataset: Dataset, blocks: list[str], *, model: nn.Module | None = None,
                  device: torch.device | str | None = None, batch_size: int | None = None,
-                 view: str = "center") -> dict[str, torch.Tensor]:
-    """``extract`` for several blocks: what is not cached yet comes from a single forward pass."""
+                 view: str = "center", rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """``extract`` for several blocks: what is not cached yet comes from a single forward pass.
+
+    ``rows``: only these images (indices into the dataset), e.g. the training split that the
+    scores use — the features come back in that order, len(rows)×D. The cache remembers which
+    images it holds, so a later call for other rows (the lab's probe wants every image) runs
+    the model on the missing images only."""
     size = input_size(spec, dataset)
-    out: dict[str, torch.Tensor] = {}
-    for block in blocks:
-        cached = _cached(_key(spec, dataset, block, size, view), dataset.private)
-        if cached is not None:
-            out[block] = cached
-    missing = [b for b in blocks if b not in out]
-    if missing:
+    wanted = torch.arange(len(dataset)) if rows is None else torch.as_tensor(rows, dtype=torch.long)
+    keys = {b: _key(spec, dataset, b, size, view) for b in blocks}
+    held = {b: _cached(keys[b], dataset.private) for b in blocks}
+    lacking = [b for b in blocks if held[b] is None or not held[b].done[wanted].all()]
+    if lacking:
+        missing = torch.zeros(len(dataset), dtype=torch.bool)
+        for b in lacking:
+            missing[wanted if held[b] is None else wanted[~held[b].done[wanted]]] = True
+        todo = missing.nonzero().flatten()
         model, dev = _model_on(spec, model, device)
-        computed = _compute(model.eval(), spec, dataset, missing, size, dev, batch_size or inference_batch(dev, size))
-        for block, feats in computed.items():
-            out[block] = _store(_key(spec, dataset, block, size, view), feats, dataset.private)
-    return {b: out[b] for b in blocks}
+        computed = _compute(model.eval(), spec, dataset, lacking, size, dev,
+                            batch_size or inference_batch(dev, size), todo)
+        for b, feats in computed.items():
+            held[b] = _store(keys[b], Stored.of(held[b], len(dataset)).filled(todo, feats), dataset.private)
+    return {b: held[b].features if rows is None else held[b].features[wanted] for b in blocks}
 
 
-def _cached(key: str, private: bool) -> torch.Tensor | None:
+@dataclass(frozen=True)
+class Stored:
+    """A cache entry: N×D features of which the rows marked in ``done`` are computed (the rest
+    are zeros, never handed out)."""
+
+    features: torch.Tensor
+    done: torch.Tensor  # N bools
+
+    @staticmethod
+    def of(entry: Stored | None, n: int) -> Stored:
+        return entry or Stored(torch.zeros(n, 0), torch.zeros(n, dtype=torch.bool))
+
+    def filled(self, rows: torch.Tensor, feats: torch.Tensor) -> Stored:
+        """A new entry with ``rows`` set (the cached tensors may be in a caller's hands: not
+        changed in place)."""
+        out = self.features.clone() if self.features.shape[1] else feats.new_zeros(len(self.done), feats.shape[1])
+        out[rows] = feats
+        done = self.done.clone()
+        done[rows] = True
+        return Stored(out, done)
+
+    @staticmethod
+    def read(obj) -> Stored:
+        """From disk: a dict of both, or a bare tensor (entries from before rows were tracked)."""
+        if isinstance(obj, torch.Tensor):
+            return Stored(obj, torch.ones(len(obj), dtype=torch.bool))
+        return Stored(obj["features"], obj["done"])
+
+
+def _cached(key: str, private: bool) -> Stored | None:
     with _MEMORY_LOCK:
         if key in _MEMORY:
             _MEMORY.move_to_end(key)
@@ -160,18 +198,18 @@ def _cached(key: str, private: bool) -> torch.Tensor | None:
     path = paths.folder("features", private=private) / f"{key}.pt"
     if path.exists():
         try:
-            feats = torch.load(path, map_location="cpu", weights_only=True)
+            entry = Stored.read(torch.load(path, map_location="cpu", weights_only=True))
             paths.touch(path)  # used now: the cache budget drops the least recently used first
-            return _remember(key, feats)
-        except (OSError, RuntimeError, EOFError):
+            return _remember(key, entry)
+        except (OSError, RuntimeError, EOFError, KeyError):
             path.unlink(missing_ok=True)
     return None
 
 
-def _store(key: str, feats: torch.Tensor, private: bool) -> torch.Tensor:
+def _store(key: str, entry: Stored, private: bool) -> Stored:
     path = paths.folder("features", private=private) / f"{key}.pt"
-    paths.write_atomically(path, lambda f: torch.save(feats, f))
-    return _remember(key, feats)
+    paths.write_atomically(path, lambda f: torch.save({"features": entry.features, "done": entry.done}, f))
+    return _remember(key, entry)
 
 
 def source_probs(spec: zoo.ModelSpec, dataset: Dataset, **kw) -> torch.Tensor:

@@ -80,14 +80,14 @@ STRATEGIES = {  # (size, similar) → what the seeds advise
 def measure(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Module | None = None,
             device: torch.device | str | None = None) -> Measurement:
     """Every label-using score on the training split only (validation labels stay unseen). The
-    features come from one pass over the whole dataset and are cached, so the Fine-tune lab's
-    linear probe reuses them."""
+    features come from one pass over the training images and are cached, so the Fine-tune lab's
+    linear probe reuses them and runs the model on the validation images only."""
     rows = dataset.train_idx
     y = dataset.labels[rows].numpy()
     blocks = [b.name for b in zoo.blocks_of(spec) if b.name != "head"]
     wanted = [*blocks, features.PENULTIMATE, features.LOGITS]
-    feats = {k: v[rows].numpy() for k, v in
-             features.extract_many(spec, dataset, wanted, model=model, device=device).items()}
+    feats = {k: v.numpy() for k, v in
+             features.extract_many(spec, dataset, wanted, model=model, device=device, rows=rows).items()}
     probs = _softmax(feats[features.LOGITS])
     prior = np.bincount(y) / len(y)
     floor = float(np.mean(np.log(prior[y])))
@@ -178,14 +178,15 @@ def score_model(spec: zoo.ModelSpec, dataset: Dataset, *, block: str = features.
                 model: nn.Module | None = None, device: torch.device | str | None = None) -> dict:
     """Transferability scores of one pretrained model on the training split, for ranking models
     before training any: LogME and the shrinkage H-score of ``block``'s features, LEEP and NCE of
-    the ImageNet head — all from one forward pass (cached). ``seconds``: what scoring took."""
+    the ImageNet head — all from one forward pass over the training images (cached). ``seconds``:
+    what scoring took."""
     started = time.perf_counter()
     rows = dataset.train_idx
     y = dataset.labels[rows].numpy()
-    feats = features.extract_many(spec, dataset, [block, features.LOGITS], model=model, device=device)
-    f = feats[block][rows].numpy()
+    feats = features.extract_many(spec, dataset, [block, features.LOGITS], model=model, device=device, rows=rows)
+    f = feats[block].numpy()
     scores = {"model": spec.key, "block": block, "logme": transferability.logme(f, y),
-              **_head_scores(f, _softmax(feats[features.LOGITS][rows].numpy()), y)}
+              **_head_scores(f, _softmax(feats[features.LOGITS].numpy()), y)}
     return {**scores, "seconds": time.perf_counter() - started}
 
 
