@@ -20,8 +20,8 @@ model_key = st.selectbox("Pretrained model", models, format_func=finetune_view.m
 spec = zoo.get_spec(model_key)
 
 if not st.toggle("Measure", key="measure_strategy",
-                 help="One pass of the model over the dataset (cached): features at every block, the "
-                      "ImageNet head's predictions, BatchNorm input statistics."):
+                 help="One pass of the model over the training images (cached): features at every block "
+                      "and the ImageNet head's predictions; BatchNorm input statistics over up to 512 images."):
     st.info("Turn on **Measure** to score the dataset with this model.")
     st.stop()
 with st.spinner("Measuring: one pass over the training images…"):
@@ -93,7 +93,7 @@ st.subheader("Which pretrained model?")
 st.caption("Transferability scores rank the models with weights on this machine before any training "
            "(LogME: You et al. 2021). The check trains a linear probe on each and shows how well each "
            "score orders them (Kendall's τ, Spearman's ρ; with three models τ can only be ±1 or ±⅓).")
-if st.toggle("Score every model", key="rank_models", help="One feature pass per model (cached)."):
+if st.toggle("Score every model", key="rank_models", help="One feature pass over the training images per model (cached)."):
     with st.spinner("Scoring each model: one pass over the training images per model…"):
         rv.ranking_frame(ds, models, "", runs)  # warm the per-model score cache under the spinner
     if st.button("Check with a linear probe per model"):
@@ -110,7 +110,7 @@ if st.toggle("Score every model", key="rank_models", help="One feature pass per 
                      column_config={**{c: st.column_config.NumberColumn(format="%.3f")
                                        for c in ("logme", "leep", "nce", "linear probe acc")},
                                     "s to score": st.column_config.NumberColumn(
-                                        format="%.1f", help="One forward pass over the data and the scores"),
+                                        format="%.1f", help="One forward pass over the training images and the scores"),
                                     "h_score": st.column_config.NumberColumn(
                                         "h_score (shrinkage)", format="%.3f",
                                         help="Bao et al.'s H-score with a Ledoit–Wolf covariance, scaled by "
