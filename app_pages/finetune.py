@@ -5,6 +5,8 @@ import streamlit as st
 from tlcore import zoo
 from tlcore.finetune import (
     AUGMENTATIONS,
+    AUTO_MAX_BATCH,
+    AUTO_MIN_STEPS,
     BN_MODES,
     DEFAULT_BATCH,
     OPTIMIZERS,
@@ -47,7 +49,9 @@ with st.expander("Training settings", expanded=False):
                          help="The peak rate (cosine schedule). Defaults: 0.1 for a new head alone, 0.02 otherwise.")
     mult = k2.number_input("Backbone rate × ", value=0.1, min_value=0.0, max_value=1.0, format="%.3f")
     epochs = k3.number_input("Epochs", value=5, min_value=1, max_value=100)
-    batch = k4.number_input("Batch size", value=DEFAULT_BATCH, min_value=1, max_value=1024)
+    batch = k4.number_input("Batch size", value=None, min_value=1, max_value=1024, placeholder="auto",
+                            help=f"Empty: automatic — {DEFAULT_BATCH} on a CPU; on a GPU up to {AUTO_MAX_BATCH} while "
+                                 f"every epoch keeps {AUTO_MIN_STEPS} updates, the rates above scaled with it.")
     k5, k6, k7, k8, k9 = st.columns(5)
     optimizer = k5.selectbox("Optimizer", OPTIMIZERS)
     schedule = k6.selectbox("Rate schedule", SCHEDULES, format_func={"cosine": "warm-up + cosine",
@@ -59,7 +63,7 @@ with st.expander("Training settings", expanded=False):
                                 "'train' updates them on your data (the prefix then cannot be cached).")
     seed = k9.number_input("Seed", value=0, min_value=0)
 cfg = TrialConfig(model=model_key, pretrained=pretrained, freeze=freeze, lr=float(lr), backbone_lr_mult=float(mult),
-                  optimizer=optimizer, schedule=schedule, epochs=int(epochs), batch_size=int(batch), augment=tuple(augment),
+                  optimizer=optimizer, schedule=schedule, epochs=int(epochs), batch_size=None if batch is None else int(batch), augment=tuple(augment),
                   bn_mode=bn_mode, seed=int(seed), probe_block=probe_block)
 label = f"{ds.name}@{ds.size}px#{ds.fingerprint}"
 frame = fv.runs_frame()  # the run history, read once per page run (again only after a submission)

@@ -1,11 +1,24 @@
 """Trials learn, never touch the shared model, respect the freeze depth, and refuse bad input."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from tlcore import data, zoo
 from tlcore.device import pick_device
-from tlcore.finetune import DEFAULT_LR, PROBE_LR, TrialCancelled, TrialConfig, augment, run_trial
+from tlcore.finetune import (
+    AUTO_MAX_BATCH,
+    AUTO_MIN_STEPS,
+    DEFAULT_BATCH,
+    DEFAULT_LR,
+    PROBE_LR,
+    TrialCancelled,
+    TrialConfig,
+    augment,
+    auto_batch,
+    run_trial,
+)
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +92,38 @@ def test_the_learning_rate_suits_the_freeze_depth_unless_chosen():
     assert TrialConfig(model="efficientnet_lite0", freeze="all").lr == PROBE_LR
     assert TrialConfig(model="efficientnet_lite0", freeze=3).lr == DEFAULT_LR != PROBE_LR
     assert TrialConfig(model="efficientnet_lite0", freeze="all", lr=0.5).lr == 0.5
+
+
+@pytest.mark.parametrize(("n_train", "kind", "batch"), [
+    (100_000, "cpu", DEFAULT_BATCH),  # compute-bound on a CPU: the batch stays
+    (100, "cuda", DEFAULT_BATCH), (2 * DEFAULT_BATCH * AUTO_MIN_STEPS - 1, "cuda", DEFAULT_BATCH),
+    (2 * DEFAULT_BATCH * AUTO_MIN_STEPS, "cuda", 2 * DEFAULT_BATCH), (1600, "cuda", 2 * DEFAULT_BATCH),
+    (100_000, "cuda", AUTO_MAX_BATCH), (100_000, "mps", AUTO_MAX_BATCH),
+])
+def test_an_automatic_batch_grows_on_a_gpu_only_while_epochs_keep_their_updates(n_train, kind, batch):
+    assert auto_batch(n_train, torch.device(kind)) == batch
+    assert n_train // batch >= AUTO_MIN_STEPS or batch == DEFAULT_BATCH
+
+
+def test_an_automatic_batch_scales_the_rates_and_a_chosen_one_is_kept():
+    auto = TrialConfig(model="efficientnet_lite0", freeze=3, backbone_lr_mult=0.1)
+    assert auto.batch_size is None
+    on_gpu = auto.for_run(1600, torch.device("cuda"))  # a plain config: no GPU needed to resolve it
+    assert on_gpu.batch_size == 64 and on_gpu.lr == pytest.approx(2 * DEFAULT_LR)
+    assert on_gpu.backbone_lr_mult == 0.1  # the backbone's rate follows the head's
+    assert auto.for_run(1600, torch.device("cpu")) == dataclasses.replace(auto, batch_size=DEFAULT_BATCH)  # rate kept
+    chosen = TrialConfig(model="efficientnet_lite0", freeze=3, batch_size=16)
+    assert chosen.for_run(100_000, torch.device("cuda")) is chosen
+    with pytest.raises(ValueError, match="batch size must be at least 1"):
+        TrialConfig(model="efficientnet_lite0", batch_size=0).check()
+
+
+def test_a_trial_records_the_batch_and_rate_it_ran_with(digits):
+    result = run_trial(TrialConfig(model="efficientnet_lite0", freeze="all", epochs=1), digits)
+    dev = pick_device(None)
+    expected = auto_batch(len(digits.train_idx), dev)
+    assert result.timings.batch_size == expected == result.config["batch_size"]
+    assert result.config["lr"] == pytest.approx(PROBE_LR * expected / DEFAULT_BATCH)
 
 
 def test_no_validation_images_is_refused_not_a_silent_100_percent():

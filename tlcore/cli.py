@@ -137,7 +137,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                       backbone_lr_mult=args.backbone_lr_mult, optimizer=args.optimizer, epochs=args.epochs,
                       augment=tuple(args.augment), seed=args.seed, probe_block=args.probe_block,
                       bn_mode=args.bn_mode, precision=args.precision, schedule=args.schedule,
-                      **({"batch_size": args.batch_size} if args.batch_size else {}))
+                      batch_size=args.batch_size)
     cfg.check()
     dataset = data.load(args.data, size=args.size, max_per_class=args.max_per_class, seed=args.seed)
 
@@ -510,7 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="cosine: linear warm-up, then cosine decay to zero; the rates given are its peak")
     ft.add_argument("--bn-mode", choices=BN_MODES, default="frozen", help="BatchNorm statistics in frozen blocks")
     ft.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto: bf16 autocast on CUDA")
-    ft.add_argument("--batch-size", type=_positive_int, default=None, help="default: TrialConfig's")
+    ft.add_argument("--batch-size", type=_positive_int, default=None,
+                    help="default: automatic — 32 on a CPU; on a GPU up to 256 while every epoch keeps 20 updates, "
+                         "the learning rates scaled with it")
     ft.add_argument("--augment", nargs="*", choices=AUGMENTATIONS, default=["flip"])
     ft.add_argument("--scratch", action="store_true", help="random weights: training from scratch")
     ft.add_argument("--size", type=_positive_int, default=128, help="dataset resolution in px")

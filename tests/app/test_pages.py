@@ -228,6 +228,8 @@ def test_finetune_page_runs_each_kind_of_trial(freeze, scratch):
     assert kept["status"] == "done", kept["error"]
     assert kept["config"]["freeze"] == freeze and kept["config"]["pretrained"] is not scratch
     assert len(kept["history"]) == 2 and "digits@32px" in kept["dataset"]
+    assert at.number_input[3].label == "Batch size" and at.number_input[3].value is None  # left on auto
+    assert kept["config"]["batch_size"] is None and kept["result"]["timings"]["batch_size"] >= 1
 
 
 def test_a_trial_survives_a_page_switch_and_cancel_on_the_page_stops_it():

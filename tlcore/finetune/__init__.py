@@ -16,6 +16,8 @@ over the data, caches the features, then trains only the new head on them.
 from tlcore.finetune.augment import augment
 from tlcore.finetune.config import (
     AUGMENTATIONS,
+    AUTO_MAX_BATCH,
+    AUTO_MIN_STEPS,
     BN_MODES,
     DEFAULT_BATCH,
     DEFAULT_LR,
@@ -29,10 +31,11 @@ from tlcore.finetune.config import (
     TrialCancelled,
     TrialConfig,
     TrialResult,
+    auto_batch,
     default_lr,
 )
 from tlcore.finetune.surgery import replace_head
 from tlcore.finetune.trial import run_trial
 
 __all__ = ["DEFAULT_LR", "PROBE_LR", "default_lr", "AUGMENTATIONS", "BN_MODES", "DEFAULT_BATCH", "OPTIMIZERS", "PRECISIONS", "SCHEDULES", "EpochStats",
-           "Freeze", "Timings", "TrialCancelled", "TrialConfig", "TrialResult", "augment", "replace_head", "run_trial"]
+           "AUTO_MAX_BATCH", "AUTO_MIN_STEPS", "auto_batch", "Freeze", "Timings", "TrialCancelled", "TrialConfig", "TrialResult", "augment", "replace_head", "run_trial"]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
+
+import torch
 
 from tlcore import features, zoo
 from tlcore.settings import demo_mode, limits
@@ -17,6 +19,11 @@ BN_MODES = ("frozen", "train")  # BatchNorm statistics in frozen blocks: kept, o
 PRECISIONS = ("auto", "float32", "bfloat16")  # auto: mixed precision on CUDA, fp32 elsewhere
 SCHEDULES = ("cosine", "constant")  # cosine: a short linear warm-up, then cosine decay to zero
 DEFAULT_BATCH = 32  # small datasets need steps: 5 epochs of 250 images at 64 are only 20 updates
+# An automatic batch grows on a GPU only while every epoch keeps this many updates, up to the max.
+# bench/batch_accuracy.py (5 epochs, 480–1,438 training images): with the rates scaled linearly,
+# 64 where it leaves ≥ 20 updates matched 32 (+0.005 on average); 128 and 256 lost up to 4 and 5 points.
+AUTO_MIN_STEPS = 20
+AUTO_MAX_BATCH = 256
 # Peak rates for the cosine default: twice the constant rates used before it (cosine's mean is half
 # its peak). bench/schedule_accuracy.py measures both against the old constant ones.
 DEFAULT_LR = 0.02  # a trial that fine-tunes blocks (they learn at this × backbone_lr_mult)
@@ -39,7 +46,7 @@ class TrialConfig:
     optimizer: Literal["sgd", "adamw"] = "sgd"
     schedule: Literal["cosine", "constant"] = "cosine"
     epochs: int = 5
-    batch_size: int = DEFAULT_BATCH
+    batch_size: int | None = None  # None: automatic (auto_batch), the rates then scale with it
     augment: tuple[str, ...] = ("flip",)  # any of "flip", "crop"
     bn_mode: Literal["frozen", "train"] = "frozen"  # BatchNorm statistics in frozen blocks
     seed: int = 0
@@ -57,6 +64,15 @@ class TrialConfig:
         """Autocast where the device has a lower precision ("auto" and "bfloat16" both ask for it)."""
         return self.precision != "float32"
 
+    def for_run(self, n_train: int, device: torch.device) -> TrialConfig:
+        """The config as it runs on ``device``: an automatic batch chosen for the device and the
+        number of training images, and then the rates scaled with it (the linear scaling rule,
+        Goyal et al. 2017: the rates given are per batch of DEFAULT_BATCH)."""
+        if self.batch_size is not None:
+            return self
+        batch = auto_batch(n_train, device)
+        return replace(self, batch_size=batch, lr=self.lr * batch / DEFAULT_BATCH)
+
     def check(self) -> None:
         """Raise ValueError naming the valid choices (the model's blocks from the zoo; an unknown
         model is zoo.UnknownModelError)."""
@@ -71,7 +87,7 @@ class TrialConfig:
             if self.probe_block not in choices:
                 raise ValueError(f"unknown block {self.probe_block!r}; choose one of: "
                                  f"{', '.join(choices)} or {features.PENULTIMATE}")
-        if self.epochs < 1 or self.batch_size < 1:
+        if self.epochs < 1 or (self.batch_size is not None and self.batch_size < 1):
             raise ValueError("epochs and batch size must be at least 1")
         cap = limits().max_epochs
         if self.epochs > cap:
@@ -85,6 +101,18 @@ class TrialConfig:
         bad = set(self.augment) - set(AUGMENTATIONS)
         if bad:
             raise ValueError(f"unknown augmentation {sorted(bad)}; choose from {', '.join(AUGMENTATIONS)}")
+
+
+def auto_batch(n_train: int, device: torch.device) -> int:
+    """The batch "auto" stands for. DEFAULT_BATCH on a CPU, where training is compute-bound and a
+    larger batch is no faster (DESIGN §6); on a GPU, where small batches leave it idle, the largest
+    power of two up to AUTO_MAX_BATCH that still gives every epoch AUTO_MIN_STEPS updates."""
+    batch = DEFAULT_BATCH
+    if device.type == "cpu":
+        return batch
+    while batch * 2 <= AUTO_MAX_BATCH and n_train // (batch * 2) >= AUTO_MIN_STEPS:
+        batch *= 2
+    return batch
 
 
 @dataclass

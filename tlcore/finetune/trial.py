@@ -34,6 +34,7 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
         raise DatasetError("no validation images: every class needs at least 2 images "
                            "(one to train on, one to check on)")
     dev = device if isinstance(device, torch.device) else pick_device(device)
+    cfg = cfg.for_run(len(dataset.train_idx), dev)  # an automatic batch, and rates to match
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     base = _base_model(cfg, spec, model, dev)
