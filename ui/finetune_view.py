@@ -172,6 +172,14 @@ def freeze_label(freeze, probe_block: str | None) -> str:
     return str(freeze)
 
 
+def batch_label(cfg: dict, result: dict | None) -> str:
+    """The batch a run trained with: '64 (auto)' once an automatic one is known, 'auto' before."""
+    ran = (result or {}).get("timings", {}).get("batch_size")
+    if cfg.get("batch_size") is not None:
+        return str(ran or cfg["batch_size"])  # chosen (smaller when memory ran out)
+    return f"{ran} (auto)" if ran else "auto"
+
+
 def runs_frame() -> pd.DataFrame:
     rows = []
     for r in visible_runs():
@@ -181,7 +189,7 @@ def runs_frame() -> pd.DataFrame:
         rows.append({"run": r["id"], "status": r["status"], "model": model_name(r["model"]),
                      "freeze": freeze_label(cfg.get("freeze"), cfg.get("probe_block")),
                      "pretrained": cfg.get("pretrained"),
-                     "epochs": f"{len(r['history'])}/{cfg.get('epochs')}",
+                     "epochs": f"{len(r['history'])}/{cfg.get('epochs')}", "batch": batch_label(cfg, r["result"]),
                      "val acc": r["result"]["val_acc"] if r["result"] else (r["history"][-1]["val_acc"] if r["history"] else None),
                      "best val acc": best, "s/epoch": sum(epochs_s) / len(epochs_s) if epochs_s else None,
                      "s to 1st epoch": (r["result"] or {}).get("timings", {}).get("first_epoch_s"),

@@ -230,6 +230,17 @@ def test_finetune_page_runs_each_kind_of_trial(freeze, scratch):
     assert len(kept["history"]) == 2 and "digits@32px" in kept["dataset"]
     assert at.number_input[3].label == "Batch size" and at.number_input[3].value is None  # left on auto
     assert kept["config"]["batch_size"] is None and kept["result"]["timings"]["batch_size"] >= 1
+    row = finetune_view.runs_frame().set_index("run").loc[run_id]
+    assert row["batch"] == f"{kept['result']['timings']['batch_size']} (auto)"
+
+
+def test_the_run_history_says_which_batch_a_run_trained_with():
+    from ui.finetune_view import batch_label
+
+    assert batch_label({"batch_size": None}, None) == "auto"  # queued: not chosen yet
+    assert batch_label({"batch_size": None}, {"timings": {"batch_size": 64}}) == "64 (auto)"
+    assert batch_label({"batch_size": 32}, {"timings": {"batch_size": 8}}) == "8"  # halved: out of memory
+    assert batch_label({"batch_size": 32}, None) == "32"
 
 
 def test_a_trial_survives_a_page_switch_and_cancel_on_the_page_stops_it():
