@@ -145,6 +145,8 @@ def extract_many(spec: zoo.ModelSpec, dataset: Dataset, blocks: list[str], *, mo
     the model on the missing images only."""
     size = input_size(spec, dataset)
     wanted = torch.arange(len(dataset)) if rows is None else torch.as_tensor(rows, dtype=torch.long)
+    if not len(wanted):
+        raise ValueError("no images to compute features of")
     keys = {b: _key(spec, dataset, b, size, view) for b in blocks}
     held = {b: _cached(keys[b], dataset.private) for b in blocks}
     lacking = [b for b in blocks if held[b] is None or not held[b].done[wanted].all()]
