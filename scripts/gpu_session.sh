@@ -4,7 +4,8 @@
 #   bash scripts/gpu_carry.sh                        # .whl/ (and `lite12` → .whl12/ for those tests)
 # Then device `run` with carry [".whl"], command `bash scripts/gpu_session.sh PART`, PART one of:
 #   tests    the whole suite (e2e skips itself: no Chromium there)
-#   trials   bench/finetune_speed.py --images 2000, --freeze last and --freeze all; bench/score_speed.py
+#   trials   bench/finetune_speed.py --images 2000, --freeze last (automatic batch, and 16) and --freeze all;
+#            bench/score_speed.py
 #   rest     bench/data_speed.py, bench/zoo_sweep.py, bench/vis_speed.py
 # and with carry [".whl12"], `bash scripts/gpu_session.sh lite12` (tests/zoo, which uses all three Lite
 # models: both folders together would pass the 64 MiB a call may carry).
@@ -40,6 +41,7 @@ case "${1:-}" in
     log pytest-lite12 python3 -m pytest -q -p no:cacheprovider -rfE tests/zoo ;;
   trials)
     log finetune-last python3 bench/finetune_speed.py --images 2000 --freeze last
+    log finetune-last-b16 python3 bench/finetune_speed.py --images 2000 --freeze last --batch 16  # the first run's batch
     log finetune-all python3 bench/finetune_speed.py --images 2000 --freeze all
     log score python3 bench/score_speed.py --models efficientnet_lite0 --size 224 --per-class 200 --epochs 10 ;;
   rest)
