@@ -6,7 +6,8 @@
 #   tests    the whole suite (e2e skips itself: no Chromium there)
 #   trials   bench/finetune_speed.py --images 2000, --freeze last (automatic batch, and 16) and --freeze all;
 #            bench/score_speed.py
-#   rest     bench/data_speed.py, bench/zoo_sweep.py, bench/vis_speed.py
+#   rest     bench/data_speed.py, bench/zoo_sweep.py (all, then resnet + mobilenet_v3 against measure()),
+#            bench/vis_speed.py
 # and with carry [".whl12"], `bash scripts/gpu_session.sh lite12` (tests/zoo, which uses all three Lite
 # models: both folders together would pass the 64 MiB a call may carry).
 set -uo pipefail
@@ -47,5 +48,6 @@ case "${1:-}" in
   rest)
     log data python3 bench/data_speed.py --widths 1024 2048
     log zoo python3 bench/zoo_sweep.py --batch 1 64 --dtype float32 bfloat16
+    log zoo-compare python3 bench/zoo_sweep.py --family resnet mobilenet_v3 --batch 1 64 --dtype float32 bfloat16 --compare
     log vis python3 bench/vis_speed.py --device cuda ;;
 esac

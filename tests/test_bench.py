@@ -115,3 +115,91 @@ def test_a_measurement_overlapping_other_work_on_the_device_is_marked():
     finally:
         bench.time_calls = original
     assert bench.measure(spec, batch=1, device="cpu", repeats=3, save=False).under_load is False
+
+
+class Sleepy(nn.Module):
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds, self.calls = seconds, 0
+        self.lin = nn.Linear(1, 1)
+
+    def forward(self, x):
+        import time
+        self.calls += 1
+        time.sleep(self.seconds)
+        return x
+
+
+def test_time_calls_stops_once_the_target_is_reached_after_the_minimum_calls():
+    slow = Sleepy(0.03)
+    times = bench.time_calls(slow, torch.zeros(1), warmup=3, repeats=50, target_seconds=0.05, min_repeats=5)
+    assert len(times) == 5  # the target (0.05 s) was reached after two calls: the minimum decides
+    assert slow.calls == 5 + 2  # warm-up stopped once it had taken the target's time
+    fast = bench.time_calls(CountingNet(), torch.zeros(1), warmup=1, repeats=30, target_seconds=10.0)
+    assert len(fast) == 30  # far below the target: the repeat cap decides
+
+
+def test_sweep_times_each_architecture_once_for_all_its_weights(monkeypatch):
+    built = []
+    original_build = bench.build
+    monkeypatch.setattr(bench, "build", lambda spec: built.append(spec.key) or original_build(spec))
+    specs = [zoo.get_spec(k) for k in ("mobilenet_v3_small.IMAGENET1K_V1", "mobilenet_v3_large.IMAGENET1K_V1",
+                                       "mobilenet_v3_large.IMAGENET1K_V2")]
+    assert bench.same_compute(specs[1]) == bench.same_compute(specs[2]) != bench.same_compute(specs[0])
+    steps = list(bench.sweep(specs, device=torch.device("cpu"), batches=[1, 2], dtypes=["float32", "bfloat16"],
+                             warmup=1, repeats=2))
+    assert built == [specs[0].key, specs[1].key]  # one build per architecture
+    assert [(s.keys, s.batch, s.dtype) for s in steps] == [
+        (keys, b, d) for keys in ((specs[0].key,), (specs[1].key, specs[2].key))
+        for d in ("float32", "bfloat16") for b in (1, 2)]
+    saved = {(r.model, r.batch, r.dtype): r for r in bench.saved_results(torch.device("cpu"))}
+    for step in steps:
+        assert step.result.runs == 2 and step.result.dtype == step.dtype and step.result.batch == step.batch
+        for key in step.keys:  # saved under every weight that shares the architecture, same figures
+            assert saved[key, step.batch, step.dtype].median_ms == step.result.median_ms
+
+
+def test_sweep_reports_out_of_memory_and_goes_on(monkeypatch):
+    original = bench.time_model
+
+    def no_room_at_batch_2(spec, net, *, batch, **kw):
+        if batch == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return original(spec, net, batch=batch, **kw)
+
+    monkeypatch.setattr(bench, "time_model", no_room_at_batch_2)
+    specs = [zoo.get_spec("mobilenet_v3_small.IMAGENET1K_V1")]
+    steps = list(bench.sweep(specs, device=torch.device("cpu"), batches=[2, 1], dtypes=["float32"],
+                             warmup=1, repeats=2))
+    assert [s.result is None for s in steps] == [True, False]
+
+
+def test_build_on_falls_back_to_a_cpu_build(monkeypatch):
+    spec = zoo.get_spec("mobilenet_v3_small")
+    calls = []
+
+    def fails_under_a_device_context(spec):
+        calls.append(spec.key)
+        if len(calls) == 1:
+            raise RuntimeError("cannot build there")
+        return zoo.build(spec)
+
+    monkeypatch.setattr(bench, "build", fails_under_a_device_context)
+    model = bench.build_on(spec, torch.device("cpu"))
+    assert len(calls) == 2 and not model.training
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA events need a CUDA device")
+def test_cuda_event_timing_agrees_with_the_wall_clock():
+    import time
+
+    net = nn.Sequential(*[nn.Linear(2048, 2048) for _ in range(8)]).cuda().eval()
+    x = torch.randn(512, 2048, device="cuda")
+    events = bench.time_calls(net, x, warmup=3, repeats=10)
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        for _ in range(10):
+            net(x)
+        torch.cuda.synchronize()
+    wall = (time.perf_counter() - t0) * 1e2  # ms per call
+    assert 0.5 * wall < sorted(events)[5] < 2.0 * wall

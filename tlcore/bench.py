@@ -12,7 +12,8 @@ import datetime as dt
 import statistics
 import threading
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
 
 import pandas as pd
 import torch
@@ -56,30 +57,59 @@ def result_key(device: str, model: str, batch: int, dtype: str, channels_last: b
 
 
 def time_calls(model: nn.Module, x: torch.Tensor, *, warmup: int = 3, repeats: int = 20,
-               max_seconds: float = 10.0) -> list[float]:
-    """Milliseconds per ``model(x)`` call: ``repeats`` timed calls after ``warmup`` untimed ones.
+               max_seconds: float = 10.0, target_seconds: float | None = None,
+               min_repeats: int = 5) -> list[float]:
+    """Milliseconds per ``model(x)`` call: up to ``repeats`` timed calls after up to ``warmup``
+    untimed ones.
 
-    Stops early (after at least 3 timed calls) once ``max_seconds`` of timing have passed, so
-    a huge model on a small CPU still returns.
+    With ``target_seconds``, timing stops once ``min_repeats`` calls have run and together took
+    that long (a sweep of the whole zoo cannot give a 3-second call 20 repeats), and warm-up stops
+    once it took that long. In any case timing stops early (after at least 3 timed calls) once
+    ``max_seconds`` have passed, so a huge model on a small CPU still returns.
     """
-    device = x.device
+    call = _clock(model, x)
+    warm_limit = max_seconds / 2 if target_seconds is None else min(max_seconds / 2, target_seconds)
     times: list[float] = []
     with torch.inference_mode():
         started = time.perf_counter()
         for _ in range(warmup):  # a huge model on a small CPU gets one warm-up call, not three
-            model(x)
-            synchronize(device)
-            if time.perf_counter() - started > max_seconds / 2:
+            call()
+            if time.perf_counter() - started > warm_limit:
                 break
         started = time.perf_counter()
         while len(times) < repeats:
-            t0 = time.perf_counter()
-            model(x)
-            synchronize(device)
-            times.append((time.perf_counter() - t0) * 1e3)
+            times.append(call())
             if len(times) >= 3 and time.perf_counter() - started > max_seconds:
                 break
+            if target_seconds is not None and len(times) >= min_repeats and sum(times) >= target_seconds * 1e3:
+                break
     return times
+
+
+def _clock(model: nn.Module, x: torch.Tensor) -> Callable[[], float]:
+    """A function that runs ``model(x)`` once and returns its milliseconds. On CUDA the GPU's own
+    clock (CUDA events around the call, waited for), so the figure is the GPU's span from the
+    call's first queued kernel to its last, launch gaps included; elsewhere the wall clock, read
+    after the device has finished."""
+    if x.device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+        def on_gpu() -> float:
+            start.record()
+            model(x)
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end)
+
+        return on_gpu
+
+    def on_wall_clock() -> float:
+        t0 = time.perf_counter()
+        model(x)
+        synchronize(x.device)
+        return (time.perf_counter() - t0) * 1e3
+
+    return on_wall_clock
 
 
 def p90(values: list[float]) -> float:
@@ -140,23 +170,98 @@ def measure(spec: ModelSpec, *, batch: int = 1, device: str | torch.device | Non
     torch_dtype = parse_dtype(dtype, dev)
     weights = weights or ("pretrained" if model is not None else "random")
     net = prepare(model if model is not None else build(spec), dev, torch_dtype, channels_last)
-    x = torch.randn(batch, 3, spec.crop_size, spec.crop_size, device=dev, dtype=torch_dtype)
+    result = time_model(spec, net, batch=batch, dtype=dtype, channels_last=channels_last, weights=weights,
+                        warmup=warmup, repeats=repeats, max_seconds=max_seconds)
+    del net  # free device memory before the next model
+    if save:
+        save_results([result])
+    return result
+
+
+def time_model(spec: ModelSpec, net: nn.Module, *, batch: int, dtype: str, channels_last: bool,
+               weights: str, **timing) -> BenchResult:
+    """Time ``net`` — already on its device in ``dtype`` and layout — on a random batch at
+    ``spec``'s crop size; ``timing`` goes to ``time_calls``."""
+    first = next(net.parameters())
+    dev = first.device
+    x = torch.randn(batch, 3, spec.crop_size, spec.crop_size, device=dev, dtype=first.dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with _TIMING_LOCK, watch_load(dev) as loaded:
-        times = time_calls(net, x, warmup=warmup, repeats=repeats, max_seconds=max_seconds)
-    del net, x  # free device memory before the next model
+        times = time_calls(net, x, **timing)
+    del x
     median = statistics.median(times)
-    result = BenchResult(
+    return BenchResult(
         model=spec.key, device=dev.type, device_name=device_name(dev), batch=batch, dtype=dtype,
         channels_last=channels_last, resolution=spec.crop_size, median_ms=round(median, 4),
         p90_ms=round(p90(times), 4), images_per_s=round(batch * 1e3 / median, 2), runs=len(times),
         weights=weights, torch_version=torch.__version__,
         measured_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), under_load=loaded[0],
     )
-    if save:
-        paths.update_json(CACHE, result.cache_key(), asdict(result))
-    return result
+
+
+def save_results(results: list[BenchResult]) -> None:
+    paths.update_json_many(CACHE, {r.cache_key(): asdict(r) for r in results})
+
+
+def same_compute(spec: ModelSpec) -> tuple:
+    """Weights that share this key run the same network at the same resolution: one timing
+    serves them all (an architecture-only timing does not depend on the weights' values)."""
+    return (spec.source, spec.model, spec.crop_size, spec.arch_kwargs)
+
+
+def build_on(spec: ModelSpec, device: torch.device) -> nn.Module:
+    """``spec`` with random weights, initialised on ``device`` itself: a GPU fills ViT-H's 632 M
+    parameters in milliseconds, where the CPU's initialisation takes seconds. Falls back to a
+    CPU build for an architecture whose constructor cannot run on ``device``."""
+    try:
+        with torch.device(device):
+            return build(spec).eval()
+    except (RuntimeError, TypeError, NotImplementedError):
+        return build(spec).eval().to(device)
+
+
+@dataclass(frozen=True)
+class SweepStep:
+    """One configuration of one architecture: its result (None: out of memory) for every key in
+    ``keys`` (the weights that share the architecture and resolution)."""
+    keys: tuple[str, ...]
+    batch: int
+    dtype: str
+    result: BenchResult | None
+
+
+def sweep(specs: list[ModelSpec], *, device: torch.device, batches: list[int], dtypes: list[str],
+          channels_last: bool = False, **timing) -> Iterator[SweepStep]:
+    """Time every spec at every batch × dtype, saving as it goes. Each architecture × resolution
+    is built once, on the device, and converted in place from one dtype to the next (the sweep
+    owns it: no copy per configuration), then timed once for all the weights that share it."""
+    groups: dict[tuple, list[ModelSpec]] = {}
+    for spec in specs:
+        groups.setdefault(same_compute(spec), []).append(spec)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for group in groups.values():
+        keys = tuple(s.key for s in group)
+        net = build_on(group[0], device)
+        for dtype in dtypes:
+            net.to(dtype=parse_dtype(dtype, device), memory_format=fmt)
+            for batch in batches:
+                try:
+                    r = time_model(group[0], net, batch=batch, dtype=dtype, channels_last=channels_last,
+                                   weights="random", **timing)
+                except torch.OutOfMemoryError:
+                    _free(device)
+                    yield SweepStep(keys, batch, dtype, None)
+                    continue
+                save_results([replace(r, model=key) for key in keys])
+                yield SweepStep(keys, batch, dtype, r)
+        del net
+        _free(device)
+
+
+def _free(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def saved_results(device: torch.device | None = None) -> list[BenchResult]:

@@ -251,9 +251,14 @@ _write_lock = threading.Lock()
 
 def update_json(name: str, key: str, value: Any) -> None:
     """Set ``key`` in the JSON dict ``name``; atomic replace, so readers never see half a file."""
+    update_json_many(name, {key: value})
+
+
+def update_json_many(name: str, items: dict[str, Any]) -> None:
+    """Set several keys of the JSON dict ``name`` in one read and one atomic write."""
     with _write_lock:
         data = read_json(name)
-        data[key] = value
+        data.update(items)
         write_atomically(cache_file(name), lambda f: f.write(json.dumps(data, indent=0).encode()))
 
 

@@ -153,7 +153,11 @@ COLUMN_CONFIG = {
     "params_m": st.column_config.NumberColumn("Params (M)", format="%.2f"),
     "gflops": st.column_config.NumberColumn("GFLOPs", format="%.2f", help="Multiply-adds per image (1e9)"),
     "median_ms": st.column_config.NumberColumn("Latency ms", format="%.2f",
-                                               help="Median per batch, measured here (this configuration)"),
+                                               help="Median per batch, measured here (this configuration): eager PyTorch in "
+                                                    "inference mode at the weights' crop size, timed with CUDA "
+                                                    "events on a GPU and the wall clock elsewhere; float32 is "
+                                                    "PyTorch's default math (on NVIDIA GPUs TF32 convolutions, "
+                                                    "float32 matrix products)"),
     "images_per_s": st.column_config.NumberColumn("Images/s", format="%.1f"),
     "under_load": st.column_config.CheckboxColumn(
         "Under load", help="A trial, render or feature pass ran on this device while it was timed: the "
