@@ -27,6 +27,21 @@ def test_head_and_backbone_rates_survive_the_split_into_decay_groups():
     assert rate[id(net[0].weight)] == rate[id(net[0].bias)] == pytest.approx(0.01)
 
 
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_the_optimizer_is_fused_exactly_when_every_parameter_is_on_a_gpu(name):
+    net = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
+    assert not optim.optimizer(net, TrialConfig(model="m", optimizer=name)).defaults.get("fused")
+    if not torch.cuda.is_available():
+        return
+    net.cuda()
+    opt = optim.optimizer(net, TrialConfig(model="m", optimizer=name))
+    assert opt.defaults["fused"] is True
+    net(torch.randn(4, 3, device="cuda")).sum().backward()
+    before = net[0].weight.detach().clone()
+    opt.step()  # the fused kernel runs and moves the weights
+    assert not torch.equal(before, net[0].weight)
+
+
 def _trace(cfg: TrialConfig, images_per_epoch: int, batches: list[int]) -> list[float]:
     """The rate each optimizer step used, for steps of the given batch sizes."""
     p = nn.Parameter(torch.zeros(1))
