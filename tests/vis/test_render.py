@@ -218,3 +218,25 @@ def test_a_size_too_small_for_a_deep_layer_is_a_message():
     model = zoo.load(spec, pretrained=False)
     with pytest.raises(ValueError, match="too small for the network"):
         R.render(spec, model, R.RenderConfig(layer="features.12", steps=2, size=16), [0], use_cache=False)
+
+
+def test_the_image_is_made_in_float32_and_only_the_model_runs_in_mixed_precision(lite, monkeypatch):
+    """On a GPU renders run under bf16 autocast; the parameterisation (an FFT and a colour product)
+    must stay float32 there, or the pixels come from a bf16 tensor. Simulated with CPU autocast."""
+    spec, model = lite
+    made, original = [], R.fft_image
+
+    def recording(*args, **kw):
+        spectrum, image = original(*args, **kw)
+
+        def checked():
+            out = image()
+            made.append((torch.is_autocast_enabled("cpu"), out.dtype))
+            return out
+
+        return spectrum, checked
+
+    monkeypatch.setattr(R, "fft_image", recording)
+    monkeypatch.setattr(R, "autocast", lambda dev: torch.autocast("cpu", dtype=torch.bfloat16))
+    R.render(spec, model, cfg(steps=2), [0], use_cache=False)
+    assert made == [(False, torch.float32)] * 3  # two steps and the final image

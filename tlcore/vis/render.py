@@ -198,17 +198,20 @@ def _optimise(model: nn.Module, spec: zoo.ModelSpec, cfg: RenderConfig, targets:
         for step in range(cfg.steps):
             if should_stop is not None and should_stop():
                 raise RenderCancelled()
-            with autocast(dev), too_small_as_message(f"{cfg.layer} at {cfg.size} px", first=step == 0):
-                acts = capture(features.standardise(robust(image(), step), spec))
+            with too_small_as_message(f"{cfg.layer} at {cfg.size} px", first=step == 0):
+                x = features.standardise(robust(image(), step), spec)  # the image itself stays float32
+                with autocast(dev):  # only the model runs in mixed precision
+                    acts = capture(x)
             loss = objective(lambda name, acts=acts: acts[name].float())
             opt.zero_grad(set_to_none=True)
             loss.backward(inputs=[spectrum])  # the image's gradient only: the model is never written
             opt.step()
             if on_step is not None:
                 on_step(step + 1, cfg.steps)
-        with torch.no_grad(), autocast(dev):
-            final = image()
-            layer = capture(features.standardise(final, spec))[cfg.layer].float()
+        with torch.no_grad():
+            final = image()  # outside autocast: its colour product would run in bf16 on a GPU
+            with autocast(dev):
+                layer = capture(features.standardise(final, spec))[cfg.layer].float()
     pixels = (final.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
     means = layer.mean(dim=(2, 3)).cpu()  # N×C: each image's mean activation per channel
     share = (time.perf_counter() - started) / len(targets)
