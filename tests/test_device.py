@@ -8,6 +8,7 @@ from tlcore.device import (
     input_format,
     parse_dtype,
     pick_device,
+    same_device,
     supported_dtypes,
 )
 
@@ -54,3 +55,13 @@ def test_cpu_inference_batches_hold_a_pixel_budget():
     cpu = torch.device("cpu")
     assert inference_batch(cpu, 224) == 2 and inference_batch(cpu, 64) == 24 and inference_batch(cpu, 16) == 64
     assert inference_batch(cpu, 1024) == 1 and inference_batch(torch.device("cuda"), 64) == 256
+
+
+def test_cuda_and_the_current_gpus_index_are_the_same_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)  # no GPU needed: only the index is read
+    cuda, first, second = torch.device("cuda"), torch.device("cuda:0"), torch.device("cuda:1")
+    assert cuda != first  # torch's own comparison, which a shared model on "cuda:0" failed
+    assert same_device(cuda, first) and same_device(first, cuda) and same_device(first, first)
+    assert not same_device(cuda, second) and not same_device(first, second)
+    assert same_device(torch.device("cpu"), torch.device("cpu"))
+    assert not same_device(torch.device("cpu"), first) and not same_device(torch.device("meta"), torch.device("cpu"))

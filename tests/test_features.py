@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from tlcore import data, features, zoo
-from tlcore.device import mixed_dtype, pick_device
+from tlcore.device import autocast, mixed_dtype, pick_device
 
 
 @pytest.fixture(scope="module")
@@ -14,16 +14,18 @@ def test_penultimate_features_are_the_classifier_input(tiny):
     spec = zoo.get_spec("efficientnet_lite0")
     feats = features.extract(spec, tiny)
     assert feats.shape == (6, 1280) and feats.dtype == torch.float32
-    model = zoo.load(spec)
-    with torch.inference_mode():
-        x = features.normalise(tiny.images, spec, tiny.size)
-        expected = model._avg_pooling(model.extract_features(x)).flatten(1)
-        logits = model(x)
-        refit = model._fc(feats)
     # features.extract runs where the app runs: fp32 on a CPU, mixed precision on a GPU. The
-    # reference is fp32; bf16 keeps 8 bits of mantissa, so a GPU's features agree to about 1 %.
-    fp32 = mixed_dtype(pick_device(None)) is None
-    rtol, atol = (1e-5, 1e-4) if fp32 else (0.05, 0.05)
+    # reference runs there too, in the same precision, so like is compared with like.
+    dev = pick_device(None)
+    model = zoo.load(spec, device=dev)
+    with torch.inference_mode(), autocast(dev):
+        x = features.normalise(tiny.images.to(dev), spec, tiny.size)
+        expected = model._avg_pooling(model.extract_features(x)).flatten(1).float().cpu()
+        logits = model(x).float().cpu()
+        refit = model._fc(feats.to(dev)).float().cpu()
+    # bf16 rounds each product's result to 8 bits of mantissa (~0.4 %); the head's 1,280-term sums
+    # see a few of those.
+    rtol, atol = (1e-5, 1e-4) if mixed_dtype(dev) is None else (2e-2, 2e-2)
     torch.testing.assert_close(feats, expected, rtol=rtol, atol=atol)
     torch.testing.assert_close(refit, logits, rtol=rtol, atol=10 * atol)
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
@@ -131,8 +133,7 @@ def test_features_of_some_rows_then_all_run_each_image_once(tiny, monkeypatch):
         assert sum(seen) == len(tiny)
     finally:
         handle.remove()
-    fp32 = mixed_dtype(pick_device(None)) is None
-    tol = {"rtol": 1e-5, "atol": 1e-4} if fp32 else {"rtol": 0.05, "atol": 0.05}
+    tol = {"rtol": 1e-5, "atol": 1e-4}  # one CPU model, float32 throughout (the cache keeps precisions apart)
     for block in ("stem", features.PENULTIMATE):
         torch.testing.assert_close(every[block], whole[block], **tol)
         torch.testing.assert_close(some[block], whole[block][rows], **tol)
@@ -150,3 +151,22 @@ def test_a_cache_entry_from_before_rows_were_tracked_is_read_whole(tiny, monkeyp
     features._MEMORY.pop(key, None)
     monkeypatch.setattr(features, "_compute", lambda *a, **k: pytest.fail("recomputed a whole entry"))
     assert torch.equal(features.extract(spec, tiny, block="stem", view=view), old)
+
+
+def test_features_are_cached_per_precision(tiny, monkeypatch):
+    """A GPU computes features in bf16: they must not be handed to a float32 caller (the CLI on
+    the CPU) from the shared cache, nor fill part of its entry."""
+    spec = zoo.get_spec("efficientnet_lite0")
+    model = zoo.load(spec)
+    view = "precision-test"
+    features.extract(spec, tiny, model=model, view=view)
+    seen, handle = _images_seen(model)
+    try:
+        monkeypatch.setattr(features, "mixed_dtype", lambda dev: torch.bfloat16)  # as a GPU would
+        features.extract(spec, tiny, model=model, view=view)
+        assert sum(seen) == len(tiny)  # the float32 entry was not served
+        monkeypatch.undo()
+        features.extract(spec, tiny, model=model, view=view)
+        assert sum(seen) == len(tiny)  # and it is still there
+    finally:
+        handle.remove()

@@ -40,6 +40,24 @@ def test_linear_probe_learns_well_above_chance(digits):
     assert len(result.history) == 8 and result.timings.features_s is not None
 
 
+def test_a_linear_probe_reads_a_shared_model_on_its_device_without_copying_it(digits, monkeypatch):
+    from tlcore.device import pick_device
+    from tlcore.finetune import trial
+
+    dev = pick_device()
+    shared = zoo.load(zoo.get_spec("efficientnet_lite0"), device=dev)  # as the app holds it: on "cuda:0"
+    original = trial.copy.deepcopy
+
+    def deepcopy(obj, *args):
+        assert obj is not shared, "the shared model was copied"
+        return original(obj, *args)
+
+    monkeypatch.setattr(trial.copy, "deepcopy", deepcopy)
+    result = run_trial(TrialConfig(model="efficientnet_lite0", freeze="all", epochs=1), digits, model=shared,
+                       device=dev)
+    assert result.history
+
+
 def test_partial_freeze_trains_only_the_tail_and_copies_the_shared_model(digits):
     spec = zoo.get_spec("efficientnet_lite0")
     shared = zoo.load(spec)
@@ -152,8 +170,11 @@ def test_cached_prefix_views_are_computed_as_training_needs_them_and_reused(digi
     assert first.timings.prefix_views_reused == 0
     again = run_trial(cfg, digits)  # another trial at the same depth: the two views it needs exist
     assert again.timings.prefix_views_reused == 2
-    assert [h.train_loss for h in again.history] == [h.train_loss for h in first.history]
-    assert [h.val_acc for h in again.history] == [h.val_acc for h in first.history]
+    # The same trial: bit for bit on a CPU; on a GPU cuDNN's bf16 weight gradients may sum in
+    # another order from run to run.
+    same = (lambda a: a) if pick_device(None).type == "cpu" else (lambda a: pytest.approx(a, rel=1e-3, abs=1e-3))
+    assert [h.train_loss for h in again.history] == same([h.train_loss for h in first.history])
+    assert [h.val_acc for h in again.history] == same([h.val_acc for h in first.history])
     longer = run_trial(TrialConfig(**{**cfg.__dict__, "epochs": 5}), digits)
     assert longer.timings.prefix_views_reused == 2 and len(longer.history) == 5
     assert run_trial(TrialConfig(**{**cfg.__dict__, "epochs": 5}), digits).timings.prefix_views_reused == 4

@@ -74,8 +74,11 @@ def test_a_retried_batch_leaves_the_cached_prefix_whole(digits, monkeypatch):
     store = sampler.store
     assert store.ready == min(3, len(store.acts))  # every view the epochs used is complete…
     with torch.no_grad():  # …and view 0 holds the prefix's output for every image, not leftovers
-        plain = sampler.prefix(features.normalise(digits.images, spec, sampler.size))
-    torch.testing.assert_close(store.acts[0].float(), plain, rtol=1e-4, atol=1e-4)
+        plain = sampler.prefix(features.normalise(sampler.images, spec, sampler.size))
+    # float32 on a GPU still means TF32 convolutions (torch's default), whose rounding differs
+    # between the store's batches of 8 and this one batch; a leftover row would be far off either way.
+    tol = 1e-4 if sampler.dev.type == "cpu" else 1e-2
+    torch.testing.assert_close(store.acts[0].float().cpu(), plain.float().cpu(), rtol=tol, atol=tol)
 
 
 def test_a_trial_that_does_not_fit_even_one_image_says_so(digits, monkeypatch):

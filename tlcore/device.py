@@ -47,6 +47,17 @@ def pick_device(prefer: str | None = None) -> torch.device:
     return torch.device(prefer)
 
 
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether two devices are one: ``torch.device("cuda") != torch.device("cuda:0")``, yet a
+    model moved to the first lives on the second (the current GPU)."""
+    def index(d: torch.device) -> int:
+        if d.index is not None:
+            return d.index
+        return torch.cuda.current_device() if d.type == "cuda" else 0
+
+    return a.type == b.type and index(a) == index(b)
+
+
 def cuda_has_bf16() -> bool:
     """bfloat16 in hardware (Ampere and later). torch's default also says yes where it is only
     emulated (T4, V100), which is slower than fp16 with loss scaling."""

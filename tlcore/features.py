@@ -18,7 +18,7 @@ from torch import nn
 
 from tlcore import paths, zoo
 from tlcore.data import Dataset
-from tlcore.device import autocast, inference_batch, input_format, pick_device, working
+from tlcore.device import autocast, inference_batch, input_format, mixed_dtype, pick_device, working
 from tlcore.hooks import Capture, Target, thread_hooks
 
 # Architectures whose input size is fixed by their position embeddings / window partition.
@@ -53,8 +53,13 @@ def input_size(spec: zoo.ModelSpec, dataset: Dataset) -> int:
     return spec.crop_size if spec.family in FIXED_INPUT else dataset.size
 
 
-def _key(spec: zoo.ModelSpec, dataset: Dataset, block: str, size: int, view: str) -> str:
+def _key(spec: zoo.ModelSpec, dataset: Dataset, block: str, size: int, view: str,
+         precision: torch.dtype | None = None) -> str:
+    """``precision``: the autocast dtype the features were computed in (None: float32), so a
+    GPU's bf16 features are never handed to a float32 caller, nor mixed with its rows."""
     raw = f"{spec.key}|{dataset.fingerprint}|{block}|{size}|{view}"
+    if precision is not None:
+        raw += f"|{precision}"
     return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
@@ -147,7 +152,8 @@ def extract_many(spec: zoo.ModelSpec, dataset: Dataset, blocks: list[str], *, mo
     wanted = torch.arange(len(dataset)) if rows is None else torch.as_tensor(rows, dtype=torch.long)
     if not len(wanted):
         raise ValueError("no images to compute features of")
-    keys = {b: _key(spec, dataset, b, size, view) for b in blocks}
+    dev = _device_for(model, device)
+    keys = {b: _key(spec, dataset, b, size, view, mixed_dtype(dev)) for b in blocks}
     held = {b: _cached(keys[b], dataset.private) for b in blocks}
     lacking = [b for b in blocks if held[b] is None or not held[b].done[wanted].all()]
     if lacking:
@@ -155,7 +161,7 @@ def extract_many(spec: zoo.ModelSpec, dataset: Dataset, blocks: list[str], *, mo
         for b in lacking:
             missing[wanted if held[b] is None else wanted[~held[b].done[wanted]]] = True
         todo = missing.nonzero().flatten()
-        model, dev = _model_on(spec, model, device)
+        model, dev = _model_on(spec, model, dev)
         computed = _compute(model.eval(), spec, dataset, lacking, size, dev,
                             batch_size or inference_batch(dev, size), todo)
         for b, feats in computed.items():
@@ -277,6 +283,13 @@ def _merge(a: list, b: list) -> list:
     (na, ma, m2a), (nb, mb, m2b) = a, b
     n, delta = na + nb, mb - ma
     return [n, ma + delta * nb / n, m2a + m2b + delta ** 2 * na * nb / n]
+
+
+def _device_for(model: nn.Module | None, device: torch.device | str | None) -> torch.device:
+    """Where features will be computed: on the given model's device, else on ``device``."""
+    if model is not None:
+        return next(model.parameters()).device
+    return device if isinstance(device, torch.device) else pick_device(device)
 
 
 def _model_on(spec: zoo.ModelSpec, model: nn.Module | None, device) -> tuple[nn.Module, torch.device]:

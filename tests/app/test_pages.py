@@ -253,7 +253,7 @@ def test_a_trial_survives_a_page_switch_and_cancel_on_the_page_stops_it():
     at.run()
     at.switch_page("app_pages/finetune.py").run()
     at.select_slider[0].set_value(0)  # fine-tune everything: many seconds per epoch here
-    at.number_input[2].set_value(20)
+    at.number_input[2].set_value(100)  # on a GPU 20 full epochs of 1,437 images can end before the click
     at.run()
     at.button[0].click().run()
     run_id = at.session_state["current_run"]
@@ -269,7 +269,7 @@ def test_a_trial_survives_a_page_switch_and_cancel_on_the_page_stops_it():
     at.button(key=f"cancel{run_id}").click().run()
     assert finetune_view.jobs().wait(120)
     kept = store.get(run_id)
-    assert kept["status"] == "cancelled" and kept["result"] is None and len(kept["history"]) < 20
+    assert kept["status"] == "cancelled" and kept["result"] is None and len(kept["history"]) < 100
     at.run()
     assert at.dataframe[0].value.set_index("run").loc[run_id, "status"] == "cancelled"
 

@@ -250,8 +250,13 @@ def test_a_server_restart_keeps_finished_runs_and_marks_the_running_one_interrup
         page.keyboard.press("Home")  # freeze 0: fine-tune everything, many seconds per epoch
         page.get_by_text("(100 %)").wait_for(timeout=60_000)
         _idle(page)
+        page.get_by_text("Training settings").click()
+        epochs = page.get_by_label("Epochs")  # many: on a GPU five would end before the server stops
+        epochs.fill("100")
+        epochs.press("Enter")
+        _idle(page)
         run.click()
-        page.get_by_text("running · epoch 1 of 5").wait_for(timeout=300_000)
+        page.get_by_text("running · epoch 1 of 100").wait_for(timeout=300_000)
         page.close()
     finally:
         _stop_server(proc)

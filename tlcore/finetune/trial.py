@@ -12,7 +12,7 @@ from torch import nn
 
 from tlcore import features, zoo
 from tlcore.data import Dataset, DatasetError
-from tlcore.device import pick_device
+from tlcore.device import pick_device, same_device
 from tlcore.finetune import optim, prefix_cache
 from tlcore.finetune.augment import augment, device_generator
 from tlcore.finetune.config import EpochStats, Timings, TrialCancelled, TrialConfig, TrialResult
@@ -84,7 +84,7 @@ def _base_model(cfg: TrialConfig, spec: zoo.ModelSpec, model: nn.Module | None, 
     if model is not None and cfg.pretrained:
         # A linear probe only reads the backbone (its hooks are removed after): the shared model
         # serves as it is, unless it would have to move to another device. Anything else trains it.
-        read_only = cfg.freeze == "all" and next(model.parameters()).device == dev
+        read_only = cfg.freeze == "all" and same_device(next(model.parameters()).device, dev)
         base = model if read_only else copy.deepcopy(model)
     else:
         base = zoo.load(spec, device="cpu", pretrained=cfg.pretrained)
