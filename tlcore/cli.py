@@ -509,7 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--schedule", choices=SCHEDULES, default=SCHEDULES[0],
                     help="cosine: linear warm-up, then cosine decay to zero; the rates given are its peak")
     ft.add_argument("--bn-mode", choices=BN_MODES, default="frozen", help="BatchNorm statistics in frozen blocks")
-    ft.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto: bf16 autocast on CUDA")
+    ft.add_argument("--precision", choices=PRECISIONS, default="auto",
+                    help="auto: mixed precision on a GPU (bf16, or fp16 with loss scaling), float32 elsewhere; "
+                         "float32 on an NVIDIA GPU keeps torch's default TF32 convolutions")
     ft.add_argument("--batch-size", type=_positive_int, default=None,
                     help="default: automatic — 32 on a CPU; on a GPU up to 256 while every epoch keeps 20 updates, "
                          "the learning rates scaled with it")
