@@ -150,7 +150,7 @@ def test_a_cache_entry_from_before_rows_were_tracked_is_read_whole(tiny, monkeyp
     torch.save(old, features.paths.folder("features") / f"{key}.pt")
     features._MEMORY.pop(key, None)
     monkeypatch.setattr(features, "_compute", lambda *a, **k: pytest.fail("recomputed a whole entry"))
-    assert torch.equal(features.extract(spec, tiny, block="stem", view=view), old)
+    assert torch.equal(features.extract(spec, tiny, block="stem", view=view, device="cpu"), old)  # float32's key
 
 
 def test_features_are_cached_per_precision(tiny, monkeypatch):
@@ -170,3 +170,36 @@ def test_features_are_cached_per_precision(tiny, monkeypatch):
         assert sum(seen) == len(tiny)  # and it is still there
     finally:
         handle.remove()
+
+
+def test_two_calls_filling_one_entry_at_once_keep_each_others_rows(tiny, monkeypatch):
+    """The Strategy page computes the training rows while the lab's probe computes the others:
+    both read the entry empty, and the one that stores last must not drop the other's rows."""
+    import threading
+    import time
+
+    spec = zoo.get_spec("efficientnet_lite0")
+    model = zoo.load(spec)
+    view = "concurrent-rows-test"
+    compute = features._compute
+    both_read = threading.Barrier(2)
+
+    def slow(*args):
+        both_read.wait(timeout=30)  # each call has read the entry before either stores
+        out = compute(*args)
+        time.sleep(0.05)
+        return out
+
+    monkeypatch.setattr(features, "_compute", slow)
+    halves = (torch.arange(0, len(tiny), 2), torch.arange(1, len(tiny), 2))
+    calls = [threading.Thread(target=features.extract_many,
+                              args=(spec, tiny, [features.PENULTIMATE]),
+                              kwargs={"model": model, "view": view, "rows": rows}) for rows in halves]
+    for call in calls:
+        call.start()
+    for call in calls:
+        call.join()
+    monkeypatch.setattr(features, "_compute", lambda *a, **k: pytest.fail("rows were lost"))
+    features._MEMORY.clear()  # from disk, as the next process would read it
+    whole = features.extract(spec, tiny, model=model, view=view)
+    assert whole.shape[0] == len(tiny) and whole.abs().sum(dim=1).gt(0).all()

@@ -58,6 +58,28 @@ def test_a_linear_probe_reads_a_shared_model_on_its_device_without_copying_it(di
     assert result.history
 
 
+@pytest.mark.parametrize("precision, autocast_on", [("float32", False), ("auto", True)])
+def test_a_linear_probe_reads_features_in_its_own_precision(precision, autocast_on, monkeypatch):
+    """On a GPU "auto" computes the probe's features in bf16 and "float32" must not: CPU autocast
+    with bf16 stands in for the GPU's (both modules' mixed_dtype patched)."""
+    from tlcore import device, features
+
+    small = data.load("digits", size=32, max_per_class=4)
+    monkeypatch.setattr(device, "mixed_dtype", lambda dev: torch.bfloat16)
+    monkeypatch.setattr(features, "mixed_dtype", lambda dev: torch.bfloat16)
+    monkeypatch.setattr(features, "_cached", lambda key, private: None)  # computed here, not read
+    shared = zoo.load(zoo.get_spec("efficientnet_lite0"))
+    seen = []
+    first_conv = next(m for m in shared.modules() if isinstance(m, torch.nn.Conv2d))  # the feature pass
+    handle = first_conv.register_forward_hook(lambda m, a, out: seen.append(torch.is_autocast_enabled("cpu")))
+    try:
+        run_trial(TrialConfig(model="efficientnet_lite0", freeze="all", epochs=1, precision=precision), small,
+                  model=shared, device="cpu")
+    finally:
+        handle.remove()
+    assert len(seen) > 1 and set(seen[1:]) == {autocast_on}  # after the one-image input check
+
+
 def test_partial_freeze_trains_only_the_tail_and_copies_the_shared_model(digits):
     spec = zoo.get_spec("efficientnet_lite0")
     shared = zoo.load(spec)

@@ -56,10 +56,9 @@ def input_size(spec: zoo.ModelSpec, dataset: Dataset) -> int:
 def _key(spec: zoo.ModelSpec, dataset: Dataset, block: str, size: int, view: str,
          precision: torch.dtype | None = None) -> str:
     """``precision``: the autocast dtype the features were computed in (None: float32), so a
-    GPU's bf16 features are never handed to a float32 caller, nor mixed with its rows."""
-    raw = f"{spec.key}|{dataset.fingerprint}|{block}|{size}|{view}"
-    if precision is not None:
-        raw += f"|{precision}"
+    GPU's bf16 features are never handed to a float32 caller, nor mixed with its rows. Named in
+    every key: keys without it were written before, in either precision."""
+    raw = f"{spec.key}|{dataset.fingerprint}|{block}|{size}|{view}|{precision or torch.float32}"
     return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
@@ -114,12 +113,12 @@ def standardise(x: torch.Tensor, spec: zoo.ModelSpec) -> torch.Tensor:
 
 @torch.inference_mode()
 def _compute(model: nn.Module, spec: zoo.ModelSpec, dataset: Dataset, blocks: list[str], size: int,
-             device: torch.device, batch_size: int, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+             device: torch.device, batch_size: int, rows: torch.Tensor, mixed: bool) -> dict[str, torch.Tensor]:
     """Pooled features of the images ``rows`` at every block in ``blocks`` from one pass; the
     forward pass stops as soon as the last of them has been captured."""
     captured: dict[str, list[torch.Tensor]] = {b: [] for b in blocks}
     with working(device), Capture(model, [_hook_target(model, spec, b) for b in blocks]) as capture, \
-            autocast(device):
+            autocast(device, enabled=mixed):
         for start in range(0, len(rows), batch_size):
             batch = dataset.images[rows[start:start + batch_size]].to(device, non_blocking=True)
             for block, value in capture(normalise(batch, spec, size)).items():
@@ -129,19 +128,21 @@ def _compute(model: nn.Module, spec: zoo.ModelSpec, dataset: Dataset, blocks: li
 
 def extract(spec: zoo.ModelSpec, dataset: Dataset, *, block: str = PENULTIMATE,
             model: nn.Module | None = None, device: torch.device | str | None = None,
-            batch_size: int | None = None, view: str = "center") -> torch.Tensor:
+            batch_size: int | None = None, view: str = "center", mixed: bool = True) -> torch.Tensor:
     """N×D float32 features of every image in ``dataset`` at ``block`` (pooled), on the CPU.
 
     ``model``: an already loaded (possibly shared) model — it is only read, hooks are removed
     afterwards; default: the pretrained model from the zoo. Cached in memory and on disk.
+    ``mixed``: in the device's mixed precision (bf16 on a GPU); False for float32 throughout.
     """
     return extract_many(spec, dataset, [block], model=model, device=device, batch_size=batch_size,
-                        view=view)[block]
+                        view=view, mixed=mixed)[block]
 
 
 def extract_many(spec: zoo.ModelSpec, dataset: Dataset, blocks: list[str], *, model: nn.Module | None = None,
                  device: torch.device | str | None = None, batch_size: int | None = None,
-                 view: str = "center", rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                 view: str = "center", rows: torch.Tensor | None = None, mixed: bool = True
+                 ) -> dict[str, torch.Tensor]:
     """``extract`` for several blocks: what is not cached yet comes from a single forward pass.
 
     ``rows``: only these images (indices into the dataset), e.g. the training split that the
@@ -153,7 +154,7 @@ def extract_many(spec: zoo.ModelSpec, dataset: Dataset, blocks: list[str], *, mo
     if not len(wanted):
         raise ValueError("no images to compute features of")
     dev = _device_for(model, device)
-    keys = {b: _key(spec, dataset, b, size, view, mixed_dtype(dev)) for b in blocks}
+    keys = {b: _key(spec, dataset, b, size, view, mixed_dtype(dev) if mixed else None) for b in blocks}
     held = {b: _cached(keys[b], dataset.private) for b in blocks}
     lacking = [b for b in blocks if held[b] is None or not held[b].done[wanted].all()]
     if lacking:
@@ -163,9 +164,9 @@ def extract_many(spec: zoo.ModelSpec, dataset: Dataset, blocks: list[str], *, mo
         todo = missing.nonzero().flatten()
         model, dev = _model_on(spec, model, dev)
         computed = _compute(model.eval(), spec, dataset, lacking, size, dev,
-                            batch_size or inference_batch(dev, size), todo)
+                            batch_size or inference_batch(dev, size), todo, mixed)
         for b, feats in computed.items():
-            held[b] = _store(keys[b], Stored.of(held[b], len(dataset)).filled(todo, feats), dataset.private)
+            held[b] = _fill_entry(keys[b], len(dataset), todo, feats, dataset.private)
     return {b: held[b].features if rows is None else held[b].features[wanted] for b in blocks}
 
 
@@ -212,6 +213,17 @@ def _cached(key: str, private: bool) -> Stored | None:
         except (OSError, RuntimeError, EOFError, KeyError):
             path.unlink(missing_ok=True)
     return None
+
+
+def _fill_entry(key: str, n: int, rows: torch.Tensor, feats: torch.Tensor, private: bool) -> Stored:
+    """Add computed rows to the entry as it is now, not as this call first read it: another
+    thread may have added other rows meanwhile (the Strategy page's training rows while the lab's
+    probe computes every image), and the last writer must not drop them."""
+    with _MERGE_LOCK:
+        return _store(key, Stored.of(_cached(key, private), n).filled(rows, feats), private)
+
+
+_MERGE_LOCK = threading.Lock()
 
 
 def _store(key: str, entry: Stored, private: bool) -> Stored:

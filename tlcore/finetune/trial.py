@@ -117,7 +117,8 @@ def _linear_probe(cfg, spec, dataset, base, dev, timings: Timings) -> tuple[nn.M
     Pretrained features share the recommender's cache entry ("center"): one pass serves both."""
     t0 = time.perf_counter()
     view = "center" if cfg.pretrained else f"center|random-seed{cfg.seed}"
-    feats = features.extract(spec, dataset, block=cfg.probe_block, model=base, device=dev, view=view).to(dev)
+    feats = features.extract(spec, dataset, block=cfg.probe_block, model=base, device=dev, view=view,
+                             mixed=cfg.mixed_precision).to(dev)  # a float32 trial reads float32 features
     timings.features_s = time.perf_counter() - t0
     head = nn.Linear(feats.shape[1], len(dataset.classes)).to(dev)
     return head, lambda idx, train: feats[idx]
