@@ -47,7 +47,7 @@ def test_measure_reports_consistent_figures_and_saves_them(batch, dtype, channel
                       repeats=3, warmup=1)
     assert r.batch == batch and r.dtype == dtype and r.device == "cpu" and r.weights == "random"
     assert 0 < r.median_ms <= r.p90_ms
-    assert r.images_per_s == pytest.approx(batch * 1e3 / r.median_ms, rel=1e-3)
+    assert r.images_per_s == pytest.approx(batch * 1e3 / r.median_ms, rel=1e-3, abs=0.005)  # kept to 2 decimals
     saved = bench.latency_table(torch.device("cpu"), batch=batch, dtype=dtype, channels_last=channels_last)
     assert saved.set_index("key").loc[spec.key, "median_ms"] == r.median_ms
     assert dataclasses.asdict(r) in [dataclasses.asdict(s) for s in bench.saved_results()]
@@ -134,7 +134,7 @@ def test_time_calls_stops_once_the_target_is_reached_after_the_minimum_calls():
     slow = Sleepy(0.03)
     times = bench.time_calls(slow, torch.zeros(1), warmup=3, repeats=50, target_seconds=0.05, min_repeats=5)
     assert len(times) == 5  # the target (0.05 s) was reached after two calls: the minimum decides
-    assert slow.calls == 5 + 2  # warm-up stopped once it had taken the target's time
+    assert slow.calls - 5 in (1, 2)  # warm-up stopped once it had taken the target's time (2 sleeps, 1 if one overran)
     fast = bench.time_calls(CountingNet(), torch.zeros(1), warmup=1, repeats=30, target_seconds=10.0)
     assert len(fast) == 30  # far below the target: the repeat cap decides
 

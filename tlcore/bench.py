@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from tlcore import paths
-from tlcore.device import device_name, parse_dtype, pick_device, synchronize, watch_load
+from tlcore.device import device_name, free_cached_memory, parse_dtype, pick_device, synchronize, watch_load
 from tlcore.zoo import ModelSpec, build
 
 CACHE = "latency.json"
@@ -93,11 +93,12 @@ def _clock(model: nn.Module, x: torch.Tensor) -> Callable[[], float]:
     after the device has finished."""
     if x.device.type == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        stream = torch.cuda.current_stream(x.device)  # x's GPU, which need not be the current one
 
         def on_gpu() -> float:
-            start.record()
+            start.record(stream)
             model(x)
-            end.record()
+            end.record(stream)
             end.synchronize()
             return start.elapsed_time(end)
 
@@ -250,18 +251,13 @@ def sweep(specs: list[ModelSpec], *, device: torch.device, batches: list[int], d
                     r = time_model(group[0], net, batch=batch, dtype=dtype, channels_last=channels_last,
                                    weights="random", **timing)
                 except torch.OutOfMemoryError:
-                    _free(device)
+                    free_cached_memory()
                     yield SweepStep(keys, batch, dtype, None)
                     continue
                 save_results([replace(r, model=key) for key in keys])
                 yield SweepStep(keys, batch, dtype, r)
         del net
-        _free(device)
-
-
-def _free(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+        free_cached_memory()
 
 
 def saved_results(device: torch.device | None = None) -> list[BenchResult]:

@@ -155,7 +155,7 @@ COLUMN_CONFIG = {
     "median_ms": st.column_config.NumberColumn("Latency ms", format="%.2f",
                                                help="Median per batch, measured here (this configuration): eager PyTorch in "
                                                     "inference mode at the weights' crop size, timed with CUDA "
-                                                    "events on a GPU and the wall clock elsewhere; float32 is "
+                                                    "events on an NVIDIA GPU and the wall clock elsewhere; float32 is "
                                                     "PyTorch's default math (on NVIDIA GPUs TF32 convolutions, "
                                                     "float32 matrix products)"),
     "images_per_s": st.column_config.NumberColumn("Images/s", format="%.1f"),
