@@ -52,6 +52,21 @@ def test_a_trial_halves_its_batch_and_goes_on(digits, monkeypatch):
     assert result.val_acc > 0.3  # chance 0.1: it trained on every image, not on a lost batch
 
 
+@pytest.mark.parametrize("batch_size, rate_share", [(None, 0.25), (32, 1.0)])
+def test_an_automatic_batch_takes_its_rates_down_with_it_and_a_chosen_one_keeps_them(
+        batch_size, rate_share, digits, monkeypatch):
+    from tlcore.finetune import trial
+
+    _tight_probe(monkeypatch, fits=8)
+    optimizers, original = [], trial.optim.optimizer
+    monkeypatch.setattr(trial.optim, "optimizer", lambda *a, **k: optimizers.append(original(*a, **k)) or optimizers[-1])
+    cfg = TrialConfig(model="efficientnet_lite0", freeze="all", epochs=1, lr=0.1, batch_size=batch_size,
+                      schedule="constant")
+    result = run_trial(cfg, digits, device="cpu")  # automatic on a CPU: 32, the rates as given
+    assert result.timings.batch_size == 8
+    assert optimizers[0].param_groups[0]["lr"] == pytest.approx(0.1 * rate_share)  # 32 → 8: a quarter
+
+
 def test_a_retried_batch_leaves_the_cached_prefix_whole(digits, monkeypatch):
     from tlcore import features
     from tlcore.finetune import prefix_cache, trial

@@ -32,6 +32,7 @@ class Loop:
     batch_size: int = 0  # 0: the config's; halved for the rest of the trial when a batch runs out of memory
     scaler: torch.amp.GradScaler | None = None  # loss scaling for fp16 (its scale carries over epochs)
     served: Served | None = None  # told of each batch that went through, once (not of one retried)
+    rates_follow_batch: Schedule | None = None  # an automatic batch's rates: halved with the batch
 
     def __post_init__(self) -> None:
         self.batch_size = self.batch_size or self.cfg.batch_size
@@ -119,3 +120,5 @@ def _halve_batch(loop: Loop) -> None:
                                 "resolution, freeze more blocks or choose a smaller model") from None
     free_cached_memory()
     loop.batch_size //= 2
+    if loop.rates_follow_batch is not None:  # linear scaling, as TrialConfig.for_run set them
+        loop.rates_follow_batch.scale_peaks(0.5)

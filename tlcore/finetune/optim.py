@@ -83,6 +83,12 @@ class Schedule:
         self.seen += images
         self._apply()
 
+    def scale_peaks(self, factor: float) -> None:
+        """Every group's peak rate × ``factor`` from now on (an automatic batch halved: its rates
+        were scaled with the batch, so they follow it down)."""
+        self.peaks = [p * factor for p in self.peaks]
+        self._apply()
+
     def _apply(self) -> None:
         f = self.factor(self.seen / self.total)
         for group, peak in zip(self.opt.param_groups, self.peaks, strict=True):

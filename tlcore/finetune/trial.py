@@ -34,6 +34,7 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
         raise DatasetError("no validation images: every class needs at least 2 images "
                            "(one to train on, one to check on)")
     dev = device if isinstance(device, torch.device) else pick_device(device)
+    automatic = cfg.batch_size is None
     cfg = cfg.for_run(len(dataset.train_idx), dev)  # an automatic batch, and rates to match
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -53,7 +54,8 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
         opt = optim.optimizer(base, cfg, head_path)
     sched = optim.Schedule(opt, cfg, images_per_epoch=len(dataset.train_idx))
     loop = Loop(trainable, dataset.labels.to(dev), prepare, cfg, dev, should_stop,
-                served=getattr(prepare, "served", None))  # a cached prefix counts what it computed
+                served=getattr(prepare, "served", None),  # a cached prefix counts what it computed
+                rates_follow_batch=sched if automatic else None)
     history: list[EpochStats] = []
     preds = None
     for epoch in range(1, cfg.epochs + 1):
