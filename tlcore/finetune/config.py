@@ -20,8 +20,10 @@ PRECISIONS = ("auto", "float32", "bfloat16")  # auto: mixed precision on CUDA, f
 SCHEDULES = ("cosine", "constant")  # cosine: a short linear warm-up, then cosine decay to zero
 DEFAULT_BATCH = 32  # small datasets need steps: 5 epochs of 250 images at 64 are only 20 updates
 # An automatic batch grows on a GPU only while every epoch keeps this many updates, up to the max.
-# bench/batch_accuracy.py (5 epochs, 480–1,438 training images): with the rates scaled linearly,
-# 64 where it leaves ≥ 20 updates matched 32 (+0.005 on average); 128 and 256 lost up to 4 and 5 points.
+# bench/batch_accuracy.py, 5 epochs, rates scaled linearly: on 480–1,438 training images 64 (where it
+# leaves ≥ 20 updates) matched 32 (+0.005 on average), while 128 and 256, with fewer than 20 updates,
+# lost up to 4 and 5 points; on 5,120 (shapes at 32 px, probe and last block, SGD and AdamW, 2 seeds),
+# where the rule picks 256, 128 and 256 matched 32 (mean +0.001 and +0.000, worst −0.013 and −0.009).
 AUTO_MIN_STEPS = 20
 AUTO_MAX_BATCH = 256
 # Peak rates for the cosine default: twice the constant rates used before it (cosine's mean is half
