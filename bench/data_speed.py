@@ -1,6 +1,7 @@
 """Decode speed: a naive per-image PIL loop vs tlcore.data (cold, then from its cache).
 
     python bench/data_speed.py [--images 300] [--size 224] [--widths 1024 2048] [--repeat 3]
+                               [--jpeg-device cuda|cpu]
 
 For each source width, writes JPEGs made from scikit-image's bundled photos into a temp folder,
 then in one process times (1) the naive loop (open → convert RGB → resize → tensor, one image at
@@ -8,7 +9,10 @@ a time), (2) tlcore.data.load_folder on a cold cache (header checks, DCT-scaled 
 cores — or batched nvJPEG on a GPU —, fingerprint, writing the cache) and (3) the same call again
 (decoded-tensor cache). Each is the median of --repeat runs (a fresh cache folder per cold run).
 Then two parts of the cold load beside what they replaced: the folder listing (os.walk and
-pathlib per file) and the cache's format (one torch.save record with the pixels).
+pathlib per file) and the cache's format (one torch.save record with the pixels). Where JPEGs
+have a batch decoder (a GPU's nvJPEG; ``--jpeg-device cpu`` lets torchvision's CPU decoder stand
+in), the decoding alone three ways: Pillow's threads, the device alone, both sharing the files
+(what a load does) — the shared way must not be slower than Pillow's.
 Prints images/s and the ratios per width: the ratio grows with the source size, because ours
 decodes large JPEGs at a reduced DCT scale while the naive loop decodes and resizes every pixel.
 """
@@ -56,7 +60,8 @@ def _median_seconds(work, repeat: int) -> float:
     return statistics.median(times)
 
 
-def bench_width(tmp: Path, n: int, width: int, size: int, repeat: int) -> None:
+def bench_width(tmp: Path, n: int, width: int, size: int, repeat: int,
+                jpeg_device: torch.device | None) -> None:
     """Time the three ways for one source width, printing each line as soon as it is measured
     (large sources take minutes: a silent bench looks hung)."""
     from tlcore import data
@@ -79,6 +84,22 @@ def bench_width(tmp: Path, n: int, width: int, size: int, repeat: int) -> None:
     print(f"  ratio cold: {t_naive / t_cold:.2f}")
     print(f"  ratio cached: {t_naive / t_warm:.1f}", flush=True)
     bench_parts(tmp, root, data.load_folder(root, size=size), repeat)
+    if jpeg_device is not None:
+        bench_decoders(root, size, jpeg_device, repeat)
+
+
+def bench_decoders(root: Path, size: int, jpeg_device: torch.device, repeat: int) -> None:
+    from tlcore.data import decode
+    from tlcore.settings import limits
+
+    readers = [(lambda f=f: f.read_bytes()) for f in sorted(root.rglob("*.jpg"))]
+    t_pillow = _median_seconds(lambda: decode.decode_all(readers, size, limits()), repeat)
+    t_device = _median_seconds(lambda: decode.decode_all(readers, size, limits(), jpeg_device=jpeg_device,
+                                                         pillow_workers=0), repeat)
+    t_both = _median_seconds(lambda: decode.decode_all(readers, size, limits(), jpeg_device=jpeg_device), repeat)
+    print(f"  decoding only: Pillow ({decode._POOL_SIZE} threads) {t_pillow:.3f} s, {jpeg_device} alone "
+          f"{t_device:.3f} s, both sharing {t_both:.3f} s; Pillow ÷ shared {t_pillow / t_both:.2f}, "
+          f"device alone ÷ shared {t_device / t_both:.2f}", flush=True)
 
 
 def naive_listing(root: Path) -> list:
@@ -123,15 +144,19 @@ def main() -> None:
     ap.add_argument("--widths", type=int, nargs="+", default=[1024, 2048],
                     help="widths of the generated JPEGs (4:3)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--jpeg-device", default=None,
+                    help="time the batch JPEG decoder on this device (default: the GPU's, when there is one)")
     args = ap.parse_args()
     from tlcore.device import jpeg_decode_device
+
+    jpeg_device = torch.device(args.jpeg_device) if args.jpeg_device else jpeg_decode_device()
 
     print(f"{args.images} JPEGs → {args.size}px, {os.cpu_count()} CPU cores, torch threads "
           f"{torch.get_num_threads()}, JPEG decoding on {jpeg_decode_device() or 'CPU (Pillow)'}, "
           f"median of {args.repeat}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for width in args.widths:
-            bench_width(Path(tmp), args.images, width, args.size, args.repeat)
+            bench_width(Path(tmp), args.images, width, args.size, args.repeat, jpeg_device)
 
 
 if __name__ == "__main__":

@@ -93,3 +93,50 @@ def test_a_truncated_jpeg_never_reaches_a_lenient_gpu_decoder(monkeypatch):
     results = decode_all([lambda: whole, lambda: truncated, lambda: padded], 16, Limits(), jpeg_device=CPU)
     assert [type(r) for r in results] == [Decoded, BadImage, Decoded]
     assert "truncated" in str(results[1]) and truncated not in seen and whole in seen and padded in seen
+
+
+def test_the_device_and_pillow_share_the_files_and_the_slower_takes_less(monkeypatch):
+    """A device slower than Pillow (here: one that waits until Pillow has done the rest) gets its
+    first batch only; Pillow's threads take everything else from the other end of the queue."""
+    import threading
+
+    from tlcore.data import decode
+
+    n = decode._DEVICE_BATCH * 3
+    files = [jpeg(i % 7) for i in range(n)]
+    pillow_done, lock, by_pillow, device_batches = threading.Event(), threading.Lock(), [], []
+    real_decode_bytes = decode.decode_bytes
+
+    def counting_pillow(data, size, limits):
+        out = real_decode_bytes(data, size, limits)
+        with lock:
+            by_pillow.append(1)
+            if len(by_pillow) == n - decode._FIRST_DEVICE_BATCH:
+                pillow_done.set()
+        return out
+
+    def slow_device(blobs, size, device):
+        device_batches.append(len(blobs))
+        assert pillow_done.wait(timeout=30), "Pillow's threads did not run beside the device"
+        return torch.zeros((len(blobs), 3, size, size), dtype=torch.uint8)
+
+    monkeypatch.setattr(decode, "decode_bytes", counting_pillow)
+    monkeypatch.setattr(decode, "decode_jpeg_batch", slow_device)
+    results = decode_all([(lambda b=b: b) for b in files], 16, Limits(), jpeg_device=CPU, pillow_workers=2)
+    assert device_batches == [decode._FIRST_DEVICE_BATCH] and len(by_pillow) == n - decode._FIRST_DEVICE_BATCH
+    assert all(isinstance(r, Decoded) for r in results)
+    assert sum(int(r.pixels.max()) == 0 for r in results) == decode._FIRST_DEVICE_BATCH  # the device's zeros
+
+
+def test_without_pillow_threads_the_device_takes_every_jpeg_it_can(monkeypatch):
+    from tlcore.data import decode
+
+    batches, real = [], decode.decode_jpeg_batch
+    monkeypatch.setattr(decode, "decode_jpeg_batch", lambda blobs, *a: batches.append(len(blobs)) or real(blobs, *a))
+    files = [jpeg(i % 7) for i in range(8 + 16 + 32 + 13)] + [png(0)]
+    results = decode_all([(lambda b=b: b) for b in files], 16, Limits(), jpeg_device=CPU, pillow_workers=0)
+    with_pillow = decode_all([(lambda b=b: b) for b in files], 16, Limits())
+    assert batches == [8, 16, 32, 13] and decode._FIRST_DEVICE_BATCH == 8  # growing; the PNG through Pillow
+    assert all(isinstance(r, Decoded) for r in results)
+    for a, b in zip(results, with_pillow, strict=True):  # torchvision's decoder against Pillow's
+        assert abs(a.pixels.astype(float) - b.pixels.astype(float)).mean() < 12

@@ -3,8 +3,8 @@
 Pillow reads the header first, so format, pixel count and aspect ratio are checked before any
 pixel is decoded (a decompression bomb costs nothing). JPEGs are then decoded straight at a
 reduced scale with ``Image.draft`` — libjpeg's DCT scaling, 2–8× faster than decoding full size
-and resizing, which torchvision.io.decode_jpeg cannot do on the CPU. On a GPU, JPEGs are decoded
-in batches by torchvision's nvJPEG path instead. Every mode becomes RGB.
+and resizing, which torchvision.io.decode_jpeg cannot do on the CPU. On a GPU, JPEGs are also
+decoded in batches by torchvision's nvJPEG path, beside the CPU threads. Every mode becomes RGB.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from __future__ import annotations
 import io
 import os
 import threading
+import time
 import warnings
 import zlib
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -133,32 +135,101 @@ def fit(image: Image.Image, max_side: int) -> np.ndarray:
 
 
 def decode_all(readers: Sequence[Reader], size: int, limits: Limits, *,
-               jpeg_device: torch.device | None = None) -> list[Decoded | BadImage]:
+               jpeg_device: torch.device | None = None, pillow_workers: int | None = None
+               ) -> list[Decoded | BadImage]:
     """Read and decode many files on all cores (Pillow releases the GIL while decoding).
 
     With ``jpeg_device`` (a GPU), plain RGB/grey JPEGs are decoded there in batches by
-    torchvision (nvJPEG); everything else, and any batch the GPU decoder refuses, takes the
-    Pillow path. Reading happens in the worker threads too, so I/O overlaps decoding.
+    torchvision (nvJPEG) *while* ``pillow_workers`` threads (default: one per core) decode from the
+    other end of the same queue. The device's batches start small and grow, and never exceed its
+    share of what is left at the two decoders' measured rates, so neither waits long for the
+    other at the end and the slower one takes less. Which decoder takes a file depends on timing;
+    the two agree to a few grey levels. Everything the device cannot take, and any batch it
+    refuses, goes through Pillow. Reading happens in the worker threads too, so I/O overlaps
+    decoding.
     """
     if jpeg_device is None:
         return list(_pool().map(lambda read: _guarded(lambda: decode_bytes(_read(read), size, limits)),
                                 readers))
     heads = list(_pool().map(lambda read: _guarded(lambda: _Head.of(_read(read), limits)), readers))
     results: list[Decoded | BadImage | None] = [h if isinstance(h, BadImage) else None for h in heads]
-    on_device = [i for i, h in enumerate(heads) if isinstance(h, _Head) and h.batchable]
-    for batch in _pixel_batches(on_device, heads):
+    queue = _SharedQueue(heads)
+
+    def on_device(batch: list[int]) -> None:
         try:
             pixels = decode_jpeg_batch([heads[i].data for i in batch], size, jpeg_device)
-        except RuntimeError:  # one corrupt file fails the whole batch: those go through Pillow
-            continue
+        except RuntimeError:  # one corrupt file fails the whole batch: those go through Pillow below
+            return
         for k, i in enumerate(batch):
             h = heads[i]
             results[i] = Decoded(pixels[k].permute(1, 2, 0).numpy(), h.width, h.height, h.mode, "JPEG")
-    rest = [i for i, r in enumerate(results) if r is None]
+
+    def with_pillow() -> None:
+        while (i := queue.take_one()) is not None:
+            results[i] = _guarded(lambda: decode_bytes(heads[i].data, size, limits))
+            queue.pillow_decoded()
+
+    cap = _FIRST_DEVICE_BATCH
+    batch = queue.take_batch(cap)  # the device's first batch is taken before the threads start
+    threads = _POOL_SIZE if pillow_workers is None else pillow_workers
+    workers = [_pool().submit(with_pillow) for _ in range(threads)]
+    decoded, seconds = 0, 0.0
+    while batch:
+        t0 = time.perf_counter()
+        on_device(batch)
+        decoded, seconds = decoded + len(batch), seconds + time.perf_counter() - t0
+        cap = min(2 * cap, _DEVICE_BATCH)
+        batch = queue.take_batch(min(cap, queue.device_share(decoded / max(seconds, 1e-9), threads)))
+    for worker in workers:
+        worker.result()
+    rest = [i for i, r in enumerate(results) if r is None]  # refused batches; Pillow-only files left
     for i, result in zip(rest, _pool().map(lambda i: _guarded(lambda: decode_bytes(heads[i].data, size, limits)),
                                            rest), strict=True):
         results[i] = result
     return results  # type: ignore[return-value]
+
+
+class _SharedQueue:
+    """The files whose header passed, in one deque: the device takes batches from the front while
+    they are device-decodable; Pillow threads take single files from the back, where the files
+    only Pillow can decode (CMYK, PNG, truncated JPEGs…) wait, so those go first."""
+
+    def __init__(self, heads: list):
+        ok = [i for i, h in enumerate(heads) if isinstance(h, _Head)]
+        self._items = deque(sorted(ok, key=lambda i: not heads[i].batchable))
+        self._heads = heads
+        self._lock = threading.Lock()
+        self._started, self._by_pillow = time.perf_counter(), 0
+
+    def pillow_decoded(self) -> None:
+        with self._lock:
+            self._by_pillow += 1
+
+    def device_share(self, device_rate: float, pillow_threads: int) -> int:
+        """Files the device should take of those left so that both decoders finish together,
+        at its rate (files/s) and Pillow's so far; none once it is slower than one Pillow thread
+        (its feeding thread may then cost a core more than it gives)."""
+        with self._lock:
+            pillow_rate = self._by_pillow / max(time.perf_counter() - self._started, 1e-9)
+            if pillow_threads and device_rate < pillow_rate / pillow_threads:
+                return 0
+            return int(len(self._items) * device_rate / (device_rate + pillow_rate))
+
+    def take_batch(self, limit: int) -> list[int]:
+        """Up to ``limit`` device-decodable files, their pixels within _BATCH_PIXELS."""
+        batch, pixels = [], 0
+        with self._lock:
+            while self._items and len(batch) < limit and self._heads[self._items[0]].batchable:
+                n = self._heads[self._items[0]].width * self._heads[self._items[0]].height
+                if batch and pixels + n > _BATCH_PIXELS:
+                    break
+                batch.append(self._items.popleft())
+                pixels += n
+        return batch
+
+    def take_one(self) -> int | None:
+        with self._lock:
+            return self._items.pop() if self._items else None
 
 
 def decode_jpeg_batch(blobs: list[bytes], size: int, device: torch.device) -> torch.Tensor:
@@ -214,20 +285,12 @@ def _ends_whole(data: bytes) -> bool:
     return data.rstrip(b"\0")[-2:] == b"\xff\xd9"
 
 
-# Decoded pixels per device batch: 12 MP phone photos × 64 ≈ 2.3 GB of uint8 at most.
+# Files per device batch: from 8, doubling up to 64 — a slow device (measured: torchvision's CPU
+# decoder standing in, 4× slower than Pillow at 2 MP) then holds back little at the end; decoded
+# pixels per batch: 12 MP phone photos × 64 ≈ 2.3 GB of uint8 at most.
+_FIRST_DEVICE_BATCH = 8
+_DEVICE_BATCH = 64
 _BATCH_PIXELS = 768_000_000
-
-
-def _pixel_batches(indices: list[int], heads: list) -> list[list[int]]:
-    batches, current, pixels = [], [], 0
-    for i in indices:
-        n = heads[i].width * heads[i].height
-        if current and pixels + n > _BATCH_PIXELS:
-            batches.append(current)
-            current, pixels = [], 0
-        current.append(i)
-        pixels += n
-    return batches + ([current] if current else [])
 
 
 def _read(read: Reader) -> bytes:
@@ -244,6 +307,7 @@ def _guarded(work: Callable[[], object]):
         return err
 
 
+_POOL_SIZE = os.cpu_count() or 2
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
@@ -253,5 +317,5 @@ def _pool() -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="tlcore-decode")
+            _POOL = ThreadPoolExecutor(max_workers=_POOL_SIZE, thread_name_prefix="tlcore-decode")
         return _POOL
