@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# What a session with a lent GPU runs there (issue #10's measurements), in three calls of at most
-# ten minutes each, every log under $OUT (it comes back) as well as on the screen. Here first:
+# What a session with a lent GPU runs there (issue #10's measurements), every log under $OUT (it
+# comes back) as well as on the screen. A task now gets 15 minutes of device time in all, machine
+# start included, so `once` is the call to make: the essentials in one call of under ten minutes,
+# each command with a time limit. The other parts are the longer runs, for a larger budget. Here first:
 #   bash scripts/gpu_carry.sh                        # .whl/ (and `lite12` → .whl12/ for those tests)
-# Then device `run` with carry [".whl"], command `bash scripts/gpu_session.sh PART`, PART one of:
+# Then device `run` with carry [".whl"], timeout_s 600, command `bash scripts/gpu_session.sh PART`:
+#   once     the suite without tests/zoo (≤ 4 min), the freeze-last and probe benches, the zoo sweep,
+#            decoding at 2 MP (GPU, Pillow, both) and the layout bench; about 9 minutes
 #   tests    the whole suite (e2e skips itself: no Chromium there)
 #   trials   bench/finetune_speed.py --images 2000, --freeze last (automatic batch, and 16) and --freeze all;
 #            bench/score_speed.py
@@ -13,8 +17,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
-  tests|trials|rest|lite12) ;;
-  *) echo "usage: bash scripts/gpu_session.sh tests|trials|rest|lite12" >&2; exit 2 ;;
+  once|tests|trials|rest|lite12) ;;
+  *) echo "usage: bash scripts/gpu_session.sh once|tests|trials|rest|lite12" >&2; exit 2 ;;
 esac
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -36,6 +40,13 @@ log() {  # log NAME COMMAND…: run it, keep its output in $OUT/NAME.log, go on 
 }
 
 case "${1:-}" in
+  once)  # each command under `timeout`, so one slow step cannot take the others' time
+    log pytest timeout 240 python3 -m pytest -v --tb=short -p no:cacheprovider -rfE --ignore=tests/zoo --ignore=tests/e2e
+    log finetune-last timeout 90 python3 bench/finetune_speed.py --images 2000 --freeze last
+    log finetune-all timeout 75 python3 bench/finetune_speed.py --images 2000 --freeze all
+    log zoo timeout 130 python3 bench/zoo_sweep.py --batch 1 64 --dtype float32 bfloat16
+    log data timeout 45 python3 bench/data_speed.py --images 300 --widths 2048 --repeat 1
+    log layout timeout 30 python3 bench/layout_speed.py --batch 64 256 --repeat 10 ;;
   tests)
     log pytest python3 -m pytest -q -p no:cacheprovider -rfE ;;
   lite12)
@@ -49,5 +60,6 @@ case "${1:-}" in
     log data python3 bench/data_speed.py --widths 1024 2048
     log zoo python3 bench/zoo_sweep.py --batch 1 64 --dtype float32 bfloat16
     log zoo-compare python3 bench/zoo_sweep.py --family resnet mobilenet_v3 --batch 1 64 --dtype float32 bfloat16 --compare
-    log vis python3 bench/vis_speed.py --device cuda ;;
+    log vis python3 bench/vis_speed.py --device cuda
+    log layout python3 bench/layout_speed.py ;;
 esac
