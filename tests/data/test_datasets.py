@@ -56,9 +56,49 @@ def test_second_load_comes_from_the_cache(monkeypatch):
     assert second.profile == first.profile
 
 
+def test_a_large_entry_is_written_after_the_load_returns_and_served_from_memory_meanwhile(monkeypatch):
+    import threading
+
+    monkeypatch.setattr(sources, "BACKGROUND_WRITE_BYTES", 0)  # every entry counts as large here
+    release, real_write = threading.Event(), sources._write_entry
+
+    def held_write(path, ds):
+        assert release.wait(timeout=30)
+        real_write(path, ds)
+
+    monkeypatch.setattr(sources, "_write_entry", held_write)
+    first = data.load("faces", size=20, seed=4)  # returns while its entry is still unwritten
+    (entry,) = [p for p, ds in sources._WRITING.items() if ds is first]
+    assert not entry.exists()
+    monkeypatch.setattr(sources, "_from_builtin", lambda *a, **k: pytest.fail("decoded again"))
+    assert data.load("faces", size=20, seed=4) is first  # from memory while it is written
+    release.set()
+    sources.finish_writes()
+    assert entry.exists() and entry.with_suffix(".npy").exists() and not sources._WRITING
+    again = data.load("faces", size=20, seed=4)  # from disk now
+    assert again is not first and torch.equal(again.images, first.images) and again.fingerprint == first.fingerprint
+
+
 def test_summary_is_json_ready():
     import json
 
     s = data.load("faces", size=16).summary()
     assert json.loads(json.dumps(s))["n_images"] == 200
     assert {"n_images", "classes", "counts", "skipped"} <= set(s)
+
+
+def test_the_fingerprint_sees_every_pixel_and_not_the_thread_count(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tlcore.data import decode
+    from tlcore.data.dataset import _SLICE, fingerprint
+
+    images = torch.randint(0, 256, (3 * _SLICE // (3 * 32 * 32) + 5, 3, 32, 32), dtype=torch.uint8)  # > 3 slices
+    labels, classes = torch.zeros(len(images), dtype=torch.long), ["a"]
+    reference = fingerprint(images, labels, classes)
+    monkeypatch.setattr(decode, "_POOL", ThreadPoolExecutor(max_workers=1))
+    assert fingerprint(images, labels, classes) == reference
+    changed = images.clone()
+    changed[-1, 2, 31, 31] ^= 1  # one bit of the last pixel, in the last slice
+    assert fingerprint(changed, labels, classes) != reference
+    assert fingerprint(images, labels, ["b"]) != reference

@@ -149,9 +149,9 @@ def decode_all(readers: Sequence[Reader], size: int, limits: Limits, *,
     decoding.
     """
     if jpeg_device is None:
-        return list(_pool().map(lambda read: _guarded(lambda: decode_bytes(_read(read), size, limits)),
+        return list(worker_pool().map(lambda read: _guarded(lambda: decode_bytes(_read(read), size, limits)),
                                 readers))
-    heads = list(_pool().map(lambda read: _guarded(lambda: _Head.of(_read(read), limits)), readers))
+    heads = list(worker_pool().map(lambda read: _guarded(lambda: _Head.of(_read(read), limits)), readers))
     results: list[Decoded | BadImage | None] = [h if isinstance(h, BadImage) else None for h in heads]
     queue = _SharedQueue(heads)
 
@@ -172,7 +172,7 @@ def decode_all(readers: Sequence[Reader], size: int, limits: Limits, *,
     cap = _FIRST_DEVICE_BATCH
     batch = queue.take_batch(cap)  # the device's first batch is taken before the threads start
     threads = _POOL_SIZE if pillow_workers is None else pillow_workers
-    workers = [_pool().submit(with_pillow) for _ in range(threads)]
+    workers = [worker_pool().submit(with_pillow) for _ in range(threads)]
     decoded, seconds = 0, 0.0
     while batch:
         t0 = time.perf_counter()
@@ -183,7 +183,7 @@ def decode_all(readers: Sequence[Reader], size: int, limits: Limits, *,
     for worker in workers:
         worker.result()
     rest = [i for i, r in enumerate(results) if r is None]  # refused batches; Pillow-only files left
-    for i, result in zip(rest, _pool().map(lambda i: _guarded(lambda: decode_bytes(heads[i].data, size, limits)),
+    for i, result in zip(rest, worker_pool().map(lambda i: _guarded(lambda: decode_bytes(heads[i].data, size, limits)),
                                            rest), strict=True):
         results[i] = result
     return results  # type: ignore[return-value]
@@ -312,7 +312,7 @@ _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
 
-def _pool() -> ThreadPoolExecutor:
+def worker_pool() -> ThreadPoolExecutor:
     """One decoding pool for the process: threads are started once, not per dataset."""
     global _POOL
     with _POOL_LOCK:
