@@ -106,3 +106,27 @@ def test_deleting_runs_leaves_queued_and_running_ones(tmp_path):
     assert store.delete([done, running]) == 1
     assert [r["id"] for r in store.list()] == [running]
     assert not store.weights_path(done).exists()
+
+
+def test_a_space_is_not_swept_while_its_upload_is_still_being_written(home, monkeypatch):
+    import threading
+
+    from tlcore.data import sources
+    from ui import demo, finetune_view
+
+    monkeypatch.setattr(sources, "BACKGROUND_WRITE_BYTES", 0)  # written after the load returns
+    release, real_write = threading.Event(), sources._write_entry
+    monkeypatch.setattr(sources, "_write_entry", lambda path, ds: release.wait(30) and real_write(path, ds))
+    monkeypatch.setattr(finetune_view, "jobs", lambda: type("NoJobs", (), {"active": lambda self, name: []})())
+    monkeypatch.setattr(demo, "_alive", lambda name: False)  # the visitor has gone
+    with paths.private_space("dana"):
+        data.load_zip(_upload(), size=16)
+    try:
+        assert sources.writing_under(home / "private" / "dana")
+        assert not sources.writing_under(home / "private" / "erin")
+        assert not demo._expired("dana", demo.MAX_IDLE_S + 1)  # kept until its file has landed
+    finally:
+        release.set()
+        sources.finish_writes()
+    assert not sources.writing_under(home / "private" / "dana")
+    assert demo._expired("dana", demo.MAX_IDLE_S + 1)

@@ -13,6 +13,7 @@ import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from tlcore import paths
+from tlcore.data import sources
 from tlcore.settings import demo_caps, demo_mode
 
 _CONFIGURED: object = None
@@ -97,7 +98,8 @@ def _expired(name: str, idle_s: float) -> bool:
     if gone:
         for run_id in active:  # nobody is left to see them
             jobs().cancel(run_id)
-    return not active and (gone or idle_s > MAX_IDLE_S)
+    writing = sources.writing_under(paths.home() / paths.PRIVATE / name)  # its upload, decoded
+    return not active and not writing and (gone or idle_s > MAX_IDLE_S)
 
 
 def sweep_gone_visitors(*, force: bool = False) -> list[str]:

@@ -155,14 +155,15 @@ def decode_all(readers: Sequence[Reader], size: int, limits: Limits, *,
     results: list[Decoded | BadImage | None] = [h if isinstance(h, BadImage) else None for h in heads]
     queue = _SharedQueue(heads)
 
-    def on_device(batch: list[int]) -> None:
+    def on_device(batch: list[int]) -> bool:
         try:
             pixels = decode_jpeg_batch([heads[i].data for i in batch], size, jpeg_device)
         except RuntimeError:  # one corrupt file fails the whole batch: those go through Pillow below
-            return
+            return False
         for k, i in enumerate(batch):
             h = heads[i]
             results[i] = Decoded(pixels[k].permute(1, 2, 0).numpy(), h.width, h.height, h.mode, "JPEG")
+        return True
 
     def with_pillow() -> None:
         while (i := queue.take_one()) is not None:
@@ -173,13 +174,14 @@ def decode_all(readers: Sequence[Reader], size: int, limits: Limits, *,
     batch = queue.take_batch(cap)  # the device's first batch is taken before the threads start
     threads = _POOL_SIZE if pillow_workers is None else pillow_workers
     workers = [worker_pool().submit(with_pillow) for _ in range(threads)]
-    decoded, seconds = 0, 0.0
+    decoded, seconds, first = 0, 0.0, True
     while batch:
         t0 = time.perf_counter()
-        on_device(batch)
-        decoded, seconds = decoded + len(batch), seconds + time.perf_counter() - t0
-        cap = min(2 * cap, _DEVICE_BATCH)
-        batch = queue.take_batch(min(cap, queue.device_share(decoded / max(seconds, 1e-9), threads)))
+        if on_device(batch) and not first:  # the first batch also pays the decoder's start-up
+            decoded, seconds = decoded + len(batch), seconds + time.perf_counter() - t0
+        first, cap = False, min(2 * cap, _DEVICE_BATCH)
+        share = queue.device_share(decoded / seconds, threads) if seconds > 0 else cap
+        batch = queue.take_batch(min(cap, share))
     for worker in workers:
         worker.result()
     rest = [i for i, r in enumerate(results) if r is None]  # refused batches; Pillow-only files left

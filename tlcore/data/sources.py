@@ -7,6 +7,7 @@ import contextvars
 import hashlib
 import threading
 import urllib.error
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from tlcore.device import jpeg_decode_device
 from tlcore.settings import Limits, demo_mode, limits
 
 DEFAULT_SIZE = 128  # px: quick on a laptop CPU; models are fully convolutional (224 is an option)
-CACHE_VERSION = 2  # bump when decoding or the cache's format changes, so old entries are not reused
+CACHE_VERSION = 3  # bump when decoding, the fingerprint or the cache's format changes, so old entries are not reused
 
 TORCHVISION_SETS = {  # name → (class, constructor keywords)
     "cifar10": ("CIFAR10", {"train": True}),
@@ -290,8 +291,8 @@ def _keep(path: Path, ds: Dataset) -> None:
     def write() -> None:
         try:
             _write_entry(path, ds)
-        except OSError:
-            pass  # the disk cache is best effort: the next cold load decodes again
+        except OSError as err:  # the data is loaded; only the next cold load will decode again
+            warnings.warn(f"the decoded dataset could not be cached on disk ({err})", stacklevel=1)
         finally:
             with _WRITES_LOCK:
                 _WRITING.pop(path, None)
@@ -302,6 +303,13 @@ def _keep(path: Path, ds: Dataset) -> None:
         _WRITING[path] = ds
         _WRITERS[:] = [w for w in _WRITERS if w.is_alive()] + [writer]
     writer.start()
+
+
+def writing_under(folder: Path) -> bool:
+    """A decoded dataset is still being written somewhere under ``folder`` (a visitor's private
+    space is not deleted under its writer)."""
+    with _WRITES_LOCK:
+        return any(folder in path.parents for path in _WRITING)
 
 
 def finish_writes() -> None:
