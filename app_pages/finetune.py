@@ -116,6 +116,7 @@ if frame.empty:
 event = st.dataframe(frame, hide_index=True, on_select="rerun", selection_mode="multi-row", key="runs_table",
                      placeholder="—",
                      column_config={"validation": None, "ranking": None,  # ids: the Strategy page shows those
+                                    "batch": st.column_config.TextColumn(width=95),  # '128 (auto)' whole
                                     "val acc": st.column_config.NumberColumn(format="%.3f"),
                                     "best val acc": st.column_config.NumberColumn(format="%.3f"),
                                     "s/epoch": st.column_config.NumberColumn(format="%.2f"),
