@@ -102,3 +102,27 @@ def test_the_fingerprint_sees_every_pixel_and_not_the_thread_count(monkeypatch):
     changed[-1, 2, 31, 31] ^= 1  # one bit of the last pixel, in the last slice
     assert fingerprint(changed, labels, classes) != reference
     assert fingerprint(images, labels, ["b"]) != reference
+
+
+def test_every_decoded_image_lands_in_its_own_row():
+    """The rows are filled in spans on the decoding threads: each file's pixels exactly once."""
+    import io
+
+    from PIL import Image
+
+    from tests.data.conftest import make_zip
+
+    colours = {(k, 2 * i, 255 - i) for k in (0, 200) for i in range(70)}  # 140 files: three spans of 64
+
+    def solid(c):
+        buf = io.BytesIO()
+        Image.new("RGB", (20, 20), c).save(buf, format="PNG")
+        return buf.getvalue()
+
+    blob = make_zip({f"{'ab'[c[0] > 0]}/{c[1]}.png": solid(c) for c in colours})
+    file = io.BytesIO(blob)
+    file.name = "solid.zip"
+    ds = data.load_zip(file, size=16)
+    rows = ds.images.flatten(2)  # N×3×256
+    assert (rows == rows[:, :, :1]).all()  # every row is one solid colour, nothing left empty
+    assert {tuple(r[:, 0].tolist()) for r in rows} == colours and len(rows) == len(colours)
