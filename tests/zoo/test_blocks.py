@@ -165,3 +165,23 @@ def test_split_works_for_the_common_cnns():
         spec = zoo.get_spec(name)
         model = zoo.build(spec)
         assert all(split(model, zoo.blocks_of(spec), k) is not None for k in range(1, len(zoo.blocks_of(spec))))
+
+
+def test_a_second_copy_of_an_architecture_is_split_without_tracing_and_over_its_own_modules(monkeypatch):
+    import copy
+
+    from tlcore.zoo import split as split_module
+
+    spec = zoo.get_spec("resnet18")
+    first = zoo.build(spec).eval()
+    blocks = zoo.blocks_of(spec)
+    assert split_module.split(first, blocks, 3) is not None  # traced here (or earlier in this process)
+    second = copy.deepcopy(first)
+    with torch.no_grad():
+        for p in second.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # another model of the same architecture
+    monkeypatch.setattr(split_module, "_trace", lambda model: pytest.fail("traced again"))
+    prefix, tail = split_module.split(second, blocks, 3)
+    assert split_module.check(second, prefix, tail, torch.randn(2, 3, 64, 64))
+    ours = {id(p) for p in second.parameters()}
+    assert {id(p) for p in tail.parameters()} <= ours and {id(p) for p in prefix.parameters()} <= ours
