@@ -208,7 +208,7 @@ def save_results(results: list[BenchResult]) -> None:
 def same_compute(spec: ModelSpec) -> tuple:
     """Weights that share this key run the same network at the same resolution: one timing
     serves them all (an architecture-only timing does not depend on the weights' values)."""
-    return (spec.source, spec.model, spec.crop_size, spec.arch_kwargs)
+    return (*spec.architecture, spec.crop_size)
 
 
 def build_on(spec: ModelSpec, device: torch.device) -> nn.Module:

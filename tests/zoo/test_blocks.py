@@ -175,13 +175,60 @@ def test_a_second_copy_of_an_architecture_is_split_without_tracing_and_over_its_
     spec = zoo.get_spec("resnet18")
     first = zoo.build(spec).eval()
     blocks = zoo.blocks_of(spec)
-    assert split_module.split(first, blocks, 3) is not None  # traced here (or earlier in this process)
+    assert split_module.split(first, blocks, 3, architecture=spec.architecture) is not None
     second = copy.deepcopy(first)
     with torch.no_grad():
         for p in second.parameters():
             p.add_(0.01 * torch.randn_like(p))  # another model of the same architecture
     monkeypatch.setattr(split_module, "_trace", lambda model: pytest.fail("traced again"))
-    prefix, tail = split_module.split(second, blocks, 3)
+    prefix, tail = split_module.split(second, blocks, 3, architecture=spec.architecture)
     assert split_module.check(second, prefix, tail, torch.randn(2, 3, 64, 64))
     ours = {id(p) for p in second.parameters()}
     assert {id(p) for p in tail.parameters()} <= ours and {id(p) for p in prefix.parameters()} <= ours
+
+
+def test_architectures_with_the_same_module_classes_keep_graphs_of_their_own():
+    """The tracer writes plain attributes into the graph (Lite2's depthwise groups are not Lite1's),
+    though both have the same module classes at the same paths."""
+    from tlcore.zoo.split import check, split
+
+    x = torch.randn(2, 3, 64, 64)
+    for name in ("efficientnet_lite1", "efficientnet_lite2"):
+        spec = zoo.get_spec(name)
+        model = zoo.build(spec).eval()
+        parts = split(model, zoo.blocks_of(spec), 4, architecture=spec.architecture)
+        assert parts is not None and check(model, *parts, x), name
+
+
+def test_a_graph_with_tracer_constants_is_not_kept_and_no_first_model_is_kept_alive():
+    import gc
+    import weakref
+
+    from torch import nn
+
+    from tlcore.zoo import split as split_module
+    from tlcore.zoo.spec import Block
+
+    class Doubles(nn.Module):  # torch.tensor in forward: the tracer keeps it on the traced model
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)
+
+        def forward(self, x):
+            return self.b(self.a(x) * torch.tensor([2.0]))
+
+    blocks = (Block("a", ("a",), 0), Block("b", ("b",), 0))
+    x = torch.randn(1, 3, 12, 12)
+    for _ in range(2):  # the second copy is traced again, not rebuilt from the first's constants
+        model = Doubles().eval()
+        parts = split_module.split(model, blocks, 1, architecture="doubles-test")
+        assert parts is None or split_module.check(model, *parts, x)
+    assert "doubles-test" not in split_module._GRAPHS
+
+    spec = zoo.get_spec("resnet18")
+    model = zoo.build(spec)
+    split_module.split(model, zoo.blocks_of(spec), 2, architecture=("kept-alive-test",))
+    weight = weakref.ref(model.fc.weight)
+    del model
+    gc.collect()
+    assert ("kept-alive-test",) in split_module._GRAPHS and weight() is None  # the cache holds no model

@@ -132,7 +132,7 @@ def _prefix_once_or_live(cfg, spec, dataset, base, dev, gen, size, timings: Timi
     images = dataset.images.to(dev)  # uint8 on the device: a quarter of float32's memory
     parts = None
     if cfg.freeze and cfg.bn_mode == "frozen":  # BN statistics that train need the prefix live
-        parts = split_model(base, zoo.blocks_of(spec), cfg.freeze)
+        parts = split_model(base, zoo.blocks_of(spec), cfg.freeze, architecture=spec.architecture)
     if parts is not None:
         prefix, tail = parts
         key = prefix_cache.key(cfg, spec, dataset, size, dev)

@@ -49,6 +49,12 @@ class ModelSpec:
     recipe: str = ""
     arch_kwargs: tuple[tuple[str, object], ...] = field(default=())
 
+    @property
+    def architecture(self) -> tuple:
+        """What builds the same network (any weights, any head): the caches of things that
+        depend only on the network's structure are keyed by it."""
+        return (self.source, self.model, self.arch_kwargs)
+
     def row(self) -> dict:
         """A flat dict for tables (tuples joined for display)."""
         out = asdict(self)

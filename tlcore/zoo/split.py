@@ -7,15 +7,18 @@ from the input is re-read from the boundary tensor); otherwise ``split`` returns
 caller runs the whole model, frozen part under no_grad.
 
 Tracing is four symbolic traces of the model, pure Python that a trial paid every time, on a GPU
-too (EfficientNet-Lite0 on the 2-core VM: a trial's setup 0.25 s with it, 0.05 s without); the
-traced graph is kept per architecture, and each split builds its two modules from it over the given
-model's own modules.
+too (EfficientNet-Lite0 on the 2-core VM: a trial's setup 0.25 s with it, 0.05 s without); given
+the ``architecture`` (``ModelSpec.architecture``), the traced graph is kept for it, and each split
+builds its two modules from it over the given model's own modules. The tracer writes numbers read
+from plain attributes into the graph (groups, normalised shapes, heads), so the key is the spec's
+architecture, not the module classes (Lite1 and Lite2 have the same classes at the same paths).
 """
 
 from __future__ import annotations
 
 import threading
 import warnings
+from collections.abc import Hashable
 
 import torch
 from torch import fx, nn
@@ -28,11 +31,13 @@ def _belongs(name: str, members: set[str]) -> bool:
     return any(name == m or name.startswith(m + ".") for m in members)
 
 
-def split(model: nn.Module, blocks: tuple[Block, ...], n_frozen: int) -> tuple[nn.Module, nn.Module] | None:
-    """(prefix, tail) with tail(prefix(x)) == model(x), cut before ``blocks[n_frozen]``."""
+def split(model: nn.Module, blocks: tuple[Block, ...], n_frozen: int, *,
+          architecture: Hashable | None = None) -> tuple[nn.Module, nn.Module] | None:
+    """(prefix, tail) with tail(prefix(x)) == model(x), cut before ``blocks[n_frozen]``.
+    ``architecture``: what built ``model`` (``ModelSpec.architecture``), so its graph is traced once."""
     if not 0 < n_frozen < len(blocks):
         return None
-    graph = _graph_of(model)
+    graph = _graph_of(model, architecture)
     if graph is None:
         return None
     later = {m for b in blocks[n_frozen:] for m in b.members}
@@ -49,23 +54,33 @@ def split(model: nn.Module, blocks: tuple[Block, ...], n_frozen: int) -> tuple[n
     return _build(model, order, first, boundary)
 
 
-_GRAPHS: dict[tuple, fx.Graph | None] = {}  # architecture signature → its inference graph (read only)
+_GRAPHS: dict[Hashable, fx.Graph] = {}  # architecture → its inference graph (read only, unowned)
 _GRAPHS_LOCK = threading.Lock()
 
 
-def _graph_of(model: nn.Module) -> fx.Graph | None:
-    """The model's traced inference graph (None: untraceable), traced once per architecture:
-    the same module classes at the same paths. A graph that reads an attribute the model does not
-    have (a constant the tracer made) is not kept, as it could not be rebuilt over another copy."""
-    signature = (type(model), tuple((name, type(m)) for name, m in model.named_modules()))
-    with _GRAPHS_LOCK:
-        if signature in _GRAPHS:
-            return _GRAPHS[signature]
-    graph = _trace(model)
-    if graph is not None and all(_has(model, str(n.target)) for n in graph.nodes if n.op == "get_attr"):
+def _graph_of(model: nn.Module, architecture: Hashable | None) -> fx.Graph | None:
+    """The model's traced inference graph (None: untraceable). Kept for ``architecture`` only when
+    it reads nothing but the model's parameters and buffers: a constant the tracer made lives on
+    the traced model alone, so the graph could not be rebuilt over another copy."""
+    if architecture is not None:
         with _GRAPHS_LOCK:
-            _GRAPHS[signature] = graph
+            if architecture in _GRAPHS:
+                return _GRAPHS[architecture]
+    graph = _trace(model)
+    if graph is not None and architecture is not None:
+        tensors = {name for name, _ in model.named_parameters()} | {name for name, _ in model.named_buffers()}
+        if all(str(n.target) in tensors for n in graph.nodes if n.op == "get_attr"):
+            with _GRAPHS_LOCK:
+                _GRAPHS[architecture] = _unowned_copy(graph)
     return graph
+
+
+def _unowned_copy(graph: fx.Graph) -> fx.Graph:
+    """The graph's nodes in a new graph: the traced one belongs to a module that holds the first
+    model's parameters (a whole model kept alive on the GPU per architecture)."""
+    copy = fx.Graph()
+    copy.output(copy.graph_copy(graph, {}))
+    return copy
 
 
 def _trace(model: nn.Module) -> fx.Graph | None:
@@ -81,14 +96,6 @@ def _trace(model: nn.Module) -> fx.Graph | None:
                 model.train(was_training)
     except Exception:  # an untraceable architecture: the caller falls back
         return None
-
-
-def _has(model: nn.Module, target: str) -> bool:
-    owner, _, name = target.rpartition(".")
-    try:
-        return hasattr(model.get_submodule(owner) if owner else model, name)
-    except AttributeError:
-        return False
 
 
 def _build(root: nn.Module, order: list[fx.Node], first: int, boundary: fx.Node):
