@@ -150,7 +150,7 @@ def decode_all(readers: Sequence[Reader], size: int, limits: Limits, *,
     """
     if jpeg_device is None:
         return list(worker_pool().map(lambda read: _guarded(lambda: decode_bytes(_read(read), size, limits)),
-                                readers))
+                                      readers))
     heads = list(worker_pool().map(lambda read: _guarded(lambda: _Head.of(_read(read), limits)), readers))
     results: list[Decoded | BadImage | None] = [h if isinstance(h, BadImage) else None for h in heads]
     queue = _SharedQueue(heads)
@@ -185,8 +185,8 @@ def decode_all(readers: Sequence[Reader], size: int, limits: Limits, *,
     for worker in workers:
         worker.result()
     rest = [i for i, r in enumerate(results) if r is None]  # refused batches; Pillow-only files left
-    for i, result in zip(rest, worker_pool().map(lambda i: _guarded(lambda: decode_bytes(heads[i].data, size, limits)),
-                                           rest), strict=True):
+    redone = worker_pool().map(lambda i: _guarded(lambda: decode_bytes(heads[i].data, size, limits)), rest)
+    for i, result in zip(rest, redone, strict=True):
         results[i] = result
     return results  # type: ignore[return-value]
 
