@@ -19,16 +19,7 @@ from tlcore import paths
 from tlcore.data import archive, builtin
 from tlcore.data.archive import Skipped
 from tlcore.data.dataset import Dataset, Profile, assemble, cap_per_class
-from tlcore.data.decode import (
-    BadImage,
-    Decoded,
-    decode_all,
-    decode_photo,
-    fit,
-    resize_uint8,
-    square,
-    to_rgb,
-)
+from tlcore.data.decode import BadImage, Decoded, decode_all, decode_photo, fit, resize_uint8, square, to_rgb
 from tlcore.data.errors import VALID_LAYOUT, DatasetError, DatasetUnavailableError
 from tlcore.device import jpeg_decode_device
 from tlcore.settings import Limits, demo_mode, limits
