@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 from _machine import add_machine_args, apply_machine_args
@@ -30,19 +29,15 @@ LAYOUTS = (  # (name, weights' layout, input's layout)
 )
 
 
-def median_ms(work, device: torch.device, warmup: int, repeat: int) -> float:
-    from tlcore.device import synchronize
+def median_ms(work, x: torch.Tensor, warmup: int, repeat: int) -> float:
+    """Median milliseconds of ``work(x)``, timed as the zoo's latencies are (tlcore.bench.call_clock:
+    CUDA events on a GPU, the wall clock after synchronising elsewhere)."""
+    from tlcore.bench import call_clock
 
+    call = call_clock(work, x)
     for _ in range(warmup):
-        work()
-    synchronize(device)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        work()
-        synchronize(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        call()
+    return statistics.median(call() for _ in range(repeat))
 
 
 def main() -> None:
@@ -72,11 +67,11 @@ def main() -> None:
             opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
             x = x0.contiguous(memory_format=inputs)
 
-            def infer(model=model, x=x):
+            def infer(x, model=model):
                 with torch.inference_mode(), autocast(dev):
                     model(x)
 
-            def train_step(model=model, x=x, opt=opt, y=y):
+            def train_step(x, model=model, opt=opt, y=y):
                 with autocast(dev):
                     loss = torch.nn.functional.cross_entropy(model(x).float(), y)
                 opt.zero_grad(set_to_none=True)
@@ -84,9 +79,9 @@ def main() -> None:
                 opt.step()
 
             model.eval()
-            t_infer = median_ms(infer, dev, args.warmup, args.repeat)
+            t_infer = median_ms(infer, x, args.warmup, args.repeat)
             model.train()
-            t_train = median_ms(train_step, dev, args.warmup, args.repeat)
+            t_train = median_ms(train_step, x, args.warmup, args.repeat)
             base.setdefault("infer", t_infer)
             base.setdefault("train", t_train)
             print(f"  batch {batch:4d}  {name:20s}  inference {t_infer:9.2f} ms ({base['infer'] / t_infer:4.2f}× NCHW)"

@@ -67,7 +67,7 @@ def time_calls(model: nn.Module, x: torch.Tensor, *, warmup: int = 3, repeats: i
     once it took that long. In any case timing stops early (after at least 3 timed calls) once
     ``max_seconds`` have passed, so a huge model on a small CPU still returns.
     """
-    call = _clock(model, x)
+    call = call_clock(model, x)
     warm_limit = max_seconds / 2 if target_seconds is None else min(max_seconds / 2, target_seconds)
     times: list[float] = []
     with torch.inference_mode():
@@ -86,8 +86,8 @@ def time_calls(model: nn.Module, x: torch.Tensor, *, warmup: int = 3, repeats: i
     return times
 
 
-def _clock(model: nn.Module, x: torch.Tensor) -> Callable[[], float]:
-    """A function that runs ``model(x)`` once and returns its milliseconds. On CUDA the GPU's own
+def call_clock(model: Callable[[torch.Tensor], object], x: torch.Tensor) -> Callable[[], float]:
+    """A function that runs ``model(x)`` (any callable: a training step too) once and returns its milliseconds. On CUDA the GPU's own
     clock (CUDA events around the call, waited for), so the figure is the GPU's span from the
     call's first queued kernel to its last, launch gaps included; elsewhere the wall clock, read
     after the device has finished."""

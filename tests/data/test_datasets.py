@@ -68,7 +68,7 @@ def test_a_large_entry_is_written_after_the_load_returns_and_served_from_memory_
 
     monkeypatch.setattr(sources, "_write_entry", held_write)
     first = data.load("faces", size=20, seed=4)  # returns while its entry is still unwritten
-    (entry,) = [p for p, ds in sources._WRITING.items() if ds is first]
+    (entry,) = [p for p, (ds, _) in sources._WRITING.items() if ds is first]
     assert not entry.exists()
     monkeypatch.setattr(sources, "_from_builtin", lambda *a, **k: pytest.fail("decoded again"))
     assert data.load("faces", size=20, seed=4) is first  # from memory while it is written

@@ -221,8 +221,8 @@ class _SharedQueue:
         """Up to ``limit`` device-decodable files, their pixels within _BATCH_PIXELS."""
         batch, pixels = [], 0
         with self._lock:
-            while self._items and len(batch) < limit and self._heads[self._items[0]].batchable:
-                n = self._heads[self._items[0]].width * self._heads[self._items[0]].height
+            while self._items and len(batch) < limit and (head := self._heads[self._items[0]]).batchable:
+                n = head.width * head.height
                 if batch and pixels + n > _BATCH_PIXELS:
                     break
                 batch.append(self._items.popleft())

@@ -261,7 +261,7 @@ def _cached(identity: str, size: int, cap: int | None, seed: int, val_fraction: 
     with _WRITES_LOCK:
         being_written = _WRITING.get(path)
     if being_written is not None:
-        return being_written
+        return being_written[0]
     if path.exists():
         try:
             dataset = _read_entry(path, private)
@@ -278,8 +278,8 @@ def _cached(identity: str, size: int, cap: int | None, seed: int, val_fraction: 
 # A large entry is written after the load returns: 301 MB (2,000 images at 224 px) took 0.8 s of a
 # 2.6 s cold load on the 2-core VM, and the user's trial can run meanwhile. Smaller ones, at once.
 BACKGROUND_WRITE_BYTES = 32 * 2**20
-_WRITING: dict[Path, Dataset] = {}  # entries being written: a load of the same key gets them from memory
-_WRITERS: list[threading.Thread] = []
+# Entries being written, with their writer: a load of the same key gets the dataset from memory.
+_WRITING: dict[Path, tuple[Dataset, threading.Thread]] = {}
 _WRITES_LOCK = threading.Lock()
 
 
@@ -300,8 +300,7 @@ def _keep(path: Path, ds: Dataset) -> None:
     # Not a daemon: a CLI run waits at exit for the file (which is written atomically anyway).
     writer = threading.Thread(target=contextvars.copy_context().run, args=(write,), name="tlcore-dataset-write")
     with _WRITES_LOCK:
-        _WRITING[path] = ds
-        _WRITERS[:] = [w for w in _WRITERS if w.is_alive()] + [writer]
+        _WRITING[path] = (ds, writer)
     writer.start()
 
 
@@ -315,7 +314,7 @@ def writing_under(folder: Path) -> bool:
 def finish_writes() -> None:
     """Wait until every decoded dataset started so far is on disk (benches, tests)."""
     with _WRITES_LOCK:
-        writers = list(_WRITERS)
+        writers = [writer for _, writer in _WRITING.values()]
     for writer in writers:
         writer.join()
 
