@@ -1,7 +1,7 @@
 """Decode speed: a naive per-image PIL loop vs tlcore.data (cold, then from its cache).
 
     python bench/data_speed.py [--images 300] [--size 224] [--widths 1024 2048] [--repeat 3]
-                               [--jpeg-device cuda|cpu]
+                               [--jpeg-device cuda|cpu] [--threads 4 8 16] [--decoders-only]
 
 For each source width, writes JPEGs made from scikit-image's bundled photos into a temp folder,
 then in one process times (1) the naive loop (open → convert RGB → resize → tensor, one image at
@@ -32,18 +32,25 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
+UNIQUE = 20  # distinct files; the rest are copies (decoding cost is the same, writing 2 MP noise is not)
+
 
 def make_jpegs(root: Path, n: int, width: int) -> None:
     photos = [skimage.data.astronaut(), skimage.data.chelsea(), skimage.data.coffee(),
               skimage.data.rocket(), skimage.data.hubble_deep_field()]
     rng = np.random.default_rng(0)
+    made: list[bytes] = []
     for i in range(n):
+        folder = root / f"class{i % len(photos)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        if i >= UNIQUE:
+            (folder / f"{i:05d}.jpg").write_bytes(made[i % UNIQUE])
+            continue
         src = Image.fromarray(photos[i % len(photos)])
         img = src.resize((width, width * 3 // 4), Image.Resampling.BILINEAR)
         arr = np.asarray(img).astype(np.int16) + rng.integers(-12, 13, (width * 3 // 4, width, 3))
-        folder = root / f"class{i % len(photos)}"
-        folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(folder / f"{i:05d}.jpg", quality=90)
+        made.append((folder / f"{i:05d}.jpg").read_bytes())
 
 
 def naive(root: Path, size: int) -> torch.Tensor:
@@ -61,7 +68,7 @@ def _median_seconds(work, repeat: int) -> float:
 
 
 def bench_width(tmp: Path, n: int, width: int, size: int, repeat: int,
-                jpeg_device: torch.device | None) -> None:
+                jpeg_device: torch.device | None, threads: list[int], decoders_only: bool = False) -> None:
     """Time the three ways for one source width, printing each line as soon as it is measured
     (large sources take minutes: a silent bench looks hung)."""
     from tlcore import data
@@ -70,6 +77,9 @@ def bench_width(tmp: Path, n: int, width: int, size: int, repeat: int,
     make_jpegs(root, n, width)
     runs = iter(range(10**6))
     print(f"\nsources {width}×{width * 3 // 4}", flush=True)
+    if decoders_only:
+        _bench_decoding(root, size, repeat, jpeg_device, threads)
+        return
 
     def cold() -> tuple[float, float]:
         """Seconds until the load returns, and until its cache file is on disk (a large one is
@@ -92,8 +102,41 @@ def bench_width(tmp: Path, n: int, width: int, size: int, repeat: int,
     print(f"  ratio cold: {t_naive / t_cold:.2f}")
     print(f"  ratio cached: {t_naive / t_warm:.1f}", flush=True)
     bench_parts(tmp, root, data.load_folder(root, size=size), repeat)
+    _bench_decoding(root, size, repeat, jpeg_device, threads)
+
+
+def _bench_decoding(root: Path, size: int, repeat: int, jpeg_device: torch.device | None,
+                    threads: list[int]) -> None:
     if jpeg_device is not None:
         bench_decoders(root, size, jpeg_device, repeat)
+    if threads:
+        bench_threads(root, size, jpeg_device, repeat, threads)
+
+
+def bench_threads(root: Path, size: int, jpeg_device: torch.device | None, repeat: int,
+                  counts: list[int]) -> None:
+    """Decoding alone with Pillow pools of each size (and beside the device, where there is one):
+    on a many-core machine, threads that take turns holding the GIL can cost more than they give."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tlcore.data import decode
+    from tlcore.settings import limits
+
+    readers = [(lambda f=f: f.read_bytes()) for f in sorted(root.rglob("*.jpg"))]
+    pool, pool_size = decode._POOL, decode._POOL_SIZE
+    try:
+        for k in counts:
+            decode._POOL, decode._POOL_SIZE = ThreadPoolExecutor(k), k
+            t_pillow = _median_seconds(lambda: decode.decode_all(readers, size, limits()), repeat)
+            line = f"  {k:3d} Pillow threads: {len(readers) / t_pillow:8.1f} images/s"
+            if jpeg_device is not None:
+                t_both = _median_seconds(lambda: decode.decode_all(readers, size, limits(),
+                                                                   jpeg_device=jpeg_device), repeat)
+                line += f", beside {jpeg_device} {len(readers) / t_both:8.1f} images/s"
+            print(line, flush=True)
+            decode._POOL.shutdown()
+    finally:
+        decode._POOL, decode._POOL_SIZE = pool, pool_size
 
 
 def bench_decoders(root: Path, size: int, jpeg_device: torch.device, repeat: int) -> None:
@@ -154,6 +197,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--jpeg-device", default=None,
                     help="time the batch JPEG decoder on this device (default: the GPU's, when there is one)")
+    ap.add_argument("--threads", type=int, nargs="*", default=[],
+                    help="also time decoding with Pillow pools of these sizes (e.g. 4 8 16)")
+    ap.add_argument("--decoders-only", action="store_true",
+                    help="only the decoding comparisons (no naive loop, cold and cached loads, or cache format)")
     args = ap.parse_args()
     from tlcore.device import jpeg_decode_device
 
@@ -164,7 +211,8 @@ def main() -> None:
           f"median of {args.repeat}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for width in args.widths:
-            bench_width(Path(tmp), args.images, width, args.size, args.repeat, jpeg_device)
+            bench_width(Path(tmp), args.images, width, args.size, args.repeat, jpeg_device, args.threads,
+                        args.decoders_only)
 
 
 if __name__ == "__main__":

@@ -95,12 +95,30 @@ def ours(root: Path, freeze: str, epochs: int, device: torch.device, batch: int 
     depth = "all" if freeze == "all" else (len(zoo.blocks_of(spec)) - 2 if freeze == "last" else 0)
     started = time.perf_counter()
     ds = data.load_folder(root, size=224)
+    loaded_s = time.perf_counter() - started
     cfg = TrialConfig(model=spec.key, freeze=depth, epochs=epochs, batch_size=batch, augment=("flip", "crop"))
     result = run_trial(cfg, ds, device=device)
     seconds = time.perf_counter() - started
     t0 = time.perf_counter()
     data.sources.finish_writes()  # a large decoded cache is written while the trial runs
-    return seconds, result.val_acc, {**asdict(result.timings), "cache_written_after_s": time.perf_counter() - t0}
+    return seconds, result.val_acc, {"load_folder_s": loaded_s, **asdict(result.timings),
+                                      "cache_written_after_s": time.perf_counter() - t0}
+
+
+def profile_ours(root: Path, args: argparse.Namespace, device: torch.device, home: Path) -> None:
+    import cProfile
+    import pstats
+
+    from tlcore import features
+    from tlcore.finetune.prefix_cache import RECENT
+
+    os.environ["TLCORE_HOME"] = str(home)
+    features._MEMORY.clear()  # the in-process caches too: the profile is of a trial on new data
+    RECENT.clear()
+    profiler = cProfile.Profile()
+    profiler.runcall(ours, root, args.freeze, args.epochs, device, args.batch)
+    print("ours again under cProfile (fresh caches, warm process), by cumulative time:")
+    pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
 
 
 def main() -> None:
@@ -113,6 +131,8 @@ def main() -> None:
     ap.add_argument("--device", default=None)
     ap.add_argument("--batch", type=int, default=None,
                     help="tlcore's batch size (default: automatic, as in the app; the tutorial's is 4)")
+    ap.add_argument("--profile", action="store_true",
+                    help="then run ours again (fresh caches, warm process) under cProfile and print where it went")
     args = ap.parse_args()
     if args.quick:
         args.images, args.epochs = 320, 5
@@ -127,10 +147,13 @@ def main() -> None:
               f"{device.type}, efficientnet_lite0")
         t_naive, acc_naive, first_naive = tutorial(root, args.freeze, args.epochs, device)
         t_ours, acc_ours, timings = ours(root, args.freeze, args.epochs, device, args.batch)
+        if args.profile:
+            profile_ours(root, args, device, Path(tmp) / "home-profiled")
     print(f"tutorial loop   {t_naive:8.2f} s  val acc {acc_naive:.3f}")
     print(f"tlcore.finetune {t_ours:8.2f} s  val acc {acc_ours:.3f}  (timings: "
           + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in timings.items()
                       if k != "per_epoch_s" and v is not None) + ")")
+    print("  epochs (s): " + " ".join(f"{s:.3f}" for s in timings["per_epoch_s"]))
     print(f"to the first epoch's point: tutorial {first_naive:.2f} s, tlcore {timings['first_epoch_s']:.2f} s "
           "(ours: from the trial's start, the dataset already decoded — as after pressing Run)")
     print(f"ratio: {t_naive / t_ours:.2f}")

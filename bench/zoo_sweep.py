@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--default-only", action="store_true")
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--repeats", type=int, default=50, help="at most this many timed calls")
-    ap.add_argument("--target-seconds", type=float, default=0.2, help="timed seconds that suffice")
+    ap.add_argument("--target-seconds", type=float, default=0.1, help="timed seconds that suffice")
     ap.add_argument("--max-seconds", type=float, default=2.0, help="after this, 3 timed calls suffice")
     ap.add_argument("--compare", action="store_true", help="also time every weight with bench.measure")
     add_machine_args(ap)
@@ -49,16 +49,23 @@ def main() -> None:
           f"× batch {args.batch} × {dtypes} on {device_name(device)}")
     print(f"figures: eager PyTorch, inference_mode, random weights, {_clock_note(device)}; "
           f"float32 is PyTorch's default math{_tf32_note(device)}")
-    started = time.perf_counter()
-    ours = {}
+    started = last = time.perf_counter()
+    ours, walls, timed_s = {}, [], 0.0
     for step in bench.sweep(specs, device=device, batches=args.batch, dtypes=dtypes,
                             channels_last=args.channels_last, repeats=args.repeats,
                             target_seconds=args.target_seconds, max_seconds=args.max_seconds):
         _print_step(step)
+        now = time.perf_counter()
+        walls.append((now - last, step))  # the first step of an architecture includes its build
+        last = now
         if step.result is not None:
             ours.update({(k, step.batch, step.dtype): step.result.median_ms for k in step.keys})
+            timed_s += step.result.median_ms * step.result.runs / 1e3
     sweep_s = time.perf_counter() - started
-    print(f"sweep total: {sweep_s:.1f} s")
+    print(f"sweep total: {sweep_s:.1f} s for {len(walls)} measurements; timed calls about {timed_s:.1f} s "
+          "(median × calls), the rest warm-up, builds and dtype changes")
+    for wall, step in sorted(walls, key=lambda w: -w[0])[:5]:
+        print(f"  slowest: {step.keys[0]} b{step.batch} {step.dtype} {wall:.2f} s")
     if args.compare:
         _compare(specs, device, args, dtypes, ours, sweep_s)
 

@@ -64,6 +64,19 @@ def cache_budget() -> int:
     return int(gigabytes * 2**30)
 
 
+def decode_threads() -> int:
+    """Threads that decode images with Pillow: ``TLCORE_DECODE_THREADS``, else one per core."""
+    default = os.cpu_count() or 2
+    raw = os.environ.get("TLCORE_DECODE_THREADS", "").strip()
+    if not raw:
+        return default
+    if raw.isdigit() and 1 <= int(raw) <= 1024:
+        return int(raw)
+    warnings.warn(f"TLCORE_DECODE_THREADS must be a whole number from 1 to 1024, got {raw!r}: using {default}",
+                  stacklevel=2)
+    return default
+
+
 def demo_caps() -> list[str]:
     """The demo's caps as a user reads them (the banner, the README)."""
     cap = DEMO_LIMITS

@@ -107,8 +107,8 @@ def test_the_device_and_pillow_share_the_files_and_the_slower_takes_less(monkeyp
     pillow_done, lock, by_pillow, device_batches = threading.Event(), threading.Lock(), [], []
     real_decode_bytes = decode.decode_bytes
 
-    def counting_pillow(data, size, limits):
-        out = real_decode_bytes(data, size, limits)
+    def counting_pillow(data, size, limits, opened=None):
+        out = real_decode_bytes(data, size, limits, opened)
         with lock:
             by_pillow.append(1)
             if len(by_pillow) == n - decode._FIRST_DEVICE_BATCH:

@@ -10,7 +10,6 @@ decoded in batches by torchvision's nvJPEG path, beside the CPU threads. Every m
 from __future__ import annotations
 
 import io
-import os
 import threading
 import time
 import warnings
@@ -18,14 +17,14 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tlcore.data.errors import DatasetError
-from tlcore.settings import Limits
+from tlcore.settings import Limits, decode_threads
 
 Reader = Callable[[], bytes]  # returns a file's bytes; may raise (unreadable member)
 
@@ -85,21 +84,24 @@ def to_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")  # convert() would copy an RGB image
 
 
 def square(image: Image.Image, size: int) -> Image.Image:
     """Centre square crop resized to size×size in one pass (the crop box bounds the work)."""
     w, h = image.size
+    if w == h == size:
+        return image  # resize() would copy it: one copy fewer per file, with the GIL held
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
     return image.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side),
                         reducing_gap=3.0)
 
 
-def decode_bytes(data: bytes, size: int, limits: Limits) -> Decoded:
-    """Decode one untrusted file to size×size RGB, or raise BadImage with the reason."""
-    image = _open(data, limits)
+def decode_bytes(data: bytes, size: int, limits: Limits, opened: Image.Image | None = None) -> Decoded:
+    """Decode one untrusted file to size×size RGB, or raise BadImage with the reason. ``opened``:
+    ``data`` as ``_open`` returned it, header checked and pixels not loaded yet."""
+    image = opened or _open(data, limits)
     width, height, mode, fmt = image.width, image.height, image.mode, image.format or "?"
     try:
         if fmt == "JPEG":
@@ -107,7 +109,7 @@ def decode_bytes(data: bytes, size: int, limits: Limits) -> Decoded:
             scale = min(width, height) / size
             image.draft("RGB", (max(1, int(width / scale)), max(1, int(height / scale))))
         image.load()
-        image = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # not in place, it copies an upright image
         pixels = np.array(square(to_rgb(image), size))  # a writable copy (torch refuses read-only views)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise BadImage(f"corrupt or truncated image ({err})") from None
@@ -167,7 +169,7 @@ def decode_all(readers: Sequence[Reader], size: int, limits: Limits, *,
 
     def with_pillow() -> None:
         while (i := queue.take_one()) is not None:
-            results[i] = _guarded(lambda: decode_bytes(heads[i].data, size, limits))
+            results[i] = _guarded(lambda: decode_bytes(heads[i].data, size, limits, heads[i].take_opened()))
             queue.pillow_decoded()
 
     cap = _FIRST_DEVICE_BATCH
@@ -272,12 +274,17 @@ class _Head:
     height: int
     mode: str
     batchable: bool  # a JPEG the batched decoder handles (CMYK and friends go through Pillow)
+    # The parsed header, for Pillow to decode from without parsing it again (taken once).
+    opened: list[Image.Image] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
     def of(cls, data: bytes, limits: Limits) -> _Head:
         image = _open(data, limits)
         return cls(data, image.width, image.height, image.mode,
-                   image.format == "JPEG" and image.mode in ("RGB", "L") and _ends_whole(data))
+                   image.format == "JPEG" and image.mode in ("RGB", "L") and _ends_whole(data), [image])
+
+    def take_opened(self) -> Image.Image | None:
+        return self.opened.pop() if self.opened else None
 
 
 def _ends_whole(data: bytes) -> bool:
@@ -309,7 +316,7 @@ def _guarded(work: Callable[[], object]):
         return err
 
 
-_POOL_SIZE = os.cpu_count() or 2
+_POOL_SIZE = decode_threads()
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 

@@ -133,6 +133,7 @@ class Timings:
 
     total_s: float = 0.0
     first_epoch_s: float | None = None
+    setup_s: float | None = None  # Run → the first batch: model on the device, features or prefix buffers ready
     per_epoch_s: list[float] = field(default_factory=list)
     features_s: float | None = None  # linear probe: the one backbone pass
     prefix_cached: bool = False  # frozen prefix run once per view instead of every epoch

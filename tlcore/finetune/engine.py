@@ -79,11 +79,14 @@ def _pass(loop: Loop, order: torch.Tensor, *, train: bool, step) -> tuple[float,
     total_loss = torch.zeros((), device=loop.device)
     correct = torch.zeros((), device=loop.device, dtype=torch.long)
     preds = []
+    # On the device once per pass: a copy from pageable memory per batch waits for the GPU to
+    # finish everything queued, so the CPU could never queue the next step while one runs.
+    order = order.to(loop.device)
     start = 0
     while start < len(order):
         if loop.should_stop is not None and loop.should_stop():
             raise TrialCancelled()
-        batch = order[start:start + loop.batch_size].to(loop.device)
+        batch = order[start:start + loop.batch_size]
         try:
             loss, pred = _batch(loop, batch, train, step)
         except torch.OutOfMemoryError:

@@ -56,6 +56,7 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
     loop = Loop(trainable, dataset.labels.to(dev), prepare, cfg, dev, should_stop,
                 served=getattr(prepare, "served", None),  # a cached prefix counts what it computed
                 rates_follow_batch=sched if automatic else None)
+    timings.setup_s = time.perf_counter() - started
     history: list[EpochStats] = []
     preds = None
     for epoch in range(1, cfg.epochs + 1):
