@@ -52,14 +52,14 @@ case "${1:-}" in
     log layout timeout 30 python3 bench/layout_speed.py --batch 64 256 --repeat 10 ;;
   again)  # after `once` (about 5 minutes): the training tests on CUDA, decoding at each Pillow pool
     # size, both trial benches with the pool that decoded fastest beside the GPU, the zoo sweep
-    log pytest timeout 40 python3 -m pytest -q -p no:cacheprovider -rfE tests/test_finetune.py \
+    log pytest timeout 50 python3 -m pytest -q -p no:cacheprovider -rfE tests/test_finetune.py tests/test_device.py tests/test_features.py \
       tests/test_out_of_memory.py tests/data/test_batch_decode.py
     log data timeout 40 python3 bench/data_speed.py --images 2000 --widths 224 --repeat 2 --threads 4 8 16 --decoders-only
     best=$(awk '/Pillow threads:/ {gsub(",", ""); if ($(NF-1) > r) {r = $(NF-1); k = $1}} END {print k}' "$OUT/data.log")
     [ -n "$best" ] && export TLCORE_DECODE_THREADS=$best && echo "TLCORE_DECODE_THREADS=$best" | tee -a "$OUT/gpu.txt"
     log finetune-last timeout 50 python3 bench/finetune_speed.py --images 2000 --freeze last
     log finetune-all timeout 45 python3 bench/finetune_speed.py --images 2000 --freeze all
-    log zoo timeout 115 python3 bench/zoo_sweep.py --batch 1 64 --dtype float32 bfloat16 ;;
+    log zoo timeout 110 python3 bench/zoo_sweep.py --batch 1 64 --dtype float32 bfloat16 ;;
   tests)
     log pytest python3 -m pytest -q -p no:cacheprovider -rfE ;;
   lite12)
