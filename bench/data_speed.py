@@ -130,8 +130,8 @@ def bench_threads(root: Path, size: int, jpeg_device: torch.device | None, repea
             t_pillow = _median_seconds(lambda: decode.decode_all(readers, size, limits()), repeat)
             line = f"  {k:3d} Pillow threads: {len(readers) / t_pillow:8.1f} images/s"
             if jpeg_device is not None:
-                t_both = _median_seconds(lambda: decode.decode_all(readers, size, limits(),
-                                                                   jpeg_device=jpeg_device), repeat)
+                t_both = _median_seconds(lambda k=k: decode.decode_all(readers, size, limits(), jpeg_device=jpeg_device,
+                                                                         pillow_workers=k), repeat)
                 line += f", beside {jpeg_device} {len(readers) / t_both:8.1f} images/s"
             print(line, flush=True)
             decode._POOL.shutdown()
@@ -148,8 +148,9 @@ def bench_decoders(root: Path, size: int, jpeg_device: torch.device, repeat: int
     t_device = _median_seconds(lambda: decode.decode_all(readers, size, limits(), jpeg_device=jpeg_device,
                                                          pillow_workers=0), repeat)
     t_both = _median_seconds(lambda: decode.decode_all(readers, size, limits(), jpeg_device=jpeg_device), repeat)
+    beside = min(decode._POOL_SIZE, decode.PILLOW_BESIDE_DEVICE)
     print(f"  decoding only: Pillow ({decode._POOL_SIZE} threads) {t_pillow:.3f} s, {jpeg_device} alone "
-          f"{t_device:.3f} s, both sharing {t_both:.3f} s; Pillow ÷ shared {t_pillow / t_both:.2f}, "
+          f"{t_device:.3f} s, both sharing ({beside} Pillow threads) {t_both:.3f} s; Pillow ÷ shared {t_pillow / t_both:.2f}, "
           f"device alone ÷ shared {t_device / t_both:.2f}", flush=True)
 
 

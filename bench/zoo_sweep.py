@@ -54,8 +54,8 @@ def main() -> None:
     for step in bench.sweep(specs, device=device, batches=args.batch, dtypes=dtypes,
                             channels_last=args.channels_last, repeats=args.repeats,
                             target_seconds=args.target_seconds, max_seconds=args.max_seconds):
-        _print_step(step)
         now = time.perf_counter()
+        _print_step(step, now - started)
         walls.append((now - last, step))  # the first step of an architecture includes its build
         last = now
         if step.result is not None:
@@ -70,9 +70,10 @@ def main() -> None:
         _compare(specs, device, args, dtypes, ours, sweep_s)
 
 
-def _print_step(step: bench.SweepStep) -> None:
+def _print_step(step: bench.SweepStep, elapsed_s: float) -> None:
+    """One line; it starts with the sweep's seconds so far (a run cut short still shows its pace)."""
     shared = f"  (also {len(step.keys) - 1} more weights)" if len(step.keys) > 1 else ""
-    head = f"{step.keys[0]:45s} b{step.batch:<4d} {step.dtype:9s}"
+    head = f"{elapsed_s:6.1f} s  {step.keys[0]:45s} b{step.batch:<4d} {step.dtype:9s}"
     r = step.result
     if r is None:
         print(f"{head} out of memory{shared}", flush=True)

@@ -140,3 +140,24 @@ def test_without_pillow_threads_the_device_takes_every_jpeg_it_can(monkeypatch):
     assert all(isinstance(r, Decoded) for r in results)
     for a, b in zip(results, with_pillow, strict=True):  # torchvision's decoder against Pillow's
         assert abs(a.pixels.astype(float) - b.pixels.astype(float)).mean() < 12
+
+
+def test_beside_a_device_only_a_few_pillow_threads_decode(monkeypatch):
+    """More threads only queue for the interpreter lock on small files (measured on 16 cores)."""
+    from tlcore.data import decode
+
+    real_pool, submitted = decode.worker_pool(), []
+
+    class Counting:
+        def map(self, *args, **kwargs):
+            return real_pool.map(*args, **kwargs)
+
+        def submit(self, fn, *args):
+            submitted.append(fn)
+            return real_pool.submit(fn, *args)
+
+    monkeypatch.setattr(decode, "_POOL_SIZE", 16)
+    monkeypatch.setattr(decode, "worker_pool", Counting)
+    results = decode_all([(lambda i=i: jpeg(i % 7)) for i in range(20)], 16, Limits(), jpeg_device=CPU)
+    assert len(submitted) == decode.PILLOW_BESIDE_DEVICE < 16
+    assert all(isinstance(r, Decoded) for r in results)
