@@ -5,10 +5,8 @@
 # each command with a time limit. The other parts are the longer runs, for a larger budget. Here first:
 #   bash scripts/gpu_carry.sh                        # .whl/ (and `lite12` → .whl12/ for those tests)
 # Then device `run` with carry [".whl"], timeout_s 600, command `bash scripts/gpu_session.sh PART`:
-#   once     the suite without tests/zoo (≤ 4 min), the freeze-last and probe benches, the zoo sweep,
-#            decoding at 2 MP (GPU, Pillow, both) and the layout bench; about 9 minutes
-#   again    after once, about 5 minutes: training tests, decoding per Pillow pool size, the trial
-#            benches with the fastest pool, the zoo sweep
+#   once     the suite without tests/zoo and e2e, the freeze-last and probe benches, the zoo sweep,
+#            decoding small JPEGs (GPU, Pillow, both; 4 and 16 Pillow threads); about 9.5 minutes
 #   tests    the whole suite (e2e skips itself: no Chromium there)
 #   trials   bench/finetune_speed.py --images 2000, --freeze last (automatic batch, and 16) and --freeze all;
 #            bench/score_speed.py
@@ -19,8 +17,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
-  once|again|tests|trials|rest|lite12) ;;
-  *) echo "usage: bash scripts/gpu_session.sh once|again|tests|trials|rest|lite12" >&2; exit 2 ;;
+  once|tests|trials|rest|lite12) ;;
+  *) echo "usage: bash scripts/gpu_session.sh once|tests|trials|rest|lite12" >&2; exit 2 ;;
 esac
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -42,24 +40,15 @@ log() {  # log NAME COMMAND…: run it, keep its output in $OUT/NAME.log, go on 
 }
 
 case "${1:-}" in
-  once)  # each command under `timeout`, so one slow step cannot take the others' time
-    log pytest timeout 180 python3 -m pytest -v --tb=short -p no:cacheprovider -rfE --durations=20 \
+  once)  # each command under `timeout`, sized from the H200 runs of 2026-12-04 (suite 166 s, each
+    # trial bench about 55 s with the tutorial's 27–32 s, the sweep about 130 s); about 9.5 minutes
+    log pytest timeout 200 python3 -m pytest -q -p no:cacheprovider -rfE --durations=20 \
       --ignore=tests/zoo --ignore=tests/e2e
-    log finetune-last timeout 90 python3 bench/finetune_speed.py --images 2000 --freeze last --profile
-    log finetune-all timeout 80 python3 bench/finetune_speed.py --images 2000 --freeze all --profile
-    log zoo timeout 120 python3 bench/zoo_sweep.py --batch 1 64 --dtype float32 bfloat16
-    log data timeout 40 python3 bench/data_speed.py --images 300 --widths 2048 --repeat 1
-    log layout timeout 30 python3 bench/layout_speed.py --batch 64 256 --repeat 10 ;;
-  again)  # after `once` (about 5 minutes): the training tests on CUDA, decoding at each Pillow pool
-    # size, both trial benches with the pool that decoded fastest beside the GPU, the zoo sweep
-    log pytest timeout 50 python3 -m pytest -q -p no:cacheprovider -rfE tests/test_finetune.py tests/test_device.py tests/test_features.py \
-      tests/test_out_of_memory.py tests/data/test_batch_decode.py
-    log data timeout 40 python3 bench/data_speed.py --images 2000 --widths 224 --repeat 2 --threads 4 8 16 --decoders-only
-    best=$(awk '/Pillow threads:/ {gsub(",", ""); if ($(NF-1) > r) {r = $(NF-1); k = $1}} END {print k}' "$OUT/data.log")
-    [ -n "$best" ] && export TLCORE_DECODE_THREADS=$best && echo "TLCORE_DECODE_THREADS=$best" | tee -a "$OUT/gpu.txt"
-    log finetune-last timeout 50 python3 bench/finetune_speed.py --images 2000 --freeze last
-    log finetune-all timeout 45 python3 bench/finetune_speed.py --images 2000 --freeze all
-    log zoo timeout 110 python3 bench/zoo_sweep.py --batch 1 64 --dtype float32 bfloat16 ;;
+    log finetune-last timeout 90 python3 bench/finetune_speed.py --images 2000 --freeze last
+    log finetune-all timeout 90 python3 bench/finetune_speed.py --images 2000 --freeze all
+    log zoo timeout 140 python3 bench/zoo_sweep.py --batch 1 64 --dtype float32 bfloat16
+    log data timeout 45 python3 bench/data_speed.py --images 2000 --widths 224 --repeat 1 --threads 4 16 \
+      --decoders-only ;;
   tests)
     log pytest python3 -m pytest -q -p no:cacheprovider -rfE ;;
   lite12)
