@@ -48,7 +48,7 @@ def test_model_inputs_are_channels_last_on_cpu():
     x = features.normalise(torch.zeros(2, 3, 16, 16, dtype=torch.uint8), zoo.get_spec("efficientnet_lite0"), 24)
     assert x.shape == (2, 3, 24, 24) and x.is_contiguous(memory_format=torch.channels_last)
     assert input_format(torch.device("mps")) is torch.contiguous_format  # silent wrong results seen there
-    assert input_format(torch.device("cuda")) is torch.channels_last  # measured: bench/layout_speed.py
+    assert input_format(torch.device("cuda")) is torch.contiguous_format  # until verified on a GPU
 
 
 def test_cpu_inference_batches_hold_a_pixel_budget():
