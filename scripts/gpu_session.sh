@@ -41,13 +41,13 @@ log() {  # log NAME COMMAND…: run it, keep its output in $OUT/NAME.log, go on 
 
 case "${1:-}" in
   once)  # each command under `timeout`, sized from the H200 runs of 2026-12-04 (suite 166 s, each
-    # trial bench about 55 s with the tutorial's 27–32 s, the sweep about 130 s); about 9.5 minutes
-    log pytest timeout 200 python3 -m pytest -q -p no:cacheprovider -rfE --durations=20 \
+    # trial bench about 55 s with the tutorial's 27–32 s, the sweep about 130 s); about 9.3 minutes
+    log pytest timeout -k 5 200 python3 -m pytest -q -p no:cacheprovider -rfE --durations=20 \
       --ignore=tests/zoo --ignore=tests/e2e
-    log finetune-last timeout 90 python3 bench/finetune_speed.py --images 2000 --freeze last
-    log finetune-all timeout 90 python3 bench/finetune_speed.py --images 2000 --freeze all
-    log zoo timeout 140 python3 bench/zoo_sweep.py --batch 1 64 --dtype float32 bfloat16
-    log data timeout 45 python3 bench/data_speed.py --images 2000 --widths 224 --repeat 1 --threads 4 16 \
+    log finetune-last timeout -k 5 90 python3 bench/finetune_speed.py --images 2000 --freeze last
+    log finetune-all timeout -k 5 90 python3 bench/finetune_speed.py --images 2000 --freeze all
+    log zoo timeout -k 5 130 python3 bench/zoo_sweep.py --batch 1 64 --dtype float32 bfloat16
+    log data timeout -k 5 45 python3 bench/data_speed.py --images 2000 --widths 224 --repeat 1 --threads 4 16 \
       --decoders-only ;;
   tests)
     log pytest python3 -m pytest -q -p no:cacheprovider -rfE ;;

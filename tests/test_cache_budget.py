@@ -113,8 +113,8 @@ def test_the_budget_comes_from_the_environment_and_a_typo_keeps_the_default(monk
 
 
 @pytest.mark.parametrize(("value", "expected"), [("", os.cpu_count() or 2), ("3", 3), ("0", os.cpu_count() or 2),
-                                                 ("many", os.cpu_count() or 2)])
+                                                 ("many", os.cpu_count() or 2), ("²", os.cpu_count() or 2)])
 def test_decoding_threads_come_from_the_environment_and_a_typo_keeps_the_default(monkeypatch, value, expected):
     monkeypatch.setenv("TLCORE_DECODE_THREADS", value)
-    with pytest.warns(UserWarning, match="TLCORE_DECODE_THREADS") if value in ("0", "many") else contextlib.nullcontext():
+    with pytest.warns(UserWarning, match="TLCORE_DECODE_THREADS") if value in ("0", "many", "²") else contextlib.nullcontext():
         assert settings.decode_threads() == expected

@@ -246,3 +246,32 @@ def test_a_classifier_on_an_earlier_blocks_features(digits):
         TrialConfig(model=spec.key, freeze=3, probe_block="_blocks.5-7").check()
     with pytest.raises(ValueError, match="unknown block 'nope'; choose one of: stem"):
         TrialConfig(model=spec.key, probe_block="nope").check()
+
+
+def _views_on(device: str) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    acts = [(torch.randn(12, 3, 4, 4, generator=g) + 100 * v).to(device) for v in range(4)]
+    return acts, torch.tensor([5, 0, 11, 3, 3, 7]).to(device), torch.tensor([0, 3, 1, 2, 0, 3]).to(device)
+
+
+def test_a_cached_prefix_serves_each_sample_from_the_view_drawn_for_it():
+    from tlcore.finetune.prefix_cache import _gather
+
+    acts, idx, pick = _views_on("cpu")
+    batch = _gather(acts, idx, pick)
+    for i in range(len(idx)):
+        assert torch.equal(batch[i], acts[int(pick[i])][int(idx[i])])
+    assert torch.equal(_gather(acts, idx, None), acts[0][idx])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_drawing_views_never_makes_the_cpu_wait_for_the_gpu():
+    from tlcore.finetune.prefix_cache import _gather
+
+    acts, idx, pick = _views_on("cuda")
+    torch.cuda.set_sync_debug_mode("error")  # any synchronising call raises
+    try:
+        batch = _gather(acts, idx, pick)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(batch[1].cpu(), acts[3][0].cpu())

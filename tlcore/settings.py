@@ -70,7 +70,7 @@ def decode_threads() -> int:
     raw = os.environ.get("TLCORE_DECODE_THREADS", "").strip()
     if not raw:
         return default
-    if raw.isdigit() and 1 <= int(raw) <= 1024:
+    if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 1024:  # isdigit() alone accepts "²"
         return int(raw)
     warnings.warn(f"TLCORE_DECODE_THREADS must be a whole number from 1 to 1024, got {raw!r}: using {default}",
                   stacklevel=2)

@@ -161,3 +161,12 @@ def test_beside_a_device_only_a_few_pillow_threads_decode(monkeypatch):
     results = decode_all([(lambda i=i: jpeg(i % 7)) for i in range(20)], 16, Limits(), jpeg_device=CPU)
     assert len(submitted) == decode.PILLOW_BESIDE_DEVICE < 16
     assert all(isinstance(r, Decoded) for r in results)
+
+
+def test_only_a_jpegs_parsed_header_waits_for_pillow():
+    """A PNG's parsed header can hold 64 MB of unpacked text chunks: 512 waiting in a chunk would
+    take 32 GB, so only JPEG headers (no bigger than their file) are kept for Pillow."""
+    from tlcore.data import decode
+
+    assert len(decode._Head.of(jpeg(1), Limits()).opened) == 1
+    assert decode._Head.of(png(1), Limits()).opened == []

@@ -164,6 +164,7 @@ def decode_all(readers: Sequence[Reader], size: int, limits: Limits, *,
             return False
         for k, i in enumerate(batch):
             h = heads[i]
+            h.opened.clear()  # decoded here: Pillow's parsed header is not needed any more
             results[i] = Decoded(pixels[k].permute(1, 2, 0).numpy(), h.width, h.height, h.mode, "JPEG")
         return True
 
@@ -187,7 +188,8 @@ def decode_all(readers: Sequence[Reader], size: int, limits: Limits, *,
     for worker in workers:
         worker.result()
     rest = [i for i, r in enumerate(results) if r is None]  # refused batches; Pillow-only files left
-    redone = worker_pool().map(lambda i: _guarded(lambda: decode_bytes(heads[i].data, size, limits)), rest)
+    redone = worker_pool().map(lambda i: _guarded(lambda: decode_bytes(heads[i].data, size, limits,
+                                                                       heads[i].take_opened())), rest)
     for i, result in zip(rest, redone, strict=True):
         results[i] = result
     return results  # type: ignore[return-value]
@@ -280,8 +282,11 @@ class _Head:
     @classmethod
     def of(cls, data: bytes, limits: Limits) -> _Head:
         image = _open(data, limits)
+        jpeg = image.format == "JPEG"
+        # Only a JPEG's parsed header is kept: it is small, where a PNG's can hold 64 MB of unpacked
+        # text chunks — 512 of those waiting in a chunk would take 32 GB.
         return cls(data, image.width, image.height, image.mode,
-                   image.format == "JPEG" and image.mode in ("RGB", "L") and _ends_whole(data), [image])
+                   jpeg and image.mode in ("RGB", "L") and _ends_whole(data), [image] if jpeg else [])
 
     def take_opened(self) -> Image.Image | None:
         return self.opened.pop() if self.opened else None

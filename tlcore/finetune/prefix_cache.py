@@ -187,8 +187,9 @@ def _gather(acts: list[torch.Tensor], idx: torch.Tensor, pick: torch.Tensor | No
     """Rows ``idx`` of view ``pick[i]`` each (view 0 when ``pick`` is None), in the cache's format."""
     batch = acts[0][idx]
     if pick is not None:
+        # torch.where, not a boolean mask: a mask's row count is only known after the GPU has
+        # caught up, so every batch would wait for it.
         for v in range(1, len(acts)):
-            chosen = pick == v
-            if chosen.any():
-                batch[chosen] = acts[v][idx[chosen]]
+            chosen = (pick == v).view(-1, *[1] * (batch.dim() - 1))
+            batch = torch.where(chosen, acts[v][idx], batch)
     return batch.contiguous(memory_format=_memory_format(acts[0]))
