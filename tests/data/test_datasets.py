@@ -156,3 +156,23 @@ def test_no_torch_op_runs_on_the_decoding_threads(monkeypatch, tmp_path):
     ds = data.load_folder(tmp_path, size=24)
     pool.shutdown()
     assert len(ds) == 24 and calls == []
+
+
+def test_a_folder_decodes_in_chunks_of_bounded_bytes_with_the_same_result(tmp_path, monkeypatch):
+    from tests.data.conftest import jpeg
+
+    for k, c in enumerate("abc"):
+        (tmp_path / c).mkdir()
+        for i in range(7):
+            (tmp_path / c / f"{i}.jpg").write_bytes(jpeg(10 * k + i))
+    whole = data.load_folder(tmp_path, size=16)
+    budget = 3 * max(f.stat().st_size for f in tmp_path.rglob("*.jpg"))
+    held = []
+    real = sources.decode_all
+    monkeypatch.setattr(sources, "decode_all",
+                        lambda readers, *a, **kw: held.append(len(readers)) or real(readers, *a, **kw))
+    monkeypatch.setattr(sources, "CHUNK_BYTES", budget)
+    monkeypatch.setenv("TLCORE_HOME", str(tmp_path / "fresh-home"))  # decoded again, not read from the cache
+    chunked = data.load_folder(tmp_path, size=16)
+    assert len(held) > 1 and sum(held) == 21 and max(held) <= 3
+    assert torch.equal(chunked.images, whole.images) and torch.equal(chunked.labels, whole.labels)

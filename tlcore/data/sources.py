@@ -178,8 +178,7 @@ def _from_members(name: str, source: str, members: list[archive.Member], skipped
     decoded: list[Decoded] = []
     kept_labels: list[int] = []
     jpeg_device = jpeg_decode_device()
-    for start in range(0, len(chosen), 512):  # bounded memory: read and decode a chunk at a time
-        chunk = chosen[start:start + 512]
+    for chunk in _chunks(chosen, [assigned[i][0].size for i in chosen]):
         results = decode_all([assigned[i][0].read for i in chunk], size, limits(), jpeg_device=jpeg_device)
         for i, result in zip(chunk, results, strict=True):
             if isinstance(result, BadImage):
@@ -194,6 +193,25 @@ def _from_members(name: str, source: str, members: list[archive.Member], skipped
                     widths=[d.width for d in decoded], heights=[d.height for d in decoded],
                     modes=[d.mode for d in decoded], formats=[d.format for d in decoded],
                     skipped=skipped, max_per_class=None, val_fraction=val_fraction, seed=seed)
+
+
+# Files' bytes read and held at once while decoding. By bytes, not by count (it was 512 files):
+# 512 phone photos of 4 MB held 2 GB, and 2,000 small JPEGs now fit in one chunk, so a GPU's
+# batches ramp up once and the threads meet at one barrier instead of four (on the 2-core VM the
+# two ways load 2,000 small JPEGs in the same time: medians 2.17 and 2.05 s of 4, noise-level).
+CHUNK_BYTES = 256 * 2**20
+
+
+def _chunks(chosen: np.ndarray, sizes: list[int]):
+    """``chosen`` in order, cut so that each piece's files hold at most CHUNK_BYTES (at least one file)."""
+    start, held = 0, 0
+    for k, size in enumerate(sizes):
+        if k > start and held + size > CHUNK_BYTES:
+            yield chosen[start:k]
+            start, held = k, 0
+        held += size
+    if start < len(chosen):
+        yield chosen[start:]
 
 
 def _cap_indices(labels: np.ndarray, cap: int | None, seed: int, lim: Limits) -> np.ndarray:
