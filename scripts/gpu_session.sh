@@ -6,7 +6,9 @@
 #   bash scripts/gpu_carry.sh                        # .whl/ (and `lite12` → .whl12/ for those tests)
 # Then device `run` with carry [".whl"], timeout_s 600, command `bash scripts/gpu_session.sh PART`:
 #   once     the suite without tests/zoo and e2e, the freeze-last and probe benches, the zoo sweep,
-#            decoding small JPEGs (GPU, Pillow, both; 4 and 16 Pillow threads); about 9.5 minutes
+#            decoding small JPEGs (GPU, Pillow, both; 4 and 16 Pillow threads); about 9.3 minutes
+#   layout   at once after `once` (warm machine, timeout_s 240): the training tests and the
+#            freeze-last bench with channels_last input on CUDA (TLCORE_CUDA_CHANNELS_LAST=1)
 #   tests    the whole suite (e2e skips itself: no Chromium there)
 #   trials   bench/finetune_speed.py --images 2000, --freeze last (automatic batch, and 16) and --freeze all;
 #            bench/score_speed.py
@@ -17,8 +19,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
-  once|tests|trials|rest|lite12) ;;
-  *) echo "usage: bash scripts/gpu_session.sh once|tests|trials|rest|lite12" >&2; exit 2 ;;
+  once|layout|tests|trials|rest|lite12) ;;
+  *) echo "usage: bash scripts/gpu_session.sh once|layout|tests|trials|rest|lite12" >&2; exit 2 ;;
 esac
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -49,6 +51,12 @@ case "${1:-}" in
     log zoo timeout -k 5 130 python3 bench/zoo_sweep.py --batch 1 64 --dtype float32 bfloat16
     log data timeout -k 5 45 python3 bench/data_speed.py --images 2000 --widths 224 --repeat 1 --threads 4 16 \
       --decoders-only ;;
+  layout)  # right after `once`, while the machine is warm (no start): channels_last input on CUDA
+    # (1.26–1.32× in the layout bench) through the training tests and the freeze-last trial bench
+    export TLCORE_CUDA_CHANNELS_LAST=1
+    log pytest-cl timeout -k 5 120 python3 -m pytest -q -p no:cacheprovider -rfE --durations=10 \
+      tests/test_finetune.py tests/test_features.py
+    log finetune-last-cl timeout -k 5 90 python3 bench/finetune_speed.py --images 2000 --freeze last ;;
   tests)
     log pytest python3 -m pytest -q -p no:cacheprovider -rfE ;;
   lite12)

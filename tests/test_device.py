@@ -51,6 +51,12 @@ def test_model_inputs_are_channels_last_on_cpu():
     assert input_format(torch.device("cuda")) is torch.contiguous_format  # until verified on a GPU
 
 
+def test_channels_last_on_cuda_is_tried_only_when_asked(monkeypatch):
+    monkeypatch.setenv("TLCORE_CUDA_CHANNELS_LAST", "1")
+    assert input_format(torch.device("cuda")) is torch.channels_last
+    assert input_format(torch.device("mps")) is torch.contiguous_format
+
+
 def test_cpu_inference_batches_hold_a_pixel_budget():
     cpu = torch.device("cpu")
     assert inference_batch(cpu, 224) == 2 and inference_batch(cpu, 64) == 24 and inference_batch(cpu, 16) == 64

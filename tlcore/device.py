@@ -147,7 +147,10 @@ def input_format(device: torch.device) -> torch.memory_format:
     batch 64, bf16, 1.32× faster in inference and 1.26× in a training step (bench/layout_speed.py),
     but the run of the training tests with it on did not finish in its time limit, and no GPU time
     was left to find out why; the next GPU session decides. NCHW on MPS, where channels_last
-    convolutions have given silently wrong results (pytorch/pytorch#180984)."""
+    convolutions have given silently wrong results (pytorch/pytorch#180984).
+    ``TLCORE_CUDA_CHANNELS_LAST=1`` tries channels_last on CUDA (scripts/gpu_session.sh layout)."""
+    if device.type == "cuda" and os.environ.get("TLCORE_CUDA_CHANNELS_LAST") == "1":
+        return torch.channels_last
     return torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
 
