@@ -113,6 +113,10 @@ def _bench_decoding(root: Path, size: int, repeat: int, jpeg_device: torch.devic
         bench_threads(root, size, jpeg_device, repeat, threads)
 
 
+def _readers(root: Path) -> list:
+    return [(lambda f=f: f.read_bytes()) for f in sorted(root.rglob("*.jpg"))]
+
+
 def bench_threads(root: Path, size: int, jpeg_device: torch.device | None, repeat: int,
                   counts: list[int]) -> None:
     """Decoding alone with Pillow pools of each size (and beside the device, where there is one):
@@ -122,7 +126,7 @@ def bench_threads(root: Path, size: int, jpeg_device: torch.device | None, repea
     from tlcore.data import decode
     from tlcore.settings import limits
 
-    readers = [(lambda f=f: f.read_bytes()) for f in sorted(root.rglob("*.jpg"))]
+    readers = _readers(root)
     pool, pool_size = decode._POOL, decode._POOL_SIZE
     try:
         for k in counts:
@@ -143,7 +147,7 @@ def bench_decoders(root: Path, size: int, jpeg_device: torch.device, repeat: int
     from tlcore.data import decode
     from tlcore.settings import limits
 
-    readers = [(lambda f=f: f.read_bytes()) for f in sorted(root.rglob("*.jpg"))]
+    readers = _readers(root)
     t_pillow = _median_seconds(lambda: decode.decode_all(readers, size, limits()), repeat)
     t_device = _median_seconds(lambda: decode.decode_all(readers, size, limits(), jpeg_device=jpeg_device,
                                                          pillow_workers=0), repeat)

@@ -149,9 +149,8 @@ def input_format(device: torch.device) -> torch.memory_format:
     was left to find out why; the next GPU session decides. NCHW on MPS, where channels_last
     convolutions have given silently wrong results (pytorch/pytorch#180984).
     ``TLCORE_CUDA_CHANNELS_LAST=1`` tries channels_last on CUDA (scripts/gpu_session.sh layout)."""
-    if device.type == "cuda" and os.environ.get("TLCORE_CUDA_CHANNELS_LAST") == "1":
-        return torch.channels_last
-    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    tried = device.type == "cuda" and os.environ.get("TLCORE_CUDA_CHANNELS_LAST") == "1"
+    return torch.channels_last if device.type == "cpu" or tried else torch.contiguous_format
 
 
 def inference_batch(device: torch.device, size: int = 224) -> int:

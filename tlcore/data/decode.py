@@ -168,9 +168,12 @@ def decode_all(readers: Sequence[Reader], size: int, limits: Limits, *,
             results[i] = Decoded(pixels[k].permute(1, 2, 0).numpy(), h.width, h.height, h.mode, "JPEG")
         return True
 
+    def by_pillow(i: int) -> Decoded | BadImage:
+        return _guarded(lambda: decode_bytes(heads[i].data, size, limits, heads[i].take_opened()))
+
     def with_pillow() -> None:
         while (i := queue.take_one()) is not None:
-            results[i] = _guarded(lambda: decode_bytes(heads[i].data, size, limits, heads[i].take_opened()))
+            results[i] = by_pillow(i)
             queue.pillow_decoded()
 
     cap = _FIRST_DEVICE_BATCH
@@ -188,9 +191,7 @@ def decode_all(readers: Sequence[Reader], size: int, limits: Limits, *,
     for worker in workers:
         worker.result()
     rest = [i for i, r in enumerate(results) if r is None]  # refused batches; Pillow-only files left
-    redone = worker_pool().map(lambda i: _guarded(lambda: decode_bytes(heads[i].data, size, limits,
-                                                                       heads[i].take_opened())), rest)
-    for i, result in zip(rest, redone, strict=True):
+    for i, result in zip(rest, worker_pool().map(by_pillow, rest), strict=True):
         results[i] = result
     return results  # type: ignore[return-value]
 
@@ -284,7 +285,7 @@ class _Head:
         image = _open(data, limits)
         jpeg = image.format == "JPEG"
         # Only a JPEG's parsed header is kept: it is small, where a PNG's can hold 64 MB of unpacked
-        # text chunks — 512 of those waiting in a chunk would take 32 GB.
+        # text chunks — a chunk of such files waiting for Pillow would take tens of GB.
         return cls(data, image.width, image.height, image.mode,
                    jpeg and image.mode in ("RGB", "L") and _ends_whole(data), [image] if jpeg else [])
 
