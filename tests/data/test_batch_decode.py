@@ -30,6 +30,20 @@ def test_batch_decode_agrees_with_the_pillow_path():
         assert (batch[k].float() - ref.float()).abs().mean() < 4  # grey levels out of 255
 
 
+@pytest.mark.parametrize("resize_pixels", [64_000_000, 1])  # one resize per shape, or one per image
+def test_batch_decode_keeps_the_files_order_across_shapes(monkeypatch, resize_pixels):
+    from tlcore.data import decode
+
+    monkeypatch.setattr(decode, "_RESIZE_PIXELS", resize_pixels)
+    images = [smooth_photo(320, 240), smooth_photo(200, 300), smooth_photo(320, 240).rotate(180),
+              smooth_photo(200, 300).transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    blobs = [encode(image, "JPEG", quality=95) for image in images]
+    batch = decode_jpeg_batch(blobs, 48, CPU)
+    alone = torch.cat([decode_jpeg_batch([blob], 48, CPU) for blob in blobs])
+    assert torch.equal(batch, alone)
+    assert (batch[0].float() - batch[2].float()).abs().mean() > 20  # the same shape, other pixels
+
+
 def test_batch_decode_applies_exif_orientation():
     image = smooth_photo(320, 160)
     exif = Image.Exif()
@@ -126,6 +140,29 @@ def test_the_device_and_pillow_share_the_files_and_the_slower_takes_less(monkeyp
     assert device_batches == [decode._FIRST_DEVICE_BATCH] and len(by_pillow) == n - decode._FIRST_DEVICE_BATCH
     assert all(isinstance(r, Decoded) for r in results)
     assert sum(int(r.pixels.max()) == 0 for r in results) == decode._FIRST_DEVICE_BATCH  # the device's zeros
+
+
+def test_beside_a_faster_device_pillow_stops_taking_small_jpegs(monkeypatch):
+    """Small files keep Pillow in Python, where its threads slow the device's feeding thread down:
+    once the device is measured faster, Pillow decodes only what the device cannot take (PNGs)."""
+    import time
+
+    from tlcore.data import decode
+
+    by_pillow, real = [], decode.decode_bytes
+    monkeypatch.setattr(decode, "decode_bytes", lambda data, *a: by_pillow.append(data[:4]) or real(data, *a))
+
+    def device(blobs, size, dev):  # 5,000 files/s: Pillow would take a good share of them
+        time.sleep(2e-4 * len(blobs))
+        return torch.zeros((len(blobs), 3, size, size), dtype=torch.uint8)
+
+    monkeypatch.setattr(decode, "decode_jpeg_batch", device)
+    monkeypatch.setattr(decode._SharedQueue, "device_outpaces_pillow", lambda self, rate: True)
+    files = [jpeg(i % 7) for i in range(1000)] + [png(i) for i in range(3)]
+    results = decode_all([(lambda b=b: b) for b in files], 16, Limits(), jpeg_device=CPU, pillow_workers=2)
+    assert all(isinstance(r, Decoded) for r in results)
+    pngs = by_pillow.count(b"\x89PNG")
+    assert pngs == 3 and len(by_pillow) - pngs < 100  # a few while the device's rate was unknown
 
 
 def test_without_pillow_threads_the_device_takes_every_jpeg_it_can(monkeypatch):

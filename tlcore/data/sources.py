@@ -177,18 +177,25 @@ def _from_members(name: str, source: str, members: list[archive.Member], skipped
     chosen = _cap_indices(labels, cap, seed, limits())
     decoded: list[Decoded] = []
     kept_labels: list[int] = []
+    kept_rows: list[int] = []
     jpeg_device = jpeg_decode_device()
+    # Every file's pixels go straight into its row, put there by the thread that decoded it:
+    # copying them in here one by one (and transposing HWC) took 0.6 s of a 3.2 s load of 2,000
+    # files on the 2-core VM, and so did touching a fresh 301 MB buffer's pages from one thread.
+    pixels = np.empty((len(chosen), 3, size, size), dtype=np.uint8)
+    start = 0
     for chunk in _chunks(chosen, [assigned[i][0].size for i in chosen]):
-        results = decode_all([assigned[i][0].read for i in chunk], size, limits(), jpeg_device=jpeg_device)
-        for i, result in zip(chunk, results, strict=True):
+        results = decode_all([assigned[i][0].read for i in chunk], size, limits(), jpeg_device=jpeg_device,
+                             out=pixels[start:start + len(chunk)])
+        for k, (i, result) in enumerate(zip(chunk, results, strict=True)):
             if isinstance(result, BadImage):
                 skipped.append(Skipped(assigned[i][0].path, str(result)))
             else:
                 decoded.append(result)
                 kept_labels.append(int(labels[i]))
-    images = torch.empty((len(decoded), 3, size, size), dtype=torch.uint8)
-    for i, d in enumerate(decoded):  # one copy, straight into the N×3×S×S layout
-        images[i] = torch.from_numpy(d.pixels).permute(2, 0, 1)
+                kept_rows.append(start + k)
+        start += len(chunk)
+    images = torch.from_numpy(pixels if len(kept_rows) == len(chosen) else pixels[kept_rows])
     return assemble(name, source, images, np.array(kept_labels, dtype=np.int64), classes,
                     widths=[d.width for d in decoded], heights=[d.height for d in decoded],
                     modes=[d.mode for d in decoded], formats=[d.format for d in decoded],
