@@ -203,3 +203,15 @@ def test_two_calls_filling_one_entry_at_once_keep_each_others_rows(tiny, monkeyp
     features._MEMORY.clear()  # from disk, as the next process would read it
     whole = features.extract(spec, tiny, model=model, view=view)
     assert whole.shape[0] == len(tiny) and whole.abs().sum(dim=1).gt(0).all()
+
+
+def test_standardising_after_an_inference_pass_still_lets_gradients_through():
+    """The per-device mean and std are made once; made inside inference mode they would refuse
+    the gradients of a later render."""
+    spec = zoo.get_spec("efficientnet_lite0")
+    features._channel_stats.cache_clear()
+    with torch.inference_mode():
+        features.standardise(torch.rand(1, 3, 8, 8), spec)
+    x = torch.rand(1, 3, 8, 8, requires_grad=True)
+    features.standardise(x, spec).sum().backward()
+    assert x.grad is not None and torch.allclose(x.grad, torch.full_like(x, 1 / spec.std[0]))

@@ -202,6 +202,34 @@ def test_cached_prefix_views_are_computed_as_training_needs_them_and_reused(digi
     assert run_trial(TrialConfig(**{**cfg.__dict__, "epochs": 5}), digits).timings.prefix_views_reused == 4
 
 
+def test_on_an_accelerator_a_view_is_computed_whole_and_in_smaller_pieces_after_out_of_memory(digits, monkeypatch):
+    """The whole-view path (a GPU's), run here on the CPU: the same plain view as batch by batch,
+    and a piece that runs out of memory is split instead of failing the trial."""
+    from tlcore.finetune import prefix_cache
+
+    cfg = TrialConfig(model="efficientnet_lite0", freeze=7, epochs=2, lr=0.05, augment=("flip",), seed=3)
+    prefix_cache.RECENT.clear()
+    run_trial(cfg, digits)
+    lazy = prefix_cache.RECENT.newest()
+    prefix_cache.RECENT.clear()
+    monkeypatch.setattr(prefix_cache, "_whole_views", lambda dev: True)
+    monkeypatch.setattr(prefix_cache, "inference_batch", lambda dev, size: 64)
+    steps, real = [], prefix_cache.ViewSampler._prefix_of
+
+    def tight(self, v, idx, step):
+        steps.append(step)
+        if step > 16:
+            raise torch.OutOfMemoryError("out of memory (test)")
+        return real(self, v, idx, step)
+
+    monkeypatch.setattr(prefix_cache.ViewSampler, "_prefix_of", tight)
+    result = run_trial(cfg, digits)
+    whole = prefix_cache.RECENT.newest()
+    assert whole is not lazy and whole.ready == 2 and steps[:3] == [64, 32, 16] and set(steps[3:]) == {16}
+    assert torch.allclose(whole.acts[0], lazy.acts[0], atol=1e-4)
+    assert len(result.history) == 2
+
+
 def test_batchnorm_statistics_that_train_follow_the_data_not_imagenet(digits):
     """EfficientNet-Lite's BatchNorm momentum is 0.01: left alone, a short fine-tune evaluates
     with ImageNet's running statistics. Each epoch's average must be what evaluation sees."""

@@ -141,16 +141,13 @@ def synchronize(device: torch.device) -> None:
 
 
 def input_format(device: torch.device) -> torch.memory_format:
-    """The layout models get their input in. channels_last on CPU: oneDNN runs EfficientNet-Lite
-    1.3× faster in inference and 1.8× in training at 64 px on 2 cores, never slower at 32–224 px.
-    NCHW on CUDA for now: on an H200 a channels_last input (weights left NCHW) ran Lite0 at 224 px,
-    batch 64, bf16, 1.32× faster in inference and 1.26× in a training step (bench/layout_speed.py),
-    but the run of the training tests with it on did not finish in its time limit, and no GPU time
-    was left to find out why; the next GPU session decides. NCHW on MPS, where channels_last
-    convolutions have given silently wrong results (pytorch/pytorch#180984).
-    ``TLCORE_CUDA_CHANNELS_LAST=1`` tries channels_last on CUDA (scripts/gpu_session.sh layout)."""
-    tried = device.type == "cuda" and os.environ.get("TLCORE_CUDA_CHANNELS_LAST") == "1"
-    return torch.channels_last if device.type == "cpu" or tried else torch.contiguous_format
+    """The layout models get their input in (convolutions follow it). channels_last on CPU: oneDNN
+    runs EfficientNet-Lite 1.3× faster in inference and 1.8× in training at 64 px on 2 cores, never
+    slower at 32–224 px. channels_last on CUDA: on an H200, Lite0 at 224 px in bf16, 1.32× in
+    inference and 1.26× in a training step at batch 64 (bench/layout_speed.py), and a frozen
+    prefix's pass over 2,000 images 1.46× (batch 64) to 1.60× (batch 512). NCHW on MPS, where
+    channels_last convolutions have given silently wrong results (pytorch/pytorch#180984)."""
+    return torch.contiguous_format if device.type == "mps" else torch.channels_last
 
 
 def inference_batch(device: torch.device, size: int = 224) -> int:

@@ -14,7 +14,7 @@ from torch import nn
 
 from tlcore import features, zoo
 from tlcore.data import Dataset
-from tlcore.device import autocast, inference_batch, mixed_dtype
+from tlcore.device import autocast, free_cached_memory, inference_batch, mixed_dtype
 from tlcore.finetune.augment import augment, device_generator
 from tlcore.finetune.config import TrialConfig
 
@@ -75,13 +75,19 @@ class ViewSampler:
     if it is not ready (epoch 1 computes the plain view, for validation too); once all V views
     exist, every sample draws one at random. So the first point on the curve costs one prefix
     pass, not V, and a short trial never computes views it will not use. Views are augmented
-    with their own seeded generator, so a reused store gives the same trial as a fresh one."""
+    with their own seeded generator, so a reused store gives the same trial as a fresh one.
+    On a CPU a view is computed batch by batch as training meets it; on an accelerator the whole
+    view at once, in inference-sized batches (Lite0's prefix on an H200: 16,100 images/s at the
+    training batch of 64, 20,200 at 512)."""
 
     def __init__(self, store: PrefixStore, prefix: nn.Module, images: torch.Tensor, dataset: Dataset,
                  cfg: TrialConfig, spec: zoo.ModelSpec, size: int, dev: torch.device, gen: torch.Generator):
         self.store, self.prefix, self.images = store, prefix, images
         self.cfg, self.spec, self.size, self.dev, self.gen = cfg, spec, size, dev, gen
         self.n_train, self.n_val = len(dataset.train_idx), len(dataset.val_idx)
+        self.train_idx = dataset.train_idx.to(dev)
+        self.whole_views = _whole_views(dev)
+        self.fill_step = inference_batch(dev, size)  # halved for good when a piece runs out of memory
         self.served_train = self.served_val = 0  # python counters: no host synchronisation
         self.view_gens: dict[int, torch.Generator] = {}
 
@@ -112,23 +118,51 @@ class ViewSampler:
 
     def _view(self, v: int, idx: torch.Tensor) -> torch.Tensor:
         acts = self.store.acts[v]
+        if self.whole_views and v == self.store.ready:
+            self._fill(v)
         if v < self.store.ready:
             return acts[idx].contiguous(memory_format=_memory_format(acts))
+        out = self._prefix_of(v, idx, inference_batch(self.dev, self.size))  # CPU caches favour small batches
+        acts[idx] = out
+        return out.contiguous(memory_format=_memory_format(acts))
+
+    def _fill(self, v: int) -> None:
+        """View ``v`` of every image it serves (view 0: all, for validation too; the others: the
+        training images), then it is ready. Out of memory: smaller pieces, the same result."""
+        rows = torch.arange(len(self.images), device=self.dev) if v == 0 else self.train_idx
+        start = 0
+        while start < len(rows):
+            piece = rows[start:start + self.fill_step]
+            try:
+                self.store.acts[v][piece] = self._prefix_of(v, piece, self.fill_step)
+            except torch.OutOfMemoryError:
+                if self.fill_step == 1:
+                    raise
+                free_cached_memory()
+                self.fill_step //= 2
+                continue
+            start += len(piece)
+        self.store.ready = v + 1
+
+    @torch.no_grad()
+    def _prefix_of(self, v: int, idx: torch.Tensor, step: int) -> torch.Tensor:
+        """The prefix's output for images ``idx`` in view ``v``, ``step`` images per forward pass."""
         self.prefix.eval()
-        with torch.no_grad(), _autocast(self.dev, self.cfg):
+        with _autocast(self.dev, self.cfg):
             x = self.images[idx]
             if v > 0:
                 x = augment(x.float(), self.cfg.augment, self._view_gen(v))
             x = features.normalise(x, self.spec, self.size)
-            step = inference_batch(self.dev, self.size)  # CPU caches favour small inference batches
-            out = torch.cat([self.prefix(x[i:i + step]).to(acts.dtype) for i in range(0, len(x), step)])
-        acts[idx] = out
-        return out.contiguous(memory_format=_memory_format(acts))
+            return torch.cat([self.prefix(x[i:i + step]).to(self.store.acts[v].dtype) for i in range(0, len(x), step)])
 
     def _view_gen(self, v: int) -> torch.Generator:
         if v not in self.view_gens:
             self.view_gens[v] = torch.Generator(device=self.dev).manual_seed(self.cfg.seed * 1009 + v)
         return self.view_gens[v]
+
+
+def _whole_views(dev: torch.device) -> bool:
+    return dev.type != "cpu"
 
 
 class RecentStores:
