@@ -5,22 +5,22 @@
 # each command with a time limit. The other parts are the longer runs, for a larger budget. Here first:
 #   bash scripts/gpu_carry.sh                        # .whl/ (and `lite12` → .whl12/ for those tests)
 # Then device `run` with carry [".whl"], timeout_s 600, command `bash scripts/gpu_session.sh PART`:
-#   once     the suite without tests/zoo and e2e, the freeze-last and probe benches, the zoo sweep,
-#            decoding small JPEGs (GPU, Pillow, both; 4 and 16 Pillow threads); about 9.3 minutes
-#   layout   at once after `once` (warm machine, timeout_s 240): the training tests and the
-#            freeze-last bench with channels_last input on CUDA (TLCORE_CUDA_CHANNELS_LAST=1)
+#   once     the suite without tests/zoo and e2e, the freeze-last and probe benches, decoding 2,000
+#            small JPEGs (GPU, Pillow, both; 4 and 16 Pillow threads) and 300 at 1024 and 2048 px
+#            against the PIL loop; about 9 minutes
+#   lite12   at once after `once` (warm machine: its packages stay installed), with carry [".whl12"]
+#            from `bash scripts/gpu_carry.sh lite12`, timeout_s 180: tests/zoo and the tests that list
+#            all three Lite models (both folders in one call would pass the 64 MiB a call may carry)
 #   tests    the whole suite (e2e skips itself: no Chromium there)
 #   trials   bench/finetune_speed.py --images 2000, --freeze last (automatic batch, and 16) and --freeze all;
 #            bench/score_speed.py
 #   rest     bench/data_speed.py, bench/zoo_sweep.py (all, then resnet + mobilenet_v3 against measure()),
-#            bench/vis_speed.py
-# and with carry [".whl12"], `bash scripts/gpu_session.sh lite12` (tests/zoo, which uses all three Lite
-# models: both folders together would pass the 64 MiB a call may carry).
+#            bench/vis_speed.py, bench/layout_speed.py
 set -uo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
-  once|layout|tests|trials|rest|lite12) ;;
-  *) echo "usage: bash scripts/gpu_session.sh once|layout|tests|trials|rest|lite12" >&2; exit 2 ;;
+  once|lite12|tests|trials|rest) ;;
+  *) echo "usage: bash scripts/gpu_session.sh once|lite12|tests|trials|rest" >&2; exit 2 ;;
 esac
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -43,24 +43,19 @@ log() {  # log NAME COMMAND…: run it, keep its output in $OUT/NAME.log, go on 
 
 case "${1:-}" in
   once)  # each command under `timeout`, sized from the H200 runs of 2026-12-04 (suite 166 s, each
-    # trial bench about 55 s with the tutorial's 27–32 s, the sweep about 130 s); about 9.3 minutes
-    log pytest timeout -k 5 200 python3 -m pytest -q -p no:cacheprovider -rfE --durations=20 \
+    # trial bench about 55 s with the tutorial's 27–32 s); about 9 minutes in all
+    log pytest timeout -k 5 220 python3 -m pytest -q -p no:cacheprovider -rfE --durations=20 \
       --ignore=tests/zoo --ignore=tests/e2e
     log finetune-last timeout -k 5 90 python3 bench/finetune_speed.py --images 2000 --freeze last
     log finetune-all timeout -k 5 90 python3 bench/finetune_speed.py --images 2000 --freeze all
-    log zoo timeout -k 5 130 python3 bench/zoo_sweep.py --batch 1 64 --dtype float32 bfloat16
     log data timeout -k 5 45 python3 bench/data_speed.py --images 2000 --widths 224 --repeat 1 --threads 4 16 \
-      --decoders-only ;;
-  layout)  # right after `once`, while the machine is warm (no start): channels_last input on CUDA
-    # (1.26–1.32× in the layout bench) through the training tests and the freeze-last trial bench
-    export TLCORE_CUDA_CHANNELS_LAST=1
-    log pytest-cl timeout -k 5 120 python3 -m pytest -q -p no:cacheprovider -rfE --durations=10 \
-      tests/test_finetune.py tests/test_features.py
-    log finetune-last-cl timeout -k 5 90 python3 bench/finetune_speed.py --images 2000 --freeze last ;;
+      --decoders-only
+    log data-large timeout -k 5 90 python3 bench/data_speed.py --images 300 --widths 1024 2048 --repeat 1 ;;
+  lite12)
+    log pytest-lite12 timeout -k 5 150 python3 -m pytest -q -p no:cacheprovider -rfE tests/zoo \
+      tests/app/test_pages.py tests/test_cli.py tests/test_recommend.py ;;
   tests)
     log pytest python3 -m pytest -q -p no:cacheprovider -rfE ;;
-  lite12)
-    log pytest-lite12 python3 -m pytest -q -p no:cacheprovider -rfE tests/zoo ;;
   trials)
     log finetune-last python3 bench/finetune_speed.py --images 2000 --freeze last
     log finetune-last-b16 python3 bench/finetune_speed.py --images 2000 --freeze last --batch 16  # the first run's batch
