@@ -3,8 +3,9 @@
     python bench/layout_speed.py --device cuda                      # the GPU question (~1 minute)
     python bench/layout_speed.py --threads 1 --size 64 --batch 32   # a CPU check (~1 minute)
 
-``device.input_format`` feeds models channels_last on a CPU and on CUDA (both measured with this
-script), and NCHW on MPS.
+``device.input_format`` feeds models channels_last on a CPU (measured with this script) and NCHW on
+CUDA: there channels_last ran faster once warm, but the warm-up this script does hides what a cold
+trial pays, 3–6 s of cuDNN set-up per new input shape (seen on an H200).
 This times, in one process and on the same random-weight model, the three ways a trial could run:
 NCHW weights and input; NCHW weights with a channels_last input (what switching
 ``input_format`` alone would do); channels_last weights and input (a trial's own copy converted).

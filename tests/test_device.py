@@ -42,12 +42,12 @@ def test_describe_cpu():
     assert info.kind == "cpu" and info.torch_version == torch.__version__ and info.cpu_count >= 1
 
 
-def test_model_inputs_are_channels_last_except_on_mps():
+def test_model_inputs_are_channels_last_on_a_cpu_only():
     from tlcore import features, zoo
 
     x = features.normalise(torch.zeros(2, 3, 16, 16, dtype=torch.uint8), zoo.get_spec("efficientnet_lite0"), 24)
     assert x.shape == (2, 3, 24, 24) and x.is_contiguous(memory_format=torch.channels_last)
-    assert input_format(torch.device("cuda")) is torch.channels_last  # measured faster on an H200
+    assert input_format(torch.device("cuda")) is torch.contiguous_format  # its first calls cost seconds
     assert input_format(torch.device("mps")) is torch.contiguous_format  # silent wrong results seen there
 
 

@@ -141,13 +141,14 @@ def synchronize(device: torch.device) -> None:
 
 
 def input_format(device: torch.device) -> torch.memory_format:
-    """The layout models get their input in (convolutions follow it). channels_last on CPU: oneDNN
+    """The layout models get their input in (convolutions follow it). channels_last on a CPU: oneDNN
     runs EfficientNet-Lite 1.3× faster in inference and 1.8× in training at 64 px on 2 cores, never
-    slower at 32–224 px. channels_last on CUDA: on an H200, Lite0 at 224 px in bf16, 1.32× in
-    inference and 1.26× in a training step at batch 64 (bench/layout_speed.py), and a frozen
-    prefix's pass over 2,000 images 1.46× (batch 64) to 1.60× (batch 512). NCHW on MPS, where
-    channels_last convolutions have given silently wrong results (pytorch/pytorch#180984)."""
-    return torch.contiguous_format if device.type == "mps" else torch.channels_last
+    slower at 32–224 px. NCHW on CUDA: on an H200, warm, a channels_last input ran Lite0 at 224 px
+    in bf16 1.26–1.60× faster, but each new input shape first cost 3–6 s (cuDNN setting up its
+    channels_last kernels), and a trial meets several shapes: the first GPU run with it made a
+    cold freeze-last trial 14.2 s instead of 1.6 s. NCHW on MPS, where channels_last convolutions
+    have given silently wrong results (pytorch/pytorch#180984)."""
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
 
 def inference_batch(device: torch.device, size: int = 224) -> int:
