@@ -7,6 +7,7 @@ import torch
 from tlcore import data
 from tlcore.data import sources
 from tlcore.data.dataset import stratified_split
+from tlcore.device import jpeg_decode_device
 
 
 @pytest.mark.parametrize(("name", "n", "n_classes"), [("digits", 1797, 10), ("faces", 200, 2),
@@ -158,8 +159,12 @@ def test_no_torch_op_runs_on_the_decoding_threads(monkeypatch, tmp_path):
     assert len(ds) == 24 and calls == []
 
 
-def test_a_folder_decodes_in_chunks_of_bounded_bytes_with_the_same_result(tmp_path, monkeypatch):
+@pytest.mark.parametrize("batch_decoder", [False, True])  # True: the GPU path (a CPU stand-in here)
+def test_a_folder_decodes_in_chunks_of_bounded_bytes_with_the_same_result(tmp_path, monkeypatch, batch_decoder):
     from tests.data.conftest import jpeg
+
+    if batch_decoder and jpeg_decode_device() is None:
+        monkeypatch.setattr(sources, "jpeg_decode_device", lambda: torch.device("cpu"))
 
     for k, c in enumerate("abc"):
         (tmp_path / c).mkdir()
@@ -175,4 +180,8 @@ def test_a_folder_decodes_in_chunks_of_bounded_bytes_with_the_same_result(tmp_pa
     monkeypatch.setenv("TLCORE_HOME", str(tmp_path / "fresh-home"))  # decoded again, not read from the cache
     chunked = data.load_folder(tmp_path, size=16)
     assert len(held) > 1 and sum(held) == 21 and max(held) <= 3
-    assert torch.equal(chunked.images, whole.images) and torch.equal(chunked.labels, whole.labels)
+    assert torch.equal(chunked.labels, whole.labels)
+    if sources.jpeg_decode_device() is None:  # Pillow alone: bit for bit
+        assert torch.equal(chunked.images, whole.images)
+    else:  # which decoder takes a file depends on timing; GPU and Pillow agree to a few grey levels
+        assert ((chunked.images.float() - whole.images.float()).abs().mean(dim=(1, 2, 3)) < 12).all()
