@@ -89,6 +89,31 @@ def test_batch_decode_on_the_gpu_matches_the_cpu():
     assert (gpu.float() - cpu.float()).abs().mean() < 2
 
 
+def rotated_jpeg(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(smooth_photo(320, 160), "JPEG", quality=95, exif=exif.tobytes())
+
+
+def test_a_jpeg_with_an_orientation_tag_goes_to_pillow():
+    """torchvision's GPU decoder ignores EXIF orientation (its CPU one applies it): a portrait
+    photo would come out sideways there, so only upright files are offered to the device."""
+    from tlcore.data.decode import _Head
+
+    assert not _Head.of(rotated_jpeg(6), Limits()).batchable
+    assert _Head.of(rotated_jpeg(1), Limits()).batchable
+    assert _Head.of(encode(smooth_photo(320, 160), "JPEG", quality=95), Limits()).batchable
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_the_gpu_a_rotated_photo_comes_out_as_pillow_shows_it():
+    blobs = [rotated_jpeg(6)] * 3 + [rotated_jpeg(1)] * 20
+    results = decode_all([(lambda b=b: b) for b in blobs], 32, Limits(), jpeg_device=torch.device("cuda"))
+    for blob, r in zip(blobs, results, strict=True):
+        ref = decode_bytes(blob, 32, Limits()).pixels
+        assert abs(r.pixels.astype(float) - ref.astype(float)).mean() < 4
+
+
 def test_a_truncated_jpeg_never_reaches_a_lenient_gpu_decoder(monkeypatch):
     # nvJPEG decodes a truncated file without an error (measured on an H100); stand in for it with
     # a decoder that accepts anything: the file must still be refused, as Pillow refuses it.

@@ -284,7 +284,8 @@ class _SharedQueue:
 
 def decode_jpeg_batch(blobs: list[bytes], size: int, device: torch.device) -> torch.Tensor:
     """JPEG files → N×3×size×size uint8 (CPU), decoded together on ``device`` by torchvision,
-    EXIF orientation applied, centre square crop, antialiased resize."""
+    centre square crop, antialiased resize. EXIF orientation is applied on the CPU only:
+    torchvision ignores it on a GPU, so ``decode_all`` sends files with the tag to Pillow."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
     # One buffer for the batch, split into views: two calls instead of a copy and a tensor per file.
@@ -344,10 +345,17 @@ class _Head:
         # Only a JPEG's parsed header is kept: it is small, where a PNG's can hold 64 MB of unpacked
         # text chunks — a chunk of such files waiting for Pillow would take tens of GB.
         return cls(data, image.width, image.height, image.mode,
-                   jpeg and image.mode in ("RGB", "L") and _ends_whole(data), [image] if jpeg else [])
+                   jpeg and image.mode in ("RGB", "L") and _ends_whole(data) and _upright(image),
+                   [image] if jpeg else [])
 
     def take_opened(self) -> Image.Image | None:
         return self.opened.pop() if self.opened else None
+
+
+def _upright(image: Image.Image) -> bool:
+    """No EXIF orientation to apply. torchvision's GPU decoder ignores the tag (its CPU decoder and
+    Pillow apply it), so a phone's portrait photo would come out sideways there: those go to Pillow."""
+    return "exif" not in image.info or image.getexif().get(0x0112, 1) == 1
 
 
 def _ends_whole(data: bytes) -> bool:
