@@ -202,32 +202,51 @@ def test_cached_prefix_views_are_computed_as_training_needs_them_and_reused(digi
     assert run_trial(TrialConfig(**{**cfg.__dict__, "epochs": 5}), digits).timings.prefix_views_reused == 4
 
 
+def test_a_kept_prefix_store_is_not_reused_for_another_split():
+    """Augmented views hold the training images only: another validation fraction (same pixels,
+    same fingerprint) makes new training images, which a reused store never computed."""
+    cfg = TrialConfig(model="efficientnet_lite0", freeze=7, epochs=2, lr=0.05, augment=("flip",), seed=3)
+    wide = data.load("digits", size=32, max_per_class=20, val_fraction=0.4)
+    narrow = data.load("digits", size=32, max_per_class=20, val_fraction=0.2)
+    assert wide.fingerprint == narrow.fingerprint
+    run_trial(cfg, wide)
+    assert run_trial(cfg, narrow).timings.prefix_views_reused == 0
+    assert run_trial(cfg, narrow).timings.prefix_views_reused == 2  # its own split: kept
+
+
 def test_on_an_accelerator_a_view_is_computed_whole_and_in_smaller_pieces_after_out_of_memory(digits, monkeypatch):
-    """The whole-view path (a GPU's), run here on the CPU: the same plain view as batch by batch,
-    and a piece that runs out of memory is split instead of failing the trial."""
+    """The whole-view path (a GPU's), run here on the CPU: the same plain view as batch by batch;
+    a piece that runs out of memory is split instead of failing the trial, and its augmentation is
+    drawn again from where it started (as if the pieces had been small from the start)."""
     from tlcore.finetune import prefix_cache
 
     cfg = TrialConfig(model="efficientnet_lite0", freeze=7, epochs=2, lr=0.05, augment=("flip",), seed=3)
-    prefix_cache.RECENT.clear()
-    run_trial(cfg, digits)
-    lazy = prefix_cache.RECENT.newest()
-    prefix_cache.RECENT.clear()
+
+    def stores(step: int, tight=None) -> prefix_cache.PrefixStore:
+        prefix_cache.RECENT.clear()
+        monkeypatch.setattr(prefix_cache, "inference_batch", lambda dev, size: step)
+        if tight is not None:
+            monkeypatch.setattr(prefix_cache.ViewSampler, "_prefix_of", tight)
+        run_trial(cfg, digits)
+        return prefix_cache.RECENT.newest()
+
+    lazy = stores(64)
     monkeypatch.setattr(prefix_cache, "_whole_views", lambda dev: True)
-    monkeypatch.setattr(prefix_cache, "inference_batch", lambda dev, size: 64)
+    small = stores(16)
     steps, real = [], prefix_cache.ViewSampler._prefix_of
 
     def tight(self, v, idx, step):
-        steps.append(step)
-        if step > 16:
+        steps.append((v, step))
+        if v == 1 and step > 16:
+            torch.rand(len(idx), generator=self._view_gen(v))  # its flips drawn, then out of memory
             raise torch.OutOfMemoryError("out of memory (test)")
         return real(self, v, idx, step)
 
-    monkeypatch.setattr(prefix_cache.ViewSampler, "_prefix_of", tight)
-    result = run_trial(cfg, digits)
-    whole = prefix_cache.RECENT.newest()
-    assert whole is not lazy and whole.ready == 2 and steps[:3] == [64, 32, 16] and set(steps[3:]) == {16}
+    whole = stores(64, tight)
+    assert whole.ready == 2 and (1, 64) in steps and (1, 32) in steps and (1, 16) in steps
     assert torch.allclose(whole.acts[0], lazy.acts[0], atol=1e-4)
-    assert len(result.history) == 2
+    rows = digits.train_idx  # a training view holds the training images only
+    assert torch.allclose(whole.acts[1][rows], small.acts[1][rows], atol=1e-4)
 
 
 def test_batchnorm_statistics_that_train_follow_the_data_not_imagenet(digits):

@@ -195,7 +195,10 @@ def _from_members(name: str, source: str, members: list[archive.Member], skipped
                 kept_labels.append(int(labels[i]))
                 kept_rows.append(start + k)
         start += len(chunk)
-    images = torch.from_numpy(pixels if len(kept_rows) == len(chosen) else pixels[kept_rows])
+    for j, row in enumerate(kept_rows):  # skipped files leave gaps: close them in place (row ≥ j)
+        if row != j:
+            pixels[j] = pixels[row]
+    images = torch.from_numpy(pixels[:len(kept_rows)])
     return assemble(name, source, images, np.array(kept_labels, dtype=np.int64), classes,
                     widths=[d.width for d in decoded], heights=[d.height for d in decoded],
                     modes=[d.mode for d in decoded], formats=[d.format for d in decoded],

@@ -6,6 +6,7 @@ them once per augmented view and then trains only the tail (DESIGN §6, "run fro
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 
@@ -128,20 +129,25 @@ class ViewSampler:
 
     def _fill(self, v: int) -> None:
         """View ``v`` of every image it serves (view 0: all, for validation too; the others: the
-        training images), then it is ready. Out of memory: smaller pieces, the same result."""
+        training images), then it is ready. Out of memory: the piece again in smaller ones, its
+        augmentation drawn again from where it started."""
         rows = torch.arange(len(self.images), device=self.dev) if v == 0 else self.train_idx
         start = 0
         while start < len(rows):
             piece = rows[start:start + self.fill_step]
+            drawn = self._view_gen(v).get_state() if v > 0 else None
             try:
                 self.store.acts[v][piece] = self._prefix_of(v, piece, self.fill_step)
+                start += len(piece)
+                continue
             except torch.OutOfMemoryError:
                 if self.fill_step == 1:
                     raise
-                free_cached_memory()
-                self.fill_step //= 2
-                continue
-            start += len(piece)
+            # Out of the except block: its traceback no longer holds the failed piece's tensors.
+            free_cached_memory()
+            if drawn is not None:
+                self._view_gen(v).set_state(drawn)
+            self.fill_step //= 2
         self.store.ready = v + 1
 
     @torch.no_grad()
@@ -205,9 +211,12 @@ RECENT = RecentStores()
 
 
 def key(cfg: TrialConfig, spec: zoo.ModelSpec, dataset: Dataset, size: int, dev: torch.device) -> tuple:
-    """What the activations depend on (the device last: it picks the memory budget)."""
+    """What the activations depend on (the device last: it picks the memory budget). The split
+    too: augmented views hold the training images only, and the fingerprint (pixels, labels,
+    classes) is the same for another validation fraction."""
     weights = "pretrained" if cfg.pretrained else f"random-{cfg.seed}"
-    return (spec.key, weights, dataset.fingerprint, cfg.freeze, size, tuple(sorted(cfg.augment)),
+    split = hashlib.sha256(dataset.train_idx.numpy().tobytes()).hexdigest()[:16]
+    return (spec.key, weights, dataset.fingerprint, split, cfg.freeze, size, tuple(sorted(cfg.augment)),
             cfg.seed, cfg.precision, str(dev))
 
 
