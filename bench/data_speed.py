@@ -115,8 +115,32 @@ def bench_width(tmp: Path, n: int, width: int, size: int, repeat: int,
     print(f"  tlcore.data (cached)  {t_warm:8.2f} s  {n / t_warm:9.1f} images/s", flush=True)
     print(f"  ratio cold: {t_naive / t_cold:.2f}")
     print(f"  ratio cached: {t_naive / t_warm:.1f}", flush=True)
+    bench_phases(root, size, jpeg_device)
     bench_parts(tmp, root, data.load_folder(root, size=size), repeat)
     _bench_decoding(root, size, repeat, jpeg_device, threads)
+
+
+def bench_phases(root: Path, size: int, jpeg_device: torch.device | None) -> None:
+    """Where a cold load's time goes, its steps run one after another as load_folder runs them:
+    the folder listing, the decoding (into the dataset's buffer), the content fingerprint and the
+    near-duplicate count. What the load took beyond their sum is its bookkeeping and cache write."""
+    from tlcore.data import archive, decode
+    from tlcore.data.dataset import duplicate_groups, fingerprint
+    from tlcore.settings import limits
+
+    t0 = time.perf_counter()
+    members, _ = archive.folder_members(root, limits())
+    t1 = time.perf_counter()
+    pixels = np.empty((len(members), 3, size, size), dtype=np.uint8)
+    decode.decode_all([m.read for m in members], size, limits(), jpeg_device=jpeg_device, out=pixels)
+    t2 = time.perf_counter()
+    images = torch.from_numpy(pixels)
+    fingerprint(images, torch.zeros(len(members), dtype=torch.long), ["a"])
+    t3 = time.perf_counter()
+    duplicate_groups(images)
+    t4 = time.perf_counter()
+    print(f"  a cold load's steps: listing {(t1 - t0) * 1e3:.1f} ms, decoding {t2 - t1:.3f} s, fingerprint "
+          f"{(t3 - t2) * 1e3:.1f} ms, duplicates {(t4 - t3) * 1e3:.1f} ms", flush=True)
 
 
 def _bench_decoding(root: Path, size: int, repeat: int, jpeg_device: torch.device | None,
