@@ -247,7 +247,7 @@ class _SharedQueue:
         device's kind of file); none once it is slower than one Pillow thread (its feeding thread
         may then cost a core more than it gives)."""
         with self._lock:
-            pillow_rate = self._by_pillow / max(time.perf_counter() - self._started, 1e-9)
+            pillow_rate = self._pillow_rate()
             if pillow_threads and device_rate < pillow_rate / pillow_threads:
                 return 0
             if not self.sharing:
@@ -275,7 +275,11 @@ class _SharedQueue:
 
     def device_outpaces_pillow(self, device_rate: float) -> bool:
         with self._lock:
-            return device_rate >= self._by_pillow / max(time.perf_counter() - self._started, 1e-9)
+            return device_rate >= self._pillow_rate()
+
+    def _pillow_rate(self) -> float:
+        """Files Pillow's threads decoded per second so far (the lock held)."""
+        return self._by_pillow / max(time.perf_counter() - self._started, 1e-9)
 
     def mean_batchable_pixels(self) -> float:
         sizes = [self._heads[i].width * self._heads[i].height for i in self._items if self._heads[i].batchable]
@@ -300,21 +304,16 @@ def decode_jpeg_batch(blobs: list[bytes], size: int, device: torch.device) -> to
     groups: dict[tuple[int, int], list[int]] = {}
     for k, image in enumerate(images):
         groups.setdefault(tuple(image.shape[-2:]), []).append(k)
-    parts, order = [], []
+    out = torch.empty((len(images), 3, size, size), dtype=torch.uint8)
     for (h, w), members in groups.items():
         side = min(h, w)
         top, left = (h - side) // 2, (w - side) // 2
         step = max(1, _RESIZE_PIXELS // (side * side))
         for start in range(0, len(members), step):
             ks = members[start:start + step]
-            parts.append(resize_uint8(torch.stack([images[k] for k in ks])[:, :, top:top + side, left:left + side], size))
-            order.extend(ks)
-    out = torch.cat(parts).cpu()
-    if order == sorted(order):
-        return out
-    position = torch.empty(len(order), dtype=torch.long)
-    position[order] = torch.arange(len(order))
-    return out[position]
+            crops = torch.stack([images[k] for k in ks])[:, :, top:top + side, left:left + side]
+            out[ks] = resize_uint8(crops, size).cpu()
+    return out
 
 
 def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:

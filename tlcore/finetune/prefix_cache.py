@@ -88,7 +88,9 @@ class ViewSampler:
         self.n_train, self.n_val = len(dataset.train_idx), len(dataset.val_idx)
         self.train_idx = dataset.train_idx.to(dev)
         self.whole_views = _whole_views(dev)
-        self.fill_step = inference_batch(dev, size)  # halved for good when a piece runs out of memory
+        # Images per prefix forward pass (CPU caches favour small ones); halved for good when a
+        # whole view's piece runs out of memory.
+        self.step = inference_batch(dev, size)
         self.served_train = self.served_val = 0  # python counters: no host synchronisation
         self.view_gens: dict[int, torch.Generator] = {}
 
@@ -123,7 +125,7 @@ class ViewSampler:
             self._fill(v)
         if v < self.store.ready:
             return acts[idx].contiguous(memory_format=_memory_format(acts))
-        out = self._prefix_of(v, idx, inference_batch(self.dev, self.size))  # CPU caches favour small batches
+        out = self._prefix_of(v, idx, self.step)
         acts[idx] = out
         return out.contiguous(memory_format=_memory_format(acts))
 
@@ -134,20 +136,20 @@ class ViewSampler:
         rows = torch.arange(len(self.images), device=self.dev) if v == 0 else self.train_idx
         start = 0
         while start < len(rows):
-            piece = rows[start:start + self.fill_step]
+            piece = rows[start:start + self.step]
             drawn = self._view_gen(v).get_state() if v > 0 else None
             try:
-                self.store.acts[v][piece] = self._prefix_of(v, piece, self.fill_step)
+                self.store.acts[v][piece] = self._prefix_of(v, piece, self.step)
                 start += len(piece)
                 continue
             except torch.OutOfMemoryError:
-                if self.fill_step == 1:
+                if self.step == 1:
                     raise
             # Out of the except block: its traceback no longer holds the failed piece's tensors.
             free_cached_memory()
             if drawn is not None:
                 self._view_gen(v).set_state(drawn)
-            self.fill_step //= 2
+            self.step //= 2
         self.store.ready = v + 1
 
     @torch.no_grad()
