@@ -5,9 +5,11 @@
 # each command with a time limit. The other parts are the longer runs, for a larger budget. Here first:
 #   bash scripts/gpu_carry.sh                        # .whl/ (and `lite12` → .whl12/ for those tests)
 # Then device `run` with carry [".whl"], timeout_s 600, command `bash scripts/gpu_session.sh PART`:
-#   once     the suite without tests/zoo and e2e, the freeze-last and probe benches, loading 2,000
-#            small JPEGs (the cold load's steps; decoding by GPU, Pillow, both; 4 and 16 Pillow
-#            threads) and 300 at 1024 and 2048 px, each against the PIL loop; about 9 minutes
+#   once     the suite without tests/zoo and e2e, the freeze-last and probe benches, what each new
+#            batch shape costs the first time (bench/first_call.py; also on a new thread and with
+#            CUDA_MODULE_LOADING=EAGER), loading 2,000 small JPEGs (the cold load's steps; decoding
+#            by GPU, Pillow, both; 4 and 16 Pillow threads) and 300 at 1024 and 2048 px, each
+#            against the PIL loop; about 9 minutes
 #   lite12   at once after `once` (warm machine: its packages stay installed), with carry [".whl12"]
 #            from `bash scripts/gpu_carry.sh lite12`, timeout_s 180: tests/zoo and the tests that list
 #            all three Lite models (both folders in one call would pass the 64 MiB a call may carry)
@@ -44,10 +46,11 @@ log() {  # log NAME COMMAND…: run it, keep its output in $OUT/NAME.log, go on 
 case "${1:-}" in
   once)  # each command under `timeout`, sized from the H200 runs of 2026-12-04 (suite 166 s, each
     # trial bench about 55 s with the tutorial's 27–32 s); about 9 minutes in all
-    log pytest timeout -k 5 220 python3 -m pytest -q -p no:cacheprovider -rfE --durations=20 \
+    log pytest timeout -k 5 200 python3 -m pytest -q -p no:cacheprovider -rfE --durations=20 \
       --ignore=tests/zoo --ignore=tests/e2e
     log finetune-last timeout -k 5 90 python3 bench/finetune_speed.py --images 2000 --freeze last
     log finetune-all timeout -k 5 90 python3 bench/finetune_speed.py --images 2000 --freeze all
+    log first-call timeout -k 5 60 python3 bench/first_call.py --env CUDA_MODULE_LOADING=EAGER
     log data timeout -k 5 75 python3 bench/data_speed.py --images 2000 --widths 224 --repeat 1 --threads 4 16
     log data-large timeout -k 5 90 python3 bench/data_speed.py --images 300 --widths 1024 2048 --repeat 1 ;;
   lite12)
