@@ -89,25 +89,56 @@ def test_batch_decode_on_the_gpu_matches_the_cpu():
     assert (gpu.float() - cpu.float()).abs().mean() < 2
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_decoding_never_writes_into_memory_that_queued_kernels_still_read():
+    """pytorch/vision#9606's case: blocks freed on the default stream while reductions of them are
+    still queued behind a long kernel, then a decode. torchvision's decoder, on the default stream,
+    would be handed those blocks and overwrite them before the reductions read them."""
+    dev = torch.device("cuda")
+    blobs = [encode(smooth_photo(640, 480), "JPEG", quality=95) for _ in range(8)]
+    nbytes = 3 * 480 * 640  # a decoded photo's size: the allocator's first pick for its output
+    for _ in range(5):
+        blocks = [torch.full((nbytes,), k + 1, dtype=torch.uint8, device=dev) for k in range(16)]
+        torch.cuda.synchronize()
+        torch.cuda._sleep(50_000_000)  # tens of milliseconds of GPU time before the reductions run
+        sums = [b.sum(dtype=torch.int64) for b in blocks]
+        del blocks
+        decode_jpeg_batch(blobs, 64, dev)
+        torch.cuda.synchronize()
+        assert [int(s) for s in sums] == [(k + 1) * nbytes for k in range(16)]
+
+
 def rotated_jpeg(orientation: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = orientation
     return encode(smooth_photo(320, 160), "JPEG", quality=95, exif=exif.tobytes())
 
 
+def xmp_rotated_jpeg(orientation: int) -> bytes:
+    """The orientation in XMP only (no EXIF), as some editors write it; Pillow applies it too."""
+    xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           f'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="{orientation}"/>'
+           '</rdf:RDF></x:xmpmeta>').encode()
+    return encode(smooth_photo(320, 160), "JPEG", quality=95, xmp=xmp)
+
+
 def test_a_jpeg_with_an_orientation_tag_goes_to_pillow():
-    """torchvision's GPU decoder ignores EXIF orientation (its CPU one applies it): a portrait
-    photo would come out sideways there, so only upright files are offered to the device."""
+    """torchvision's GPU decoder ignores EXIF orientation (its CPU one applies it, and neither reads
+    XMP's): a portrait photo would come out sideways there, so only upright files go to the device."""
     from tlcore.data.decode import _Head
 
     assert not _Head.of(rotated_jpeg(6), Limits()).batchable
+    assert not _Head.of(xmp_rotated_jpeg(6), Limits()).batchable
+    turned, plain = (decode_bytes(blob, 32, Limits()).chw.astype(float) for blob in (xmp_rotated_jpeg(6), rotated_jpeg(1)))
+    assert abs(turned - plain).mean() > 10  # Pillow does turn it
     assert _Head.of(rotated_jpeg(1), Limits()).batchable
+    assert _Head.of(xmp_rotated_jpeg(1), Limits()).batchable
     assert _Head.of(encode(smooth_photo(320, 160), "JPEG", quality=95), Limits()).batchable
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_on_the_gpu_a_rotated_photo_comes_out_as_pillow_shows_it():
-    blobs = [rotated_jpeg(6)] * 3 + [rotated_jpeg(1)] * 20
+    blobs = [rotated_jpeg(6)] * 3 + [xmp_rotated_jpeg(8)] * 2 + [rotated_jpeg(1)] * 20
     results = decode_all([(lambda b=b: b) for b in blobs], 32, Limits(), jpeg_device=torch.device("cuda"))
     for blob, r in zip(blobs, results, strict=True):
         ref = decode_bytes(blob, 32, Limits()).pixels

@@ -9,6 +9,7 @@ decoded in batches by torchvision's nvJPEG path, beside the CPU threads. Every m
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 import time
@@ -290,10 +291,15 @@ def decode_jpeg_batch(blobs: list[bytes], size: int, device: torch.device) -> to
     """JPEG files → N×3×size×size uint8 (CPU), decoded together on ``device`` by torchvision,
     centre square crop, antialiased resize. EXIF orientation is applied on the CPU only:
     torchvision ignores it on a GPU, so ``decode_all`` sends files with the tag to Pillow."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
     # One buffer for the batch, split into views: two calls instead of a copy and a tensor per file.
     encoded = list(torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8).split([len(b) for b in blobs]))
+    with _stream_of_its_own(device):
+        return _decode_and_resize(encoded, size, device)
+
+
+def _decode_and_resize(encoded: list[torch.Tensor], size: int, device: torch.device) -> torch.Tensor:
+    from torchvision.io import ImageReadMode, decode_jpeg
+
     with warnings.catch_warnings():
         # torchvision 0.29 deprecates its decoders for TorchCodec's; they still work, and
         # TorchCodec is not a dependency we can install offline yet.
@@ -314,6 +320,31 @@ def decode_jpeg_batch(blobs: list[bytes], size: int, device: torch.device) -> to
             crops = torch.stack([images[k] for k in ks])[:, :, top:top + side, left:left + side]
             out[ks] = resize_uint8(crops, size).cpu()
     return out
+
+
+@contextlib.contextmanager
+def _stream_of_its_own(device: torch.device):
+    """On CUDA, the decoding runs on a stream of its own, idle when the decoder starts, one batch
+    at a time. torchvision's decoder allocates its outputs on the current stream but writes them
+    from another stream without waiting (pytorch/vision#9606; nvJPEG's hardware engine ignores
+    stream order too, meta-pytorch/torchcodec#1634): on the default stream it could be handed a
+    block just freed by a trial or another visitor's feature pass whose kernels still read it,
+    and overwrite their numbers. A stream of its own only reuses its own blocks, whose work the
+    last batch's copy to the CPU waited for."""
+    if device.type != "cuda":
+        yield
+        return
+    with _STREAMS_LOCK:
+        stream = _STREAMS.get(str(device))
+        if stream is None:
+            stream = _STREAMS[str(device)] = torch.cuda.Stream(device=device)
+        stream.synchronize()
+        with torch.cuda.stream(stream):
+            yield
+
+
+_STREAMS: dict[str, torch.cuda.Stream] = {}
+_STREAMS_LOCK = threading.Lock()  # two loads at once take turns on the decoding stream
 
 
 def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -352,9 +383,12 @@ class _Head:
 
 
 def _upright(image: Image.Image) -> bool:
-    """No EXIF orientation to apply. torchvision's GPU decoder ignores the tag (its CPU decoder and
-    Pillow apply it), so a phone's portrait photo would come out sideways there: those go to Pillow."""
-    return "exif" not in image.info or image.getexif().get(0x0112, 1) == 1
+    """No orientation to apply. torchvision's GPU decoder ignores the EXIF tag (its CPU decoder and
+    Pillow apply it), so a phone's portrait photo would come out sideways there: those go to Pillow.
+    Pillow also reads the tag from XMP (tiff:Orientation), which torchvision never does."""
+    if "exif" not in image.info and "xmp" not in image.info:
+        return True  # getexif() would parse nothing: most files, with the interpreter lock held
+    return image.getexif().get(0x0112, 1) == 1
 
 
 def _ends_whole(data: bytes) -> bool:
