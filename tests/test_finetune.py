@@ -270,6 +270,33 @@ def test_batchnorm_statistics_that_train_follow_the_data_not_imagenet(digits):
     assert (kept - data_mean).abs().mean() < 0.25 * (imagenet_mean - data_mean).abs().mean()
 
 
+def test_a_live_batchnorm_averages_the_epochs_batches_without_reading_the_device():
+    """The epoch average is momentum=None's (a plain mean of the batches since the reset, restarted
+    each epoch), without torch's read of the batch count back from the device at every batch."""
+    from tlcore.finetune.surgery import _restart_batchnorm_averages
+
+    dev = pick_device(None)
+    ours, reference = torch.nn.BatchNorm2d(3).to(dev), torch.nn.BatchNorm2d(3).to(dev)
+    g = torch.Generator().manual_seed(0)
+    for _epoch in range(2):
+        _restart_batchnorm_averages([ours])
+        reference.reset_running_stats()
+        reference.momentum = None
+        for _ in range(5):
+            x = (torch.randn(4, 3, 5, 5, generator=g) * 3 + 7).to(dev)
+            ours.train()(x)
+            reference.train()(x)
+        torch.testing.assert_close(ours.running_mean, reference.running_mean)
+        torch.testing.assert_close(ours.running_var, reference.running_var)
+    assert len(ours._forward_pre_hooks) == 1  # set up once, restarted each epoch
+    if dev.type == "cuda":
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            ours(x)  # reference(x) would raise here: float(num_batches_tracked)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+
 def test_kept_prefix_stores_stay_within_the_memory_budget(digits, monkeypatch):
     from tlcore.finetune import prefix_cache
 

@@ -123,3 +123,48 @@ def test_a_gallery_is_split_on_out_of_memory_and_gives_the_same_images(monkeypat
     monkeypatch.setattr(render, "_optimise", lambda *a: (_ for _ in ()).throw(torch.OutOfMemoryError("oom")))
     with pytest.raises(TooLargeForDevice, match="out of memory even for one image at 32 px"):
         render.render(spec, model, cfg, [0], use_cache=False)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_loss_scaled_step_retried_after_out_of_memory_updates_as_a_clean_one(fused, monkeypatch):
+    """fp16 trials scale the loss. A step that runs out of memory leaves GradScaler's bookkeeping
+    half done (gradients marked unscaled; a fused optimizer holding the scale): the retried
+    batch's step must move the weights exactly as a step that never failed (the CPU's GradScaler
+    stands in for a GPU's)."""
+    from tlcore.finetune.engine import _step
+
+    class _Sched:
+        def advance(self, images):
+            pass
+
+    def one_step(fail_first: bool) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = nn.Linear(4, 3)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, fused=fused)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+        x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+        if fail_first:
+            real = opt.step
+
+            def refuse(*args, **kw):
+                monkeypatch.setattr(opt, "step", real)  # once
+                raise torch.OutOfMemoryError("CUDA out of memory (test)")
+
+            monkeypatch.setattr(opt, "step", refuse)
+            with pytest.raises(torch.OutOfMemoryError):
+                _step(opt, _Sched(), scaler, nn.functional.cross_entropy(model(x), y), 8)
+        _step(opt, _Sched(), scaler, nn.functional.cross_entropy(model(x), y), 8)
+        return model.weight.detach().clone()
+
+    torch.testing.assert_close(one_step(fail_first=True), one_step(fail_first=False))
+
+
+def test_out_of_memory_on_the_first_image_is_not_called_a_resolution_problem(digits, monkeypatch):
+    from tlcore.finetune import trial
+
+    def full(*args, **kw):
+        raise torch.OutOfMemoryError("CUDA out of memory (test)")
+
+    monkeypatch.setattr(trial.features, "normalise", full)
+    with pytest.raises(TooLargeForDevice, match="out of memory even for one image"):
+        run_trial(TrialConfig(model="efficientnet_lite0", freeze="all", epochs=1), digits)

@@ -135,7 +135,9 @@ def _compute(model: nn.Module, spec: zoo.ModelSpec, dataset: Dataset, blocks: li
             if images is not None:
                 batch = images[start:start + batch_size]
             else:
-                batch = dataset.images[rows[start:start + batch_size]].to(device, non_blocking=True)
+                # Not non_blocking on MPS: it may read the indexed copy after it is freed
+                # (pytorch/pytorch#139550); on CUDA a pageable source is copied before the call returns.
+                batch = dataset.images[rows[start:start + batch_size]].to(device, non_blocking=device.type == "cuda")
             for block, value in capture(normalise(batch, spec, size)).items():
                 captured[block].append(pool(value.float(), spec.family))
     # To the CPU once, at the end: a copy per batch made the CPU wait for each batch in turn.
@@ -303,9 +305,9 @@ def batchnorm_statistics(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Mod
     out = []
     for name in order:
         count, mean, m2 = moments[name]
-        out.append({"name": name, "mean": mean.cpu(), "var": (m2 / count).cpu(),
-                    "stored_mean": modules[name].running_mean.detach().double().cpu(),
-                    "stored_var": modules[name].running_var.detach().double().cpu()})
+        out.append({"name": name, "mean": mean, "var": m2 / count,
+                    "stored_mean": modules[name].running_mean.detach().cpu().double(),
+                    "stored_var": modules[name].running_var.detach().cpu().double()})
     return _remember(key, out)
 
 
@@ -318,7 +320,8 @@ def _moments(x: torch.Tensor) -> list:
         rows = rows.float()  # a half-precision M2 overflows; bf16 would keep 8 bits of it
     mean = rows.mean(0)
     centred = rows - mean
-    return [len(rows), mean.double(), centred.mul_(centred).sum(0).double()]
+    # float64 on the CPU: Apple's GPUs have no float64 (C numbers per layer and batch: a small copy).
+    return [len(rows), mean.cpu().double(), centred.mul_(centred).sum(0).cpu().double()]
 
 
 def _merge(a: list, b: list) -> list:

@@ -70,9 +70,24 @@ def _step(opt: torch.optim.Optimizer, sched: Schedule, scaler: torch.amp.GradSca
           images: int) -> None:
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
-    scaler.step(opt)
+    try:
+        scaler.step(opt)
+    except torch.OutOfMemoryError:
+        _forget_the_step(opt, scaler)
+        raise  # the batch is retried smaller
     scaler.update()
     sched.advance(images)
+
+
+def _forget_the_step(opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+    """Undo what a GradScaler step that ran out of memory left half done (fp16 only). It marks the
+    optimizer unscaled, so the retried batch's fresh gradients would be applied still scaled, and it
+    hands a fused optimizer the scale as attributes it removes only after a step that returns, so
+    the retry would divide by the scale squared (an update 65,536 times too small)."""
+    opt.__dict__.pop("grad_scale", None)
+    opt.__dict__.pop("found_inf", None)
+    # GradScaler has no public reset between update() calls; its states are a defaultdict: fresh again.
+    scaler._per_optimizer_states.pop(id(opt), None)
 
 
 def _pass(loop: Loop, order: torch.Tensor, *, train: bool, step) -> tuple[float, float, torch.Tensor | None]:

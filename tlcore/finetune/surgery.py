@@ -67,4 +67,16 @@ def _restart_batchnorm_averages(layers: list[nn.Module]) -> None:
     """
     for m in layers:
         m.reset_running_stats()
-        m.momentum = None  # cumulative average since the reset
+        if not hasattr(m, "_epoch_batches"):
+            m.register_forward_pre_hook(_average_so_far)
+        m._epoch_batches = 0
+
+
+def _average_so_far(m: nn.Module, args) -> None:
+    """Before a training batch: momentum 1/n on the n-th batch since the reset makes the running
+    statistics the plain average of the n batches. That is what ``momentum=None`` does, but torch
+    reads its batch count back from the device there (``float(num_batches_tracked)``): on a GPU,
+    every live BatchNorm made every training step wait for the device to catch up."""
+    if m.training:
+        m._epoch_batches += 1
+        m.momentum = 1.0 / m._epoch_batches
