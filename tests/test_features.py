@@ -215,3 +215,64 @@ def test_standardising_after_an_inference_pass_still_lets_gradients_through():
     x = torch.rand(1, 3, 8, 8, requires_grad=True)
     features.standardise(x, spec).sum().backward()
     assert x.grad is not None and torch.allclose(x.grad, torch.full_like(x, 1 / spec.std[0]))
+
+
+def _tight_pool(monkeypatch, fits: int) -> list[int]:
+    """Batches larger than ``fits`` run out of memory (the CUDA error, raised on the CPU)."""
+    refused, original = [], features.pool
+
+    def pool(x, family):
+        if x.shape[0] > fits:
+            refused.append(x.shape[0])
+            raise torch.OutOfMemoryError("CUDA out of memory (test)")
+        return original(x, family)
+
+    monkeypatch.setattr(features, "pool", pool)
+    return refused
+
+
+def test_a_feature_pass_halves_its_batch_on_out_of_memory_and_gives_the_same_features(tiny, monkeypatch):
+    spec = zoo.get_spec("efficientnet_lite0")
+    model, rows = zoo.load(spec).eval(), torch.arange(len(tiny))
+    blocks = [features.PENULTIMATE, "stem"]
+    whole = features._compute(model, spec, tiny, blocks, tiny.size, torch.device("cpu"), 8, rows, False)
+    refused = _tight_pool(monkeypatch, fits=2)
+    halved = features._compute(model, spec, tiny, blocks, tiny.size, torch.device("cpu"), 8, rows, False)
+    assert refused == [6, 4]  # batches of 8 (all 6 images), then 4, then on at 2
+    for b in blocks:
+        torch.testing.assert_close(halved[b], whole[b], rtol=1e-5, atol=1e-5)
+
+
+def test_a_feature_pass_that_cannot_fit_one_image_says_so(tiny, monkeypatch):
+    from tlcore.device import TooLargeForDevice
+
+    spec = zoo.get_spec("efficientnet_lite0")
+    _tight_pool(monkeypatch, fits=0)
+    with pytest.raises(TooLargeForDevice, match="out of memory even for one image in efficientnet_lite0 at 32 px"):
+        features._compute(zoo.load(spec).eval(), spec, tiny, [features.PENULTIMATE], tiny.size,
+                          torch.device("cpu"), 8, torch.arange(len(tiny)), False)
+
+
+def test_batchnorm_statistics_halve_their_batch_on_out_of_memory_and_count_each_image_once(tiny, monkeypatch):
+    """A batch that runs out of memory half way has been merged into the layers it reached: those
+    are rolled back before the batch runs again in halves."""
+    spec = zoo.get_spec("efficientnet_lite0")
+    model = zoo.load(spec).eval()
+    monkeypatch.setattr(features, "inference_batch", lambda dev, size: 8)
+    whole = features.batchnorm_statistics(spec, tiny, model=model)
+    features._MEMORY.clear()
+    refused, original = [], features._moments
+
+    def tight(x):
+        if x.shape[0] > 2 and x.shape[1] > 100:  # deep layers only: the early ones had merged it
+            refused.append(x.shape[0])
+            raise torch.OutOfMemoryError("CUDA out of memory (test)")
+        return original(x)
+
+    monkeypatch.setattr(features, "_moments", tight)
+    halved = features.batchnorm_statistics(spec, tiny, model=model)
+    assert refused == [6, 4]
+    assert [h["name"] for h in halved] == [w["name"] for w in whole]
+    for h, w in zip(halved, whole, strict=True):
+        torch.testing.assert_close(h["mean"], w["mean"], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(h["var"], w["var"], rtol=1e-4, atol=1e-6)

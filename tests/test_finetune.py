@@ -310,6 +310,37 @@ def test_kept_prefix_stores_stay_within_the_memory_budget(digits, monkeypatch):
     assert run_trial(cfg, digits).timings.prefix_views_reused == 0  # evicted by the newer one
 
 
+def test_a_prefix_store_the_device_cannot_hold_leaves_the_trial_to_run_it_all(digits, monkeypatch):
+    from tlcore.finetune import prefix_cache
+
+    def full(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory (test)")
+
+    monkeypatch.setattr(prefix_cache, "_buffers", full)
+    monkeypatch.setattr(prefix_cache, "RECENT", prefix_cache.RecentStores())
+    result = run_trial(TrialConfig(model="efficientnet_lite0", freeze=6, epochs=1, augment=()), digits)
+    assert not result.timings.prefix_cached and len(result.history) == 1
+
+
+def test_older_prefix_stores_make_room_before_a_new_one_is_made():
+    from types import SimpleNamespace
+
+    from tlcore.finetune import prefix_cache
+
+    cap = prefix_cache.budget(torch.device("cpu"))
+
+    def kept(room: int) -> list[bool]:
+        recent = prefix_cache.RecentStores(items=3)
+        recent.put(("old", "cpu"), SimpleNamespace(nbytes=cap // 2))
+        recent.put(("newer", "cpu"), SimpleNamespace(nbytes=cap // 4))
+        recent.make_room(room, torch.device("cpu"))
+        return [recent.get((name, "cpu")) is not None for name in ("old", "newer")]
+
+    assert kept(cap // 4) == [True, True]  # it all fits: nothing goes
+    assert kept(cap // 2) == [False, True]  # the oldest goes first
+    assert kept(cap) == [False, False]
+
+
 def test_a_classifier_on_an_earlier_blocks_features(digits):
     spec = zoo.get_spec("efficientnet_lite0")
     cfg = TrialConfig(model=spec.key, freeze="all", probe_block="_blocks.5-7", epochs=3, lr=0.05)

@@ -19,7 +19,16 @@ from torch import nn
 
 from tlcore import paths, zoo
 from tlcore.data import Dataset
-from tlcore.device import autocast, inference_batch, input_format, mixed_dtype, pick_device, working
+from tlcore.device import (
+    TooLargeForDevice,
+    autocast,
+    free_cached_memory,
+    inference_batch,
+    input_format,
+    mixed_dtype,
+    pick_device,
+    working,
+)
 from tlcore.hooks import Capture, Target, thread_hooks
 
 # Architectures whose input size is fixed by their position embeddings / window partition.
@@ -131,17 +140,36 @@ def _compute(model: nn.Module, spec: zoo.ModelSpec, dataset: Dataset, blocks: li
     images = _rows_on(dataset.images, rows, device)
     with working(device), Capture(model, [_hook_target(model, spec, b) for b in blocks]) as capture, \
             autocast(device, enabled=mixed):
-        for start in range(0, len(rows), batch_size):
-            if images is not None:
-                batch = images[start:start + batch_size]
-            else:
-                # Not non_blocking on MPS: it may read the indexed copy after it is freed
-                # (pytorch/pytorch#139550); on CUDA a pageable source is copied before the call returns.
-                batch = dataset.images[rows[start:start + batch_size]].to(device, non_blocking=device.type == "cuda")
-            for block, value in capture(normalise(batch, spec, size)).items():
-                captured[block].append(pool(value.float(), spec.family))
+        start = 0
+        while start < len(rows):
+            pooled = None
+            try:
+                x = normalise(_batch(dataset, images, rows, start, batch_size, device), spec, size)
+                pooled = {b: pool(v.float(), spec.family) for b, v in capture(x).items()}
+            except torch.OutOfMemoryError:  # a large model or input on a small GPU: halve the batch
+                if batch_size == 1:
+                    raise TooLargeForDevice(f"out of memory even for one image in {spec.model} at {size} px: "
+                                            "load the dataset at a smaller resolution") from None
+            if pooled is None:  # out of the except block: its traceback no longer holds the batch's tensors
+                x = None
+                free_cached_memory()
+                batch_size //= 2
+                continue
+            for block, value in pooled.items():
+                captured[block].append(value)
+            start += batch_size
     # To the CPU once, at the end: a copy per batch made the CPU wait for each batch in turn.
     return {b: torch.cat(parts).cpu() for b, parts in captured.items()}
+
+
+def _batch(dataset: Dataset, images: torch.Tensor | None, rows: torch.Tensor, start: int, n: int,
+           device: torch.device) -> torch.Tensor:
+    """Images ``rows[start:start + n]`` on the device: a slice of those copied there at once, or a copy."""
+    if images is not None:
+        return images[start:start + n]
+    # Not non_blocking on MPS: it may read the indexed copy after it is freed (pytorch/pytorch#139550);
+    # on CUDA a pageable source is staged before the call returns.
+    return dataset.images[rows[start:start + n]].to(device, non_blocking=device.type == "cuda")
 
 
 # Images copied to an accelerator in one go for a feature pass (bytes of uint8): one copy instead
@@ -154,9 +182,14 @@ def _rows_on(images: torch.Tensor, rows: torch.Tensor, device: torch.device) -> 
     if device.type == "cpu" or len(rows) * images[0].numel() > ROWS_ON_DEVICE_BYTES:
         return None
     first = int(rows[0])
-    if torch.equal(rows, torch.arange(first, first + len(rows))):  # a slice: no gather on the CPU
-        return images[first:first + len(rows)].to(device)
-    return images[rows].to(device)
+    try:
+        if torch.equal(rows, torch.arange(first, first + len(rows))):  # a slice: no gather on the CPU
+            return images[first:first + len(rows)].to(device)
+        return images[rows].to(device)
+    except torch.OutOfMemoryError:  # a small GPU: batch by batch, then
+        pass
+    free_cached_memory()
+    return None
 
 
 def extract(spec: zoo.ModelSpec, dataset: Dataset, *, block: str = PENULTIMATE,
@@ -298,9 +331,24 @@ def batchnorm_statistics(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Mod
     idx = torch.linspace(0, len(dataset) - 1, min(max_images, len(dataset))).round().long().unique()
     with thread_hooks([(m, hook_for(n), True) for n, m in layers]), torch.inference_mode():
         model.eval()
-        for start in range(0, len(idx), step):
-            batch = dataset.images[idx[start:start + step]].to(dev)
-            model(normalise(batch, spec, size))  # fp32: statistics, not speed
+        start = 0
+        while start < len(idx):
+            before, layers_seen, done = dict(moments), len(order), False
+            try:
+                model(normalise(dataset.images[idx[start:start + step]].to(dev), spec, size))  # fp32: statistics
+                done = True
+            except torch.OutOfMemoryError:  # a large model on a small GPU: the batch again, halved
+                if step == 1:
+                    raise TooLargeForDevice(f"out of memory even for one image in {spec.model} at {size} px: "
+                                            "load the dataset at a smaller resolution") from None
+            if done:
+                start += step
+                continue
+            moments.clear()  # the layers the failed batch reached had merged it already
+            moments.update(before)
+            del order[layers_seen:]
+            free_cached_memory()
+            step //= 2
     modules = dict(layers)
     out = []
     for name in order:

@@ -21,6 +21,17 @@ from tlcore.finetune.config import TrialConfig
 
 # Cached prefix activations may use at most this much memory (bytes); beyond it, run it all.
 BUDGET = {"cpu": 3 * 2**30, "cuda": 16 * 2**30, "mps": 2 * 2**30}
+# …and on a GPU at most this share of its memory: 16 GiB is most of an 8–24 GB card, where the
+# trial's own model, batches and gradients must fit beside them.
+GPU_SHARE = 0.3
+
+
+def budget(dev: torch.device) -> int:
+    """Bytes of prefix activations ``dev`` may keep, the stores kept for later trials included."""
+    cap = BUDGET.get(dev.type, 2**30)
+    if dev.type == "cuda":
+        cap = min(cap, int(GPU_SHARE * torch.cuda.get_device_properties(dev).total_memory))
+    return cap
 
 
 def views(cfg: TrialConfig) -> int:
@@ -64,11 +75,20 @@ class PrefixStore:
             probe = prefix(features.normalise(images[:1], spec, size))
         dtype = storage_dtype(cfg, dev)
         need = views(cfg) * len(images) * probe.numel() * dtype.itemsize
-        if need > BUDGET.get(dev.type, 2**30):
+        if need > budget(dev):
             return None
-        fmt = _memory_format(probe)
-        return cls([torch.empty((len(images), *probe.shape[1:]), dtype=dtype, device=dev)
-                    .contiguous(memory_format=fmt) for _ in range(views(cfg))])
+        RECENT.make_room(need, dev)  # the older stores go first, not after: both may not fit
+        try:
+            return cls(_buffers(views(cfg), (len(images), *probe.shape[1:]), dtype, dev, _memory_format(probe)))
+        except torch.OutOfMemoryError:  # the device is fuller than the budget allows for: run it all
+            pass
+        free_cached_memory()
+        return None
+
+
+def _buffers(n: int, shape: tuple[int, ...], dtype: torch.dtype, dev: torch.device,
+             fmt: torch.memory_format) -> list[torch.Tensor]:
+    return [torch.empty(shape, dtype=dtype, device=dev).contiguous(memory_format=fmt) for _ in range(n)]
 
 
 class ViewSampler:
@@ -195,10 +215,17 @@ class RecentStores:
         with self._lock:
             self._entries[key] = store
             self._entries.move_to_end(key)
-            budget = BUDGET.get(key[-1].split(":")[0], 2**30)
+            cap = budget(torch.device(key[-1]))
             while len(self._entries) > 1 and (len(self._entries) > self._items or
-                                              sum(s.nbytes for s in self._entries.values()) > budget):
+                                              sum(s.nbytes for s in self._entries.values()) > cap):
                 self._entries.popitem(last=False)
+
+    def make_room(self, nbytes: int, dev: torch.device) -> None:
+        """Let go of the oldest stores on ``dev``'s kind of device until ``nbytes`` more fit its budget."""
+        with self._lock:
+            mine = [k for k in self._entries if torch.device(k[-1]).type == dev.type]
+            while mine and sum(self._entries[k].nbytes for k in mine) + nbytes > budget(dev):
+                self._entries.pop(mine.pop(0))
 
     def newest(self) -> PrefixStore | None:
         with self._lock:
