@@ -122,8 +122,8 @@ def bench_width(tmp: Path, n: int, width: int, size: int, repeat: int,
 
 def bench_phases(root: Path, size: int, jpeg_device: torch.device | None) -> None:
     """Where a cold load's time goes, its steps run one after another as load_folder runs them:
-    the folder listing, the decoding (into the dataset's buffer), the content fingerprint and the
-    near-duplicate count. What the load took beyond their sum is its bookkeeping and cache write."""
+    the folder listing, the decoding (into the dataset's buffer; each file hashed as it is read),
+    the content fingerprint (of those hashes) and the near-duplicate count. What the load took beyond their sum is its bookkeeping and cache write."""
     from tlcore.data import archive, decode
     from tlcore.data.dataset import duplicate_groups, fingerprint
     from tlcore.settings import limits
@@ -132,10 +132,10 @@ def bench_phases(root: Path, size: int, jpeg_device: torch.device | None) -> Non
     members, _ = archive.folder_members(root, limits())
     t1 = time.perf_counter()
     pixels = np.empty((len(members), 3, size, size), dtype=np.uint8)
-    decode.decode_all([m.read for m in members], size, limits(), jpeg_device=jpeg_device, out=pixels)
+    decoded = decode.decode_all([m.read for m in members], size, limits(), jpeg_device=jpeg_device, out=pixels)
     t2 = time.perf_counter()
     images = torch.from_numpy(pixels)
-    fingerprint(images, torch.zeros(len(members), dtype=torch.long), ["a"])
+    fingerprint(images, torch.zeros(len(members), dtype=torch.long), ["a"], files=[d.digest for d in decoded])
     t3 = time.perf_counter()
     duplicate_groups(images)
     t4 = time.perf_counter()

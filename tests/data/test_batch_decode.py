@@ -127,13 +127,13 @@ def test_a_jpeg_with_an_orientation_tag_goes_to_pillow():
     XMP's): a portrait photo would come out sideways there, so only upright files go to the device."""
     from tlcore.data.decode import _Head
 
-    assert not _Head.of(rotated_jpeg(6), Limits()).batchable
-    assert not _Head.of(xmp_rotated_jpeg(6), Limits()).batchable
+    assert not _Head.of(rotated_jpeg(6), b"", Limits()).batchable
+    assert not _Head.of(xmp_rotated_jpeg(6), b"", Limits()).batchable
     turned, plain = (decode_bytes(blob, 32, Limits()).chw.astype(float) for blob in (xmp_rotated_jpeg(6), rotated_jpeg(1)))
     assert abs(turned - plain).mean() > 10  # Pillow does turn it
-    assert _Head.of(rotated_jpeg(1), Limits()).batchable
-    assert _Head.of(xmp_rotated_jpeg(1), Limits()).batchable
-    assert _Head.of(encode(smooth_photo(320, 160), "JPEG", quality=95), Limits()).batchable
+    assert _Head.of(rotated_jpeg(1), b"", Limits()).batchable
+    assert _Head.of(xmp_rotated_jpeg(1), b"", Limits()).batchable
+    assert _Head.of(encode(smooth_photo(320, 160), "JPEG", quality=95), b"", Limits()).batchable
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -261,5 +261,25 @@ def test_only_a_jpegs_parsed_header_waits_for_pillow():
     take 32 GB, so only JPEG headers (no bigger than their file) are kept for Pillow."""
     from tlcore.data import decode
 
-    assert len(decode._Head.of(jpeg(1), Limits()).opened) == 1
-    assert decode._Head.of(png(1), Limits()).opened == []
+    assert len(decode._Head.of(jpeg(1), b"", Limits()).opened) == 1
+    assert decode._Head.of(png(1), b"", Limits()).opened == []
+
+
+def test_the_device_takes_files_from_every_part_of_the_folder(monkeypatch):
+    """Files come class folder by class folder. Taken in that order, the device would decode the
+    first classes and Pillow the last, and a model could learn the two decoders' few grey levels
+    of difference as a hint of the class: the device's first batch already spans the folder."""
+    from tlcore.data import decode
+
+    files = [jpeg(i) for i in range(64)]
+    batches = []
+
+    def device(blobs, size, dev):
+        batches.append([files.index(b) for b in blobs])
+        return torch.zeros((len(blobs), 3, size, size), dtype=torch.uint8)
+
+    monkeypatch.setattr(decode, "decode_jpeg_batch", device)
+    decode_all([(lambda b=b: b) for b in files], 16, Limits(), jpeg_device=CPU, pillow_workers=0)
+    first = batches[0]  # taken before any Pillow thread starts: the same files every time
+    assert len(first) == decode._FIRST_DEVICE_BATCH and min(first) < 32 <= max(first)
+    assert sorted(i for b in batches for i in b) == list(range(64))

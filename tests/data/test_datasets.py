@@ -163,7 +163,9 @@ def test_no_torch_op_runs_on_the_decoding_threads(monkeypatch, tmp_path):
 def test_a_folder_decodes_in_chunks_of_bounded_bytes_with_the_same_result(tmp_path, monkeypatch, batch_decoder):
     from tests.data.conftest import jpeg
 
-    if batch_decoder and jpeg_decode_device() is None:
+    if not batch_decoder:  # Pillow alone, on a GPU machine too
+        monkeypatch.setattr(sources, "jpeg_decode_device", lambda: None)
+    elif jpeg_decode_device() is None:
         monkeypatch.setattr(sources, "jpeg_decode_device", lambda: torch.device("cpu"))
 
     for k, c in enumerate("abc"):
@@ -185,3 +187,25 @@ def test_a_folder_decodes_in_chunks_of_bounded_bytes_with_the_same_result(tmp_pa
         assert torch.equal(chunked.images, whole.images)
     else:  # which decoder takes a file depends on timing; GPU and Pillow agree to a few grey levels
         assert ((chunked.images.float() - whole.images.float()).abs().mean(dim=(1, 2, 3)) < 12).all()
+
+
+def test_the_same_files_keep_their_fingerprint_whichever_decoder_takes_them(tmp_path, monkeypatch):
+    """On a GPU machine a file goes to the GPU or to Pillow by timing, and their pixels differ by a
+    few grey levels: the fingerprint, which keys every cache and a run's "same images" check, is
+    made of the files (and the size they were decoded to), not of the pixels."""
+    from tests.data.conftest import jpeg
+
+    for k, c in enumerate("ab"):
+        (tmp_path / c).mkdir()
+        for i in range(10):
+            (tmp_path / c / f"{i}.jpg").write_bytes(jpeg(10 * k + i, size=(64, 48)))
+    monkeypatch.setattr(sources, "jpeg_decode_device", lambda: None)
+    by_pillow = data.load_folder(tmp_path, size=32)
+    monkeypatch.setattr(sources, "jpeg_decode_device", lambda: torch.device("cpu"))  # torchvision's decoder
+    monkeypatch.setenv("TLCORE_HOME", str(tmp_path / "fresh-home"))  # decoded again
+    in_batches = data.load_folder(tmp_path, size=32)
+    assert not torch.equal(in_batches.images, by_pillow.images)  # another decoder's pixels…
+    assert in_batches.fingerprint == by_pillow.fingerprint  # …of the same files
+    assert data.load_folder(tmp_path, size=24).fingerprint != by_pillow.fingerprint
+    (tmp_path / "b" / "9.jpg").write_bytes(jpeg(99, size=(64, 48)))
+    assert data.load_folder(tmp_path, size=32).fingerprint != by_pillow.fingerprint

@@ -99,14 +99,26 @@ def duplicate_groups(images: torch.Tensor) -> int:
     return sum(1 for n in keys.values() if n > 1)
 
 
-def fingerprint(images: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> str:
-    """A content hash of the pixels, labels and class names. The pixels are hashed in fixed 8 MiB
-    slices on the decoding threads (hashlib releases the GIL on large buffers; the slices, not the
-    thread count, fix the value): 301 MB took 0.20 s in one piece, 0.11 s on 2 cores."""
-    pixels = images.contiguous().numpy().reshape(-1)  # the buffer itself: no bytes copy of the dataset
-    digests = worker_pool().map(lambda start: hashlib.sha256(pixels[start:start + _SLICE]).digest(),
-                                range(0, len(pixels), _SLICE))
-    h = hashlib.sha256(b"".join(digests))
+def fingerprint(images: torch.Tensor, labels: torch.Tensor, classes: list[str], *,
+                files: list[bytes] | None = None, recipe: str = "") -> str:
+    """A content hash of the images, labels and class names.
+
+    Decoded files (``files``: each image's file's SHA-256, in order) are named by their bytes and
+    ``recipe`` (how they were decoded) with the pixels' shape: on a GPU machine which decoder takes
+    a file depends on timing, and the two differ by a few grey levels, so a pixel hash would
+    give the same files another fingerprint at each decode (every cache keyed by it missing, a
+    run's "same images" check failing). Other images (built-in, generated) are hashed pixel by
+    pixel, in fixed 8 MiB slices on the decoding threads (hashlib releases the GIL on large
+    buffers; the slices, not the thread count, fix the value): 301 MB took 0.20 s in one piece,
+    0.11 s on 2 cores."""
+    if files is not None:
+        h = hashlib.sha256(f"files|{recipe}|{tuple(images.shape[1:])}".encode())
+        h.update(b"".join(files))
+    else:
+        pixels = images.contiguous().numpy().reshape(-1)  # the buffer itself: no bytes copy of the dataset
+        digests = worker_pool().map(lambda start: hashlib.sha256(pixels[start:start + _SLICE]).digest(),
+                                    range(0, len(pixels), _SLICE))
+        h = hashlib.sha256(b"".join(digests))
     h.update(labels.contiguous().numpy())
     h.update("\x00".join(classes).encode())
     return h.hexdigest()[:20]
@@ -118,8 +130,9 @@ _SLICE = 8 * 2**20
 def assemble(name: str, source: str, images: torch.Tensor, labels: np.ndarray, classes: list[str], *,
              widths: list[int], heights: list[int], modes: list[str], formats: list[str],
              skipped: list[Skipped], max_per_class: int | None, val_fraction: float, seed: int,
-             val_mask: np.ndarray | None = None) -> Dataset:
-    """Build a Dataset from decoded N×3×S×S uint8 images, refusing what cannot be trained on."""
+             val_mask: np.ndarray | None = None, files: list[bytes] | None = None, recipe: str = "") -> Dataset:
+    """Build a Dataset from decoded N×3×S×S uint8 images, refusing what cannot be trained on.
+    ``files``, ``recipe``: the images' source files' digests and how they were decoded (see ``fingerprint``)."""
     if len(labels) == 0:
         raise DatasetError(f"no usable image found ({len(skipped)} files skipped).\n{VALID_LAYOUT}")
     keep = cap_per_class(labels, max_per_class, seed)
@@ -151,5 +164,6 @@ def assemble(name: str, source: str, images: torch.Tensor, labels: np.ndarray, c
     )
     return Dataset(name=name, images=images, labels=label_t, classes=classes,
                    train_idx=torch.from_numpy(train_idx), val_idx=torch.from_numpy(val_idx),
-                   profile=profile, skipped=skipped, fingerprint=fingerprint(images, label_t, classes),
-                   source=source)
+                   profile=profile, skipped=skipped, source=source,
+                   fingerprint=fingerprint(images, label_t, classes, recipe=recipe,
+                                           files=None if files is None else [files[i] for i in keep]))

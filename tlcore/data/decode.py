@@ -10,7 +10,9 @@ decoded in batches by torchvision's nvJPEG path, beside the CPU threads. Every m
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import random
 import threading
 import time
 import warnings
@@ -46,6 +48,9 @@ class Decoded:
     height: int
     mode: str  # original Pillow mode, e.g. "RGB", "L", "P", "I;16"
     format: str
+    # SHA-256 of the file's bytes (set by decode_all): what the dataset's fingerprint is made of, so
+    # that it does not depend on which decoder (the GPU's or Pillow) happened to take the file.
+    digest: bytes = b""
 
     @property
     def pixels(self) -> np.ndarray:
@@ -154,25 +159,27 @@ def decode_all(readers: Sequence[Reader], size: int, limits: Limits, *,
     other end of the same queue. The device's batches start small and grow, and never exceed its
     share of what is left at the two decoders' measured rates, so neither waits long for the
     other at the end and the slower one takes less. Which decoder takes a file depends on timing;
-    the two agree to a few grey levels. Everything the device cannot take, and any batch it
+    the two agree to a few grey levels, and each Decoded carries its file's hash, so the
+    dataset's fingerprint does not depend on which took it. Everything the device cannot take, and any batch it
     refuses, goes through Pillow. Reading happens in the worker threads too, so I/O overlaps
     decoding. ``out`` (len(readers)×3×size×size uint8): each file's pixels are put in its row
     by the thread that decoded it, and its Decoded holds that row.
     """
-    def place(i: int, result: Decoded | BadImage) -> Decoded | BadImage:
-        if out is None or isinstance(result, BadImage):
+    def place(i: int, result: Decoded | BadImage, digest: bytes) -> Decoded | BadImage:
+        if isinstance(result, BadImage):
             return result
-        out[i] = result.chw  # in the decoding thread: numpy copies without the GIL
-        return replace(result, chw=out[i])
+        if out is not None:
+            out[i] = result.chw  # in the decoding thread: numpy copies without the GIL
+        return replace(result, chw=result.chw if out is None else out[i], digest=digest)
 
     if jpeg_device is None:
-        return _pool_map(lambda i: place(i, _guarded(lambda: decode_bytes(_read(readers[i]), size, limits))),
-                         range(len(readers)))
-    # Files are read on the pool (I/O overlaps) and their headers parsed here: parsing is Python,
-    # and threads only queue for the interpreter lock (2,000 JPEGs on the H200's 16 cores: 0.06 s
-    # in one thread, 0.13–0.35 s on the pool).
-    blobs = _pool_map(lambda read: _guarded(lambda: _read(read)), readers)
-    heads = [b if isinstance(b, BadImage) else _guarded(lambda b=b: _Head.of(b, limits)) for b in blobs]
+        return _pool_map(lambda i: _decode_file(readers[i], lambda data, digest: place(
+            i, _guarded(lambda: decode_bytes(data, size, limits)), digest)), range(len(readers)))
+    # Files are read (and hashed) on the pool, so I/O overlaps, and their headers parsed here:
+    # parsing is Python, and threads only queue for the interpreter lock (2,000 JPEGs on the
+    # H200's 16 cores: 0.06 s in one thread, 0.13–0.35 s on the pool).
+    blobs = _pool_map(lambda read: _guarded(lambda: _read_hashed(read)), readers)
+    heads = [b if isinstance(b, BadImage) else _guarded(lambda b=b: _Head.of(*b, limits)) for b in blobs]
     del blobs
     results: list[Decoded | BadImage | None] = [h if isinstance(h, BadImage) else None for h in heads]
     queue = _SharedQueue(heads)
@@ -188,11 +195,12 @@ def decode_all(readers: Sequence[Reader], size: int, limits: Limits, *,
         for k, i in enumerate(batch):
             h = heads[i]
             h.opened.clear()  # decoded here: Pillow's parsed header is not needed any more
-            results[i] = Decoded(rows[k] if out is None else out[i], h.width, h.height, h.mode, "JPEG")
+            results[i] = Decoded(rows[k] if out is None else out[i], h.width, h.height, h.mode, "JPEG", h.digest)
         return True
 
     def by_pillow(i: int) -> Decoded | BadImage:
-        return place(i, _guarded(lambda: decode_bytes(heads[i].data, size, limits, heads[i].take_opened())))
+        return place(i, _guarded(lambda: decode_bytes(heads[i].data, size, limits, heads[i].take_opened())),
+                     heads[i].digest)
 
     def with_pillow() -> None:
         while (i := queue.take_one(queue.sharing)) is not None:
@@ -228,10 +236,14 @@ def decode_all(readers: Sequence[Reader], size: int, limits: Limits, *,
 class _SharedQueue:
     """The files whose header passed, in one deque: the device takes batches from the front while
     they are device-decodable; Pillow threads take single files from the back, where the files
-    only Pillow can decode (CMYK, PNG, truncated JPEGs…) wait, so those go first."""
+    only Pillow can decode (CMYK, PNG, truncated JPEGs…) wait, so those go first. The files are
+    in a fixed shuffled order: in the folder's order (class by class) the device would decode the
+    first classes and Pillow the last, and a model could learn the decoders' few grey levels of
+    difference as a hint of the class."""
 
     def __init__(self, heads: list):
         ok = [i for i, h in enumerate(heads) if isinstance(h, _Head)]
+        random.Random(0).shuffle(ok)
         self._items = deque(sorted(ok, key=lambda i: not heads[i].batchable))
         self._heads = heads
         self._lock = threading.Lock()
@@ -361,6 +373,7 @@ class _Head:
     """A file whose header passed the checks, with its bytes (pixels not decoded yet)."""
 
     data: bytes
+    digest: bytes  # SHA-256 of data
     width: int
     height: int
     mode: str
@@ -369,12 +382,12 @@ class _Head:
     opened: list[Image.Image] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
-    def of(cls, data: bytes, limits: Limits) -> _Head:
+    def of(cls, data: bytes, digest: bytes, limits: Limits) -> _Head:
         image = _open(data, limits)
         jpeg = image.format == "JPEG"
         # Only a JPEG's parsed header is kept: it is small, where a PNG's can hold 64 MB of unpacked
         # text chunks — a chunk of such files waiting for Pillow would take tens of GB.
-        return cls(data, image.width, image.height, image.mode,
+        return cls(data, digest, image.width, image.height, image.mode,
                    jpeg and image.mode in ("RGB", "L") and _ends_whole(data) and _upright(image),
                    [image] if jpeg else [])
 
@@ -425,6 +438,18 @@ def _read(read: Reader) -> bytes:
         return read()
     except (DatasetError, OSError, EOFError, RuntimeError, zlib.error) as err:  # zip CRC errors, truncation
         raise BadImage(f"unreadable ({err})") from None
+
+
+def _read_hashed(read: Reader) -> tuple[bytes, bytes]:
+    """A file's bytes and their SHA-256 (hashlib lets go of the interpreter lock on large buffers)."""
+    data = _read(read)
+    return data, hashlib.sha256(data).digest()
+
+
+def _decode_file(read: Reader, decode: Callable[[bytes, bytes], Decoded | BadImage]) -> Decoded | BadImage:
+    """``decode(data, digest)`` of the file, or why it could not be read."""
+    blob = _guarded(lambda: _read_hashed(read))
+    return blob if isinstance(blob, BadImage) else decode(*blob)
 
 
 def _guarded(work: Callable[[], object]):

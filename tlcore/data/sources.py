@@ -25,7 +25,7 @@ from tlcore.device import jpeg_decode_device
 from tlcore.settings import Limits, demo_mode, limits
 
 DEFAULT_SIZE = 128  # px: quick on a laptop CPU; models are fully convolutional (224 is an option)
-CACHE_VERSION = 3  # bump when decoding, the fingerprint or the cache's format changes, so old entries are not reused
+CACHE_VERSION = 4  # bump when decoding, the fingerprint or the cache's format changes, so old entries are not reused
 
 TORCHVISION_SETS = {  # name → (class, constructor keywords)
     "cifar10": ("CIFAR10", {"train": True}),
@@ -202,7 +202,8 @@ def _from_members(name: str, source: str, members: list[archive.Member], skipped
     return assemble(name, source, images, np.array(kept_labels, dtype=np.int64), classes,
                     widths=[d.width for d in decoded], heights=[d.height for d in decoded],
                     modes=[d.mode for d in decoded], formats=[d.format for d in decoded],
-                    skipped=skipped, max_per_class=None, val_fraction=val_fraction, seed=seed)
+                    skipped=skipped, max_per_class=None, val_fraction=val_fraction, seed=seed,
+                    files=[d.digest for d in decoded], recipe=f"v{CACHE_VERSION}")
 
 
 # Files' bytes read and held at once while decoding. By bytes, not by count (it was 512 files):
