@@ -26,8 +26,12 @@ class _Tight(nn.Module):
     def forward(self, x):
         if x.shape[0] > self.fits:
             self.refused += 1
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise self.error()
         return self.inner(x)
+
+    @staticmethod
+    def error() -> Exception:
+        return torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
 def _tight_probe(monkeypatch, fits: int) -> list[_Tight]:
@@ -50,6 +54,23 @@ def test_a_trial_halves_its_batch_and_goes_on(digits, monkeypatch):
     assert made[0].refused == 2  # 32 → 16 → 8, once each, then the rest of the trial at 8
     assert result.timings.batch_size == 8 and len(result.history) == 3
     assert result.val_acc > 0.3  # chance 0.1: it trained on every image, not on a lost batch
+
+
+def test_an_apple_gpus_out_of_memory_error_halves_the_batch_too(digits, monkeypatch):
+    """MPS says it with a plain RuntimeError; any other RuntimeError still fails the trial."""
+    from tlcore.device import out_of_memory
+
+    mps = RuntimeError("MPS backend out of memory (MPS allocated: 17.8 GB, other allocations: 1.2 GB, "
+                       "max allowed: 18.1 GB). Tried to allocate 256.00 MB on private pool.")
+    assert out_of_memory(mps) and out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+    assert not out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    monkeypatch.setattr(_Tight, "error", staticmethod(lambda: RuntimeError(str(mps))))
+    made = _tight_probe(monkeypatch, fits=8)
+    result = run_trial(TrialConfig(model="efficientnet_lite0", freeze="all", epochs=1, lr=0.1, batch_size=32), digits)
+    assert made[0].refused == 2 and result.timings.batch_size == 8
+    monkeypatch.setattr(_Tight, "error", staticmethod(lambda: RuntimeError("a shape error")))
+    with pytest.raises(RuntimeError, match="a shape error"):
+        run_trial(TrialConfig(model="efficientnet_lite0", freeze="all", epochs=1, lr=0.1, batch_size=32), digits)
 
 
 @pytest.mark.parametrize("batch_size, rate_share", [(None, 0.25), (32, 1.0)])

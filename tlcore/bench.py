@@ -20,7 +20,15 @@ import torch
 from torch import nn
 
 from tlcore import paths
-from tlcore.device import device_name, free_cached_memory, parse_dtype, pick_device, synchronize, watch_load
+from tlcore.device import (
+    device_name,
+    free_cached_memory,
+    out_of_memory,
+    parse_dtype,
+    pick_device,
+    synchronize,
+    watch_load,
+)
 from tlcore.zoo import ModelSpec, build
 
 CACHE = "latency.json"
@@ -250,7 +258,9 @@ def sweep(specs: list[ModelSpec], *, device: torch.device, batches: list[int], d
                 try:
                     r = time_model(group[0], net, batch=batch, dtype=dtype, channels_last=channels_last,
                                    weights="random", **timing)
-                except torch.OutOfMemoryError:
+                except RuntimeError as err:
+                    if not out_of_memory(err):
+                        raise
                     free_cached_memory()
                     yield SweepStep(keys, batch, dtype, None)
                     continue

@@ -175,6 +175,15 @@ def free_cached_memory() -> None:
     """After an out-of-memory error: hand the failed batch's cached blocks back before a smaller try."""
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    if torch.backends.mps.is_available():
+        torch.mps.empty_cache()
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """``err`` says the device ran out of memory. CUDA raises torch.OutOfMemoryError; Apple's GPUs
+    a plain RuntimeError that says so, which every "halve the batch and go on" must catch too."""
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and "MPS backend out of memory" in str(err))
 
 
 def mixed_dtype(device: torch.device) -> torch.dtype | None:

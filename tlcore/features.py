@@ -26,6 +26,7 @@ from tlcore.device import (
     inference_batch,
     input_format,
     mixed_dtype,
+    out_of_memory,
     pick_device,
     working,
 )
@@ -146,7 +147,9 @@ def _compute(model: nn.Module, spec: zoo.ModelSpec, dataset: Dataset, blocks: li
             try:
                 x = normalise(_batch(dataset, images, rows, start, batch_size, device), spec, size)
                 pooled = {b: pool(v.float(), spec.family) for b, v in capture(x).items()}
-            except torch.OutOfMemoryError:  # a large model or input on a small GPU: halve the batch
+            except RuntimeError as err:  # a large model or input on a small GPU: halve the batch
+                if not out_of_memory(err):
+                    raise
                 if batch_size == 1:
                     raise TooLargeForDevice(f"out of memory even for one image in {spec.model} at {size} px: "
                                             "load the dataset at a smaller resolution") from None
@@ -186,8 +189,9 @@ def _rows_on(images: torch.Tensor, rows: torch.Tensor, device: torch.device) -> 
         if torch.equal(rows, torch.arange(first, first + len(rows))):  # a slice: no gather on the CPU
             return images[first:first + len(rows)].to(device)
         return images[rows].to(device)
-    except torch.OutOfMemoryError:  # a small GPU: batch by batch, then
-        pass
+    except RuntimeError as err:  # a small GPU: batch by batch, then
+        if not out_of_memory(err):
+            raise
     free_cached_memory()
     return None
 
@@ -337,7 +341,9 @@ def batchnorm_statistics(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Mod
             try:
                 model(normalise(dataset.images[idx[start:start + step]].to(dev), spec, size))  # fp32: statistics
                 done = True
-            except torch.OutOfMemoryError:  # a large model on a small GPU: the batch again, halved
+            except RuntimeError as err:  # a large model on a small GPU: the batch again, halved
+                if not out_of_memory(err):
+                    raise
                 if step == 1:
                     raise TooLargeForDevice(f"out of memory even for one image in {spec.model} at {size} px: "
                                             "load the dataset at a smaller resolution") from None

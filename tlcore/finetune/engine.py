@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tlcore.device import TooLargeForDevice, autocast, free_cached_memory, mixed_dtype
+from tlcore.device import TooLargeForDevice, autocast, free_cached_memory, mixed_dtype, out_of_memory
 from tlcore.finetune.config import TrialCancelled, TrialConfig
 from tlcore.finetune.optim import Schedule
 from tlcore.finetune.surgery import prepare_batchnorms_for_training
@@ -72,9 +72,9 @@ def _step(opt: torch.optim.Optimizer, sched: Schedule, scaler: torch.amp.GradSca
     scaler.scale(loss).backward()
     try:
         scaler.step(opt)
-    except torch.OutOfMemoryError:
+    except RuntimeError:  # out of memory: the batch is retried smaller
         _forget_the_step(opt, scaler)
-        raise  # the batch is retried smaller
+        raise
     scaler.update()
     sched.advance(images)
 
@@ -104,7 +104,9 @@ def _pass(loop: Loop, order: torch.Tensor, *, train: bool, step) -> tuple[float,
         batch = order[start:start + loop.batch_size]
         try:
             loss, pred = _batch(loop, batch, train, step)
-        except torch.OutOfMemoryError:
+        except RuntimeError as err:
+            if not out_of_memory(err):
+                raise
             _halve_batch(loop)
             continue  # the same images again, in a smaller batch
         if loop.served is not None:

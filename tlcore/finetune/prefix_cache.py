@@ -15,7 +15,7 @@ from torch import nn
 
 from tlcore import features, zoo
 from tlcore.data import Dataset
-from tlcore.device import autocast, free_cached_memory, inference_batch, mixed_dtype
+from tlcore.device import autocast, free_cached_memory, inference_batch, mixed_dtype, out_of_memory
 from tlcore.finetune.augment import augment, device_generator
 from tlcore.finetune.config import TrialConfig
 
@@ -80,8 +80,9 @@ class PrefixStore:
         RECENT.make_room(need, dev)  # the older stores go first, not after: both may not fit
         try:
             return cls(_buffers(views(cfg), (len(images), *probe.shape[1:]), dtype, dev, _memory_format(probe)))
-        except torch.OutOfMemoryError:  # the device is fuller than the budget allows for: run it all
-            pass
+        except RuntimeError as err:  # the device is fuller than the budget allows for: run it all
+            if not out_of_memory(err):
+                raise
         free_cached_memory()
         return None
 
@@ -162,8 +163,8 @@ class ViewSampler:
                 self.store.acts[v][piece] = self._prefix_of(v, piece, self.step)
                 start += len(piece)
                 continue
-            except torch.OutOfMemoryError:
-                if self.step == 1:
+            except RuntimeError as err:
+                if not out_of_memory(err) or self.step == 1:
                     raise
             # Out of the except block: its traceback no longer holds the failed piece's tensors.
             free_cached_memory()

@@ -12,7 +12,7 @@ from torch import nn
 
 from tlcore import features, zoo
 from tlcore.data import Dataset, DatasetError
-from tlcore.device import TooLargeForDevice, pick_device, same_device
+from tlcore.device import TooLargeForDevice, out_of_memory, pick_device, same_device
 from tlcore.finetune import optim, prefix_cache
 from tlcore.finetune.augment import augment, device_generator
 from tlcore.finetune.config import EpochStats, Timings, TrialCancelled, TrialConfig, TrialResult
@@ -110,10 +110,10 @@ def _preflight(model: nn.Module, spec: zoo.ModelSpec, dataset: Dataset, size: in
     model.eval()
     try:
         model(features.normalise(dataset.images[:1].to(dev), spec, size))
-    except torch.OutOfMemoryError:  # a RuntimeError too, but not the resolution's fault
-        raise TooLargeForDevice("out of memory even for one image: load the dataset at a smaller resolution "
-                                "or choose a smaller model") from None
     except RuntimeError as err:
+        if out_of_memory(err):  # not the resolution's fault
+            raise TooLargeForDevice("out of memory even for one image: load the dataset at a smaller resolution "
+                                    "or choose a smaller model") from None
         raise DatasetError(f"{spec.model} cannot take {size}px images ({str(err).splitlines()[0]}); "
                            "load the dataset at a larger resolution") from None
 

@@ -24,7 +24,7 @@ from PIL import Image
 from torch import nn
 
 from tlcore import features, paths, zoo
-from tlcore.device import TooLargeForDevice, autocast, free_cached_memory, working
+from tlcore.device import TooLargeForDevice, autocast, free_cached_memory, out_of_memory, working
 from tlcore.hooks import Capture, Target, module_at
 from tlcore.settings import demo_mode, limits
 from tlcore.vis import objectives
@@ -154,7 +154,9 @@ def in_halves_on_oom(run: Callable[[list[T]], list[R]], items: list[T], what: st
     batch would have given. A single item that does not fit is a TooLargeForDevice that says so."""
     try:
         return run(items)
-    except torch.OutOfMemoryError:
+    except RuntimeError as err:
+        if not out_of_memory(err):
+            raise
         if len(items) == 1:
             raise TooLargeForDevice(f"out of memory even for one {what}: choose a smaller size or fewer layers") from None
         free_cached_memory()
@@ -227,7 +229,7 @@ def too_small_as_message(what: str, *, first: bool = True) -> Iterator[None]:
     try:
         yield
     except RuntimeError as err:
-        if not first or "out of memory" in str(err):
+        if not first or out_of_memory(err):
             raise
         raise ValueError(f"{what} is too small for the network ({str(err).splitlines()[0][:120]}); "
                          "choose a larger size or an earlier layer") from None
