@@ -203,3 +203,32 @@ def test_cuda_event_timing_agrees_with_the_wall_clock():
         torch.cuda.synchronize()
     wall = (time.perf_counter() - t0) * 1e2  # ms per call
     assert 0.5 * wall < sorted(events)[5] < 2.0 * wall
+
+
+def test_sweep_goes_on_past_a_model_too_large_to_build_on_the_device(monkeypatch):
+    original = bench.build_on
+
+    def no_room_for_the_large(spec, device):
+        if spec.family == "mobilenet_v3" and "large" in spec.key:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return original(spec, device)
+
+    monkeypatch.setattr(bench, "build_on", no_room_for_the_large)
+    specs = [zoo.get_spec("mobilenet_v3_large.IMAGENET1K_V1"), zoo.get_spec("mobilenet_v3_small.IMAGENET1K_V1")]
+    steps = list(bench.sweep(specs, device=torch.device("cpu"), batches=[1, 2], dtypes=["float32"],
+                             warmup=1, repeats=2))
+    assert [(s.keys[0].split(".")[0], s.batch, s.result is None) for s in steps] == [
+        ("mobilenet_v3_large", 1, True), ("mobilenet_v3_large", 2, True),
+        ("mobilenet_v3_small", 1, False), ("mobilenet_v3_small", 2, False)]
+
+
+def test_a_copy_for_timing_leaves_other_sessions_hooks_behind():
+    """A shared model may carry another session's capture hooks at the moment it is copied; they
+    would keep that session's activations alive in the copy."""
+    from tlcore.hooks import thread_hooks
+
+    model = nn.Sequential(nn.Linear(3, 3), nn.ReLU())
+    with thread_hooks([(model[0], lambda *a: None, False), (model[1], lambda *a: None, True)]):
+        twin = bench.prepare(model, torch.device("cpu"), torch.float32, False)
+        assert model[0]._forward_hooks and model[1]._forward_pre_hooks  # the original keeps them
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in twin.modules())

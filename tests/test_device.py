@@ -27,6 +27,18 @@ def test_unavailable_and_unknown_devices_are_refused_with_choices():
             pick_device("cuda")
 
 
+def test_a_malformed_device_or_a_gpu_index_that_is_not_there_is_refused(monkeypatch):
+    from tlcore import device
+
+    with pytest.raises(DeviceError, match="unknown device 'cpu:x'"):
+        pick_device("cpu:x")
+    monkeypatch.setattr(device, "available_devices", lambda: ["cuda", "cpu"])  # one GPU, real or not
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(DeviceError, match="has 1 CUDA device"):
+        pick_device("cuda:3")
+    assert pick_device("cuda:0") == torch.device("cuda:0")
+
+
 def test_dtype_policy():
     cpu = torch.device("cpu")
     assert supported_dtypes(cpu) == ("float32", "bfloat16")

@@ -41,18 +41,19 @@ def test_linear_probe_learns_well_above_chance(digits):
 
 
 def test_a_linear_probe_reads_a_shared_model_on_its_device_without_copying_it(digits, monkeypatch):
+    import copy
+
     from tlcore.device import pick_device
-    from tlcore.finetune import trial
 
     dev = pick_device()
     shared = zoo.load(zoo.get_spec("efficientnet_lite0"), device=dev)  # as the app holds it: on "cuda:0"
-    original = trial.copy.deepcopy
+    original = copy.deepcopy
 
     def deepcopy(obj, *args):
         assert obj is not shared, "the shared model was copied"
         return original(obj, *args)
 
-    monkeypatch.setattr(trial.copy, "deepcopy", deepcopy)
+    monkeypatch.setattr(copy, "deepcopy", deepcopy)  # however the trial would copy it
     result = run_trial(TrialConfig(model="efficientnet_lite0", freeze="all", epochs=1), digits, model=shared,
                        device=dev)
     assert result.history

@@ -7,7 +7,6 @@ Results are kept on disk per (device, model, batch, dtype, layout, resolution).
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import statistics
 import threading
@@ -29,6 +28,7 @@ from tlcore.device import (
     synchronize,
     watch_load,
 )
+from tlcore.hooks import private_copy
 from tlcore.zoo import ModelSpec, build
 
 CACHE = "latency.json"
@@ -130,7 +130,7 @@ def prepare(model: nn.Module, device: torch.device, dtype: torch.dtype, channels
     """A copy of ``model`` in eval mode on ``device`` with ``dtype``/layout (the original is
     never changed: it may be shared by other sessions)."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return copy.deepcopy(model).eval().to(device=device, dtype=dtype, memory_format=fmt)
+    return private_copy(model).eval().to(device=device, dtype=dtype, memory_format=fmt)
 
 
 # Multiply-accumulates per second assumed before anything was measured on a device (deliberately
@@ -226,8 +226,10 @@ def build_on(spec: ModelSpec, device: torch.device) -> nn.Module:
     try:
         with torch.device(device):
             return build(spec).eval()
-    except (RuntimeError, TypeError, NotImplementedError):
-        return build(spec).eval().to(device)
+    except (RuntimeError, TypeError, NotImplementedError) as err:
+        if out_of_memory(err):
+            raise
+    return build(spec).eval().to(device)
 
 
 @dataclass(frozen=True)
@@ -251,7 +253,10 @@ def sweep(specs: list[ModelSpec], *, device: torch.device, batches: list[int], d
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     for group in groups.values():
         keys = tuple(s.key for s in group)
-        net = build_on(group[0], device)
+        net = _built_or_none(group[0], device)
+        if net is None:  # too large for this device even to hold: every configuration says so
+            yield from (SweepStep(keys, batch, dtype, None) for dtype in dtypes for batch in batches)
+            continue
         for dtype in dtypes:
             net.to(dtype=parse_dtype(dtype, device), memory_format=fmt)
             for batch in batches:
@@ -268,6 +273,16 @@ def sweep(specs: list[ModelSpec], *, device: torch.device, batches: list[int], d
                 yield SweepStep(keys, batch, dtype, r)
         del net
         free_cached_memory()
+
+
+def _built_or_none(spec: ModelSpec, device: torch.device) -> nn.Module | None:
+    try:
+        return build_on(spec, device)
+    except RuntimeError as err:
+        if not out_of_memory(err):
+            raise
+    free_cached_memory()
+    return None
 
 
 def saved_results(device: torch.device | None = None) -> list[BenchResult]:

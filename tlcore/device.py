@@ -44,7 +44,14 @@ def pick_device(prefer: str | None = None) -> torch.device:
         raise DeviceError(f"unknown device {prefer!r}; choose one of: cpu, cuda, mps")
     if kind not in kinds:
         raise DeviceError(f"device {prefer!r} is not available here; available: {', '.join(kinds)}")
-    return torch.device(prefer)
+    try:
+        device = torch.device(prefer)
+    except RuntimeError:  # "cuda:x", "cpu:1:2"
+        raise DeviceError(f"unknown device {prefer!r}; choose one of: {', '.join(kinds)} (or cuda:N)") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceError(f"device {prefer!r} is not available here: this machine has "
+                          f"{torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return device
 
 
 def same_device(a: torch.device, b: torch.device) -> bool:

@@ -333,7 +333,7 @@ def batchnorm_statistics(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Mod
 
     step = inference_batch(dev, size)
     idx = torch.linspace(0, len(dataset) - 1, min(max_images, len(dataset))).round().long().unique()
-    with thread_hooks([(m, hook_for(n), True) for n, m in layers]), torch.inference_mode():
+    with thread_hooks([(m, hook_for(n), True) for n, m in layers]), torch.inference_mode(), working(dev):
         model.eval()
         start = 0
         while start < len(idx):

@@ -11,6 +11,7 @@ cancel (lucent's ``render_vis`` registers hooks on every module per call and nev
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -44,13 +45,33 @@ def thread_hooks(hooks: Sequence[tuple[nn.Module, Callable, bool]]) -> Iterator[
             return None
         return hook
 
-    handles = [module.register_forward_pre_hook(only_here(fn)) if pre
-               else module.register_forward_hook(only_here(fn)) for module, fn, pre in hooks]
+    with _REGISTRY:
+        handles = [module.register_forward_pre_hook(only_here(fn)) if pre
+                   else module.register_forward_hook(only_here(fn)) for module, fn, pre in hooks]
     try:
         yield
     finally:
-        for handle in handles:
-            handle.remove()
+        with _REGISTRY:
+            for handle in handles:
+                handle.remove()
+
+
+# Held while hooks are added to or removed from a model, and while one is copied: a copy reads
+# every module's hook dict, which another session's hooks would otherwise change under it.
+_REGISTRY = threading.Lock()
+
+
+def private_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of a (shared) model to train or convert, without the forward hooks that other
+    sessions had on it at that moment: they do nothing in this thread, but a Capture's hook would
+    keep that session's last activations alive for as long as the copy lives."""
+    with _REGISTRY:
+        twin = copy.deepcopy(model)
+    for module in twin.modules():
+        for hooks in (module._forward_hooks, module._forward_pre_hooks, module._forward_hooks_with_kwargs,
+                      module._forward_hooks_always_called, module._forward_pre_hooks_with_kwargs):
+            hooks.clear()
+    return twin
 
 
 class Capture:

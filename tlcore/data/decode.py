@@ -27,6 +27,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tlcore.data.errors import DatasetError
+from tlcore.device import working
 from tlcore.settings import Limits, decode_threads
 
 Reader = Callable[[], bytes]  # returns a file's bytes; may raise (unreadable member)
@@ -216,15 +217,16 @@ def decode_all(readers: Sequence[Reader], size: int, limits: Limits, *,
     threads = min(_POOL_SIZE, PILLOW_BESIDE_DEVICE) if pillow_workers is None else pillow_workers
     workers = [worker_pool().submit(with_pillow) for _ in range(threads)]
     decoded, seconds, first = 0, 0.0, True
-    while batch:
-        t0 = time.perf_counter()
-        if on_device(batch) and not first:  # the first batch also pays the decoder's start-up
-            decoded, seconds = decoded + len(batch), seconds + time.perf_counter() - t0
-        first, cap = False, min(2 * cap, _DEVICE_BATCH)
-        if seconds > 0 and small and queue.sharing:
-            queue.sharing = not queue.device_outpaces_pillow(decoded / seconds)
-        share = queue.device_share(decoded / seconds, threads) if seconds > 0 else cap
-        batch = queue.take_batch(min(cap, share))
+    with working(jpeg_device):  # a latency measured meanwhile is marked as under load
+        while batch:
+            t0 = time.perf_counter()
+            if on_device(batch) and not first:  # the first batch also pays the decoder's start-up
+                decoded, seconds = decoded + len(batch), seconds + time.perf_counter() - t0
+            first, cap = False, min(2 * cap, _DEVICE_BATCH)
+            if seconds > 0 and small and queue.sharing:
+                queue.sharing = not queue.device_outpaces_pillow(decoded / seconds)
+            share = queue.device_share(decoded / seconds, threads) if seconds > 0 else cap
+            batch = queue.take_batch(min(cap, share))
     for worker in workers:
         worker.result()
     rest = [i for i, r in enumerate(results) if r is None]  # refused batches; Pillow-only files left

@@ -101,12 +101,14 @@ def _pass(loop: Loop, order: torch.Tensor, *, train: bool, step) -> tuple[float,
     while start < len(order):
         if loop.should_stop is not None and loop.should_stop():
             raise TrialCancelled()
-        batch = order[start:start + loop.batch_size]
+        batch, done = order[start:start + loop.batch_size], False
         try:
             loss, pred = _batch(loop, batch, train, step)
+            done = True
         except RuntimeError as err:
             if not out_of_memory(err):
                 raise
+        if not done:  # out of the except block: its traceback no longer holds the batch's tensors
             _halve_batch(loop)
             continue  # the same images again, in a smaller batch
         if loop.served is not None:

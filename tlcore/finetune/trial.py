@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -18,6 +17,7 @@ from tlcore.finetune.augment import augment, device_generator
 from tlcore.finetune.config import EpochStats, Timings, TrialCancelled, TrialConfig, TrialResult
 from tlcore.finetune.engine import Loop, Prepare, evaluate, train_one_epoch
 from tlcore.finetune.surgery import freeze, replace_head
+from tlcore.hooks import private_copy
 from tlcore.zoo.split import split as split_model
 
 
@@ -88,7 +88,7 @@ def _base_model(cfg: TrialConfig, spec: zoo.ModelSpec, model: nn.Module | None, 
         # A linear probe only reads the backbone (its hooks are removed after): the shared model
         # serves as it is, unless it would have to move to another device. Anything else trains it.
         read_only = cfg.freeze == "all" and same_device(next(model.parameters()).device, dev)
-        base = model if read_only else copy.deepcopy(model)
+        base = model if read_only else private_copy(model)
     else:
         base = zoo.load(spec, device="cpu", pretrained=cfg.pretrained)
     return base.to(dev)
