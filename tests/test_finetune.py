@@ -59,6 +59,19 @@ def test_a_linear_probe_reads_a_shared_model_on_its_device_without_copying_it(di
     assert result.history
 
 
+def test_a_run_records_the_precision_it_computed_in(digits, monkeypatch):
+    """The config's "bfloat16" asks for mixed precision; what ran is recorded beside it."""
+    from tlcore.finetune import trial
+
+    cfg = TrialConfig(model="efficientnet_lite0", freeze="all", epochs=1, precision="bfloat16")
+    monkeypatch.setattr(trial, "mixed_dtype", lambda dev: None)  # a CPU: no mixed precision
+    assert run_trial(cfg, digits, device="cpu").timings.precision == "float32"
+    monkeypatch.setattr(trial, "mixed_dtype", lambda dev: torch.float16)  # a GPU without bfloat16
+    assert run_trial(cfg, digits, device="cpu").timings.precision == "float16"
+    float32 = TrialConfig(model="efficientnet_lite0", freeze="all", epochs=1, precision="float32")
+    assert run_trial(float32, digits, device="cpu").timings.precision == "float32"
+
+
 @pytest.mark.parametrize("precision, autocast_on", [("float32", False), ("auto", True)])
 def test_a_linear_probe_reads_features_in_its_own_precision(precision, autocast_on, monkeypatch):
     """On a GPU "auto" computes the probe's features in bf16 and "float32" must not: CPU autocast

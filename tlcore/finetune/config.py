@@ -140,6 +140,9 @@ class Timings:
     prefix_views: int = 0
     prefix_views_reused: int = 0  # views a recent trial had already computed
     batch_size: int | None = None  # the batch the trial ended with (smaller than asked after out of memory)
+    # What the trial computed in: "bfloat16" or "float16" (a GPU's mixed precision) or "float32".
+    # The config's "bfloat16" asks for mixed precision; a GPU without it runs float16, a CPU float32.
+    precision: str | None = None
 
 
 @dataclass
