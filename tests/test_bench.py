@@ -228,7 +228,12 @@ def test_a_copy_for_timing_leaves_other_sessions_hooks_behind():
     from tlcore.hooks import thread_hooks
 
     model = nn.Sequential(nn.Linear(3, 3), nn.ReLU())
+    calls = []
+    model[1].register_forward_hook(lambda *a: calls.append(1), with_kwargs=False, always_call=True)  # not ours
     with thread_hooks([(model[0], lambda *a: None, False), (model[1], lambda *a: None, True)]):
         twin = bench.prepare(model, torch.device("cpu"), torch.float32, False)
         assert model[0]._forward_hooks and model[1]._forward_pre_hooks  # the original keeps them
-    assert not any(m._forward_hooks or m._forward_pre_hooks for m in twin.modules())
+    assert not twin[0]._forward_hooks and not twin[1]._forward_pre_hooks
+    assert len(twin[1]._forward_hooks) == 1 and len(twin[1]._forward_hooks_always_called) == 1
+    twin(torch.ones(1, 3))
+    assert calls == [1]  # a model's own hooks still run in the copy

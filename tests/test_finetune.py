@@ -303,6 +303,7 @@ def test_a_live_batchnorm_averages_the_epochs_batches_without_reading_the_device
         torch.testing.assert_close(ours.running_mean, reference.running_mean)
         torch.testing.assert_close(ours.running_var, reference.running_var)
     assert len(ours._forward_pre_hooks) == 1  # set up once, restarted each epoch
+    assert ours.momentum == pytest.approx(1 / 5)  # a number, not None: torch never reads the count back
     if dev.type == "cuda":
         torch.cuda.set_sync_debug_mode("error")
         try:
@@ -334,6 +335,27 @@ def test_a_prefix_store_the_device_cannot_hold_leaves_the_trial_to_run_it_all(di
     monkeypatch.setattr(prefix_cache, "RECENT", prefix_cache.RecentStores())
     result = run_trial(TrialConfig(model="efficientnet_lite0", freeze=6, epochs=1, augment=()), digits)
     assert not result.timings.prefix_cached and len(result.history) == 1
+
+
+def test_a_new_prefix_store_is_made_after_the_older_ones_made_room(digits, monkeypatch):
+    """Both at once may not fit the device: the older store goes before the new one is allocated."""
+    from types import SimpleNamespace
+
+    from tlcore.finetune import prefix_cache
+
+    recent, dev = prefix_cache.RecentStores(), pick_device(None)
+    monkeypatch.setattr(prefix_cache, "RECENT", recent)
+    old_key = ("an older trial", str(dev))
+    recent.put(old_key, SimpleNamespace(nbytes=prefix_cache.budget(dev) - 1))
+    held_when_allocating, real = [], prefix_cache._buffers
+
+    def buffers(*args):
+        held_when_allocating.append(recent.get(old_key) is not None)
+        return real(*args)
+
+    monkeypatch.setattr(prefix_cache, "_buffers", buffers)
+    result = run_trial(TrialConfig(model="efficientnet_lite0", freeze=6, epochs=1, augment=()), digits)
+    assert result.timings.prefix_cached and held_when_allocating == [False]
 
 
 def test_older_prefix_stores_make_room_before_a_new_one_is_made():

@@ -63,6 +63,7 @@ def test_an_apple_gpus_out_of_memory_error_halves_the_batch_too(digits, monkeypa
     mps = RuntimeError("MPS backend out of memory (MPS allocated: 17.8 GB, other allocations: 1.2 GB, "
                        "max allowed: 18.1 GB). Tried to allocate 256.00 MB on private pool.")
     assert out_of_memory(mps) and out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+    assert out_of_memory(RuntimeError("CUDA error: out of memory"))  # cuBLAS/cuDNN without a workspace
     assert not out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
     monkeypatch.setattr(_Tight, "error", staticmethod(lambda: RuntimeError(str(mps))))
     made = _tight_probe(monkeypatch, fits=8)
@@ -146,12 +147,12 @@ def test_a_gallery_is_split_on_out_of_memory_and_gives_the_same_images(monkeypat
         render.render(spec, model, cfg, [0], use_cache=False)
 
 
-@pytest.mark.parametrize("fused", [False, True])
-def test_a_loss_scaled_step_retried_after_out_of_memory_updates_as_a_clean_one(fused, monkeypatch):
+@pytest.mark.parametrize("fused, scaled", [(False, True), (True, True), (True, False)])
+def test_a_loss_scaled_step_retried_after_out_of_memory_updates_as_a_clean_one(fused, scaled, monkeypatch):
     """fp16 trials scale the loss. A step that runs out of memory leaves GradScaler's bookkeeping
     half done (gradients marked unscaled; a fused optimizer holding the scale): the retried
     batch's step must move the weights exactly as a step that never failed (the CPU's GradScaler
-    stands in for a GPU's)."""
+    stands in for a GPU's). bf16 and fp32 trials have a disabled scaler, which keeps no state."""
     from tlcore.finetune.engine import _step
 
     class _Sched:
@@ -162,7 +163,7 @@ def test_a_loss_scaled_step_retried_after_out_of_memory_updates_as_a_clean_one(f
         torch.manual_seed(0)
         model = nn.Linear(4, 3)
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, fused=fused)
-        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16, enabled=scaled)
         x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
         if fail_first:
             real = opt.step

@@ -187,10 +187,12 @@ def free_cached_memory() -> None:
 
 
 def out_of_memory(err: BaseException) -> bool:
-    """``err`` says the device ran out of memory. CUDA raises torch.OutOfMemoryError; Apple's GPUs
-    a plain RuntimeError that says so, which every "halve the batch and go on" must catch too."""
+    """``err`` says the device ran out of memory. The caching allocator raises torch.OutOfMemoryError;
+    Apple's GPUs a plain RuntimeError ("MPS backend out of memory"), and cuBLAS or cuDNN without room
+    for a workspace an AcceleratorError ("CUDA error: out of memory"), which every "halve the batch
+    and go on" must catch too."""
     return isinstance(err, torch.OutOfMemoryError) or (
-        isinstance(err, RuntimeError) and "MPS backend out of memory" in str(err))
+        isinstance(err, RuntimeError) and "out of memory" in str(err))
 
 
 def mixed_dtype(device: torch.device) -> torch.dtype | None:

@@ -154,7 +154,7 @@ def _compute(model: nn.Module, spec: zoo.ModelSpec, dataset: Dataset, blocks: li
                     raise TooLargeForDevice(f"out of memory even for one image in {spec.model} at {size} px: "
                                             "load the dataset at a smaller resolution") from None
             if pooled is None:  # out of the except block: its traceback no longer holds the batch's tensors
-                x = None
+                x = images = None  # the images go to the device batch by batch from now on
                 free_cached_memory()
                 batch_size //= 2
                 continue
@@ -359,7 +359,7 @@ def batchnorm_statistics(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Mod
     out = []
     for name in order:
         count, mean, m2 = moments[name]
-        out.append({"name": name, "mean": mean, "var": m2 / count,
+        out.append({"name": name, "mean": mean.cpu(), "var": (m2 / count).cpu(),
                     "stored_mean": modules[name].running_mean.detach().cpu().double(),
                     "stored_var": modules[name].running_var.detach().cpu().double()})
     return _remember(key, out)
@@ -374,8 +374,13 @@ def _moments(x: torch.Tensor) -> list:
         rows = rows.float()  # a half-precision M2 overflows; bf16 would keep 8 bits of it
     mean = rows.mean(0)
     centred = rows - mean
-    # float64 on the CPU: Apple's GPUs have no float64 (C numbers per layer and batch: a small copy).
-    return [len(rows), mean.cpu().double(), centred.mul_(centred).sum(0).cpu().double()]
+    return [len(rows), _float64(mean), _float64(centred.mul_(centred).sum(0))]
+
+
+def _float64(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float64, where it is: on the CPU for Apple's GPUs, which have no float64 (a copy to
+    the CPU elsewhere would make every layer of every batch wait for the GPU)."""
+    return x.cpu().double() if x.device.type == "mps" else x.double()
 
 
 def _merge(a: list, b: list) -> list:

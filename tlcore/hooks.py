@@ -43,6 +43,7 @@ def thread_hooks(hooks: Sequence[tuple[nn.Module, Callable, bool]]) -> Iterator[
             if threading.get_ident() == owner:
                 return fn(*args)
             return None
+        hook.per_thread = True  # one of ours: a private copy of the model leaves it behind
         return hook
 
     with _REGISTRY:
@@ -62,16 +63,32 @@ _REGISTRY = threading.Lock()
 
 
 def private_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of a (shared) model to train or convert, without the forward hooks that other
+    """A deep copy of a (shared) model to train or convert, without the per-thread hooks that other
     sessions had on it at that moment: they do nothing in this thread, but a Capture's hook would
-    keep that session's last activations alive for as long as the copy lives."""
+    keep that session's last activations alive for as long as the copy lives. Other hooks stay.
+
+    The copy's hook dicts are made under the lock and handed to deepcopy ready-made, so it never
+    reads the live ones (which another session may change meanwhile) and the lock is held for
+    the hooks only, not for the whole copy (seconds for a large model on a CPU)."""
+    memo: dict[int, object] = {}
     with _REGISTRY:
-        twin = copy.deepcopy(model)
-    for module in twin.modules():
-        for hooks in (module._forward_hooks, module._forward_pre_hooks, module._forward_hooks_with_kwargs,
-                      module._forward_hooks_always_called, module._forward_pre_hooks_with_kwargs):
-            hooks.clear()
-    return twin
+        for module in model.modules():
+            _kept_hooks(module, memo)
+    return copy.deepcopy(model, memo)
+
+
+def _kept_hooks(module: nn.Module, memo: dict[int, object]) -> None:
+    """Put into ``memo`` the copies of ``module``'s forward-hook dicts, without our per-thread hooks
+    (the flag dicts beside them are keyed by the same hook ids)."""
+    kept = {}
+    for name in ("_forward_hooks", "_forward_pre_hooks"):
+        hooks = getattr(module, name)
+        kept[name] = type(hooks)((k, v) for k, v in hooks.items() if not getattr(v, "per_thread", False))
+        memo[id(hooks)] = kept[name]
+    for name, of in (("_forward_hooks_with_kwargs", "_forward_hooks"), ("_forward_hooks_always_called", "_forward_hooks"),
+                     ("_forward_pre_hooks_with_kwargs", "_forward_pre_hooks")):
+        flags = getattr(module, name)
+        memo[id(flags)] = type(flags)((k, v) for k, v in flags.items() if k in kept[of])
 
 
 class Capture:

@@ -105,6 +105,16 @@ def test_the_fingerprint_sees_every_pixel_and_not_the_thread_count(monkeypatch):
     assert fingerprint(images, labels, ["b"]) != reference
 
 
+def test_a_fingerprint_of_files_needs_every_files_digest():
+    from tlcore.data.dataset import fingerprint
+
+    images, labels = torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(2, dtype=torch.long)
+    digests = [bytes(32), bytes([1]) * 32]
+    assert fingerprint(images, labels, ["a"], files=digests) != fingerprint(images, labels, ["a"], files=digests[::-1])
+    with pytest.raises(ValueError, match="digest per image"):
+        fingerprint(images, labels, ["a"], files=[b"", b""])  # would name every such dataset alike
+
+
 def test_every_decoded_image_lands_in_its_own_row():
     """The rows are filled in spans on the decoding threads: each file's pixels exactly once."""
     import io

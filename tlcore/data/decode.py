@@ -348,7 +348,8 @@ def _stream_of_its_own(device: torch.device):
     stream order too, meta-pytorch/torchcodec#1634): on the default stream it could be handed a
     block just freed by a trial or another visitor's feature pass whose kernels still read it,
     and overwrite their numbers. A stream of its own only reuses its own blocks, whose work the
-    last batch's copy to the CPU waited for."""
+    last batch's copy to the CPU waited for. (torch.cuda.Stream takes one of PyTorch's pooled
+    streams; nothing else in tlcore allocates on pooled streams.)"""
     if device.type != "cuda":
         yield
         return

@@ -86,8 +86,9 @@ def _forget_the_step(opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -
     the retry would divide by the scale squared (an update 65,536 times too small)."""
     opt.__dict__.pop("grad_scale", None)
     opt.__dict__.pop("found_inf", None)
-    # GradScaler has no public reset between update() calls; its states are a defaultdict: fresh again.
-    scaler._per_optimizer_states.pop(id(opt), None)
+    if scaler.is_enabled():  # a disabled scaler (bf16, fp32) keeps no state at all
+        # GradScaler has no public reset between update() calls; its states are a defaultdict: fresh again.
+        scaler._per_optimizer_states.pop(id(opt), None)
 
 
 def _pass(loop: Loop, order: torch.Tensor, *, train: bool, step) -> tuple[float, float, torch.Tensor | None]:

@@ -67,7 +67,7 @@ def _restart_batchnorm_averages(layers: list[nn.Module]) -> None:
     """
     for m in layers:
         m.reset_running_stats()
-        if not hasattr(m, "_epoch_batches"):
+        if _average_so_far not in m._forward_pre_hooks.values():
             m.register_forward_pre_hook(_average_so_far)
         m._epoch_batches = 0
 
