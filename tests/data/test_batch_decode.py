@@ -84,6 +84,7 @@ def test_batched_routing_falls_back_to_pillow_for_what_it_cannot_take():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_batch_decode_on_the_gpu_matches_the_cpu():
     blobs = [encode(smooth_photo(640, 480), "JPEG", quality=95) for _ in range(4)]
+    blobs += [encode(smooth_photo(480, 640).convert("L"), "JPEG", quality=95)]  # grey, portrait
     gpu = decode_jpeg_batch(blobs, 128, torch.device("cuda"))
     cpu = decode_jpeg_batch(blobs, 128, CPU)
     assert (gpu.float() - cpu.float()).abs().mean() < 2
