@@ -49,8 +49,8 @@ case "${1:-}" in
     # to more than a call's 600 s: the decoding benches come last, the first to be cut.
     log pytest timeout -k 5 200 python3 -m pytest -q -p no:cacheprovider -rfE --durations=20 \
       --ignore=tests/zoo --ignore=tests/e2e
-    log finetune-last timeout -k 5 90 python3 bench/finetune_speed.py --images 2000 --freeze last
-    log finetune-all timeout -k 5 90 python3 bench/finetune_speed.py --images 2000 --freeze all
+    log finetune-last timeout -k 5 90 python3 bench/finetune_speed.py --images 2000 --freeze last --again
+    log finetune-all timeout -k 5 90 python3 bench/finetune_speed.py --images 2000 --freeze all --again
     log first-call timeout -k 5 100 python3 bench/first_call.py --env CUDA_MODULE_LOADING=EAGER
     log data timeout -k 5 75 python3 bench/data_speed.py --images 2000 --widths 224 --repeat 1 --threads 4 16
     log data-large timeout -k 5 90 python3 bench/data_speed.py --images 300 --widths 1024 2048 --repeat 1 ;;
