@@ -8,7 +8,9 @@ one served least recently first, so one visitor's sweep cannot hold everyone els
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import itertools
+import queue
 import statistics
 import threading
 import traceback
@@ -60,6 +62,34 @@ class _Job:
         return next(self.model.parameters()).device if self.model is not None else pick_device()
 
 
+class _Runner:
+    """One long-lived daemon thread, started when first needed, that runs what it is given."""
+
+    def __init__(self, name: str):
+        self._name = name
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def run(self, work: Callable[[], None]) -> None:
+        """``work()`` on the runner's thread; returns (or raises) when it has."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
+            self._thread.start()
+        done = concurrent.futures.Future()
+        self._tasks.put((work, done))
+        done.result()
+
+    def _serve(self) -> None:
+        while True:
+            work, done = self._tasks.get()
+            try:
+                work()
+            except BaseException as err:  # handed to the caller: the runner goes on
+                done.set_exception(err)
+            else:
+                done.set_result(None)
+
+
 class JobManager:
     """Runs trials one at a time in a daemon thread. Create one per process (the app caches it)."""
 
@@ -75,6 +105,7 @@ class JobManager:
         self._served: dict[str, int] = {}  # owner → when it last got the worker (a counter)
         self._turn = itertools.count(1)
         self._epoch_seconds: deque[float] = deque(maxlen=50)  # recent epochs, for wait estimates
+        self._gpu_trials = _Runner("tlcore-gpu-trials")
         self._thread = threading.Thread(target=self._work, name="tlcore-jobs", daemon=True)
         self._thread.start()
         # A daemon thread still inside a torch kernel at interpreter exit aborts the process:
@@ -221,14 +252,20 @@ class JobManager:
                     self._lock.notify_all()
 
     def _run_on_a_thread_of_its_own(self, job: _Job) -> None:
-        """The trial runs on a thread that ends with it. A live thread that has run torch keeps an
+        """A CPU trial runs on a thread that ends with it. A live thread that has run torch keeps an
         OpenMP team, and while it lived every other thread's CPU work ran 2.2× slower (a page's
         Lite0 features after one trial, 2-core VM: 14 → 31 ms per image, back to 13 once the
-        thread ended), so the worker itself never runs torch."""
+        thread ended), so the worker itself never runs torch. GPU trials share one long-lived
+        thread instead: cuDNN keeps its execution plans per thread (PyTorch's Conv_v8.cpp), so a
+        new thread would make them again for every convolution and batch shape of every trial,
+        and a GPU trial's own CPU work is small."""
         def run() -> None:
             with paths.private_space(job.space):
                 self._run(job)
 
+        if job.model_device().type == "cuda":
+            self._gpu_trials.run(run)
+            return
         runner = threading.Thread(target=run, name=f"tlcore-trial-{job.run_id}", daemon=True)
         runner.start()
         runner.join()
