@@ -61,12 +61,12 @@ def test_a_linear_probe_reads_a_shared_model_on_its_device_without_copying_it(di
 
 def test_a_run_records_the_precision_it_computed_in(digits, monkeypatch):
     """The config's "bfloat16" asks for mixed precision; what ran is recorded beside it."""
-    from tlcore.finetune import trial
+    from tlcore.finetune import prefix_cache
 
     cfg = TrialConfig(model="efficientnet_lite0", freeze="all", epochs=1, precision="bfloat16")
-    monkeypatch.setattr(trial, "mixed_dtype", lambda dev: None)  # a CPU: no mixed precision
+    monkeypatch.setattr(prefix_cache, "mixed_dtype", lambda dev: None)  # a CPU: no mixed precision
     assert run_trial(cfg, digits, device="cpu").timings.precision == "float32"
-    monkeypatch.setattr(trial, "mixed_dtype", lambda dev: torch.float16)  # a GPU without bfloat16
+    monkeypatch.setattr(prefix_cache, "mixed_dtype", lambda dev: torch.float16)  # a GPU without bfloat16
     assert run_trial(cfg, digits, device="cpu").timings.precision == "float16"
     float32 = TrialConfig(model="efficientnet_lite0", freeze="all", epochs=1, precision="float32")
     assert run_trial(float32, digits, device="cpu").timings.precision == "float32"

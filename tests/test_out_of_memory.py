@@ -120,7 +120,7 @@ def test_a_retried_batch_leaves_the_cached_prefix_whole(digits, monkeypatch):
 
 def test_a_trial_that_does_not_fit_even_one_image_says_so(digits, monkeypatch):
     _tight_probe(monkeypatch, fits=0)
-    with pytest.raises(TooLargeForDevice, match="out of memory even at batch size 1"):
+    with pytest.raises(TooLargeForDevice, match="out of memory even for one image: load the dataset at a smaller resolution, freeze more"):
         run_trial(TrialConfig(model="efficientnet_lite0", freeze="all", epochs=1, batch_size=4), digits)
 
 

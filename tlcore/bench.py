@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 
 import pandas as pd
 import torch
@@ -26,6 +27,7 @@ from tlcore.device import (
     parse_dtype,
     pick_device,
     synchronize,
+    unless_out_of_memory,
     watch_load,
 )
 from tlcore.hooks import private_copy
@@ -253,36 +255,20 @@ def sweep(specs: list[ModelSpec], *, device: torch.device, batches: list[int], d
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     for group in groups.values():
         keys = tuple(s.key for s in group)
-        net = _built_or_none(group[0], device)
+        net = unless_out_of_memory(build_on, group[0], device)
         if net is None:  # too large for this device even to hold: every configuration says so
             yield from (SweepStep(keys, batch, dtype, None) for dtype in dtypes for batch in batches)
             continue
         for dtype in dtypes:
             net.to(dtype=parse_dtype(dtype, device), memory_format=fmt)
             for batch in batches:
-                try:
-                    r = time_model(group[0], net, batch=batch, dtype=dtype, channels_last=channels_last,
-                                   weights="random", **timing)
-                except RuntimeError as err:
-                    if not out_of_memory(err):
-                        raise
-                    free_cached_memory()
-                    yield SweepStep(keys, batch, dtype, None)
-                    continue
-                save_results([replace(r, model=key) for key in keys])
+                r = unless_out_of_memory(partial(time_model, group[0], net, batch=batch, dtype=dtype,
+                                                 channels_last=channels_last, weights="random", **timing))
+                if r is not None:
+                    save_results([replace(r, model=key) for key in keys])
                 yield SweepStep(keys, batch, dtype, r)
         del net
         free_cached_memory()
-
-
-def _built_or_none(spec: ModelSpec, device: torch.device) -> nn.Module | None:
-    try:
-        return build_on(spec, device)
-    except RuntimeError as err:
-        if not out_of_memory(err):
-            raise
-    free_cached_memory()
-    return None
 
 
 def saved_results(device: torch.device | None = None) -> list[BenchResult]:

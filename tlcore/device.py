@@ -7,10 +7,13 @@ import os
 import platform
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -184,6 +187,27 @@ def free_cached_memory() -> None:
         torch.cuda.empty_cache()
     if torch.backends.mps.is_available():
         torch.mps.empty_cache()
+
+
+def unless_out_of_memory(work: Callable[..., T], *args) -> T | None:
+    """``work(*args)``, or None when the device ran out of memory doing it; the cache is freed
+    after the except block, whose traceback would still hold the failed work's tensors. The
+    caller then tries something smaller (``halved``)."""
+    try:
+        return work(*args)
+    except RuntimeError as err:
+        if not out_of_memory(err):
+            raise
+    free_cached_memory()
+    return None
+
+
+def halved(batch: int, what: str) -> int:
+    """The batch to try after running out of memory, or TooLargeForDevice when ``batch`` was one
+    item already (``what``: that item and what to shrink, e.g. "image at 512 px: …")."""
+    if batch == 1:
+        raise TooLargeForDevice(f"out of memory even for one {what}")
+    return batch // 2
 
 
 def out_of_memory(err: BaseException) -> bool:

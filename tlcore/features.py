@@ -20,14 +20,13 @@ from torch import nn
 from tlcore import paths, zoo
 from tlcore.data import Dataset
 from tlcore.device import (
-    TooLargeForDevice,
     autocast,
-    free_cached_memory,
+    halved,
     inference_batch,
     input_format,
     mixed_dtype,
-    out_of_memory,
     pick_device,
+    unless_out_of_memory,
     working,
 )
 from tlcore.hooks import Capture, Target, thread_hooks
@@ -141,24 +140,18 @@ def _compute(model: nn.Module, spec: zoo.ModelSpec, dataset: Dataset, blocks: li
     images = _rows_on(dataset.images, rows, device)
     with working(device), Capture(model, [_hook_target(model, spec, b) for b in blocks]) as capture, \
             autocast(device, enabled=mixed):
+        def pooled(start: int, n: int, images: torch.Tensor | None) -> dict[str, torch.Tensor]:
+            x = normalise(_batch(dataset, images, rows, start, n, device), spec, size)
+            return {b: pool(v.float(), spec.family) for b, v in capture(x).items()}
+
         start = 0
         while start < len(rows):
-            pooled = None
-            try:
-                x = normalise(_batch(dataset, images, rows, start, batch_size, device), spec, size)
-                pooled = {b: pool(v.float(), spec.family) for b, v in capture(x).items()}
-            except RuntimeError as err:  # a large model or input on a small GPU: halve the batch
-                if not out_of_memory(err):
-                    raise
-                if batch_size == 1:
-                    raise TooLargeForDevice(f"out of memory even for one image in {spec.model} at {size} px: "
-                                            "load the dataset at a smaller resolution") from None
-            if pooled is None:  # out of the except block: its traceback no longer holds the batch's tensors
-                x = images = None  # the images go to the device batch by batch from now on
-                free_cached_memory()
-                batch_size //= 2
+            done = unless_out_of_memory(pooled, start, batch_size, images)
+            if done is None:  # a large model or input on a small GPU
+                images = None  # the images go to the device batch by batch from now on
+                batch_size = halved(batch_size, _one_image(spec, size))
                 continue
-            for block, value in pooled.items():
+            for block, value in done.items():
                 captured[block].append(value)
             start += batch_size
     # To the CPU once, at the end: a copy per batch made the CPU wait for each batch in turn.
@@ -185,15 +178,15 @@ def _rows_on(images: torch.Tensor, rows: torch.Tensor, device: torch.device) -> 
     if device.type == "cpu" or len(rows) * images[0].numel() > ROWS_ON_DEVICE_BYTES:
         return None
     first = int(rows[0])
-    try:
-        if torch.equal(rows, torch.arange(first, first + len(rows))):  # a slice: no gather on the CPU
-            return images[first:first + len(rows)].to(device)
-        return images[rows].to(device)
-    except RuntimeError as err:  # a small GPU: batch by batch, then
-        if not out_of_memory(err):
-            raise
-    free_cached_memory()
-    return None
+    if torch.equal(rows, torch.arange(first, first + len(rows))):  # a slice: no gather on the CPU
+        chosen = images[first:first + len(rows)]
+    else:
+        chosen = images[rows]
+    return unless_out_of_memory(chosen.to, device)  # None on a GPU too small: batch by batch, then
+
+
+def _one_image(spec: zoo.ModelSpec, size: int) -> str:
+    return f"image in {spec.model} at {size} px: load the dataset at a smaller resolution"
 
 
 def extract(spec: zoo.ModelSpec, dataset: Dataset, *, block: str = PENULTIMATE,
@@ -335,26 +328,20 @@ def batchnorm_statistics(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Mod
     idx = torch.linspace(0, len(dataset) - 1, min(max_images, len(dataset))).round().long().unique()
     with thread_hooks([(m, hook_for(n), True) for n, m in layers]), torch.inference_mode(), working(dev):
         model.eval()
+        def run(start: int, n: int) -> bool:
+            model(normalise(dataset.images[idx[start:start + n]].to(dev), spec, size))  # fp32: statistics
+            return True
+
         start = 0
         while start < len(idx):
-            before, layers_seen, done = dict(moments), len(order), False
-            try:
-                model(normalise(dataset.images[idx[start:start + step]].to(dev), spec, size))  # fp32: statistics
-                done = True
-            except RuntimeError as err:  # a large model on a small GPU: the batch again, halved
-                if not out_of_memory(err):
-                    raise
-                if step == 1:
-                    raise TooLargeForDevice(f"out of memory even for one image in {spec.model} at {size} px: "
-                                            "load the dataset at a smaller resolution") from None
-            if done:
+            before, layers_seen = dict(moments), len(order)
+            if unless_out_of_memory(run, start, step):
                 start += step
                 continue
-            moments.clear()  # the layers the failed batch reached had merged it already
+            moments.clear()  # a large model on a small GPU: the layers the batch reached had merged it
             moments.update(before)
             del order[layers_seen:]
-            free_cached_memory()
-            step //= 2
+            step = halved(step, _one_image(spec, size))
     modules = dict(layers)
     out = []
     for name in order:

@@ -27,7 +27,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tlcore.data.errors import DatasetError
-from tlcore.device import working
+from tlcore.device import free_cached_memory, working
 from tlcore.settings import Limits, decode_threads
 
 Reader = Callable[[], bytes]  # returns a file's bytes; may raise (unreadable member)
@@ -173,9 +173,15 @@ def decode_all(readers: Sequence[Reader], size: int, limits: Limits, *,
             out[i] = result.chw  # in the decoding thread: numpy copies without the GIL
         return replace(result, chw=result.chw if out is None else out[i], digest=digest)
 
+    def from_file(i: int) -> Decoded | BadImage:
+        blob = _guarded(lambda: _read_hashed(readers[i]))
+        if isinstance(blob, BadImage):
+            return blob
+        data, digest = blob
+        return place(i, _guarded(lambda: decode_bytes(data, size, limits)), digest)
+
     if jpeg_device is None:
-        return _pool_map(lambda i: _decode_file(readers[i], lambda data, digest: place(
-            i, _guarded(lambda: decode_bytes(data, size, limits)), digest)), range(len(readers)))
+        return _pool_map(from_file, range(len(readers)))
     # Files are read (and hashed) on the pool, so I/O overlaps, and their headers parsed here:
     # parsing is Python, and threads only queue for the interpreter lock (2,000 JPEGs on the
     # H200's 16 cores: 0.06 s in one thread, 0.13–0.35 s on the pool).
@@ -227,10 +233,9 @@ def decode_all(readers: Sequence[Reader], size: int, limits: Limits, *,
                 queue.sharing = not queue.device_outpaces_pillow(decoded / seconds)
             share = queue.device_share(decoded / seconds, threads) if seconds > 0 else cap
             batch = queue.take_batch(min(cap, share))
-    if jpeg_device.type == "cuda":
-        # The decoding stream's cached blocks (up to ~3 GB for a batch of phone photos) would stay
-        # reserved for it, out of reach of the trials and feature passes on the default stream.
-        torch.cuda.empty_cache()
+    # The decoding stream's cached blocks (up to ~3 GB for a batch of phone photos) would stay
+    # reserved for it, out of reach of the trials and feature passes on the default stream.
+    free_cached_memory()
     for worker in workers:
         worker.result()
     rest = [i for i, r in enumerate(results) if r is None]  # refused batches; Pillow-only files left
@@ -451,12 +456,6 @@ def _read_hashed(read: Reader) -> tuple[bytes, bytes]:
     """A file's bytes and their SHA-256 (hashlib lets go of the interpreter lock on large buffers)."""
     data = _read(read)
     return data, hashlib.sha256(data).digest()
-
-
-def _decode_file(read: Reader, decode: Callable[[bytes, bytes], Decoded | BadImage]) -> Decoded | BadImage:
-    """``decode(data, digest)`` of the file, or why it could not be read."""
-    blob = _guarded(lambda: _read_hashed(read))
-    return blob if isinstance(blob, BadImage) else decode(*blob)
 
 
 def _guarded(work: Callable[[], object]):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tlcore.device import TooLargeForDevice, autocast, free_cached_memory, mixed_dtype, out_of_memory
+from tlcore.device import autocast, halved, mixed_dtype, unless_out_of_memory
 from tlcore.finetune.config import TrialCancelled, TrialConfig
 from tlcore.finetune.optim import Schedule
 from tlcore.finetune.surgery import prepare_batchnorms_for_training
@@ -102,16 +102,12 @@ def _pass(loop: Loop, order: torch.Tensor, *, train: bool, step) -> tuple[float,
     while start < len(order):
         if loop.should_stop is not None and loop.should_stop():
             raise TrialCancelled()
-        batch, done = order[start:start + loop.batch_size], False
-        try:
-            loss, pred = _batch(loop, batch, train, step)
-            done = True
-        except RuntimeError as err:
-            if not out_of_memory(err):
-                raise
-        if not done:  # out of the except block: its traceback no longer holds the batch's tensors
+        batch = order[start:start + loop.batch_size]
+        done = unless_out_of_memory(_batch, loop, batch, train, step)
+        if done is None:
             _halve_batch(loop)
             continue  # the same images again, in a smaller batch
+        loss, pred = done
         if loop.served is not None:
             loop.served(len(batch), train)
         # Sums stay on the device: no host synchronisation per batch.
@@ -138,10 +134,7 @@ def _batch(loop: Loop, batch: torch.Tensor, train: bool, step) -> tuple[torch.Te
 def _halve_batch(loop: Loop) -> None:
     """Out of device memory: go on at half the batch (an optimizer step then sees fewer images),
     or stop with a message when a single image does not fit."""
-    if loop.batch_size == 1:
-        raise TooLargeForDevice("out of memory even at batch size 1: load the dataset at a smaller "
-                                "resolution, freeze more blocks or choose a smaller model") from None
-    free_cached_memory()
-    loop.batch_size //= 2
+    loop.batch_size = halved(loop.batch_size, "image: load the dataset at a smaller resolution, freeze more "
+                                              "blocks or choose a smaller model")
     if loop.rates_follow_batch is not None:  # linear scaling, as TrialConfig.for_run set them
         loop.rates_follow_batch.scale_peaks(0.5)

@@ -15,7 +15,7 @@ from torch import nn
 
 from tlcore import features, zoo
 from tlcore.data import Dataset
-from tlcore.device import autocast, free_cached_memory, inference_batch, mixed_dtype, out_of_memory
+from tlcore.device import autocast, halved, inference_batch, mixed_dtype, unless_out_of_memory
 from tlcore.finetune.augment import augment, device_generator
 from tlcore.finetune.config import TrialConfig
 
@@ -78,13 +78,9 @@ class PrefixStore:
         if need > budget(dev):
             return None
         RECENT.make_room(need, dev)  # the older stores go first, not after: both may not fit
-        try:
-            return cls(_buffers(views(cfg), (len(images), *probe.shape[1:]), dtype, dev, _memory_format(probe)))
-        except RuntimeError as err:  # the device is fuller than the budget allows for: run it all
-            if not out_of_memory(err):
-                raise
-        free_cached_memory()
-        return None
+        buffers = unless_out_of_memory(_buffers, views(cfg), (len(images), *probe.shape[1:]), dtype, dev,
+                                       _memory_format(probe))
+        return None if buffers is None else cls(buffers)  # None: fuller than the budget allows, run it all
 
 
 def _buffers(n: int, shape: tuple[int, ...], dtype: torch.dtype, dev: torch.device,
@@ -159,18 +155,15 @@ class ViewSampler:
         while start < len(rows):
             piece = rows[start:start + self.step]
             drawn = self._view_gen(v).get_state() if v > 0 else None
-            try:
-                self.store.acts[v][piece] = self._prefix_of(v, piece, self.step)
+            out = unless_out_of_memory(self._prefix_of, v, piece, self.step)
+            if out is not None:
+                self.store.acts[v][piece] = out
                 start += len(piece)
                 continue
-            except RuntimeError as err:
-                if not out_of_memory(err) or self.step == 1:
-                    raise
-            # Out of the except block: its traceback no longer holds the failed piece's tensors.
-            free_cached_memory()
             if drawn is not None:
                 self._view_gen(v).set_state(drawn)
-            self.step //= 2
+            self.step = halved(self.step, f"image in the frozen blocks at {self.size} px: load the dataset "
+                                          "at a smaller resolution or freeze fewer blocks")
         self.store.ready = v + 1
 
     @torch.no_grad()
@@ -216,17 +209,24 @@ class RecentStores:
         with self._lock:
             self._entries[key] = store
             self._entries.move_to_end(key)
-            cap = budget(torch.device(key[-1]))
-            while len(self._entries) > 1 and (len(self._entries) > self._items or
-                                              sum(s.nbytes for s in self._entries.values()) > cap):
+            while len(self._entries) > self._items:
                 self._entries.popitem(last=False)
+            self._fit(0, torch.device(key[-1]), keep=key)
 
     def make_room(self, nbytes: int, dev: torch.device) -> None:
         """Let go of the oldest stores on ``dev``'s kind of device until ``nbytes`` more fit its budget."""
         with self._lock:
-            mine = [k for k in self._entries if torch.device(k[-1]).type == dev.type]
-            while mine and sum(self._entries[k].nbytes for k in mine) + nbytes > budget(dev):
-                self._entries.pop(mine.pop(0))
+            self._fit(nbytes, dev)
+
+    def _fit(self, nbytes: int, dev: torch.device, keep: tuple | None = None) -> None:
+        """(Lock held.) The oldest stores on ``dev``'s kind of device go, ``keep`` never, until
+        they and ``nbytes`` more fit its budget."""
+        mine = [k for k in self._entries if torch.device(k[-1]).type == dev.type]
+        held = sum(self._entries[k].nbytes for k in mine)
+        for k in [k for k in mine if k != keep]:
+            if held + nbytes <= budget(dev):
+                break
+            held -= self._entries.pop(k).nbytes
 
     def newest(self) -> PrefixStore | None:
         with self._lock:

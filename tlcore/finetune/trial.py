@@ -11,7 +11,7 @@ from torch import nn
 
 from tlcore import features, zoo
 from tlcore.data import Dataset, DatasetError
-from tlcore.device import TooLargeForDevice, mixed_dtype, out_of_memory, pick_device, same_device
+from tlcore.device import TooLargeForDevice, out_of_memory, pick_device, same_device
 from tlcore.finetune import optim, prefix_cache
 from tlcore.finetune.augment import augment, device_generator
 from tlcore.finetune.config import EpochStats, Timings, TrialCancelled, TrialConfig, TrialResult
@@ -42,8 +42,7 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
     total_params = sum(p.numel() for p in base.parameters())
     size = features.input_size(spec, dataset)
     _preflight(base, spec, dataset, size, dev)
-    timings = Timings(precision=str((mixed_dtype(dev) if cfg.mixed_precision else None) or torch.float32)
-                      .removeprefix("torch."))
+    timings = Timings(precision=str(prefix_cache.storage_dtype(cfg, dev)).removeprefix("torch."))
 
     if cfg.freeze == "all":
         trainable, prepare = _linear_probe(cfg, spec, dataset, base, dev, timings)

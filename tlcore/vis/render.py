@@ -24,7 +24,7 @@ from PIL import Image
 from torch import nn
 
 from tlcore import features, paths, zoo
-from tlcore.device import TooLargeForDevice, autocast, free_cached_memory, out_of_memory, working
+from tlcore.device import autocast, halved, out_of_memory, unless_out_of_memory, working
 from tlcore.hooks import Capture, Target, module_at
 from tlcore.settings import demo_mode, limits
 from tlcore.vis import objectives
@@ -152,16 +152,11 @@ def in_halves_on_oom(run: Callable[[list[T]], list[R]], items: list[T], what: st
     """``run(items)``; when the device runs out of memory, the items go in two halves (and so on
     down to one). Each render has its own seeded generators, so the halves give the images one
     batch would have given. A single item that does not fit is a TooLargeForDevice that says so."""
-    try:
-        return run(items)
-    except RuntimeError as err:
-        if not out_of_memory(err):
-            raise
-        if len(items) == 1:
-            raise TooLargeForDevice(f"out of memory even for one {what}: choose a smaller size or fewer layers") from None
-        free_cached_memory()
-        half = len(items) // 2
-        return in_halves_on_oom(run, items[:half], what) + in_halves_on_oom(run, items[half:], what)
+    made = unless_out_of_memory(run, items)
+    if made is not None:
+        return made
+    half = halved(len(items), f"{what}: choose a smaller size or fewer layers")
+    return in_halves_on_oom(run, items[:half], what) + in_halves_on_oom(run, items[half:], what)
 
 
 def render_diverse(spec: zoo.ModelSpec, model: nn.Module, cfg: RenderConfig, channel: int, n: int = 4, *,
