@@ -1,5 +1,7 @@
 """Built-in sources, the split, the per-class cap and the decoded-tensor cache."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -139,34 +141,42 @@ def test_every_decoded_image_lands_in_its_own_row():
     assert {tuple(r[:, 0].tolist()) for r in rows} == colours and len(rows) == len(colours)
 
 
-def test_no_torch_op_runs_on_the_decoding_threads(monkeypatch, tmp_path):
-    """A live thread that has run a torch op keeps an OpenMP team that slowed the main thread's
-    convolutions 2.5× (measured): the pool's threads decode, copy and hash with Pillow, numpy and
-    hashlib only. A torch function mode, entered in each pool thread, records any torch call."""
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts the process's threads in /proc")
+@pytest.mark.parametrize("parallel_op_in_the_pool", [False, True])  # True: the failure this guards against
+def test_the_decoding_threads_start_no_openmp_team(monkeypatch, tmp_path, parallel_op_in_the_pool):
+    """A live thread that has run a parallel torch op keeps an OpenMP team, and the main thread's
+    convolutions then ran 2.5× slower (measured): the pool's threads may run torchvision's JPEG
+    decoder (libjpeg-turbo on the calling thread) but nothing parallel. A team shows as threads
+    added to the process."""
+    import os
+    import time
     from concurrent.futures import ThreadPoolExecutor
-
-    from torch.overrides import TorchFunctionMode
 
     from tests.data.conftest import jpeg, png
     from tlcore.data import decode
 
-    calls = []
-
-    class Record(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            calls.append(getattr(func, "__name__", str(func)))
-            return func(*args, **(kwargs or {}))
-
-    pool = ThreadPoolExecutor(max_workers=2, initializer=lambda: Record().__enter__())
+    monkeypatch.setattr(sources, "jpeg_decode_device", lambda: None)  # the CPU path, on a GPU machine too
+    if parallel_op_in_the_pool:
+        real = decode._decode_jpeg_here
+        monkeypatch.setattr(decode, "_decode_jpeg_here", lambda data: torch.ones(2**22).sum() and real(data))
+    pool = ThreadPoolExecutor(max_workers=2)
+    list(pool.map(time.sleep, [0.05] * 4))  # both threads started before counting
     monkeypatch.setattr(decode, "_POOL", pool)
+    torch.ones(2**22).sum()  # the main thread's own team (the resize runs there) made before counting
     for k, c in enumerate("ab"):
         (tmp_path / c).mkdir()
         for i in range(6):
             (tmp_path / c / f"{i}.jpg").write_bytes(jpeg(10 * k + i))
             (tmp_path / c / f"{i}.png").write_bytes(png(10 * k + i))
+    threads = len(os.listdir("/proc/self/task"))
     ds = data.load_folder(tmp_path, size=24)
+    added = len(os.listdir("/proc/self/task")) - threads
     pool.shutdown()
-    assert len(ds) == 24 and calls == []
+    assert len(ds) == 24
+    if parallel_op_in_the_pool:
+        assert added > 0 or torch.get_num_threads() == 1
+    else:
+        assert added == 0
 
 
 @pytest.mark.parametrize("batch_decoder", [False, True])  # True: the GPU path (a CPU stand-in here)

@@ -3,8 +3,10 @@
 Pillow reads the header first, so format, pixel count and aspect ratio are checked before any
 pixel is decoded (a decompression bomb costs nothing). JPEGs are then decoded straight at a
 reduced scale with ``Image.draft`` — libjpeg's DCT scaling, 2–8× faster than decoding full size
-and resizing, which torchvision.io.decode_jpeg cannot do on the CPU. On a GPU, JPEGs are also
-decoded in batches by torchvision's nvJPEG path, beside the CPU threads. Every mode becomes RGB.
+and resizing, which torchvision.io.decode_jpeg cannot do on the CPU. JPEGs too small for that
+scaling are decoded by torchvision on the CPU and resized in batches (see ``_decode_on_cpu``). On
+a GPU, JPEGs are also decoded in batches by torchvision's nvJPEG path, beside the CPU threads.
+Every mode becomes RGB.
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tlcore.data.errors import DatasetError
 from tlcore.device import free_cached_memory, working
 from tlcore.settings import Limits, decode_threads
+
+# torchvision 0.29 deprecates its decoders for TorchCodec's; they still work, and TorchCodec is not
+# a dependency we can install offline yet. A filter for that one message, set once: the decoders
+# run on the pool's threads, and warnings.catch_warnings() is not thread-safe.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
 
 Reader = Callable[[], bytes]  # returns a file's bytes; may raise (unreadable member)
 
@@ -153,7 +161,8 @@ def fit(image: Image.Image, max_side: int) -> np.ndarray:
 def decode_all(readers: Sequence[Reader], size: int, limits: Limits, *,
                jpeg_device: torch.device | None = None, pillow_workers: int | None = None,
                out: np.ndarray | None = None) -> list[Decoded | BadImage]:
-    """Read and decode many files on all cores (Pillow releases the GIL while decoding).
+    """Read and decode many files on all cores (the decoders release the GIL while decoding);
+    without ``jpeg_device``, see ``_decode_on_cpu``.
 
     With ``jpeg_device`` (a GPU), plain RGB/grey JPEGs are decoded there in batches by
     torchvision (nvJPEG) *while* ``pillow_workers`` threads (default: PILLOW_BESIDE_DEVICE) decode from the
@@ -166,22 +175,9 @@ def decode_all(readers: Sequence[Reader], size: int, limits: Limits, *,
     decoding. ``out`` (len(readers)×3×size×size uint8): each file's pixels are put in its row
     by the thread that decoded it, and its Decoded holds that row.
     """
-    def place(i: int, result: Decoded | BadImage, digest: bytes) -> Decoded | BadImage:
-        if isinstance(result, BadImage):
-            return result
-        if out is not None:
-            out[i] = result.chw  # in the decoding thread: numpy copies without the GIL
-        return replace(result, chw=result.chw if out is None else out[i], digest=digest)
-
-    def from_file(i: int) -> Decoded | BadImage:
-        blob = _guarded(lambda: _read_hashed(readers[i]))
-        if isinstance(blob, BadImage):
-            return blob
-        data, digest = blob
-        return place(i, _guarded(lambda: decode_bytes(data, size, limits)), digest)
-
+    out = np.empty((len(readers), 3, size, size), dtype=np.uint8) if out is None else out
     if jpeg_device is None:
-        return _pool_map(from_file, range(len(readers)))
+        return _decode_on_cpu(readers, size, limits, out)
     # Files are read (and hashed) on the pool, so I/O overlaps, and their headers parsed here:
     # parsing is Python, and threads only queue for the interpreter lock (2,000 JPEGs on the
     # H200's 16 cores: 0.06 s in one thread, 0.13–0.35 s on the pool).
@@ -196,18 +192,16 @@ def decode_all(readers: Sequence[Reader], size: int, limits: Limits, *,
             pixels = decode_jpeg_batch([heads[i].data for i in batch], size, jpeg_device)
         except RuntimeError:  # one corrupt file fails the whole batch: those go through Pillow below
             return False
-        rows = pixels.numpy()
-        if out is not None:
-            out[batch] = rows
-        for k, i in enumerate(batch):
+        out[batch] = pixels.numpy()
+        for i in batch:
             h = heads[i]
             h.opened.clear()  # decoded here: Pillow's parsed header is not needed any more
-            results[i] = Decoded(rows[k] if out is None else out[i], h.width, h.height, h.mode, "JPEG", h.digest)
+            results[i] = Decoded(out[i], h.width, h.height, h.mode, "JPEG", h.digest)
         return True
 
     def by_pillow(i: int) -> Decoded | BadImage:
-        return place(i, _guarded(lambda: decode_bytes(heads[i].data, size, limits, heads[i].take_opened())),
-                     heads[i].digest)
+        return _placed(out, i, _guarded(lambda: decode_bytes(heads[i].data, size, limits, heads[i].take_opened())),
+                       heads[i].digest)
 
     def with_pillow() -> None:
         while (i := queue.take_one(queue.sharing)) is not None:
@@ -242,6 +236,91 @@ def decode_all(readers: Sequence[Reader], size: int, limits: Limits, *,
     for i, result in zip(rest, _pool_map(by_pillow, rest), strict=True):
         results[i] = result
     return results  # type: ignore[return-value]
+
+
+def _decode_on_cpu(readers: Sequence[Reader], size: int, limits: Limits, out: np.ndarray) -> list[Decoded | BadImage]:
+    """decode_all without a device. The pool's threads read, hash and check each file, then decode
+    it: Pillow, to size×size, when its DCT scaling pays (a JPEG at least twice the size) or only
+    Pillow takes it; otherwise (most small JPEGs) torchvision's libjpeg-turbo op at full size, and
+    the thread resizes its task's squares of one side together with torch's uint8 kernel. On the
+    2-core VM, for 2,000 JPEGs of 224×168 px: Pillow's load took 0.39 ms a file and its resize
+    0.35 ms, much of each in Python; torchvision's decode took 0.24 ms, torch's resize 0.13 ms.
+    Decoding took 0.83 s with the resize in the pool, 0.96 s in batches on the main thread (where
+    it is serial: that kernel has no intra-op parallelism), 1.28 s one image at a time."""
+    def decode_part(rows: Sequence[int]) -> list[Decoded | BadImage]:
+        results, squares = [], {}
+        for i in rows:
+            result = _decode_one(readers[i], size, limits, out, i)
+            if isinstance(result, tuple):
+                result, square = result
+                squares.setdefault(square.shape[0], []).append((i, square))
+            results.append(result)
+        for group in squares.values():
+            out[[i for i, _ in group]] = _squares_resized([square for _, square in group], size)
+        return results
+
+    return _pool_parts(decode_part, range(len(readers)))
+
+
+def _decode_one(read: Reader, size: int, limits: Limits, out: np.ndarray, i: int
+                ) -> Decoded | BadImage | tuple[Decoded, np.ndarray]:
+    """One file, on a pool thread: a Decoded with its pixels in ``out[i]``, or with its s×s×3
+    square still to be resized into that row, or BadImage."""
+    try:
+        data, digest = _read_hashed(read)
+        image = _open(data, limits)
+        if _torchvision_takes(image, data, size):
+            try:
+                pixels = _decode_jpeg_here(data)
+            except RuntimeError:  # corrupt: Pillow names the problem, or decodes what it can
+                pass
+            else:
+                return Decoded(out[i], image.width, image.height, image.mode, "JPEG", digest), _centre(pixels)
+        return _placed(out, i, decode_bytes(data, size, limits, image), digest)
+    except BadImage as err:
+        return err
+
+
+def _centre(pixels: np.ndarray) -> np.ndarray:
+    """h×w×3 → its centre s×s×3, s = min(h, w) (a view)."""
+    h, w = pixels.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return pixels[top:top + side, left:left + side]
+
+
+def _squares_resized(squares: list[np.ndarray], size: int) -> np.ndarray:
+    """s×s×3 uint8 images of one side → N×3×size×size (any strides), on a pool thread: numpy
+    stacks and copies (torch's copies would start an OpenMP team there, see worker_pool); torch
+    only resizes, with its uint8 kernel, which runs on the calling thread alone."""
+    stacked = np.stack(squares)
+    if stacked.shape[1] == size:
+        return stacked.transpose(0, 3, 1, 2)
+    return resize_uint8(torch.from_numpy(stacked).permute(0, 3, 1, 2), size).numpy()
+
+
+def _torchvision_takes(image: Image.Image, data: bytes, size: int) -> bool:
+    """A JPEG that Pillow would decode at full size (its short side under twice ``size``, so no DCT
+    scaling), and that needs nothing only Pillow does: plain RGB or grey, whole, upright."""
+    return min(image.size) < 2 * size and _plain_jpeg(image, data)
+
+
+def _decode_jpeg_here(data: bytes) -> np.ndarray:
+    """h×w×3 uint8 from torchvision's CPU JPEG decoder, in this thread: its op runs libjpeg-turbo
+    with the interpreter lock released and starts no OpenMP team (see worker_pool)."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    # bytearray: torch.frombuffer warns on a read-only buffer (the copy is a file's few KB).
+    return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()
+
+
+def _placed(out: np.ndarray, i: int, result: Decoded | BadImage, digest: bytes) -> Decoded | BadImage:
+    """``result`` with its pixels moved into ``out[i]`` (in the decoding thread: numpy copies
+    without the GIL) and its file's digest."""
+    if isinstance(result, BadImage):
+        return result
+    out[i] = result.chw
+    return replace(result, chw=out[i], digest=digest)
 
 
 class _SharedQueue:
@@ -323,11 +402,7 @@ def decode_jpeg_batch(blobs: list[bytes], size: int, device: torch.device) -> to
 def _decode_and_resize(encoded: list[torch.Tensor], size: int, device: torch.device) -> torch.Tensor:
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    with warnings.catch_warnings():
-        # torchvision 0.29 deprecates its decoders for TorchCodec's; they still work, and
-        # TorchCodec is not a dependency we can install offline yet.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
+    images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
     # Images of one shape are cropped and resized together: a handful of kernels per shape instead
     # of per image (a dataset's files mostly share a few shapes), each call within _RESIZE_PIXELS.
     groups: dict[tuple[int, int], list[int]] = {}
@@ -372,9 +447,16 @@ _STREAMS_LOCK = threading.Lock()  # two loads at once take turns on the decoding
 
 
 def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
-    """N×3×h×w uint8 (square) → N×3×size×size uint8, bilinear with antialiasing."""
+    """N×3×h×w uint8 (square) → N×3×size×size uint8, bilinear with antialiasing (as Pillow's), in
+    any memory layout (channels_last on the CPU)."""
     if x.shape[-1] == size and x.shape[-2] == size:
         return x.contiguous()
+    if x.device.type == "cpu":
+        # torch's uint8 kernel, vectorised for channels_last and made to match Pillow's resize:
+        # 2,000 images of 168² → 224² on the 2-core VM took 0.085 ms each, where the float path
+        # took 0.69 ms and Pillow 0.35 ms on one core. (GPUs have no uint8 kernel for it.)
+        return torch.nn.functional.interpolate(x.contiguous(memory_format=torch.channels_last), size=(size, size),
+                                               mode="bilinear", antialias=True, align_corners=False)
     y = torch.nn.functional.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True,
                                         align_corners=False)
     return y.round_().clamp_(0, 255).to(torch.uint8)
@@ -400,11 +482,17 @@ class _Head:
         # Only a JPEG's parsed header is kept: it is small, where a PNG's can hold 64 MB of unpacked
         # text chunks — a chunk of such files waiting for Pillow would take tens of GB.
         return cls(data, digest, image.width, image.height, image.mode,
-                   jpeg and image.mode in ("RGB", "L") and _ends_whole(data) and _upright(image),
+                   _plain_jpeg(image, data),
                    [image] if jpeg else [])
 
     def take_opened(self) -> Image.Image | None:
         return self.opened.pop() if self.opened else None
+
+
+def _plain_jpeg(image: Image.Image, data: bytes) -> bool:
+    """A JPEG that torchvision's decoders take as Pillow would: RGB or grey (CMYK and friends go
+    through Pillow), whole, upright."""
+    return image.format == "JPEG" and image.mode in ("RGB", "L") and _ends_whole(data) and _upright(image)
 
 
 def _upright(image: Image.Image) -> bool:
@@ -466,12 +554,18 @@ def _guarded(work: Callable[[], object]):
 
 
 def _pool_map(work: Callable[[object], object], items: Sequence) -> list:
-    """``[work(x) for x in items]`` on the decoding pool, several items per task: one task per
-    small JPEG cost more in futures and thread wake-ups than it gained (2,000 files of 224 px on
-    the 2-core VM: 0.96 s one per task, 0.79 s in tasks of 50 — medians of 5)."""
+    """``[work(x) for x in items]`` on the decoding pool."""
+    return _pool_parts(lambda part: [work(x) for x in part], items)
+
+
+def _pool_parts(work: Callable[[Sequence], list], items: Sequence) -> list:
+    """``work`` on consecutive parts of ``items`` on the decoding pool, its results joined in order.
+    Several items per task: one task per small JPEG cost more in futures and thread wake-ups than
+    it gained (2,000 files of 224 px on the 2-core VM: 0.96 s one per task, 0.79 s in tasks of 50
+    — medians of 5)."""
     per_task = max(1, min(_TASK_ITEMS, len(items) // (4 * _POOL_SIZE)))
     parts = [items[i:i + per_task] for i in range(0, len(items), per_task)]
-    return [r for part in worker_pool().map(lambda p: [work(x) for x in p], parts) for r in part]
+    return [r for done in worker_pool().map(work, parts) for r in done]
 
 
 _TASK_ITEMS = 32  # at most; fewer when there are few files, so every thread still gets several tasks
@@ -482,9 +576,11 @@ _POOL_LOCK = threading.Lock()
 
 def worker_pool() -> ThreadPoolExecutor:
     """One decoding pool for the process: threads are started once, not per dataset. Pillow,
-    numpy and hashlib only on these threads, never torch: a live thread that has run a torch op
-    keeps an OpenMP team, and the main thread's convolutions then ran 2.5× slower on the 2-core VM
-    for as long as the pool lived (measured: Lite0 features 17 → 41 ms per image)."""
+    numpy and hashlib on these threads, and of torch only ops that run on the calling thread alone
+    (torchvision's CPU JPEG decoder, the uint8 resize): a live thread that has run a torch op with
+    intra-op parallelism keeps an OpenMP team, and the main thread's convolutions then ran 2.5×
+    slower on the 2-core VM for as long as the pool lived (measured: Lite0 features 17 → 41 ms per
+    image). tests/data/test_datasets.py counts the process's threads to hold this."""
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:

@@ -158,7 +158,7 @@ def _hash_file(file) -> str:
 def _from_builtin(name: str, size: int, cap: int | None, seed: int, val_fraction: float) -> Dataset:
     raw = builtin.BUILTINS[name].build(seed=seed, per_class=cap)
     n, h, w = raw.pixels.shape[:3]
-    return assemble(name, f"built-in {name}", resize_uint8(torch.from_numpy(raw.pixels).permute(0, 3, 1, 2), size), raw.labels, raw.classes,
+    return assemble(name, f"built-in {name}", resize_uint8(torch.from_numpy(raw.pixels).permute(0, 3, 1, 2), size).contiguous(), raw.labels, raw.classes,
                     widths=[w] * n, heights=[h] * n, modes=["RGB" if name == "shapes" else "L"] * n,
                     formats=["generated" if name == "shapes" else "array"] * n, skipped=[],
                     max_per_class=cap, val_fraction=val_fraction, seed=seed, val_mask=raw.val_mask)
