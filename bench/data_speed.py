@@ -12,8 +12,9 @@ a GPU's decoder is started once before any of them (see ``warm_up``).
 Then two parts of the cold load beside what they replaced: the folder listing (os.walk and
 pathlib per file) and the cache's format (one torch.save record with the pixels). Where JPEGs
 have a batch decoder (a GPU's nvJPEG; ``--jpeg-device cpu`` lets torchvision's CPU decoder stand
-in), the decoding alone three ways: Pillow's threads, the device alone, both sharing the files
-(what a load does) — the shared way must not be slower than Pillow's.
+in), the decoding alone three ways: the CPU path's threads (Pillow, and torchvision's CPU decoder for
+small JPEGs), the device alone, both sharing the files (what a load does, with Pillow threads beside
+the device) — the shared way must not be slower than the CPU path.
 Prints images/s and the ratios per width: the ratio grows with the source size, because ours
 decodes large JPEGs at a reduced DCT scale while the naive loop decodes and resizes every pixel.
 """
@@ -157,7 +158,7 @@ def _readers(root: Path) -> list:
 
 def bench_threads(root: Path, size: int, jpeg_device: torch.device | None, repeat: int,
                   counts: list[int]) -> None:
-    """Decoding alone with Pillow pools of each size (and beside the device, where there is one):
+    """Decoding alone with CPU pools of each size (and beside the device, where there is one):
     on a many-core machine, threads that take turns holding the GIL can cost more than they give."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -170,7 +171,7 @@ def bench_threads(root: Path, size: int, jpeg_device: torch.device | None, repea
         for k in counts:
             decode._POOL, decode._POOL_SIZE = ThreadPoolExecutor(k), k
             t_pillow = _median_seconds(lambda: decode.decode_all(readers, size, limits()), repeat)
-            line = f"  {k:3d} Pillow threads: {len(readers) / t_pillow:8.1f} images/s"
+            line = f"  {k:3d} CPU threads: {len(readers) / t_pillow:8.1f} images/s"
             if jpeg_device is not None:
                 t_both = _median_seconds(lambda k=k: decode.decode_all(readers, size, limits(), jpeg_device=jpeg_device,
                                                                          pillow_workers=k), repeat)
@@ -191,8 +192,8 @@ def bench_decoders(root: Path, size: int, jpeg_device: torch.device, repeat: int
                                                          pillow_workers=0), repeat)
     t_both = _median_seconds(lambda: decode.decode_all(readers, size, limits(), jpeg_device=jpeg_device), repeat)
     beside = min(decode._POOL_SIZE, decode.PILLOW_BESIDE_DEVICE)
-    print(f"  decoding only: Pillow ({decode._POOL_SIZE} threads) {t_pillow:.3f} s, {jpeg_device} alone "
-          f"{t_device:.3f} s, both sharing ({beside} Pillow threads) {t_both:.3f} s; Pillow ÷ shared {t_pillow / t_both:.2f}, "
+    print(f"  decoding only: CPU path ({decode._POOL_SIZE} threads) {t_pillow:.3f} s, {jpeg_device} alone "
+          f"{t_device:.3f} s, both sharing ({beside} Pillow threads) {t_both:.3f} s; CPU path ÷ shared {t_pillow / t_both:.2f}, "
           f"device alone ÷ shared {t_device / t_both:.2f}", flush=True)
 
 
@@ -241,7 +242,7 @@ def main() -> None:
     ap.add_argument("--jpeg-device", default=None,
                     help="time the batch JPEG decoder on this device (default: the GPU's, when there is one)")
     ap.add_argument("--threads", type=int, nargs="*", default=[],
-                    help="also time decoding with Pillow pools of these sizes (e.g. 4 8 16)")
+                    help="also time decoding with CPU pools of these sizes (e.g. 4 8 16)")
     ap.add_argument("--decoders-only", action="store_true",
                     help="only the decoding comparisons (no naive loop, cold and cached loads, or cache format)")
     args = ap.parse_args()
@@ -252,7 +253,7 @@ def main() -> None:
         warm_up(jpeg_device)
 
     print(f"{args.images} JPEGs → {args.size}px, {os.cpu_count()} CPU cores, torch threads "
-          f"{torch.get_num_threads()}, JPEG decoding on {jpeg_decode_device() or 'CPU (Pillow)'}, "
+          f"{torch.get_num_threads()}, JPEG decoding on {jpeg_decode_device() or 'CPU (Pillow; torchvision for small JPEGs)'}, "
           f"median of {args.repeat}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for width in args.widths:
