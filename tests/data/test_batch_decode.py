@@ -215,6 +215,9 @@ def test_beside_a_faster_device_pillow_stops_taking_small_jpegs(monkeypatch):
 
     monkeypatch.setattr(decode, "decode_jpeg_batch", device)
     monkeypatch.setattr(decode._SharedQueue, "device_outpaces_pillow", lambda self, rate: True)
+    # …and never judged slower than one Pillow thread, which a loaded machine's late wake-ups from
+    # the sleep above could make it (a CI run saw the device get no share, Pillow every file).
+    monkeypatch.setattr(decode._SharedQueue, "device_share", lambda self, rate, threads: len(self._items))
     files = [jpeg(i % 7) for i in range(1000)] + [png(i) for i in range(3)]
     results = decode_all([(lambda b=b: b) for b in files], 16, Limits(), jpeg_device=CPU, pillow_workers=2)
     assert all(isinstance(r, Decoded) for r in results)

@@ -13,6 +13,10 @@ from tlcore.data import decode
 from tlcore.data.decode import BadImage, Decoded, decode_all, decode_bytes, resize_uint8
 from tlcore.settings import Limits
 
+# Where torch's uint8 resize would split its work across OpenMP threads (CPUs without AVX2), small
+# JPEGs go through Pillow like everything else, and there is no second route to test.
+two_routes = pytest.mark.skipif(not decode._RESIZE_STAYS_ON_THREAD, reason="one route on this CPU (no AVX2)")
+
 
 def smooth_photo(w: int, h: int) -> Image.Image:
     y, x = np.mgrid[0:h, 0:w]
@@ -25,6 +29,7 @@ def rotated(image: Image.Image) -> bytes:
     return encode(image, "JPEG", quality=95, exif=exif.tobytes())
 
 
+@two_routes
 def test_small_plain_jpegs_take_torchvision_and_agree_with_pillow(monkeypatch):
     files = {
         "small": encode(smooth_photo(64, 48), "JPEG", quality=95),  # short side 48 < 2 × 32
@@ -49,24 +54,31 @@ def test_small_plain_jpegs_take_torchvision_and_agree_with_pillow(monkeypatch):
         assert got.digest == hashlib.sha256(files[name]).digest()
 
 
+@two_routes
 @pytest.mark.parametrize("per_task", [32, 1])  # squares of one side resized together, or one by one
 def test_every_file_lands_in_its_row_whatever_its_shape(monkeypatch, per_task):
     monkeypatch.setattr(decode, "_TASK_ITEMS", per_task)
-    sizes = [(64, 48), (40, 60), (48, 48), (24, 30), (64, 48), (100, 30)] * 6  # tasks of 4 files, or of 1
+    monkeypatch.setattr(decode, "_POOL_SIZE", 2)  # tasks of several files on any machine
+    groups, real = [], decode._squares_resized
+    monkeypatch.setattr(decode, "_squares_resized", lambda squares, size: groups.append(len(squares)) or real(squares, size))
+    sizes = [(40, 60), (40, 60), (60, 40), (30, 40), (24, 30), (30, 24), (64, 48), (48, 48)] * 6  # the last two: Pillow's
     blobs = [jpeg(k, size=s) for k, s in enumerate(sizes)] + [png(9)]
     out = np.zeros((len(blobs), 3, 24, 24), dtype=np.uint8)
     results = decode_all([(lambda b=b: b) for b in blobs], 24, Limits(), out=out)
+    assert max(groups) > 1 if per_task > 1 else max(groups) == 1
     for k, (blob, result) in enumerate(zip(blobs, results, strict=True)):
         alone = decode_all([lambda b=blob: b], 24, Limits())[0]
         assert np.shares_memory(result.chw, out[k]) and np.array_equal(out[k], alone.chw)
         assert np.abs(alone.chw.astype(float) - decode_bytes(blob, 24, Limits()).chw.astype(float)).mean() < 12
 
 
-def test_a_damaged_jpeg_is_accepted_only_where_pillow_accepts_it():
+def test_a_damaged_jpeg_is_accepted_only_where_pillow_accepts_it(monkeypatch):
     """torchvision's decoder is more lenient than Pillow on a truncated file (it fills in grey): a
     file is kept exactly when Pillow alone would keep it, whichever decoder took it."""
+    taken, real = [], decode._decode_jpeg_here
+    monkeypatch.setattr(decode, "_decode_jpeg_here", lambda data: taken.append(1) or real(data))
     rng = np.random.default_rng(0)
-    whole = jpeg(3, size=(64, 48))
+    whole = jpeg(3, size=(48, 40))  # short side under twice the size: torchvision's
     damaged = []
     for _ in range(60):
         blob = bytearray(whole)
@@ -87,6 +99,7 @@ def test_a_damaged_jpeg_is_accepted_only_where_pillow_accepts_it():
     kept = [not isinstance(r, BadImage) for r in results]
     assert kept == [pillow_keeps(b) for b in damaged]
     assert 0 < sum(kept) < len(kept)  # both kinds were made
+    assert len(taken) > len(damaged) // 2 or not decode._RESIZE_STAYS_ON_THREAD  # most went to torchvision first
 
 
 @pytest.mark.parametrize(("side", "size"), [(168, 224), (300, 224), (90, 32)])
@@ -95,3 +108,20 @@ def test_the_cpu_resize_is_pillows_to_one_grey_level(side, size):
     ours = resize_uint8(torch.from_numpy(pixels).permute(2, 0, 1)[None], size)[0].permute(1, 2, 0).numpy()
     pillows = np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR))
     assert np.abs(ours.astype(int) - pillows.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("device", [None, torch.device("cpu")])  # the CPU path; the GPU path's stand-in
+def test_a_malformed_exif_block_leaves_the_photo_as_stored(device):
+    """Pillow parses a JPEG's Exif lazily when the file also has JFIF density: a malformed block
+    raised out of the orientation check and stopped the whole load, or (through Pillow) rejected
+    a photo whose pixels are fine."""
+    import io
+
+    blob = io.BytesIO()
+    smooth_photo(64, 48).save(blob, "JPEG", quality=95, dpi=(300, 300), exif=b"Exif\0\0garbage!")
+    blob = blob.getvalue()
+    plain = decode_bytes(encode(smooth_photo(64, 48), "JPEG", quality=95), 32, Limits()).chw.astype(float)
+    assert np.abs(decode_bytes(blob, 32, Limits()).chw - plain).mean() < 1
+    result = decode_all([lambda: blob, lambda: jpeg(1)], 32, Limits(), jpeg_device=device)
+    assert all(isinstance(r, Decoded) for r in result)
+    assert np.abs(result[0].chw - plain).mean() < 2

@@ -131,11 +131,22 @@ def decode_bytes(data: bytes, size: int, limits: Limits, opened: Image.Image | N
             scale = min(width, height) / size
             image.draft("RGB", (max(1, int(width / scale)), max(1, int(height / scale))))
         image.load()
-        ImageOps.exif_transpose(image, in_place=True)  # not in place, it copies an upright image
+        upright(image)
         pixels = np.ascontiguousarray(np.asarray(square(to_rgb(image), size)).transpose(2, 0, 1))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise BadImage(f"corrupt or truncated image ({err})") from None
     return Decoded(pixels, width, height, mode, fmt)
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """``image`` turned in place as its EXIF orientation says (not in place, exif_transpose copies
+    an upright image), or left as stored when its Exif block is malformed: broken metadata does
+    not make a photo unusable, and both decoding paths then agree on keeping it."""
+    try:
+        ImageOps.exif_transpose(image, in_place=True)
+    except Exception:  # SyntaxError, struct.error, ValueError… from Pillow's TIFF parser
+        pass
+    return image
 
 
 def decode_photo(data: bytes, max_side: int, limits: Limits) -> np.ndarray:
@@ -146,7 +157,7 @@ def decode_photo(data: bytes, max_side: int, limits: Limits) -> np.ndarray:
         if image.format == "JPEG":
             image.draft("RGB", (max_side, max_side))  # libjpeg's DCT scaling, never below max_side
         image.load()
-        return fit(to_rgb(ImageOps.exif_transpose(image)), max_side)
+        return fit(to_rgb(upright(image)), max_side)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise BadImage(f"corrupt or truncated image ({err})") from None
 
@@ -275,7 +286,10 @@ def _decode_one(read: Reader, size: int, limits: Limits, out: np.ndarray, i: int
             except RuntimeError:  # corrupt: Pillow names the problem, or decodes what it can
                 pass
             else:
-                return Decoded(out[i], image.width, image.height, image.mode, "JPEG", digest), _centre(pixels)
+                # A copy of the square: the full decode (up to 447×22,000 px within the aspect
+                # limit) is not kept alive until the task's resize.
+                square = np.ascontiguousarray(_centre(pixels))
+                return Decoded(out[i], image.width, image.height, image.mode, "JPEG", digest), square
         return _placed(out, i, decode_bytes(data, size, limits, image), digest)
     except BadImage as err:
         return err
@@ -301,8 +315,15 @@ def _squares_resized(squares: list[np.ndarray], size: int) -> np.ndarray:
 
 def _torchvision_takes(image: Image.Image, data: bytes, size: int) -> bool:
     """A JPEG that Pillow would decode at full size (its short side under twice ``size``, so no DCT
-    scaling), and that needs nothing only Pillow does: plain RGB or grey, whole, upright."""
-    return min(image.size) < 2 * size and _plain_jpeg(image, data)
+    scaling), and that needs nothing only Pillow does: plain RGB or grey, whole, upright; on a CPU
+    whose uint8 resize stays on the calling thread."""
+    return _RESIZE_STAYS_ON_THREAD and min(image.size) < 2 * size and _plain_jpeg(image, data)
+
+
+# torch's vectorised uint8 resize (AVX2/AVX512) runs on the calling thread; its generic fallback
+# (other x86 levels, ARM) splits outputs over 32,768 values across OpenMP threads, which a pool
+# thread must never start (see worker_pool). There, small JPEGs go through Pillow as before.
+_RESIZE_STAYS_ON_THREAD = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
 
 
 def _decode_jpeg_here(data: bytes) -> np.ndarray:
@@ -450,7 +471,7 @@ def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
     """N×3×h×w uint8 (square) → N×3×size×size uint8, bilinear with antialiasing (as Pillow's), in
     any memory layout (channels_last on the CPU)."""
     if x.shape[-1] == size and x.shape[-2] == size:
-        return x.contiguous()
+        return x.contiguous()  # a parallel copy when x is not contiguous: not on a pool thread
     if x.device.type == "cpu":
         # torch's uint8 kernel, vectorised for channels_last and made to match Pillow's resize:
         # 2,000 images of 168² → 224² on the 2-core VM took 0.085 ms each, where the float path
@@ -501,7 +522,10 @@ def _upright(image: Image.Image) -> bool:
     Pillow also reads the tag from XMP (tiff:Orientation), which torchvision never does."""
     if "exif" not in image.info and "xmp" not in image.info:
         return True  # getexif() would parse nothing: most files, with the interpreter lock held
-    return image.getexif().get(0x0112, 1) == 1
+    try:
+        return image.getexif().get(0x0112, 1) == 1
+    except Exception:  # a malformed Exif block (SyntaxError, struct.error…): Pillow's path, see upright()
+        return False
 
 
 def _ends_whole(data: bytes) -> bool:
