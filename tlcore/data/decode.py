@@ -109,13 +109,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")  # convert() would copy an RGB image
 
 
+def centre_box(h: int, w: int) -> tuple[int, int, int]:
+    """(top, left, side) of an h×w image's centre square: every decoding path crops the same."""
+    side = min(h, w)
+    return (h - side) // 2, (w - side) // 2, side
+
+
 def square(image: Image.Image, size: int) -> Image.Image:
     """Centre square crop resized to size×size in one pass (the crop box bounds the work)."""
     w, h = image.size
     if w == h == size:
         return image  # resize() would copy it: one copy fewer per file, with the GIL held
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
+    top, left, side = centre_box(h, w)
     return image.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side),
                         reducing_gap=3.0)
 
@@ -261,9 +266,8 @@ def _decode_on_cpu(readers: Sequence[Reader], size: int, limits: Limits, out: np
     def decode_part(rows: Sequence[int]) -> list[Decoded | BadImage]:
         results, squares = [], {}
         for i in rows:
-            result = _decode_one(readers[i], size, limits, out, i)
-            if isinstance(result, tuple):
-                result, square = result
+            result, square = _decode_one(readers[i], size, limits, out, i)
+            if square is not None:
                 squares.setdefault(square.shape[0], []).append((i, square))
             results.append(result)
         for group in squares.values():
@@ -274,9 +278,9 @@ def _decode_on_cpu(readers: Sequence[Reader], size: int, limits: Limits, out: np
 
 
 def _decode_one(read: Reader, size: int, limits: Limits, out: np.ndarray, i: int
-                ) -> Decoded | BadImage | tuple[Decoded, np.ndarray]:
-    """One file, on a pool thread: a Decoded with its pixels in ``out[i]``, or with its s×s×3
-    square still to be resized into that row, or BadImage."""
+                ) -> tuple[Decoded | BadImage, np.ndarray | None]:
+    """One file, on a pool thread: its Decoded (pixels in ``out[i]``) or BadImage, and the s×s×3
+    square still to be resized into that row when torchvision decoded it."""
     try:
         data, digest = _read_hashed(read)
         image = _open(data, limits)
@@ -290,16 +294,14 @@ def _decode_one(read: Reader, size: int, limits: Limits, out: np.ndarray, i: int
                 # limit) is not kept alive until the task's resize.
                 square = np.ascontiguousarray(_centre(pixels))
                 return Decoded(out[i], image.width, image.height, image.mode, "JPEG", digest), square
-        return _placed(out, i, decode_bytes(data, size, limits, image), digest)
+        return _placed(out, i, decode_bytes(data, size, limits, image), digest), None
     except BadImage as err:
-        return err
+        return err, None
 
 
 def _centre(pixels: np.ndarray) -> np.ndarray:
-    """h×w×3 → its centre s×s×3, s = min(h, w) (a view)."""
-    h, w = pixels.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
+    """h×w×3 → its centre s×s×3 (a view)."""
+    top, left, side = centre_box(*pixels.shape[:2])
     return pixels[top:top + side, left:left + side]
 
 
@@ -431,8 +433,7 @@ def _decode_and_resize(encoded: list[torch.Tensor], size: int, device: torch.dev
         groups.setdefault(tuple(image.shape[-2:]), []).append(k)
     out = torch.empty((len(images), 3, size, size), dtype=torch.uint8)
     for (h, w), members in groups.items():
-        side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
+        top, left, side = centre_box(h, w)
         step = max(1, _RESIZE_PIXELS // (side * side))
         for start in range(0, len(members), step):
             ks = members[start:start + step]
