@@ -15,7 +15,9 @@ Accuracies only: the time a batch saves is the GPU's business (bench/finetune_sp
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import tempfile
 from dataclasses import replace
@@ -47,6 +49,7 @@ def main() -> None:
     add_machine_args(ap)
     args = ap.parse_args()
     os.environ["TLCORE_HOME"] = tempfile.mkdtemp(prefix="batch-accuracy-")
+    atexit.register(shutil.rmtree, os.environ["TLCORE_HOME"], ignore_errors=True)
     apply_machine_args(args)
     import torch
 

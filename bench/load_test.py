@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
 import re
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -237,6 +239,8 @@ async def _run_trial_protocol(session: Session, who: Visitor) -> None:
 
 async def main_async(args) -> int:
     home = Path(args.home or tempfile.mkdtemp(prefix="tlcore-load-"))
+    if not args.home:  # ours to remove; a --home folder is the caller's
+        atexit.register(shutil.rmtree, home, ignore_errors=True)
     env = dict(os.environ, TLCORE_HOME=str(home))
     env.pop("TLCORE_DEMO", None)
     if not args.local:

@@ -18,7 +18,9 @@ LogME's order matches the fine-tuned accuracies (Kendall's τ, with 3 or more mo
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import tempfile
 import time
 
@@ -38,6 +40,7 @@ def main() -> None:
     add_machine_args(ap)
     args = ap.parse_args()
     os.environ["TLCORE_HOME"] = tempfile.mkdtemp(prefix="score-speed-")  # cold caches: nothing reused
+    atexit.register(shutil.rmtree, os.environ["TLCORE_HOME"], ignore_errors=True)
 
     import sklearn.covariance  # noqa: F401 — imported before timing, as torch is: a one-off per process
 

@@ -41,6 +41,7 @@ def start(env: dict | None = None, timeout: float = 120.0) -> tuple[subprocess.P
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
     )
     log.close()
+    proc.log_path = log.name  # removed by stop()
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -50,12 +51,16 @@ def start(env: dict | None = None, timeout: float = 120.0) -> tuple[subprocess.P
         except OSError:
             time.sleep(0.5)
     proc.kill()
-    raise ServerError(f"streamlit did not start: {Path(log.name).read_text()[-4000:]}")
+    proc.wait()
+    tail = Path(log.name).read_text()[-4000:]
+    os.unlink(log.name)
+    raise ServerError(f"streamlit did not start: {tail}")
 
 
 def stop(proc: subprocess.Popen) -> None:
     proc.terminate()  # SIGTERM: what a service manager sends on restart
     proc.wait(timeout=60)
+    Path(proc.log_path).unlink(missing_ok=True)
 
 
 def rss_mb(pid: int) -> float:

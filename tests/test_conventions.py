@@ -2,6 +2,7 @@
 
 import ast
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,13 @@ def test_production_settings_are_what_the_readme_says():
     # A forced full collection after every page run held the GIL ~0.37 s: two thirds of the
     # server's CPU with ten visitors (bench/load_test.py).
     assert settings["runner"]["postScriptGC"] is False
+
+
+def test_a_test_run_leaves_no_data_folder_behind(tmp_path):
+    # Each run's tlcore home holds ~300 MB of caches; hundreds of runs left behind once filled a disk.
+    code = "import tests.conftest as c, os; assert os.path.isdir(c._HOME); print(c._HOME)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().startswith(str(tmp_path))  # it did make its folder there
+    assert list(tmp_path.iterdir()) == []
