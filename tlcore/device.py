@@ -240,8 +240,9 @@ def autocast(device: torch.device, enabled: bool = True):
 
 def jpeg_decode_device() -> torch.device | None:
     """Where dataset JPEGs are decoded in batches: the GPU's nvJPEG via torchvision when there is
-    a CUDA device (``TLCORE_GPU_DECODE=0`` turns it off), else None — Pillow on all CPU cores,
-    which beats torchvision's CPU decoder by decoding at a reduced DCT scale."""
+    a CUDA device (``TLCORE_GPU_DECODE=0`` turns it off), else None: all CPU cores, one file per
+    thread (Pillow at a reduced DCT scale for large JPEGs, torchvision's decoder for small ones;
+    see data.decode._decode_on_cpu)."""
     if torch.cuda.is_available() and os.environ.get("TLCORE_GPU_DECODE", "1") != "0":
         return torch.device("cuda")
     return None

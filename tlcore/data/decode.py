@@ -431,15 +431,17 @@ def _decode_and_resize(encoded: list[torch.Tensor], size: int, device: torch.dev
     groups: dict[tuple[int, int], list[int]] = {}
     for k, image in enumerate(images):
         groups.setdefault(tuple(image.shape[-2:]), []).append(k)
-    out = torch.empty((len(images), 3, size, size), dtype=torch.uint8)
+    # Gathered on the device and copied to the CPU once: a copy per shape group would wait for the
+    # device once per group (phone photos come in many shapes).
+    out = torch.empty((len(images), 3, size, size), dtype=torch.uint8, device=device)
     for (h, w), members in groups.items():
         top, left, side = centre_box(h, w)
         step = max(1, _RESIZE_PIXELS // (side * side))
         for start in range(0, len(members), step):
             ks = members[start:start + step]
             crops = torch.stack([images[k] for k in ks])[:, :, top:top + side, left:left + side]
-            out[ks] = resize_uint8(crops, size).cpu()
-    return out
+            out[ks] = resize_uint8(crops, size)
+    return out.cpu()
 
 
 @contextlib.contextmanager
