@@ -115,6 +115,7 @@ def _images_seen(model):
 
 
 def test_features_of_some_rows_then_all_run_each_image_once(tiny, monkeypatch):
+    monkeypatch.setenv("TLCORE_CPU_BF16", "0")  # float32 on any CPU: the tolerance below is float32's
     spec = zoo.get_spec("efficientnet_lite0")
     model = zoo.load(spec)
     whole = features.extract_many(spec, tiny, ["stem", features.PENULTIMATE], model=model)  # reference pass
@@ -142,6 +143,7 @@ def test_features_of_some_rows_then_all_run_each_image_once(tiny, monkeypatch):
 
 
 def test_a_cache_entry_from_before_rows_were_tracked_is_read_whole(tiny, monkeypatch):
+    monkeypatch.setenv("TLCORE_CPU_BF16", "0")  # float32's key, as such entries were written, on any CPU
     spec = zoo.get_spec("efficientnet_lite0")
     view = "old-format-test"
     size = features.input_size(spec, tiny)
@@ -154,18 +156,19 @@ def test_a_cache_entry_from_before_rows_were_tracked_is_read_whole(tiny, monkeyp
 
 
 def test_features_are_cached_per_precision(tiny, monkeypatch):
-    """A GPU computes features in bf16: they must not be handed to a float32 caller (the CLI on
-    the CPU) from the shared cache, nor fill part of its entry."""
+    """A GPU (or a CPU with AMX) computes features in bf16: they must not be handed to a float32
+    caller (a CPU without AMX sharing the cache folder) from the cache, nor fill part of its entry."""
     spec = zoo.get_spec("efficientnet_lite0")
     model = zoo.load(spec)
     view = "precision-test"
+    monkeypatch.setenv("TLCORE_CPU_BF16", "0")
     features.extract(spec, tiny, model=model, view=view)
     seen, handle = _images_seen(model)
     try:
-        monkeypatch.setattr(features, "mixed_dtype", lambda dev: torch.bfloat16)  # as a GPU would
+        monkeypatch.setenv("TLCORE_CPU_BF16", "1")
         features.extract(spec, tiny, model=model, view=view)
         assert sum(seen) == len(tiny)  # the float32 entry was not served
-        monkeypatch.undo()
+        monkeypatch.setenv("TLCORE_CPU_BF16", "0")
         features.extract(spec, tiny, model=model, view=view)
         assert sum(seen) == len(tiny)  # and it is still there
     finally:

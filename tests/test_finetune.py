@@ -94,6 +94,21 @@ def test_a_linear_probe_reads_features_in_its_own_precision(precision, autocast_
     assert len(seen) > 1 and set(seen[1:]) == {autocast_on}  # after the one-image input check
 
 
+def test_a_linear_probes_head_trains_in_float32_beside_mixed_features(monkeypatch):
+    monkeypatch.setenv("TLCORE_CPU_BF16", "1")  # a CPU with AMX (a GPU does the same)
+    small = data.load("digits", size=32, max_per_class=4)
+    seen, forward = [], torch.nn.Linear.forward
+
+    def recorded(self, x):
+        seen.append((torch.is_autocast_enabled("cpu"), x.dtype))
+        return forward(self, x)
+
+    monkeypatch.setattr(torch.nn.Linear, "forward", recorded)  # Lite0's only Linear is the new head
+    result = run_trial(TrialConfig(model="efficientnet_lite0", freeze="all", epochs=1), small, device="cpu")
+    assert result.timings.precision == "bfloat16"  # the features' pass
+    assert seen and set(seen) == {(False, torch.float32)}
+
+
 def test_partial_freeze_trains_only_the_tail_and_copies_the_shared_model(digits):
     spec = zoo.get_spec("efficientnet_lite0")
     shared = zoo.load(spec)

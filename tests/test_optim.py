@@ -88,7 +88,24 @@ def test_mixed_precision_is_bf16_only_where_the_gpu_has_it(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
     assert device.mixed_dtype(cuda) is torch.float16  # bf16 only emulated (T4, V100): fp16 is faster
     assert device.supported_dtypes(cuda) == ("float32", "float16")
-    assert device.mixed_dtype(torch.device("cpu")) is None
+
+
+def test_a_cpu_mixes_in_bf16_only_with_amx_unless_told(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("TLCORE_CPU_BF16", raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert device.mixed_dtype(cpu) is torch.bfloat16
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert device.mixed_dtype(cpu) is None
+    monkeypatch.setenv("TLCORE_CPU_BF16", "1")
+    assert device.mixed_dtype(cpu) is torch.bfloat16
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setenv("TLCORE_CPU_BF16", "0")
+    assert device.mixed_dtype(cpu) is None
+    monkeypatch.setenv("TLCORE_CPU_BF16", "yes")
+    with pytest.warns(UserWarning, match="TLCORE_CPU_BF16 must be 0 or 1"):
+        assert device.mixed_dtype(cpu) is torch.bfloat16  # the CPU decides
+    assert device.mixed_dtype(torch.device("mps")) is None
 
 
 def test_the_prefix_cache_keeps_the_trials_precision(monkeypatch):
@@ -98,4 +115,9 @@ def test_the_prefix_cache_keeps_the_trials_precision(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert prefix_cache.storage_dtype(TrialConfig(model="m", precision="float32"), cuda) is torch.float32
     assert prefix_cache.storage_dtype(TrialConfig(model="m"), cuda) is torch.bfloat16
+    monkeypatch.setenv("TLCORE_CPU_BF16", "0")
     assert prefix_cache.storage_dtype(TrialConfig(model="m"), torch.device("cpu")) is torch.float32
+    monkeypatch.setenv("TLCORE_CPU_BF16", "1")  # an AMX CPU
+    assert prefix_cache.storage_dtype(TrialConfig(model="m"), torch.device("cpu")) is torch.bfloat16
+    assert prefix_cache.storage_dtype(TrialConfig(model="m", precision="float32"), torch.device("cpu")) \
+        is torch.float32

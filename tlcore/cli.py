@@ -510,7 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="cosine: linear warm-up, then cosine decay to zero; the rates given are its peak")
     ft.add_argument("--bn-mode", choices=BN_MODES, default="frozen", help="BatchNorm statistics in frozen blocks")
     ft.add_argument("--precision", choices=PRECISIONS, default="auto",
-                    help="auto: mixed precision on a CUDA GPU (bf16, or fp16 with loss scaling), float32 elsewhere; "
+                    help="auto: mixed precision on a CUDA GPU (bf16, or fp16 with loss scaling) and bf16 on a CPU with AMX "
+                         "(TLCORE_CPU_BF16=0 or 1 overrides), float32 elsewhere; "
                          "float32 on an NVIDIA GPU keeps torch's default TF32 convolutions")
     ft.add_argument("--batch-size", type=_positive_int, default=None,
                     help="default: automatic — 32 on a CPU; on a GPU up to 256 while every epoch keeps 20 updates, "

@@ -13,6 +13,8 @@ from typing import TypeVar
 
 import torch
 
+from tlcore.settings import cpu_bf16
+
 T = TypeVar("T")
 
 DTYPES: dict[str, torch.dtype] = {
@@ -124,6 +126,7 @@ class DeviceInfo:
     torch_version: str
     cuda_version: str | None
     cpu_count: int
+    mixed_precision: str | None  # trials' and feature passes' autocast dtype ("bfloat16"…), None: float32
 
 
 def describe(device: torch.device | None = None) -> DeviceInfo:
@@ -139,6 +142,7 @@ def describe(device: torch.device | None = None) -> DeviceInfo:
         torch_version=torch.__version__,
         cuda_version=torch.version.cuda if device.type == "cuda" else None,
         cpu_count=os.cpu_count() or 1,
+        mixed_precision=str(low).removeprefix("torch.") if (low := mixed_dtype(device)) else None,
     )
 
 
@@ -221,13 +225,26 @@ def out_of_memory(err: BaseException) -> bool:
 
 def mixed_dtype(device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``device``: bf16 on CUDA GPUs that have it, fp16 on older ones
-    (training then scales the loss), none elsewhere. On CPUs with AMX bf16 is faster (the 2-core
-    VM: Lite0 inference 1.8–2.3×, a training step 1.6×, a quick linear probe 10.1× → 13.4× the
-    tutorial) but changes results (val acc 1.000 → 0.984 there), and a CPU's numbers would then
-    depend on the machine: not adopted yet."""
+    (training then scales the loss), bf16 on CPUs with AMX (``cpu_has_fast_bf16``), none elsewhere."""
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_has_fast_bf16() else None
     if device.type != "cuda":
         return None
     return torch.bfloat16 if cuda_has_bf16() else torch.float16
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AMX (Intel Xeon since Sapphire Rapids), where oneDNN runs bf16 convolutions and products in
+    matrix tiles. Measured on the 2-core VM (bench/cpu_precision.py, finetune_speed.py): feature
+    passes at 224 px 1.42× faster, trials 1.0× at 32–48 px up to 1.3–1.4× at 128–224 px;
+    validation accuracy over 24 trials −0.6 to +3.1 points, mean +0.2. CPUs without AMX keep
+    float32 (bf16 there is unmeasured: avx512_bf16 alone, or emulated); renders keep float32 on
+    every CPU (vis.render). ``TLCORE_CPU_BF16`` overrides the detection (settings.cpu_bf16)."""
+    forced = cpu_bf16()
+    if forced is not None:
+        return forced
+    has_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private: absent from some builds
+    return bool(has_amx is not None and has_amx())
 
 
 def autocast(device: torch.device, enabled: bool = True):

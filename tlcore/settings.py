@@ -77,6 +77,17 @@ def decode_threads() -> int:
     return default
 
 
+def cpu_bf16() -> bool | None:
+    """``TLCORE_CPU_BF16``: 1 or 0 turns the CPU's bf16 mixed precision on or off (0: exact
+    float32; either: a policy tested on any CPU); unset, tlcore.device.cpu_has_fast_bf16 decides."""
+    raw = os.environ.get("TLCORE_CPU_BF16", "").strip()
+    if raw in ("0", "1"):
+        return raw == "1"
+    if raw:
+        warnings.warn(f"TLCORE_CPU_BF16 must be 0 or 1, got {raw!r}: deciding from the CPU", stacklevel=2)
+    return None
+
+
 def demo_caps() -> list[str]:
     """The demo's caps as a user reads them (the banner, the README)."""
     cap = DEMO_LIMITS

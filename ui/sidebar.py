@@ -9,6 +9,12 @@ from tlcore import paths
 from tlcore.settings import cache_budget
 from ui import resources
 
+_PRECISION_HELP = ("Fine-tuning trials and feature passes run in mixed precision where the hardware has it: "
+                   "bf16 on recent NVIDIA GPUs (fp16 with loss scaling on older ones) and on CPUs with AMX. "
+                   "`tlcore finetune --precision float32` runs one trial in float32; TLCORE_CPU_BF16=0 keeps a CPU "
+                   "in float32. "
+                   "Latency is measured in the dtype you pick on the Model zoo page; renders stay float32 on a CPU.")
+
 
 def render() -> None:
     info = resources.device_info()
@@ -20,7 +26,8 @@ def render() -> None:
             memory = f" · {info.memory_gb:.0f} GiB" if info.memory_gb else ""
             st.markdown(f"**Device:** {info.kind.upper()} · {info.name}{memory}")
         cuda = f" · CUDA {info.cuda_version}" if info.cuda_version else ""
-        st.caption(f"torch {info.torch_version}{cuda}")
+        st.caption(f"torch {info.torch_version}{cuda} · trials in {info.mixed_precision or 'float32'}",
+                   help=_PRECISION_HELP)
         used = paths.cache_usage()
         shown = f"{used / 2**30:.1f} GiB" if used >= 2**30 else f"{used / 2**20:.0f} MiB"  # 45 MiB, not 0.0 GiB
         st.caption(f"Caches on disk: {shown} of {cache_budget() / 2**30:g} GiB",

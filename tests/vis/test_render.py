@@ -237,6 +237,15 @@ def test_the_image_is_made_in_float32_and_only_the_model_runs_in_mixed_precision
         return spectrum, checked
 
     monkeypatch.setattr(R, "fft_image", recording)
-    monkeypatch.setattr(R, "autocast", lambda dev: torch.autocast("cpu", dtype=torch.bfloat16))
+    monkeypatch.setattr(R, "model_precision", lambda dev: torch.autocast("cpu", dtype=torch.bfloat16))
     R.render(spec, model, cfg(steps=2), [0], use_cache=False)
     assert made == [(False, torch.float32)] * 3  # two steps and the final image
+
+
+def test_renders_keep_float32_on_a_cpu_even_where_trials_mix(monkeypatch):
+    monkeypatch.setenv("TLCORE_CPU_BF16", "1")
+    from tlcore.device import mixed_dtype
+
+    assert mixed_dtype(torch.device("cpu")) is torch.bfloat16
+    with R.model_precision(torch.device("cpu")):
+        assert not torch.is_autocast_enabled("cpu")

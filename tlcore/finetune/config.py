@@ -16,7 +16,7 @@ Freeze = int | Literal["all"]
 OPTIMIZERS = ("sgd", "adamw")
 AUGMENTATIONS = ("flip", "crop")
 BN_MODES = ("frozen", "train")  # BatchNorm statistics in frozen blocks: kept, or updated on the data
-PRECISIONS = ("auto", "float32", "bfloat16")  # auto: mixed precision on CUDA, fp32 elsewhere
+PRECISIONS = ("auto", "float32", "bfloat16")  # auto: device.mixed_dtype (CUDA, AMX CPUs), else fp32
 SCHEDULES = ("cosine", "constant")  # cosine: a short linear warm-up, then cosine decay to zero
 DEFAULT_BATCH = 32  # small datasets need steps: 5 epochs of 250 images at 64 are only 20 updates
 # An automatic batch grows on a GPU only while every epoch keeps this many updates, up to the max.
@@ -141,7 +141,7 @@ class Timings:
     prefix_views_reused: int = 0  # views a recent trial had already computed
     batch_size: int | None = None  # the batch the trial ended with (smaller than asked after out of memory)
     # What the trial computed in: "bfloat16" or "float16" (a GPU's mixed precision) or "float32".
-    # The config's "bfloat16" asks for mixed precision; a GPU without it runs float16, a CPU float32.
+    # The config's "bfloat16" asks for mixed precision; a GPU without it runs float16, a CPU without AMX float32.
     precision: str | None = None
 
 

@@ -247,7 +247,7 @@ def key(cfg: TrialConfig, spec: zoo.ModelSpec, dataset: Dataset, size: int, dev:
     weights = "pretrained" if cfg.pretrained else f"random-{cfg.seed}"
     split = hashlib.sha256(dataset.train_idx.numpy().tobytes()).hexdigest()[:16]
     return (spec.key, weights, dataset.fingerprint, split, cfg.freeze, size, tuple(sorted(cfg.augment)),
-            cfg.seed, cfg.precision, str(dev))
+            cfg.seed, storage_dtype(cfg, dev), str(dev))  # the precision it resolves to, not the request
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:

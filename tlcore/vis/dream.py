@@ -21,11 +21,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from tlcore import features, zoo
-from tlcore.device import autocast, working
+from tlcore.device import working
 from tlcore.hooks import Capture, Target, module_at
 from tlcore.settings import demo_mode, limits
 from tlcore.vis.objectives import layer_energy
-from tlcore.vis.render import RenderCancelled, too_small_as_message
+from tlcore.vis.render import RenderCancelled, model_precision, too_small_as_message
 
 MIN_SIDE = 64  # px: the smallest octave's short side (deep layers need a few pixels of map)
 
@@ -79,7 +79,7 @@ def deepdream(spec: zoo.ModelSpec, model: nn.Module, photo: np.ndarray, cfg: Dre
         raise ValueError(f"the photo is {photo.shape[1]}×{photo.shape[0]} px: at most {limits().max_dream_side} px "
                          f"on its long side{' here (demo mode)' if demo_mode() else ''}; scale it down first")
     dev = next(model.parameters()).device
-    base = torch.from_numpy(np.ascontiguousarray(photo)).to(dev).permute(2, 0, 1)[None].float() / 255
+    base = torch.tensor(photo, device=dev).permute(2, 0, 1)[None].float() / 255  # copied: photo may be read-only
     n = octaves_for(min(photo.shape[:2]), cfg)
     pyramid = [base] + [_resize(base, _scaled(base, cfg.octave_scale ** -k)) for k in range(1, n)]
     objective = lo.Objective.sum([layer_energy(layer) for layer in cfg.layers])
@@ -88,7 +88,7 @@ def deepdream(spec: zoo.ModelSpec, model: nn.Module, photo: np.ndarray, cfg: Dre
     model.eval()
     with working(dev), Capture(model, targets) as capture:
         def energy(x: torch.Tensor) -> torch.Tensor:
-            with autocast(dev), too_small_as_message(f"{', '.join(cfg.layers)} at {x.shape[-1]}×{x.shape[-2]} px"):
+            with model_precision(dev), too_small_as_message(f"{', '.join(cfg.layers)} at {x.shape[-1]}×{x.shape[-2]} px"):
                 acts = capture(features.standardise(x, spec))
             return -objective(lambda name: acts[name].float())
 

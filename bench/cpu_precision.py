@@ -1,0 +1,117 @@
+"""bf16 mixed precision against float32 on this CPU, in one run: trials' time and accuracy, and a
+feature pass's time. What ``device.cpu_has_fast_bf16`` (bf16 by default on CPUs with AMX) rests on.
+
+    python bench/cpu_precision.py --threads 2            # ~5 minutes on the 2-core VM
+    python bench/cpu_precision.py --seeds 1 --quick      # one seed, the linear probes only
+
+Each row is one trial setting (built-in dataset, size, freeze, seed) run twice with the same seed, once
+with ``TLCORE_CPU_BF16=0`` (float32) and once with ``=1`` (bf16 autocast; the prefix cache and
+probe features stored in bf16): both validation accuracies, both wall times and their ratio.
+"last" freezes all blocks but the last two. Then EfficientNet-Lite0's penultimate features of
+--feature-images images at 224 px, each precision once from cold caches. On a CPU without AMX
+bf16 is emulated or runs on avx512_bf16 alone; the figures then say what it costs there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import shutil
+import statistics
+import tempfile
+import time
+
+from _machine import add_machine_args, apply_machine_args
+
+CASES = (  # (dataset, px, images per class, freeze)
+    ("digits", 32, None, "all"),
+    ("shapes", 48, 200, "all"),
+    ("textures", 64, None, "all"),
+    ("digits", 32, None, "last"),
+    ("shapes", 48, 200, "last"),
+    ("textures", 64, None, "last"),
+    ("shapes", 128, 100, "all"),  # the command line's default size
+    ("shapes", 128, 100, "last"),
+)
+PRECISIONS = (("float32", "0"), ("bf16", "1"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="linear probes only")
+    ap.add_argument("--feature-images", type=int, default=256)
+    add_machine_args(ap)
+    args = ap.parse_args()
+    os.environ["TLCORE_HOME"] = tempfile.mkdtemp(prefix="cpu-precision-")  # cold caches
+    atexit.register(shutil.rmtree, os.environ["TLCORE_HOME"], ignore_errors=True)
+    apply_machine_args(args)
+    import torch
+
+    from tlcore import features, zoo
+    from tlcore.device import device_name
+
+    cpu = torch.device("cpu")
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    print(f"{device_name(cpu)}, {torch.get_num_threads()} threads, AMX {'yes' if amx else 'no'}, "
+          f"torch {torch.__version__}", flush=True)
+    spec = zoo.get_spec("efficientnet_lite0")
+    model = zoo.load(spec, device=cpu)
+    trials(args, spec, model)
+    feature_pass(args, spec, model, features)
+
+
+def trials(args, spec, model) -> None:
+    from tlcore import data, zoo
+    from tlcore.finetune import TrialConfig, run_trial
+
+    n_blocks = len(zoo.blocks_of(spec))
+    gains: dict[str, list[float]] = {}
+    speed: dict[str, list[float]] = {}
+    print("dataset   px  train freeze seed   float32 acc     s   bf16 acc     s    Δacc  bf16 speed-up", flush=True)
+    for name, size, cap, freeze in CASES:
+        if args.quick and freeze != "all":
+            continue
+        for seed in range(args.seeds):
+            ds = data.load(name, size=size, max_per_class=cap, seed=seed)
+            cfg = TrialConfig(model=spec.key, freeze="all" if freeze == "all" else n_blocks - 2,
+                              epochs=args.epochs, seed=seed)
+            runs = {}
+            for label, flag in PRECISIONS:
+                os.environ["TLCORE_CPU_BF16"] = flag
+                started = time.perf_counter()
+                result = run_trial(cfg, ds, device="cpu", model=model)
+                runs[label] = (result.val_acc, time.perf_counter() - started, result.timings.precision)
+            (acc32, s32, p32), (acc16, s16, p16) = runs["float32"], runs["bf16"]
+            assert (p32, p16) == ("float32", "bfloat16"), (p32, p16)  # each ran as labelled
+            gains.setdefault(freeze, []).append(acc16 - acc32)
+            speed.setdefault(freeze, []).append(s32 / s16)
+            print(f"{name:9s} {size:3d}  {len(ds.train_idx):5d} {freeze:6s} {seed:4d}   {acc32:11.4f} {s32:5.1f}"
+                  f" {acc16:10.4f} {s16:5.1f}  {acc16 - acc32:+.4f}  {s32 / s16:5.2f}×", flush=True)
+    for freeze, diffs in gains.items():
+        print(f"freeze {freeze}: bf16 − float32 accuracy mean {statistics.mean(diffs):+.4f} "
+              f"(from {min(diffs):+.4f} to {max(diffs):+.4f}) over {len(diffs)} trials; "
+              f"speed-up median {statistics.median(speed[freeze]):.2f}×", flush=True)
+
+
+def feature_pass(args, spec, model, features) -> None:
+    """Penultimate features at 224 px (the recommender's and scores' pass), each precision cold."""
+    from tlcore import data
+
+    ds = data.load("textures", size=224, max_per_class=max(1, args.feature_images // 4))
+    seconds = {}
+    for label, flag in PRECISIONS:
+        os.environ["TLCORE_CPU_BF16"] = flag
+        features._MEMORY.clear()  # noqa: SLF001 — each precision has its own cache key; cold anyway
+        started = time.perf_counter()
+        feats = features.extract(spec, ds, model=model, device="cpu")
+        seconds[label] = time.perf_counter() - started
+        print(f"features, {len(ds)} images at 224 px, {label}: {seconds[label]:.2f} s "
+              f"({seconds[label] / len(ds) * 1e3:.1f} ms an image), {tuple(feats.shape)}", flush=True)
+    print(f"feature pass bf16 speed-up: {seconds['float32'] / seconds['bf16']:.2f}×")
+
+
+if __name__ == "__main__":
+    main()
