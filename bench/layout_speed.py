@@ -10,8 +10,8 @@ This times, in one process and on the same random-weight model, the three ways a
 NCHW weights and input; NCHW weights with a channels_last input (what switching
 ``input_format`` alone would do); channels_last weights and input (a trial's own copy converted).
 Each for inference (a frozen prefix's pass, ``inference_mode``) and for a training step
-(forward, backward, SGD step), in the device's mixed precision (bf16 autocast on CUDA, float32
-elsewhere), median of --repeat calls after a warm-up, the clock read after synchronising. Prints
+(forward, backward, SGD step), in the device's mixed precision (``device.mixed_dtype``: bf16
+autocast on CUDA and AMX CPUs, float32 elsewhere), median of --repeat calls after a warm-up, the clock read after synchronising. Prints
 milliseconds and the ratio to NCHW; the choice is made from these figures, not here.
 """
 

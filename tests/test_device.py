@@ -49,9 +49,13 @@ def test_dtype_policy():
         parse_dtype("int8", cpu)
 
 
-def test_describe_cpu():
+def test_describe_cpu(monkeypatch):
     info = describe(torch.device("cpu"))
     assert info.kind == "cpu" and info.torch_version == torch.__version__ and info.cpu_count >= 1
+    monkeypatch.setenv("TLCORE_CPU_BF16", "1")
+    assert describe(torch.device("cpu")).mixed_precision == "bfloat16"  # what the sidebar says trials run in
+    monkeypatch.setenv("TLCORE_CPU_BF16", "0")
+    assert describe(torch.device("cpu")).mixed_precision is None
 
 
 def test_model_inputs_are_channels_last_on_a_cpu_only():

@@ -14,7 +14,7 @@ def test_penultimate_features_are_the_classifier_input(tiny):
     spec = zoo.get_spec("efficientnet_lite0")
     feats = features.extract(spec, tiny)
     assert feats.shape == (6, 1280) and feats.dtype == torch.float32
-    # features.extract runs where the app runs: fp32 on a CPU, mixed precision on a GPU. The
+    # features.extract runs where the app runs: fp32 on most CPUs, bf16 on a GPU or an AMX CPU. The
     # reference runs there too, in the same precision, so like is compared with like.
     dev = pick_device(None)
     model = zoo.load(spec, device=dev)

@@ -64,7 +64,7 @@ def test_a_run_records_the_precision_it_computed_in(digits, monkeypatch):
     from tlcore.finetune import prefix_cache
 
     cfg = TrialConfig(model="efficientnet_lite0", freeze="all", epochs=1, precision="bfloat16")
-    monkeypatch.setattr(prefix_cache, "mixed_dtype", lambda dev: None)  # a CPU: no mixed precision
+    monkeypatch.setattr(prefix_cache, "mixed_dtype", lambda dev: None)  # a CPU without AMX: no mixed precision
     assert run_trial(cfg, digits, device="cpu").timings.precision == "float32"
     monkeypatch.setattr(prefix_cache, "mixed_dtype", lambda dev: torch.float16)  # a GPU without bfloat16
     assert run_trial(cfg, digits, device="cpu").timings.precision == "float16"

@@ -93,19 +93,22 @@ def test_mixed_precision_is_bf16_only_where_the_gpu_has_it(monkeypatch):
 def test_a_cpu_mixes_in_bf16_only_with_amx_unless_told(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.delenv("TLCORE_CPU_BF16", raising=False)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     assert device.mixed_dtype(cpu) is torch.bfloat16
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     assert device.mixed_dtype(cpu) is None
     monkeypatch.setenv("TLCORE_CPU_BF16", "1")
     assert device.mixed_dtype(cpu) is torch.bfloat16
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     monkeypatch.setenv("TLCORE_CPU_BF16", "0")
     assert device.mixed_dtype(cpu) is None
     monkeypatch.setenv("TLCORE_CPU_BF16", "yes")
     with pytest.warns(UserWarning, match="TLCORE_CPU_BF16 must be 0 or 1"):
         assert device.mixed_dtype(cpu) is torch.bfloat16  # the CPU decides
     assert device.mixed_dtype(torch.device("mps")) is None
+    monkeypatch.delenv("TLCORE_CPU_BF16")
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")  # a torch build without the private probe
+    assert device.mixed_dtype(cpu) is None
 
 
 def test_the_prefix_cache_keeps_the_trials_precision(monkeypatch):

@@ -235,9 +235,10 @@ def mixed_dtype(device: torch.device) -> torch.dtype | None:
 
 def cpu_has_fast_bf16() -> bool:
     """AMX (Intel Xeon since Sapphire Rapids), where oneDNN runs bf16 convolutions and products in
-    matrix tiles. Measured on the 2-core VM (bench/cpu_precision.py, finetune_speed.py): feature
-    passes at 224 px 1.42× faster, trials 1.0× at 32–48 px up to 1.3–1.4× at 128–224 px;
-    validation accuracy over 24 trials −0.6 to +3.1 points, mean +0.2. CPUs without AMX keep
+    matrix tiles. Measured on the 2-core VM (bench/cpu_precision.py, finetune_speed.py --quick):
+    feature passes at 224 px 1.40× faster; linear probes 1.2–1.5×; deeper trials 0.95–1.02× at
+    32–48 px, 1.1× at 64 px, 1.3–1.4× at 128–224 px. Validation accuracy against float32 over 26
+    trials: 13 equal, the rest −1.6 (one image of 64) to +3.1 points. CPUs without AMX keep
     float32 (bf16 there is unmeasured: avx512_bf16 alone, or emulated); renders keep float32 on
     every CPU (vis.render). ``TLCORE_CPU_BF16`` overrides the detection (settings.cpu_bf16)."""
     forced = cpu_bf16()

@@ -85,3 +85,22 @@ def test_a_photo_too_small_for_the_pyramid_is_refused(lite):
     tiny = np.zeros((20, 30, 3), dtype=np.uint8)
     with pytest.raises(ValueError, match="at least 64 px"):
         deepdream(spec, model, tiny, DreamConfig(layers=("_blocks.4",)))
+
+
+def test_a_dream_runs_the_model_in_float32_on_a_cpu_and_takes_any_array(lite, monkeypatch):
+    import warnings
+
+    monkeypatch.setenv("TLCORE_CPU_BF16", "1")  # trials would mix on this CPU
+    spec, model = lite
+    photo = data.load_photo("coffee", max_side=96)[:, ::-1]  # a mirrored view: negative strides
+    photo.flags.writeable = False
+    seen = []
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    handle = conv.register_forward_hook(lambda m, a, out: seen.append(torch.is_autocast_enabled("cpu")))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # torch's warning on a read-only array
+            deepdream(spec, model, photo, DreamConfig(layers=("_blocks.4",), octaves=1, steps=2))
+    finally:
+        handle.remove()
+    assert seen and not any(seen)

@@ -431,17 +431,22 @@ def _decode_and_resize(encoded: list[torch.Tensor], size: int, device: torch.dev
     groups: dict[tuple[int, int], list[int]] = {}
     for k, image in enumerate(images):
         groups.setdefault(tuple(image.shape[-2:]), []).append(k)
-    # Gathered on the device and copied to the CPU once: a copy per shape group would wait for the
-    # device once per group (phone photos come in many shapes).
-    out = torch.empty((len(images), 3, size, size), dtype=torch.uint8, device=device)
+    # One copy to the CPU for the batch, then rows put in order there: a copy per shape group, or
+    # rows indexed on the device with a list (a blocking copy of the index), would each wait for
+    # the device once per group (phone photos come in many shapes).
+    parts, order = [], []
     for (h, w), members in groups.items():
         top, left, side = centre_box(h, w)
         step = max(1, _RESIZE_PIXELS // (side * side))
         for start in range(0, len(members), step):
             ks = members[start:start + step]
             crops = torch.stack([images[k] for k in ks])[:, :, top:top + side, left:left + side]
-            out[ks] = resize_uint8(crops, size)
-    return out.cpu()
+            parts.append(resize_uint8(crops, size))
+            order += ks
+    resized = torch.cat(parts).cpu()
+    out = torch.empty((len(images), 3, size, size), dtype=torch.uint8)
+    out[order] = resized
+    return out
 
 
 @contextlib.contextmanager

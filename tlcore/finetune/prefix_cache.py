@@ -170,11 +170,11 @@ class ViewSampler:
     def _prefix_of(self, v: int, idx: torch.Tensor, step: int) -> torch.Tensor:
         """The prefix's output for images ``idx`` in view ``v``, ``step`` images per forward pass."""
         self.prefix.eval()
+        x = self.images[idx]
+        if v > 0:  # outside autocast, as the live path: a bf16 crop grid would move samples ~0.5 px at 224 px
+            x = augment(x.float(), self.cfg.augment, self._view_gen(v))
+        x = features.normalise(x, self.spec, self.size)
         with _autocast(self.dev, self.cfg):
-            x = self.images[idx]
-            if v > 0:
-                x = augment(x.float(), self.cfg.augment, self._view_gen(v))
-            x = features.normalise(x, self.spec, self.size)
             return torch.cat([self.prefix(x[i:i + step]).to(self.store.acts[v].dtype) for i in range(0, len(x), step)])
 
     def _view_gen(self, v: int) -> torch.Generator:

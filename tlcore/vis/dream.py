@@ -79,7 +79,8 @@ def deepdream(spec: zoo.ModelSpec, model: nn.Module, photo: np.ndarray, cfg: Dre
         raise ValueError(f"the photo is {photo.shape[1]}×{photo.shape[0]} px: at most {limits().max_dream_side} px "
                          f"on its long side{' here (demo mode)' if demo_mode() else ''}; scale it down first")
     dev = next(model.parameters()).device
-    base = torch.tensor(photo, device=dev).permute(2, 0, 1)[None].float() / 255  # copied: photo may be read-only
+    base = torch.from_numpy(np.array(photo, order="C")).to(dev)  # a copy: photo may be read-only or reversed
+    base = base.permute(2, 0, 1)[None].float() / 255
     n = octaves_for(min(photo.shape[:2]), cfg)
     pyramid = [base] + [_resize(base, _scaled(base, cfg.octave_scale ** -k)) for k in range(1, n)]
     objective = lo.Objective.sum([layer_energy(layer) for layer in cfg.layers])

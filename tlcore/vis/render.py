@@ -219,8 +219,8 @@ def _optimise(model: nn.Module, spec: zoo.ModelSpec, cfg: RenderConfig, targets:
 
 def model_precision(dev: torch.device):
     """The model's autocast in a render or a dream: the device's mixed precision on a GPU, float32
-    on a CPU even where trials use bf16 (cpu_has_fast_bf16). On the AMX VM bf16 renders were 0–14%
-    slower (8 channels at 96 px, 64 steps) and dreams 5–10% faster, their activations alike:
+    on a CPU even where trials use bf16 (cpu_has_fast_bf16). On the AMX VM bf16 renders were 0–18%
+    slower (8 channels at 96 px, 32 and 64 steps) and dreams 5–10% faster, activations alike:
     no gain worth images that depend on the CPU."""
     return autocast(dev, enabled=dev.type != "cpu")
 
