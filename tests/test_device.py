@@ -53,7 +53,8 @@ def test_describe_cpu(monkeypatch):
     info = describe(torch.device("cpu"))
     assert info.kind == "cpu" and info.torch_version == torch.__version__ and info.cpu_count >= 1
     monkeypatch.setenv("TLCORE_CPU_BF16", "1")
-    assert describe(torch.device("cpu")).mixed_precision == "bfloat16"  # what the sidebar says trials run in
+    amx = describe(torch.device("cpu"))
+    assert (amx.mixed_precision, amx.trains_mixed) == ("bfloat16", False)  # the sidebar: frozen layers in bf16
     monkeypatch.setenv("TLCORE_CPU_BF16", "0")
     assert describe(torch.device("cpu")).mixed_precision is None
 

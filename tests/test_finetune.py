@@ -105,8 +105,41 @@ def test_a_linear_probes_head_trains_in_float32_beside_mixed_features(monkeypatc
 
     monkeypatch.setattr(torch.nn.Linear, "forward", recorded)  # Lite0's only Linear is the new head
     result = run_trial(TrialConfig(model="efficientnet_lite0", freeze="all", epochs=1), small, device="cpu")
-    assert result.timings.precision == "bfloat16"  # the features' pass
+    assert (result.timings.precision, result.timings.trained_in) == ("bfloat16", "float32")  # features, head
     assert seen and set(seen) == {(False, torch.float32)}
+
+
+def test_an_amx_cpu_runs_the_frozen_prefix_in_bf16_and_trains_the_tail_in_float32(monkeypatch):
+    from tlcore.finetune import engine, prefix_cache
+
+    monkeypatch.setenv("TLCORE_CPU_BF16", "1")
+    small = data.load("digits", size=32, max_per_class=6)
+    prefix_runs, tail_steps = [], []
+    prefix_of, batch = prefix_cache.ViewSampler._prefix_of, engine._batch
+
+    def prefix_spy(self, v, idx, step):
+        hook = self.prefix.register_forward_pre_hook(lambda m, a: prefix_runs.append(torch.is_autocast_enabled("cpu")))
+        try:
+            out = prefix_of(self, v, idx, step)
+        finally:
+            hook.remove()
+        prefix_runs.append(out.dtype)  # what the tail is fed
+        return out
+
+    def batch_spy(loop, rows, train, step):
+        with engine.mixed_precision(loop):
+            tail_steps.append(torch.is_autocast_enabled("cpu"))
+        return batch(loop, rows, train, step)
+
+    monkeypatch.setattr(prefix_cache.ViewSampler, "_prefix_of", prefix_spy)
+    monkeypatch.setattr(engine, "_batch", batch_spy)
+    n_blocks = len(zoo.blocks_of(zoo.get_spec("efficientnet_lite0")))
+    result = run_trial(TrialConfig(model="efficientnet_lite0", freeze=n_blocks - 2, epochs=1, seed=11), small,
+                       device="cpu")
+    assert result.timings.prefix_cached
+    assert (result.timings.precision, result.timings.trained_in) == ("bfloat16", "float32")
+    assert True in prefix_runs and torch.float32 in prefix_runs and torch.bfloat16 not in prefix_runs
+    assert tail_steps and not any(tail_steps)
 
 
 def test_partial_freeze_trains_only_the_tail_and_copies_the_shared_model(digits):

@@ -120,7 +120,9 @@ def test_the_prefix_cache_keeps_the_trials_precision(monkeypatch):
     assert prefix_cache.storage_dtype(TrialConfig(model="m"), cuda) is torch.bfloat16
     monkeypatch.setenv("TLCORE_CPU_BF16", "0")
     assert prefix_cache.storage_dtype(TrialConfig(model="m"), torch.device("cpu")) is torch.float32
-    monkeypatch.setenv("TLCORE_CPU_BF16", "1")  # an AMX CPU
-    assert prefix_cache.storage_dtype(TrialConfig(model="m"), torch.device("cpu")) is torch.bfloat16
-    assert prefix_cache.storage_dtype(TrialConfig(model="m", precision="float32"), torch.device("cpu")) \
+    monkeypatch.setenv("TLCORE_CPU_BF16", "1")  # an AMX CPU: its prefix runs in bf16, its tail trains in float32
+    assert prefix_cache.frozen_dtype(TrialConfig(model="m"), torch.device("cpu")) is torch.bfloat16
+    assert prefix_cache.storage_dtype(TrialConfig(model="m"), torch.device("cpu")) is torch.float32
+    assert prefix_cache.frozen_dtype(TrialConfig(model="m", precision="float32"), torch.device("cpu")) \
         is torch.float32
+    assert device.trains_mixed(cuda) and not device.trains_mixed(torch.device("cpu"))

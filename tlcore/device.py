@@ -126,7 +126,8 @@ class DeviceInfo:
     torch_version: str
     cuda_version: str | None
     cpu_count: int
-    mixed_precision: str | None  # trials' and feature passes' autocast dtype ("bfloat16"…), None: float32
+    mixed_precision: str | None  # frozen passes' autocast dtype ("bfloat16"…), None: float32
+    trains_mixed: bool  # training steps in it too (a GPU); False: they run in float32
 
 
 def describe(device: torch.device | None = None) -> DeviceInfo:
@@ -143,6 +144,7 @@ def describe(device: torch.device | None = None) -> DeviceInfo:
         cuda_version=torch.version.cuda if device.type == "cuda" else None,
         cpu_count=os.cpu_count() or 1,
         mixed_precision=str(low).removeprefix("torch.") if (low := mixed_dtype(device)) else None,
+        trains_mixed=trains_mixed(device),
     )
 
 
@@ -224,7 +226,8 @@ def out_of_memory(err: BaseException) -> bool:
 
 
 def mixed_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``device``: bf16 on CUDA GPUs that have it, fp16 on older ones
+    """The autocast dtype for ``device``'s frozen passes (features, a trial's frozen prefix) and,
+    where ``trains_mixed``, its training: bf16 on CUDA GPUs that have it, fp16 on older ones
     (training then scales the loss), bf16 on CPUs with AMX (``cpu_has_fast_bf16``), none elsewhere."""
     if device.type == "cpu":
         return torch.bfloat16 if cpu_has_fast_bf16() else None
@@ -233,14 +236,22 @@ def mixed_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if cuda_has_bf16() else torch.float16
 
 
+def trains_mixed(device: torch.device) -> bool:
+    """Whether training steps run in ``mixed_dtype`` too: on a GPU. On an AMX CPU the backward pass
+    in bf16 was slower than in float32 (the 2-core VM, EfficientNet-Lite0, batch 32: a whole-model
+    step at 128 px 713 ms against 572 ms; trials with 4 or 0 frozen blocks 0.66–0.93× at 64–128 px),
+    so a CPU trains in float32 on what its frozen layers computed in bf16."""
+    return device.type != "cpu" and mixed_dtype(device) is not None
+
+
 def cpu_has_fast_bf16() -> bool:
     """AMX (Intel Xeon since Sapphire Rapids), where oneDNN runs bf16 convolutions and products in
-    matrix tiles. Measured on the 2-core VM (bench/cpu_precision.py, finetune_speed.py --quick):
-    feature passes at 224 px 1.40× faster; linear probes 1.2–1.5×; deeper trials 0.95–1.02× at
-    32–48 px, 1.1× at 64 px, 1.3–1.4× at 128–224 px. Validation accuracy against float32 over 26
-    trials: 13 equal, the rest −1.6 (one image of 64) to +3.1 points. CPUs without AMX keep
-    float32 (bf16 there is unmeasured: avx512_bf16 alone, or emulated); renders keep float32 on
-    every CPU (vis.render). ``TLCORE_CPU_BF16`` overrides the detection (settings.cpu_bf16)."""
+    matrix tiles: its frozen passes run in bf16 (training stays float32, see ``trains_mixed``).
+    Measured on the 2-core VM with bench/cpu_precision.py: a feature pass at 224 px 1.4–1.56×
+    faster, inference at 128 px 1.8×, trials 1.0–1.46× (README, "GPU", has the figures). CPUs
+    without AMX keep float32 (bf16 there is unmeasured: avx512_bf16 alone, or emulated); renders
+    keep float32 on every CPU (vis.render). ``TLCORE_CPU_BF16`` overrides the detection
+    (settings.cpu_bf16)."""
     forced = cpu_bf16()
     if forced is not None:
         return forced

@@ -180,6 +180,13 @@ def batch_label(cfg: dict, result: dict | None) -> str:
     return f"{ran} (auto)" if ran else "auto"
 
 
+def precision_label(timings: dict) -> str | None:
+    """'bfloat16' when the whole trial ran in it; 'bfloat16 → float32' when frozen layers computed
+    in the first and the trainable part trained in the second (a probe's head, a CPU's training)."""
+    frozen, trained = timings.get("precision"), timings.get("trained_in")
+    return frozen if trained in (None, frozen) else f"{frozen} → {trained}"
+
+
 def runs_frame() -> pd.DataFrame:
     rows = []
     for r in visible_runs():
@@ -190,7 +197,7 @@ def runs_frame() -> pd.DataFrame:
                      "freeze": freeze_label(cfg.get("freeze"), cfg.get("probe_block")),
                      "pretrained": cfg.get("pretrained"),
                      "epochs": f"{len(r['history'])}/{cfg.get('epochs')}", "batch": batch_label(cfg, r["result"]),
-                     "precision": (r["result"] or {}).get("timings", {}).get("precision"),
+                     "precision": precision_label((r["result"] or {}).get("timings", {})),
                      "val acc": r["result"]["val_acc"] if r["result"] else (r["history"][-1]["val_acc"] if r["history"] else None),
                      "best val acc": best, "s/epoch": sum(epochs_s) / len(epochs_s) if epochs_s else None,
                      "s to 1st epoch": (r["result"] or {}).get("timings", {}).get("first_epoch_s"),

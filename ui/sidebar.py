@@ -9,11 +9,19 @@ from tlcore import paths
 from tlcore.settings import cache_budget
 from ui import resources
 
-_PRECISION_HELP = ("Fine-tuning trials and feature passes run in mixed precision where the hardware has it: "
-                   "bf16 on recent NVIDIA GPUs (fp16 with loss scaling on older ones) and on CPUs with AMX. "
-                   "`tlcore finetune --precision float32` runs one trial in float32; TLCORE_CPU_BF16=0 keeps a CPU "
-                   "in float32. "
+_PRECISION_HELP = ("Frozen layers (feature passes, a trial's cached prefix) run in mixed precision where the "
+                   "hardware has it: bf16 on recent NVIDIA GPUs (fp16 with loss scaling on older ones) and on "
+                   "CPUs with AMX. GPUs train in it too; a CPU trains in float32 (its bf16 backward pass was "
+                   "slower), and a linear probe's head trains in float32 everywhere. `tlcore finetune "
+                   "--precision float32` runs one trial in float32; TLCORE_CPU_BF16=0 keeps a CPU in float32. "
                    "Latency is measured in the dtype you pick on the Model zoo page; renders stay float32 on a CPU.")
+
+
+def precision_note(info) -> str:
+    """'trials in bfloat16' (a GPU), 'frozen layers in bfloat16' (an AMX CPU) or 'float32'."""
+    if info.mixed_precision is None:
+        return "float32"
+    return f"{'trials' if info.trains_mixed else 'frozen layers'} in {info.mixed_precision}"
 
 
 def render() -> None:
@@ -26,8 +34,7 @@ def render() -> None:
             memory = f" · {info.memory_gb:.0f} GiB" if info.memory_gb else ""
             st.markdown(f"**Device:** {info.kind.upper()} · {info.name}{memory}")
         cuda = f" · CUDA {info.cuda_version}" if info.cuda_version else ""
-        st.caption(f"torch {info.torch_version}{cuda} · trials in {info.mixed_precision or 'float32'}",
-                   help=_PRECISION_HELP)
+        st.caption(f"torch {info.torch_version}{cuda} · {precision_note(info)}", help=_PRECISION_HELP)
         used = paths.cache_usage()
         shown = f"{used / 2**30:.1f} GiB" if used >= 2**30 else f"{used / 2**20:.0f} MiB"  # 45 MiB, not 0.0 GiB
         st.caption(f"Caches on disk: {shown} of {cache_budget() / 2**30:g} GiB",

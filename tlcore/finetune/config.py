@@ -140,9 +140,11 @@ class Timings:
     prefix_views: int = 0
     prefix_views_reused: int = 0  # views a recent trial had already computed
     batch_size: int | None = None  # the batch the trial ended with (smaller than asked after out of memory)
-    # What the trial computed in: "bfloat16" or "float16" (a GPU's mixed precision) or "float32".
-    # The config's "bfloat16" asks for mixed precision; a GPU without it runs float16, a CPU without AMX float32.
+    # What the frozen layers computed in (features, the cached prefix): "bfloat16" or "float16" (the
+    # device's mixed precision: a GPU, bf16 on an AMX CPU) or "float32". The config's "bfloat16" asks
+    # for mixed precision; a GPU without it runs float16, a CPU without AMX float32.
     precision: str | None = None
+    trained_in: str | None = None  # what the trainable part trained in (float32 on a CPU and for a probe's head)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tlcore.device import autocast, halved, mixed_dtype, unless_out_of_memory
+from tlcore.device import autocast, halved, mixed_dtype, trains_mixed, unless_out_of_memory
 from tlcore.finetune.config import TrialCancelled, TrialConfig
 from tlcore.finetune.optim import Schedule
 from tlcore.finetune.surgery import prepare_batchnorms_for_training
@@ -40,14 +40,17 @@ class Loop:
 
 
 def mixed_precision(loop: Loop):
-    return autocast(loop.device, enabled=_trains_mixed(loop))
+    return autocast(loop.device, enabled=training_dtype(loop.cfg, loop.device) is not None)
 
 
-def _trains_mixed(loop: Loop) -> bool:
-    """A linear probe's head trains in float32: its features were computed once, in the trial's
-    precision, and a 1,280×C product gains nothing from bf16 but rounding (the 2-core VM: 3 ms an
-    epoch in float32, 5–10 ms under bf16 autocast)."""
-    return loop.cfg.mixed_precision and loop.cfg.freeze != "all"
+def training_dtype(cfg: TrialConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype the trainable part trains in (None: float32): mixed precision where the
+    device's backward pays for it (``trains_mixed``: a GPU). A linear probe's head trains in float32
+    everywhere: its features were computed once, in the trial's precision, and a 1,280×C product
+    gains nothing from bf16 but rounding (the 2-core VM: 3 ms an epoch in float32, 5–10 ms in bf16)."""
+    if cfg.mixed_precision and cfg.freeze != "all" and trains_mixed(device):
+        return mixed_dtype(device)
+    return None
 
 
 def train_one_epoch(loop: Loop, idx: torch.Tensor, *, opt: torch.optim.Optimizer,
@@ -70,7 +73,7 @@ def evaluate(loop: Loop, idx: torch.Tensor) -> tuple[float, float, torch.Tensor 
 
 def _needs_scaler(loop: Loop) -> bool:
     # float16 autocast (GPUs without bfloat16) underflows small gradients without loss scaling.
-    return _trains_mixed(loop) and mixed_dtype(loop.device) == torch.float16
+    return training_dtype(loop.cfg, loop.device) == torch.float16
 
 
 def _step(opt: torch.optim.Optimizer, sched: Schedule, scaler: torch.amp.GradScaler, loss: torch.Tensor,

@@ -15,7 +15,7 @@ from torch import nn
 
 from tlcore import features, zoo
 from tlcore.data import Dataset
-from tlcore.device import autocast, halved, inference_batch, mixed_dtype, unless_out_of_memory
+from tlcore.device import autocast, halved, inference_batch, mixed_dtype, trains_mixed, unless_out_of_memory
 from tlcore.finetune.augment import augment, device_generator
 from tlcore.finetune.config import TrialConfig
 
@@ -41,10 +41,16 @@ def views(cfg: TrialConfig) -> int:
     return 4 if "crop" in cfg.augment else 2
 
 
-def storage_dtype(cfg: TrialConfig, dev: torch.device) -> torch.dtype:
-    """The trial's own precision: a float32 trial is never fed rounded activations."""
+def frozen_dtype(cfg: TrialConfig, dev: torch.device) -> torch.dtype:
+    """What the frozen layers compute in: the device's mixed precision unless the trial asks for float32."""
     low = mixed_dtype(dev) if cfg.mixed_precision else None
     return low or torch.float32
+
+
+def storage_dtype(cfg: TrialConfig, dev: torch.device) -> torch.dtype:
+    """What the trainable tail is fed, in its own precision: a float32 trial, or one on a CPU (which
+    trains in float32), is never handed bf16 tensors (bf16 values, though, on an AMX CPU)."""
+    return frozen_dtype(cfg, dev) if trains_mixed(dev) else torch.float32
 
 
 def _autocast(dev: torch.device, cfg: TrialConfig):
@@ -247,7 +253,7 @@ def key(cfg: TrialConfig, spec: zoo.ModelSpec, dataset: Dataset, size: int, dev:
     weights = "pretrained" if cfg.pretrained else f"random-{cfg.seed}"
     split = hashlib.sha256(dataset.train_idx.numpy().tobytes()).hexdigest()[:16]
     return (spec.key, weights, dataset.fingerprint, split, cfg.freeze, size, tuple(sorted(cfg.augment)),
-            cfg.seed, storage_dtype(cfg, dev), str(dev))  # the precision it resolves to, not the request
+            cfg.seed, frozen_dtype(cfg, dev), str(dev))  # the precision it resolves to, not the request
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:

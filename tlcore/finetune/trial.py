@@ -15,7 +15,7 @@ from tlcore.device import TooLargeForDevice, out_of_memory, pick_device, same_de
 from tlcore.finetune import optim, prefix_cache
 from tlcore.finetune.augment import augment, device_generator
 from tlcore.finetune.config import EpochStats, Timings, TrialCancelled, TrialConfig, TrialResult
-from tlcore.finetune.engine import Loop, Prepare, evaluate, train_one_epoch
+from tlcore.finetune.engine import Loop, Prepare, evaluate, train_one_epoch, training_dtype
 from tlcore.finetune.surgery import freeze, replace_head
 from tlcore.hooks import private_copy
 from tlcore.zoo.split import split as split_model
@@ -42,7 +42,8 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
     total_params = sum(p.numel() for p in base.parameters())
     size = features.input_size(spec, dataset)
     _preflight(base, spec, dataset, size, dev)
-    timings = Timings(precision=str(prefix_cache.storage_dtype(cfg, dev)).removeprefix("torch."))
+    timings = Timings(precision=_name(prefix_cache.frozen_dtype(cfg, dev)),
+                      trained_in=_name(training_dtype(cfg, dev) or torch.float32))
 
     if cfg.freeze == "all":
         trainable, prepare = _linear_probe(cfg, spec, dataset, base, dev, timings)
@@ -81,6 +82,10 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
                        val_acc=history[-1].val_acc, confusion=_confusion(dataset, preds),
                        trainable_params=sum(p.numel() for p in owner.parameters() if p.requires_grad),
                        total_params=total_params, timings=timings, state_dict=state)
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _base_model(cfg: TrialConfig, spec: zoo.ModelSpec, model: nn.Module | None, dev: torch.device) -> nn.Module:
