@@ -117,6 +117,9 @@ event = st.dataframe(frame, hide_index=True, on_select="rerun", selection_mode="
                      placeholder="—",
                      column_config={"validation": None, "ranking": None,  # ids: the Strategy page shows those
                                     "batch": st.column_config.TextColumn(width=95),  # '128 (auto)' whole
+                                    "precision": st.column_config.TextColumn(
+                                        help="What the frozen layers computed in → what the trainable part "
+                                        "trained in (one value when they are the same)"),
                                     "val acc": st.column_config.NumberColumn(format="%.3f"),
                                     "best val acc": st.column_config.NumberColumn(format="%.3f"),
                                     "s/epoch": st.column_config.NumberColumn(format="%.2f"),

@@ -180,10 +180,13 @@ def batch_label(cfg: dict, result: dict | None) -> str:
     return f"{ran} (auto)" if ran else "auto"
 
 
+_SHORT = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+
+
 def precision_label(timings: dict) -> str | None:
-    """'bfloat16' when the whole trial ran in it; 'bfloat16 → float32' when frozen layers computed
-    in the first and the trainable part trained in the second (a probe's head, a CPU's training)."""
-    frozen, trained = timings.get("precision"), timings.get("trained_in")
+    """'bf16' when the whole trial ran in it; 'bf16 → fp32' when the frozen layers computed in the
+    first and the trainable part trained in the second (a probe's head, a CPU's training)."""
+    frozen, trained = (_SHORT.get(p, p) for p in (timings.get("precision"), timings.get("trained_in")))
     return frozen if trained in (None, frozen) else f"{frozen} → {trained}"
 
 
@@ -197,11 +200,10 @@ def runs_frame() -> pd.DataFrame:
                      "freeze": freeze_label(cfg.get("freeze"), cfg.get("probe_block")),
                      "pretrained": cfg.get("pretrained"),
                      "epochs": f"{len(r['history'])}/{cfg.get('epochs')}", "batch": batch_label(cfg, r["result"]),
-                     "precision": precision_label((r["result"] or {}).get("timings", {})),
                      "val acc": r["result"]["val_acc"] if r["result"] else (r["history"][-1]["val_acc"] if r["history"] else None),
                      "best val acc": best, "s/epoch": sum(epochs_s) / len(epochs_s) if epochs_s else None,
                      "s to 1st epoch": (r["result"] or {}).get("timings", {}).get("first_epoch_s"),
-                     "dataset": r["dataset"],
+                     "dataset": r["dataset"], "precision": precision_label((r["result"] or {}).get("timings", {})),
                      **{tag: (cfg.get("tags") or {}).get(tag, "") for tag in TAGS},
                      "created": r["created"], "error": r["error"] or ""})
     return pd.DataFrame(rows)
