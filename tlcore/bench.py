@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
-from functools import partial
 
 import pandas as pd
 import torch
@@ -262,8 +261,8 @@ def sweep(specs: list[ModelSpec], *, device: torch.device, batches: list[int], d
         for dtype in dtypes:
             net.to(dtype=parse_dtype(dtype, device), memory_format=fmt)
             for batch in batches:
-                r = unless_out_of_memory(partial(time_model, group[0], net, batch=batch, dtype=dtype,
-                                                 channels_last=channels_last, weights="random", **timing))
+                r = unless_out_of_memory(time_model, group[0], net, batch=batch, dtype=dtype,
+                                         channels_last=channels_last, weights="random", **timing)
                 if r is not None:
                     save_results([replace(r, model=key) for key in keys])
                 yield SweepStep(keys, batch, dtype, r)

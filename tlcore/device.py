@@ -87,6 +87,11 @@ def supported_dtypes(device: torch.device) -> tuple[str, ...]:
     return ("float32", "bfloat16")
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """torch.bfloat16 → "bfloat16" (the names of DTYPES)."""
+    return str(dtype).removeprefix("torch.")
+
+
 def parse_dtype(name: str, device: torch.device) -> torch.dtype:
     """``name`` as a torch dtype, checked against what ``device`` supports."""
     if name not in DTYPES:
@@ -143,7 +148,7 @@ def describe(device: torch.device | None = None) -> DeviceInfo:
         torch_version=torch.__version__,
         cuda_version=torch.version.cuda if device.type == "cuda" else None,
         cpu_count=os.cpu_count() or 1,
-        mixed_precision=str(low).removeprefix("torch.") if (low := mixed_dtype(device)) else None,
+        mixed_precision=dtype_name(low) if (low := mixed_dtype(device)) else None,
         trains_mixed=trains_mixed(device),
     )
 
@@ -195,12 +200,12 @@ def free_cached_memory() -> None:
         torch.mps.empty_cache()
 
 
-def unless_out_of_memory(work: Callable[..., T], *args) -> T | None:
-    """``work(*args)``, or None when the device ran out of memory doing it; the cache is freed
+def unless_out_of_memory(work: Callable[..., T], *args, **kwargs) -> T | None:
+    """``work(*args, **kwargs)``, or None when the device ran out of memory doing it; the cache is freed
     after the except block, whose traceback would still hold the failed work's tensors. The
     caller then tries something smaller (``halved``)."""
     try:
-        return work(*args)
+        return work(*args, **kwargs)
     except RuntimeError as err:
         if not out_of_memory(err):
             raise

@@ -440,7 +440,7 @@ def _decode_and_resize(encoded: list[torch.Tensor], size: int, device: torch.dev
         step = max(1, _RESIZE_PIXELS // (side * side))
         for start in range(0, len(members), step):
             ks = members[start:start + step]
-            crops = torch.stack([images[k] for k in ks])[:, :, top:top + side, left:left + side]
+            crops = torch.stack([images[k][:, top:top + side, left:left + side] for k in ks])  # squares only
             parts.append(resize_uint8(crops, size))
             order += ks
     resized = torch.cat(parts).cpu()

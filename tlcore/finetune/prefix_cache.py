@@ -228,9 +228,9 @@ class RecentStores:
         """(Lock held.) The oldest stores on ``dev``'s kind of device go, ``keep`` never, until
         they and ``nbytes`` more fit its budget."""
         mine = [k for k in self._entries if torch.device(k[-1]).type == dev.type]
-        held = sum(self._entries[k].nbytes for k in mine)
+        held, cap = sum(self._entries[k].nbytes for k in mine), budget(dev)
         for k in [k for k in mine if k != keep]:
-            if held + nbytes <= budget(dev):
+            if held + nbytes <= cap:
                 break
             held -= self._entries.pop(k).nbytes
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from tlcore import features, zoo
 from tlcore.data import Dataset, DatasetError
-from tlcore.device import TooLargeForDevice, out_of_memory, pick_device, same_device
+from tlcore.device import TooLargeForDevice, dtype_name, out_of_memory, pick_device, same_device
 from tlcore.finetune import optim, prefix_cache
 from tlcore.finetune.augment import augment, device_generator
 from tlcore.finetune.config import EpochStats, Timings, TrialCancelled, TrialConfig, TrialResult
@@ -42,8 +42,8 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
     total_params = sum(p.numel() for p in base.parameters())
     size = features.input_size(spec, dataset)
     _preflight(base, spec, dataset, size, dev)
-    timings = Timings(precision=_name(prefix_cache.frozen_dtype(cfg, dev)),
-                      trained_in=_name(training_dtype(cfg, dev) or torch.float32))
+    timings = Timings(precision=dtype_name(prefix_cache.frozen_dtype(cfg, dev)),
+                      trained_in=dtype_name(training_dtype(cfg, dev) or torch.float32))
 
     if cfg.freeze == "all":
         trainable, prepare = _linear_probe(cfg, spec, dataset, base, dev, timings)
@@ -82,10 +82,6 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
                        val_acc=history[-1].val_acc, confusion=_confusion(dataset, preds),
                        trainable_params=sum(p.numel() for p in owner.parameters() if p.requires_grad),
                        total_params=total_params, timings=timings, state_dict=state)
-
-
-def _name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 def _base_model(cfg: TrialConfig, spec: zoo.ModelSpec, model: nn.Module | None, dev: torch.device) -> nn.Module:
