@@ -1,15 +1,16 @@
 """bf16 mixed precision against float32 on this CPU, in one run: trials' time and accuracy, and a
 feature pass's time. What ``device.cpu_has_fast_bf16`` (bf16 by default on CPUs with AMX) rests on.
 
-    python bench/cpu_precision.py --threads 2            # ~5 minutes on the 2-core VM
+    python bench/cpu_precision.py --threads 2            # ~10 minutes on the 2-core VM
     python bench/cpu_precision.py --seeds 1 --quick      # one seed, the linear probes only
 
 Each row is one trial setting (built-in dataset, size, freeze, seed) run twice with the same seed,
-once with ``TLCORE_CPU_BF16=0`` (float32) and once with ``=1`` (the frozen layers, i.e. the probe's
-features or the cached prefix, in bf16 autocast; training in float32 either way, see
-``device.trains_mixed``), each from cold feature caches, float32 first for even seeds and bf16
-first for odd ones: both validation accuracies, both wall times and their ratio. "last" freezes
-all blocks but the last two, "half" the first half. Then EfficientNet-Lite0's penultimate features
+once with ``TLCORE_CPU_BF16=0`` (float32) and once with ``=1`` (bf16 autocast for the frozen layers,
+i.e. the probe's features or the cached prefix, and for training, with depthwise convolutions in
+float32, see ``device.training_autocast``; a probe's head trains in float32 either way), each from
+cold feature caches, float32 first for even seeds and bf16 first for odd ones: both validation
+accuracies, both wall times and their ratio. "last" freezes all blocks but the last two, "half" the
+first half, "none" nothing. Then EfficientNet-Lite0's penultimate features
 of --feature-images images at 224 px, each precision once from cold caches. On a CPU without AMX
 bf16 is emulated or runs on avx512_bf16 alone; the figures then say what it costs there.
 """
@@ -36,6 +37,7 @@ CASES = (  # (dataset, px, images per class, freeze)
     ("shapes", 128, 100, "all"),  # the command line's default size
     ("shapes", 128, 100, "last"),
     ("shapes", 128, 100, "half"),
+    ("shapes", 128, 100, "none"),
 )
 PRECISIONS = (("float32", "0"), ("bf16", "1"))
 
@@ -79,7 +81,7 @@ def trials(args, spec, model) -> None:
             continue
         for seed in range(args.seeds):
             ds = data.load(name, size=size, max_per_class=cap, seed=seed)
-            depth = {"all": "all", "last": n_blocks - 2, "half": n_blocks // 2}[freeze]
+            depth = {"all": "all", "last": n_blocks - 2, "half": n_blocks // 2, "none": 0}[freeze]
             cfg = TrialConfig(model=spec.key, freeze=depth, epochs=args.epochs, seed=seed)
             runs = {}
             for label, flag in PRECISIONS[::-1] if seed % 2 else PRECISIONS:  # neither always runs first
@@ -87,9 +89,10 @@ def trials(args, spec, model) -> None:
                 cold_features()  # digits' images are the same for every seed: nothing read from the last
                 started = time.perf_counter()
                 result = run_trial(cfg, ds, device="cpu", model=model)
-                runs[label] = (result.val_acc, time.perf_counter() - started, result.timings.precision)
+                runs[label] = (result.val_acc, time.perf_counter() - started, result.timings.trained_in)
             (acc32, s32, p32), (acc16, s16, p16) = runs["float32"], runs["bf16"]
-            assert (p32, p16) == ("float32", "bfloat16"), (p32, p16)  # each ran as labelled (frozen layers)
+            trained = "float32" if freeze == "all" else "bfloat16"  # a probe's head trains in float32
+            assert (p32, p16) == ("float32", trained), (p32, p16)  # each ran as labelled
             gains.setdefault(freeze, []).append(acc16 - acc32)
             speed.setdefault(freeze, []).append(s32 / s16)
             print(f"{name:9s} {size:3d}  {len(ds.train_idx):5d} {freeze:6s} {seed:4d}   {acc32:11.4f} {s32:5.1f}"

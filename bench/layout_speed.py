@@ -11,7 +11,8 @@ NCHW weights and input; NCHW weights with a channels_last input (what switching
 ``input_format`` alone would do); channels_last weights and input (a trial's own copy converted).
 Each for inference (a frozen prefix's pass, ``inference_mode``) and for a training step
 (forward, backward, SGD step), in the device's mixed precision (``device.mixed_dtype``: bf16
-autocast on CUDA and AMX CPUs, float32 elsewhere), median of --repeat calls after a warm-up, the clock read after synchronising. Prints
+autocast on CUDA and AMX CPUs, float32 elsewhere; a training step under
+``device.training_autocast``, as a trial's), median of --repeat calls after a warm-up, the clock read after synchronising. Prints
 milliseconds and the ratio to NCHW; the choice is made from these figures, not here.
 """
 
@@ -52,7 +53,7 @@ def main() -> None:
     args = ap.parse_args()
     apply_machine_args(args)
     from tlcore import zoo
-    from tlcore.device import autocast, device_name, mixed_dtype, pick_device
+    from tlcore.device import autocast, device_name, mixed_dtype, pick_device, training_autocast
 
     dev = pick_device(args.device)
     spec = zoo.get_spec(args.model)
@@ -73,7 +74,7 @@ def main() -> None:
                     model(x)
 
             def train_step(x, model=model, opt=opt, y=y):
-                with autocast(dev):
+                with training_autocast(dev):
                     loss = torch.nn.functional.cross_entropy(model(x).float(), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -109,12 +109,23 @@ def test_a_linear_probes_head_trains_in_float32_beside_mixed_features(monkeypatc
     assert seen and set(seen) == {(False, torch.float32)}
 
 
-def test_an_amx_cpu_runs_the_frozen_prefix_in_bf16_and_trains_the_tail_in_float32(monkeypatch):
+@pytest.mark.parametrize("size", [64, 32])
+def test_an_amx_cpu_runs_the_prefix_in_bf16_and_trains_the_tail_in_it_from_64_px_with_depthwise_convs_in_float32(
+        monkeypatch, size):
+    from torch.overrides import TorchFunctionMode
+
     from tlcore.finetune import engine, prefix_cache
 
+    class ConvSpy(TorchFunctionMode):  # (groups > 1, output dtype) of each convolution a training step runs
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.conv2d and torch.is_grad_enabled():
+                convs.append((args[6] > 1, out.dtype))
+            return out
+
     monkeypatch.setenv("TLCORE_CPU_BF16", "1")
-    small = data.load("digits", size=32, max_per_class=6)
-    prefix_runs, tail_steps = [], []
+    small = data.load("digits", size=size, max_per_class=6)
+    prefix_runs, tail_steps, convs = [], [], []
     prefix_of, batch = prefix_cache.ViewSampler._prefix_of, engine._batch
 
     def prefix_spy(self, v, idx, step):
@@ -129,17 +140,20 @@ def test_an_amx_cpu_runs_the_frozen_prefix_in_bf16_and_trains_the_tail_in_float3
     def batch_spy(loop, rows, train, step):
         with engine.mixed_precision(loop):
             tail_steps.append(torch.is_autocast_enabled("cpu"))
-        return batch(loop, rows, train, step)
+        with ConvSpy():
+            return batch(loop, rows, train, step)
 
     monkeypatch.setattr(prefix_cache.ViewSampler, "_prefix_of", prefix_spy)
     monkeypatch.setattr(engine, "_batch", batch_spy)
     n_blocks = len(zoo.blocks_of(zoo.get_spec("efficientnet_lite0")))
-    result = run_trial(TrialConfig(model="efficientnet_lite0", freeze=n_blocks - 2, epochs=1, seed=11), small,
+    result = run_trial(TrialConfig(model="efficientnet_lite0", freeze=n_blocks - 3, epochs=1, seed=11), small,
                        device="cpu")
+    trains_in = torch.bfloat16 if size >= engine.CPU_MIXED_TRAINING_MIN_PX else torch.float32
     assert result.timings.prefix_cached
-    assert (result.timings.precision, result.timings.trained_in) == ("bfloat16", "float32")
-    assert True in prefix_runs and torch.float32 in prefix_runs and torch.bfloat16 not in prefix_runs
-    assert tail_steps and not any(tail_steps)
+    assert (result.timings.precision, result.timings.trained_in) == ("bfloat16", str(trains_in)[6:])
+    assert True in prefix_runs and set(prefix_runs) - {True} == {trains_in}  # the tail is fed what it trains in
+    assert tail_steps and set(tail_steps) == {trains_in is torch.bfloat16}
+    assert set(convs) == {(True, torch.float32), (False, trains_in)}  # depthwise ones, the rest
 
 
 def test_partial_freeze_trains_only_the_tail_and_copies_the_shared_model(digits):

@@ -114,15 +114,38 @@ def test_a_cpu_mixes_in_bf16_only_with_amx_unless_told(monkeypatch):
 def test_the_prefix_cache_keeps_the_trials_precision(monkeypatch):
     from tlcore.finetune import prefix_cache
 
-    cuda = torch.device("cuda")
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert prefix_cache.storage_dtype(TrialConfig(model="m", precision="float32"), cuda) is torch.float32
-    assert prefix_cache.storage_dtype(TrialConfig(model="m"), cuda) is torch.bfloat16
+    assert prefix_cache.frozen_dtype(TrialConfig(model="m", precision="float32"), cuda) is torch.float32
+    assert prefix_cache.frozen_dtype(TrialConfig(model="m"), cuda) is torch.bfloat16
     monkeypatch.setenv("TLCORE_CPU_BF16", "0")
-    assert prefix_cache.storage_dtype(TrialConfig(model="m"), torch.device("cpu")) is torch.float32
-    monkeypatch.setenv("TLCORE_CPU_BF16", "1")  # an AMX CPU: its prefix runs in bf16, its tail trains in float32
-    assert prefix_cache.frozen_dtype(TrialConfig(model="m"), torch.device("cpu")) is torch.bfloat16
-    assert prefix_cache.storage_dtype(TrialConfig(model="m"), torch.device("cpu")) is torch.float32
-    assert prefix_cache.frozen_dtype(TrialConfig(model="m", precision="float32"), torch.device("cpu")) \
-        is torch.float32
-    assert device.trains_mixed(cuda) and not device.trains_mixed(torch.device("cpu"))
+    assert prefix_cache.frozen_dtype(TrialConfig(model="m"), cpu) is torch.float32
+    monkeypatch.setenv("TLCORE_CPU_BF16", "1")  # an AMX CPU
+    assert prefix_cache.frozen_dtype(TrialConfig(model="m"), cpu) is torch.bfloat16
+    assert prefix_cache.frozen_dtype(TrialConfig(model="m", precision="float32"), cpu) is torch.float32
+
+
+def _depthwise_then_pointwise() -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(8, 8, 5, padding=2, groups=8), nn.Conv2d(8, 4, 1))
+
+
+@pytest.mark.parametrize("bf16", ["1", "0"])
+def test_a_cpu_trains_depthwise_convolutions_in_float32_and_the_rest_in_its_mixed_precision(monkeypatch, bf16):
+    monkeypatch.setenv("TLCORE_CPU_BF16", bf16)
+    cpu, net = torch.device("cpu"), _depthwise_then_pointwise()
+    x = torch.randn(2, 8, 6, 6)
+    mixed = torch.bfloat16 if bf16 == "1" else torch.float32
+    with device.training_autocast(cpu):
+        depthwise = net[0](x)
+        out = net[1](depthwise)
+        with torch.no_grad():  # no backward: the fast bf16 forward stays
+            frozen = net[0](x)
+    assert (depthwise.dtype, out.dtype, frozen.dtype) == (torch.float32, mixed, mixed)
+    out.float().sum().backward()
+    assert net[0].weight.grad is not None and net[0].weight.grad.dtype is torch.float32
+    with device.training_autocast(cpu, enabled=False):
+        assert net[1](net[0](x)).dtype is torch.float32
+    net.requires_grad_(False)  # a frozen depthwise layer on an input without grad: nothing to differentiate
+    with device.training_autocast(cpu):
+        assert net[0](x).dtype is mixed
+

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from tlcore.settings import cpu_bf16
 
@@ -131,8 +132,7 @@ class DeviceInfo:
     torch_version: str
     cuda_version: str | None
     cpu_count: int
-    mixed_precision: str | None  # frozen passes' autocast dtype ("bfloat16"…), None: float32
-    trains_mixed: bool  # training steps in it too (a GPU); False: they run in float32
+    mixed_precision: str | None  # the autocast dtype of frozen passes and training ("bfloat16"…), None: float32
 
 
 def describe(device: torch.device | None = None) -> DeviceInfo:
@@ -149,7 +149,6 @@ def describe(device: torch.device | None = None) -> DeviceInfo:
         cuda_version=torch.version.cuda if device.type == "cuda" else None,
         cpu_count=os.cpu_count() or 1,
         mixed_precision=dtype_name(low) if (low := mixed_dtype(device)) else None,
-        trains_mixed=trains_mixed(device),
     )
 
 
@@ -231,8 +230,8 @@ def out_of_memory(err: BaseException) -> bool:
 
 
 def mixed_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``device``'s frozen passes (features, a trial's frozen prefix) and,
-    where ``trains_mixed``, its training: bf16 on CUDA GPUs that have it, fp16 on older ones
+    """The autocast dtype for ``device``'s frozen passes (features, a trial's frozen prefix) and its
+    training steps (``training_autocast``): bf16 on CUDA GPUs that have it, fp16 on older ones
     (training then scales the loss), bf16 on CPUs with AMX (``cpu_has_fast_bf16``), none elsewhere."""
     if device.type == "cpu":
         return torch.bfloat16 if cpu_has_fast_bf16() else None
@@ -241,19 +240,12 @@ def mixed_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if cuda_has_bf16() else torch.float16
 
 
-def trains_mixed(device: torch.device) -> bool:
-    """Whether training steps run in ``mixed_dtype`` too: on a GPU. On an AMX CPU the backward pass
-    in bf16 was slower than in float32 (the 2-core VM, EfficientNet-Lite0, batch 32: a whole-model
-    step at 128 px 713 ms against 572 ms; trials with 4 or 0 frozen blocks 0.66–0.93× at 64–128 px),
-    so a CPU trains in float32 on what its frozen layers computed in bf16."""
-    return device.type != "cpu" and mixed_dtype(device) is not None
-
-
 def cpu_has_fast_bf16() -> bool:
     """AMX (Intel Xeon since Sapphire Rapids), where oneDNN runs bf16 convolutions and products in
-    matrix tiles: its frozen passes run in bf16 (training stays float32, see ``trains_mixed``).
-    Measured on the 2-core VM with bench/cpu_precision.py: a feature pass at 224 px 1.4–1.56×
-    faster, inference at 128 px 1.8×, trials 1.0–1.46× (README, "GPU", has the figures). CPUs
+    matrix tiles: frozen passes and training run in bf16 (training with grouped convolutions in
+    float32, see ``training_autocast``). Measured on the 2-core VM with bench/cpu_precision.py: a
+    feature pass at 224 px 1.4–1.56× faster, inference at 128 px 1.8× (README, "GPU", has the
+    trials' figures). CPUs
     without AMX keep float32 (bf16 there is unmeasured: avx512_bf16 alone, or emulated); renders
     keep float32 on every CPU (vis.render). ``TLCORE_CPU_BF16`` overrides the detection
     (settings.cpu_bf16)."""
@@ -270,6 +262,49 @@ def autocast(device: torch.device, enabled: bool = True):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def training_autocast(device: torch.device, enabled: bool = True) -> Iterator[None]:
+    """``autocast`` for training steps. On a CPU a grouped (depthwise) convolution whose backward
+    pass will run computes in float32: oneDNN's bf16 backward of those was 2-3x slower than its
+    float32 one (5x5 depthwise, channels_last, on the AMX VM), enough to make bf16 training of
+    EfficientNet-Lite0 or MobileNetV3 slower than float32 (0.6-0.8x), where with them in float32
+    it is faster (Lite0, batch 32: whole model at 128 px 1.4-1.9x, the last 3 blocks at 224 px
+    1.4x; ConvNeXt-T 2.1x; bench/cpu_precision.py). Their forward in bf16 is fast: inference
+    and frozen layers keep it."""
+    with autocast(device, enabled):
+        if enabled and device.type == "cpu" and mixed_dtype(device) is not None:
+            with _GroupedConvsInFloat32():
+                yield
+        else:
+            yield
+
+
+class _GroupedConvsInFloat32(TorchFunctionMode):
+    """Runs ``torch.conv2d`` with groups > 1 outside autocast, in float32, when autograd will
+    differentiate it (grad mode on, and its input or weight requires grad)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.conv2d and _grouped_and_differentiated(args, kwargs):
+            with torch.autocast("cpu", enabled=False):
+                return func(*map(_as_float32, args), **{k: _as_float32(v) for k, v in kwargs.items()})
+        return func(*args, **kwargs)
+
+
+def _grouped_and_differentiated(args: tuple, kwargs: dict) -> bool:
+    # conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1)
+    groups = args[6] if len(args) > 6 else kwargs.get("groups", 1)
+    if groups == 1 or not torch.is_grad_enabled():
+        return False
+    tensors = (args[:2] if len(args) > 1 else (args[0], kwargs["weight"]) if args else
+               (kwargs["input"], kwargs["weight"]))
+    return any(t.requires_grad for t in tensors)
+
+
+def _as_float32(value):
+    return value.float() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
 
 
 def jpeg_decode_device() -> torch.device | None:

@@ -6,22 +6,22 @@ import streamlit as st
 import torch
 
 from tlcore import paths
+from tlcore.finetune.engine import CPU_MIXED_TRAINING_MIN_PX
 from tlcore.settings import cache_budget
 from ui import resources
 
-_PRECISION_HELP = ("Frozen layers (feature passes, a trial's cached prefix) run in mixed precision where the "
-                   "hardware has it: bf16 on recent NVIDIA GPUs (fp16 with loss scaling on older ones) and on "
-                   "CPUs with AMX. GPUs train in it too; a CPU trains in float32 (its bf16 backward pass was "
-                   "slower), and a linear probe's head trains in float32 everywhere. `tlcore finetune "
-                   "--precision float32` runs one trial in float32; TLCORE_CPU_BF16=0 keeps a CPU in float32. "
-                   "Latency is measured in the dtype you pick on the Model zoo page; renders stay float32 on a CPU.")
+_PRECISION_HELP = (
+    "Frozen layers (feature passes, a trial's cached prefix) and training run in mixed precision where the "
+    "hardware has it: bf16 on recent NVIDIA GPUs (fp16 with loss scaling on older ones) and on CPUs with AMX, "
+    f"where depthwise convolutions, and trials on images under {CPU_MIXED_TRAINING_MIN_PX} px, train in float32 "
+    "(bf16 was slower for them there). A linear probe's head trains in float32 everywhere. `tlcore finetune "
+    "--precision float32` runs one trial in float32; TLCORE_CPU_BF16=0 keeps a CPU in float32. "
+    "Latency is measured in the dtype you pick on the Model zoo page; renders stay float32 on a CPU.")
 
 
 def precision_note(info) -> str:
-    """'trials in bfloat16' (a GPU), 'frozen layers in bfloat16' (an AMX CPU) or 'float32'."""
-    if info.mixed_precision is None:
-        return "float32"
-    return f"{'trials' if info.trains_mixed else 'frozen layers'} in {info.mixed_precision}"
+    """'trials in bfloat16' where the device has mixed precision, else 'float32'."""
+    return f"trials in {info.mixed_precision}" if info.mixed_precision else "float32"
 
 
 def render() -> None:

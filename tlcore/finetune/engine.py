@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tlcore.device import autocast, halved, mixed_dtype, trains_mixed, unless_out_of_memory
+from tlcore.device import halved, mixed_dtype, training_autocast, unless_out_of_memory
 from tlcore.finetune.config import TrialCancelled, TrialConfig
 from tlcore.finetune.optim import Schedule
 from tlcore.finetune.surgery import prepare_batchnorms_for_training
@@ -33,24 +33,36 @@ class Loop:
     scaler: torch.amp.GradScaler | None = None  # loss scaling for fp16 (its scale carries over epochs)
     served: Served | None = None  # told of each batch that went through, once (not of one retried)
     rates_follow_batch: Schedule | None = None  # an automatic batch's rates: halved with the batch
+    dtype: torch.dtype | None = None  # what the trainable part trains in (training_dtype); None: float32
 
     def __post_init__(self) -> None:
         self.batch_size = self.batch_size or self.cfg.batch_size
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=_needs_scaler(self))
+        # float16 autocast (GPUs without bfloat16) underflows small gradients without loss scaling.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
 
 
 def mixed_precision(loop: Loop):
-    return autocast(loop.device, enabled=training_dtype(loop.cfg, loop.device) is not None)
+    return training_autocast(loop.device, enabled=loop.dtype is not None)
 
 
-def training_dtype(cfg: TrialConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype the trainable part trains in (None: float32): mixed precision where the
-    device's backward pays for it (``trains_mixed``: a GPU). A linear probe's head trains in float32
-    everywhere: its features were computed once, in the trial's precision, and a 1,280×C product
-    gains nothing from bf16 but rounding (the 2-core VM: 3 ms an epoch in float32, 5–10 ms in bf16)."""
-    if cfg.mixed_precision and cfg.freeze != "all" and trains_mixed(device):
-        return mixed_dtype(device)
-    return None
+# Below this input size a CPU trains in float32: there a bf16 training step cost more than it saved
+# (the 2-core AMX VM, bench/cpu_precision.py, EfficientNet-Lite0: at 32 px whole-model and
+# half-frozen trials 0.89-0.96x and the last two blocks 0.90-0.97x float32's time; at 64 px the last
+# two blocks 1.10-1.16x faster, at 128 px trials 1.16-1.55x).
+CPU_MIXED_TRAINING_MIN_PX = 64
+
+
+def training_dtype(cfg: TrialConfig, device: torch.device, size: int) -> torch.dtype | None:
+    """The autocast dtype the trainable part trains in on ``size``-px inputs (None: float32): the
+    device's mixed precision (``device.training_autocast``), on a CPU from CPU_MIXED_TRAINING_MIN_PX
+    up. A linear probe's head trains in float32 everywhere: its features were computed once, in the
+    trial's precision, and a 1,280×C product gains nothing from bf16 but rounding (the 2-core VM: 3 ms
+    an epoch in float32, 5–10 ms in bf16)."""
+    if not cfg.mixed_precision or cfg.freeze == "all":
+        return None
+    if device.type == "cpu" and size < CPU_MIXED_TRAINING_MIN_PX:
+        return None
+    return mixed_dtype(device)
 
 
 def train_one_epoch(loop: Loop, idx: torch.Tensor, *, opt: torch.optim.Optimizer,
@@ -69,11 +81,6 @@ def evaluate(loop: Loop, idx: torch.Tensor) -> tuple[float, float, torch.Tensor 
     """(loss, accuracy, predictions) over ``idx``."""
     loop.model.eval()
     return _pass(loop, idx, train=False, step=None)
-
-
-def _needs_scaler(loop: Loop) -> bool:
-    # float16 autocast (GPUs without bfloat16) underflows small gradients without loss scaling.
-    return training_dtype(loop.cfg, loop.device) == torch.float16
 
 
 def _step(opt: torch.optim.Optimizer, sched: Schedule, scaler: torch.amp.GradScaler, loss: torch.Tensor,

@@ -15,9 +15,10 @@ from torch import nn
 
 from tlcore import features, zoo
 from tlcore.data import Dataset
-from tlcore.device import autocast, halved, inference_batch, mixed_dtype, trains_mixed, unless_out_of_memory
+from tlcore.device import autocast, halved, inference_batch, mixed_dtype, unless_out_of_memory
 from tlcore.finetune.augment import augment, device_generator
 from tlcore.finetune.config import TrialConfig
+from tlcore.finetune.engine import training_dtype
 
 # Cached prefix activations may use at most this much memory (bytes); beyond it, run it all.
 BUDGET = {"cpu": 3 * 2**30, "cuda": 16 * 2**30, "mps": 2 * 2**30}
@@ -47,10 +48,11 @@ def frozen_dtype(cfg: TrialConfig, dev: torch.device) -> torch.dtype:
     return low or torch.float32
 
 
-def storage_dtype(cfg: TrialConfig, dev: torch.device) -> torch.dtype:
-    """What the trainable tail is fed, in its own precision: a float32 trial, or one on a CPU (which
-    trains in float32), is never handed bf16 tensors (bf16 values, though, on an AMX CPU)."""
-    return frozen_dtype(cfg, dev) if trains_mixed(dev) else torch.float32
+def storage_dtype(cfg: TrialConfig, dev: torch.device, size: int) -> torch.dtype:
+    """What the cached activations are kept in: what the tail trains in, so it is never handed bf16
+    tensors to train on in float32 (a float32 trial; a CPU's below CPU_MIXED_TRAINING_MIN_PX, whose
+    values are bf16's)."""
+    return training_dtype(cfg, dev, size) or torch.float32
 
 
 def _autocast(dev: torch.device, cfg: TrialConfig):
@@ -79,7 +81,7 @@ class PrefixStore:
         prefix.eval()
         with _autocast(dev, cfg):
             probe = prefix(features.normalise(images[:1], spec, size))
-        dtype = storage_dtype(cfg, dev)
+        dtype = storage_dtype(cfg, dev, size)
         need = views(cfg) * len(images) * probe.numel() * dtype.itemsize
         if need > budget(dev):
             return None

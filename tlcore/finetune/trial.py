@@ -42,8 +42,9 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
     total_params = sum(p.numel() for p in base.parameters())
     size = features.input_size(spec, dataset)
     _preflight(base, spec, dataset, size, dev)
+    trains_in = training_dtype(cfg, dev, size)
     timings = Timings(precision=dtype_name(prefix_cache.frozen_dtype(cfg, dev)),
-                      trained_in=dtype_name(training_dtype(cfg, dev) or torch.float32))
+                      trained_in=dtype_name(trains_in or torch.float32))
 
     if cfg.freeze == "all":
         trainable, prepare = _linear_probe(cfg, spec, dataset, base, dev, timings)
@@ -56,7 +57,7 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
     sched = optim.Schedule(opt, cfg, images_per_epoch=len(dataset.train_idx))
     loop = Loop(trainable, dataset.labels.to(dev), prepare, cfg, dev, should_stop,
                 served=getattr(prepare, "served", None),  # a cached prefix counts what it computed
-                rates_follow_batch=sched if automatic else None)
+                rates_follow_batch=sched if automatic else None, dtype=trains_in)
     timings.setup_s = time.perf_counter() - started
     history: list[EpochStats] = []
     preds = None
