@@ -242,11 +242,10 @@ def mixed_dtype(device: torch.device) -> torch.dtype | None:
 
 def cpu_has_fast_bf16() -> bool:
     """AMX (Intel Xeon since Sapphire Rapids), where oneDNN runs bf16 convolutions and products in
-    matrix tiles: frozen passes and training run in bf16 (training with grouped convolutions in
-    float32, see ``training_autocast``). Measured on the 2-core VM with bench/cpu_precision.py: a
-    feature pass at 224 px 1.4–1.56× faster, inference at 128 px 1.8× (README, "GPU", has the
-    trials' figures). CPUs
-    without AMX keep float32 (bf16 there is unmeasured: avx512_bf16 alone, or emulated); renders
+    matrix tiles: frozen passes and training run in bf16 (with depthwise convolutions and small
+    images in float32: ``training_autocast``, ``finetune.engine.training_dtype``). Measured on the
+    2-core VM with bench/cpu_precision.py: a feature pass at 224 px 1.4–1.56× faster, inference at
+    128 px 1.8× (README, "GPU", has the trials' figures). CPUs without AMX keep float32 (bf16 there is unmeasured: avx512_bf16 alone, or emulated); renders
     keep float32 on every CPU (vis.render). ``TLCORE_CPU_BF16`` overrides the detection
     (settings.cpu_bf16)."""
     forced = cpu_bf16()
@@ -267,12 +266,13 @@ def autocast(device: torch.device, enabled: bool = True):
 @contextlib.contextmanager
 def training_autocast(device: torch.device, enabled: bool = True) -> Iterator[None]:
     """``autocast`` for training steps. On a CPU a grouped (depthwise) convolution whose backward
-    pass will run computes in float32: oneDNN's bf16 backward of those was 2-3x slower than its
-    float32 one (5x5 depthwise, channels_last, on the AMX VM), enough to make bf16 training of
-    EfficientNet-Lite0 or MobileNetV3 slower than float32 (0.6-0.8x), where with them in float32
-    it is faster (Lite0, batch 32: whole model at 128 px 1.4-1.9x, the last 3 blocks at 224 px
-    1.4x; ConvNeXt-T 2.1x; bench/cpu_precision.py). Their forward in bf16 is fast: inference
-    and frozen layers keep it."""
+    pass will run computes in float32: oneDNN's bf16 backward of those is slow (in the profiler, a
+    bf16 step of Lite0's last three blocks spent 2.6× float32's time in the backward of its 5×5
+    depthwise layers), enough to make whole bf16 steps slower than float32 ones.
+    bench/cpu_precision.py on the 2-core AMX VM, whole-model steps at 128 px, batch 32, against
+    float32: EfficientNet-Lite0 0.79× in plain bf16 autocast, 1.23× so; MobileNetV3-L 0.64×, 1.04×;
+    ConvNeXt-T 1.51×, 2.11×; ResNet-18 (no depthwise) 2.07× either way. Their forward in bf16 is
+    fast: inference and frozen layers keep it."""
     with autocast(device, enabled):
         if enabled and device.type == "cpu" and mixed_dtype(device) is not None:
             with _GroupedConvsInFloat32():
