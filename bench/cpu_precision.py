@@ -5,9 +5,9 @@ feature pass's time. What ``device.cpu_has_fast_bf16`` (bf16 by default on CPUs 
     python bench/cpu_precision.py --seeds 1 --quick      # one seed, the linear probes only
     python bench/cpu_precision.py --threads 2 --steps-only   # the training-step table alone
 
-First, one whole-model training step of four models (EfficientNet-Lite0, MobileNetV3-L, ConvNeXt-T
-with depthwise convolutions; ResNet-18 without) in float32, plain bf16 autocast and as a trial
-trains (``device.training_autocast``).
+First, one whole-model training step of five models (EfficientNet-Lite0, MobileNetV3-L, ConvNeXt-T
+with depthwise convolutions; RegNetY-400MF with grouped, not depthwise, ones; ResNet-18 with
+neither) in float32, plain bf16 autocast and as a trial trains (``device.training_autocast``).
 
 Each row is one trial setting (built-in dataset, size, freeze, seed) run twice with the same seed,
 once with ``TLCORE_CPU_BF16=0`` (float32) and once with ``=1`` (bf16 autocast for the frozen layers,
@@ -81,7 +81,7 @@ def main() -> None:
     feature_pass(args, spec, model, features)
 
 
-STEP_MODELS = ("efficientnet_lite0", "mobilenet_v3_large", "convnext_tiny", "resnet18")
+STEP_MODELS = ("efficientnet_lite0", "mobilenet_v3_large", "convnext_tiny", "regnet_y_400mf", "resnet18")
 
 
 def training_steps(size: int = 128, batch: int = 32, repeat: int = 4) -> None:
@@ -106,7 +106,7 @@ def training_steps(size: int = 128, batch: int = 32, repeat: int = 4) -> None:
         y = torch.randint(0, 1000, (batch,))
         opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
         ms = [median_ms(functools.partial(one_step, model, x, y, opt, precision), repeat)
-              for precision in (contextlib.nullcontext, plain, lambda: training_autocast(cpu))]
+              for precision in (contextlib.nullcontext, plain, lambda: training_autocast(cpu, torch.bfloat16))]
         print(f"  {key:20s} {ms[0]:9.0f} {ms[1]:9.0f} ({ms[0] / ms[1]:4.2f}×) {ms[2]:9.0f} ({ms[0] / ms[2]:4.2f}×)",
               flush=True)
 

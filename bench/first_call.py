@@ -51,7 +51,7 @@ def parts(model_key: str, size: int, device: torch.device):
     """(name, run(batch)) for the frozen prefix in inference and a training step of the tail,
     cut where the lab's "freeze all but the last block" cuts, in the device's mixed precision."""
     from tlcore import features, zoo
-    from tlcore.device import autocast, training_autocast
+    from tlcore.device import autocast, mixed_dtype, training_autocast
     from tlcore.zoo.split import split
 
     spec = zoo.get_spec(model_key)
@@ -71,7 +71,7 @@ def parts(model_key: str, size: int, device: torch.device):
 
     def train_step(batch: int) -> None:
         tail.train()
-        with training_autocast(device):
+        with training_autocast(device, mixed_dtype(device)):
             loss = torch.nn.functional.cross_entropy(tail(acts[:batch]).float(), labels[:batch])
         opt.zero_grad(set_to_none=True)
         loss.backward()

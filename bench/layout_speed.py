@@ -74,7 +74,7 @@ def main() -> None:
                     model(x)
 
             def train_step(x, model=model, opt=opt, y=y):
-                with training_autocast(dev):
+                with training_autocast(dev, mixed_dtype(dev)):
                     loss = torch.nn.functional.cross_entropy(model(x).float(), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -156,6 +156,16 @@ def test_an_amx_cpu_runs_the_prefix_in_bf16_and_trains_the_tail_in_it_from_64_px
     assert set(convs) == {(True, torch.float32), (False, trains_in)}  # depthwise ones, the rest
 
 
+@pytest.mark.parametrize("size", [32, 64])
+def test_a_trial_without_a_cached_prefix_records_its_frozen_layers_in_the_training_precision(monkeypatch, size):
+    monkeypatch.setenv("TLCORE_CPU_BF16", "1")  # an AMX CPU: from 64 px it trains in bf16, below in float32
+    small = data.load("digits", size=size, max_per_class=4)
+    result = run_trial(TrialConfig(model="efficientnet_lite0", freeze=0, epochs=1), small, device="cpu")
+    expected = "bfloat16" if size >= 64 else "float32"
+    assert not result.timings.prefix_cached
+    assert (result.timings.precision, result.timings.trained_in) == (expected, expected)
+
+
 def test_partial_freeze_trains_only_the_tail_and_copies_the_shared_model(digits):
     spec = zoo.get_spec("efficientnet_lite0")
     shared = zoo.load(spec)

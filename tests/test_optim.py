@@ -123,29 +123,35 @@ def test_the_prefix_cache_keeps_the_trials_precision(monkeypatch):
     monkeypatch.setenv("TLCORE_CPU_BF16", "1")  # an AMX CPU
     assert prefix_cache.frozen_dtype(TrialConfig(model="m"), cpu) is torch.bfloat16
     assert prefix_cache.frozen_dtype(TrialConfig(model="m", precision="float32"), cpu) is torch.float32
+    # The store keeps what the tail trains in.
+    assert prefix_cache.storage_dtype(TrialConfig(model="m", freeze=3), cuda, 32) is torch.bfloat16
+    assert prefix_cache.storage_dtype(TrialConfig(model="m", freeze=3, precision="float32"), cuda, 224) is torch.float32
+    assert prefix_cache.storage_dtype(TrialConfig(model="m", freeze=3), cpu, 64) is torch.bfloat16
+    assert prefix_cache.storage_dtype(TrialConfig(model="m", freeze=3), cpu, 32) is torch.float32  # trains in float32
+    monkeypatch.setenv("TLCORE_CPU_BF16", "0")
+    assert prefix_cache.storage_dtype(TrialConfig(model="m", freeze=3), cpu, 224) is torch.float32
 
 
 def _depthwise_then_pointwise() -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(8, 8, 5, padding=2, groups=8), nn.Conv2d(8, 4, 1))
 
 
-@pytest.mark.parametrize("bf16", ["1", "0"])
-def test_a_cpu_trains_depthwise_convolutions_in_float32_and_the_rest_in_its_mixed_precision(monkeypatch, bf16):
-    monkeypatch.setenv("TLCORE_CPU_BF16", bf16)
+def test_a_cpu_trains_depthwise_convolutions_in_float32_and_the_rest_in_bf16_even_grouped_ones():
     cpu, net = torch.device("cpu"), _depthwise_then_pointwise()
     x = torch.randn(2, 8, 6, 6)
-    mixed = torch.bfloat16 if bf16 == "1" else torch.float32
-    with device.training_autocast(cpu):
+    with device.training_autocast(cpu, torch.bfloat16):
         depthwise = net[0](x)
         out = net[1](depthwise)
         with torch.no_grad():  # no backward: the fast bf16 forward stays
             frozen = net[0](x)
-    assert (depthwise.dtype, out.dtype, frozen.dtype) == (torch.float32, mixed, mixed)
+    assert (depthwise.dtype, out.dtype, frozen.dtype) == (torch.float32, torch.bfloat16, torch.bfloat16)
     out.float().sum().backward()
     assert net[0].weight.grad is not None and net[0].weight.grad.dtype is torch.float32
-    with device.training_autocast(cpu, enabled=False):
+    grouped = nn.Conv2d(8, 8, 3, groups=2)  # not depthwise: its bf16 backward is fast
+    with device.training_autocast(cpu, torch.bfloat16):
+        assert grouped(x).dtype is torch.bfloat16
+    with device.training_autocast(cpu, None):  # a float32 trial
         assert net[1](net[0](x)).dtype is torch.float32
     net.requires_grad_(False)  # a frozen depthwise layer on an input without grad: nothing to differentiate
-    with device.training_autocast(cpu):
-        assert net[0](x).dtype is mixed
-
+    with device.training_autocast(cpu, torch.bfloat16):
+        assert net[0](x).dtype is torch.bfloat16

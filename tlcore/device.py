@@ -245,9 +245,9 @@ def cpu_has_fast_bf16() -> bool:
     matrix tiles: frozen passes and training run in bf16 (with depthwise convolutions and small
     images in float32: ``training_autocast``, ``finetune.engine.training_dtype``). Measured on the
     2-core VM with bench/cpu_precision.py: a feature pass at 224 px 1.4–1.56× faster, inference at
-    128 px 1.8× (README, "GPU", has the trials' figures). CPUs without AMX keep float32 (bf16 there is unmeasured: avx512_bf16 alone, or emulated); renders
-    keep float32 on every CPU (vis.render). ``TLCORE_CPU_BF16`` overrides the detection
-    (settings.cpu_bf16)."""
+    128 px 1.8× (README, "GPU", has the trials' figures). CPUs without AMX keep float32 (bf16 there
+    is unmeasured: avx512_bf16 alone, or emulated); renders keep float32 on every CPU (vis.render).
+    ``TLCORE_CPU_BF16`` overrides the detection (settings.cpu_bf16)."""
     forced = cpu_bf16()
     if forced is not None:
         return forced
@@ -264,43 +264,49 @@ def autocast(device: torch.device, enabled: bool = True):
 
 
 @contextlib.contextmanager
-def training_autocast(device: torch.device, enabled: bool = True) -> Iterator[None]:
-    """``autocast`` for training steps. On a CPU a grouped (depthwise) convolution whose backward
-    pass will run computes in float32: oneDNN's bf16 backward of those is slow (in the profiler, a
-    bf16 step of Lite0's last three blocks spent 2.6× float32's time in the backward of its 5×5
-    depthwise layers), enough to make whole bf16 steps slower than float32 ones.
-    bench/cpu_precision.py on the 2-core AMX VM, whole-model steps at 128 px, batch 32, against
-    float32: EfficientNet-Lite0 0.79× in plain bf16 autocast, 1.23× so; MobileNetV3-L 0.64×, 1.04×;
-    ConvNeXt-T 1.51×, 2.11×; ResNet-18 (no depthwise) 2.07× either way. Their forward in bf16 is
-    fast: inference and frozen layers keep it."""
-    with autocast(device, enabled):
-        if enabled and device.type == "cpu" and mixed_dtype(device) is not None:
-            with _GroupedConvsInFloat32():
+def training_autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
+    """Autocast to ``dtype`` for training steps (None: float32), the dtype a trial decided once
+    (``finetune.engine.training_dtype``). On a CPU a depthwise convolution whose backward pass will
+    run computes in float32: oneDNN's bf16 backward of those is slow (in the profiler, a bf16 step
+    of Lite0's last three blocks spent 2.6× float32's time in the backward of its 5×5 depthwise
+    layers), enough to make whole bf16 steps slower than float32 ones. bench/cpu_precision.py on the
+    2-core AMX VM, whole-model steps at 128 px, batch 32, against float32: EfficientNet-Lite0
+    0.79–0.83× in plain bf16 autocast, 1.15–1.29× so; MobileNetV3-L 0.64–0.67×, 1.04–1.05×;
+    ConvNeXt-T 1.38–1.51×, 1.84–2.11×; ResNet-18 (no depthwise) 2.0× either way. Their forward in
+    bf16 is fast: inference and frozen layers keep it."""
+    if dtype is None:
+        yield
+        return
+    with torch.autocast(device.type, dtype=dtype):
+        if device.type == "cpu":
+            with _DepthwiseConvsInFloat32():
                 yield
         else:
             yield
 
 
-class _GroupedConvsInFloat32(TorchFunctionMode):
-    """Runs ``torch.conv2d`` with groups > 1 outside autocast, in float32, when autograd will
-    differentiate it (grad mode on, and its input or weight requires grad)."""
+class _DepthwiseConvsInFloat32(TorchFunctionMode):
+    """Runs a depthwise ``torch.conv2d`` (one input channel per group) outside autocast, in float32,
+    when autograd will differentiate it (grad mode on, and its input or weight requires grad). Other
+    grouped convolutions keep bf16: their backward is fast (a RegNetY-400MF step ran at 1.26×
+    float32's speed in plain bf16, bench/cpu_precision.py)."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is torch.conv2d and _grouped_and_differentiated(args, kwargs):
+        if func is torch.conv2d and _depthwise_and_differentiated(args, kwargs):
             with torch.autocast("cpu", enabled=False):
                 return func(*map(_as_float32, args), **{k: _as_float32(v) for k, v in kwargs.items()})
         return func(*args, **kwargs)
 
 
-def _grouped_and_differentiated(args: tuple, kwargs: dict) -> bool:
+def _depthwise_and_differentiated(args: tuple, kwargs: dict) -> bool:
     # conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1)
     groups = args[6] if len(args) > 6 else kwargs.get("groups", 1)
     if groups == 1 or not torch.is_grad_enabled():
         return False
-    tensors = (args[:2] if len(args) > 1 else (args[0], kwargs["weight"]) if args else
-               (kwargs["input"], kwargs["weight"]))
-    return any(t.requires_grad for t in tensors)
+    image, weight = (args[:2] if len(args) > 1 else (args[0], kwargs["weight"]) if args else
+                     (kwargs["input"], kwargs["weight"]))
+    return weight.shape[1] == 1 and (image.requires_grad or weight.requires_grad)
 
 
 def _as_float32(value):

@@ -185,7 +185,7 @@ _SHORT = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
 def precision_label(timings: dict) -> str | None:
     """'bf16' when the whole trial ran in it; 'bf16 → fp32' when the frozen layers computed in the
-    first and the trainable part trained in the second (a probe's head, a CPU's training)."""
+    first and the trainable part trained in the second (a probe's head, a CPU's on small images)."""
     frozen, trained = (_SHORT.get(p, p) for p in (timings.get("precision"), timings.get("trained_in")))
     return frozen if trained in (None, frozen) else f"{frozen} → {trained}"
 

@@ -233,7 +233,7 @@ def test_finetune_page_runs_each_kind_of_trial(freeze, scratch):
     row = finetune_view.runs_frame().set_index("run").loc[run_id]
     assert row["batch"] == f"{kept['result']['timings']['batch_size']} (auto)"
     assert row["precision"] == finetune_view.precision_label(kept["result"]["timings"])
-    assert row["precision"] in ("fp32", "bf16 → fp32")  # a CPU trains in float32
+    assert row["precision"] in ("fp32", "bf16 → fp32")  # at 32 px a CPU trains in float32
 
 
 def test_the_run_history_says_which_batch_a_run_trained_with():

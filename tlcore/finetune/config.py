@@ -144,7 +144,9 @@ class Timings:
     # device's mixed precision: a GPU, bf16 on an AMX CPU) or "float32". The config's "bfloat16" asks
     # for mixed precision; a GPU without it runs float16, a CPU without AMX float32.
     precision: str | None = None
-    trained_in: str | None = None  # what the trainable part trained in (float32 on a CPU and for a probe's head)
+    # What the trainable part trained in: the device's mixed precision, or float32 for a probe's head,
+    # a float32 trial, and on a CPU without AMX or on images under 64 px (finetune.engine.training_dtype).
+    trained_in: str | None = None
 
 
 @dataclass

@@ -42,7 +42,7 @@ class Loop:
 
 
 def mixed_precision(loop: Loop):
-    return training_autocast(loop.device, enabled=loop.dtype is not None)
+    return training_autocast(loop.device, loop.dtype)
 
 
 # Below this input size a CPU trains in float32: there bf16 training cost more than it saved (the

@@ -148,6 +148,8 @@ def _prefix_once_or_live(cfg, spec, dataset, base, dev, gen, size, timings: Timi
             timings.prefix_cached, timings.prefix_views, timings.prefix_views_reused = True, len(store.acts), store.ready
             return tail, prefix_cache.ViewSampler(store, prefix, images, dataset, cfg, spec, size, dev, gen)
 
+    timings.precision = timings.trained_in  # the frozen part runs in the training pass, in its precision
+
     def prepare(idx: torch.Tensor, train: bool) -> torch.Tensor:
         x = images[idx]
         if train and cfg.augment:
