@@ -20,8 +20,12 @@ _PRECISION_HELP = (
 
 
 def precision_note(info) -> str:
-    """'trials in bfloat16' where the device has mixed precision, else 'float32'."""
-    return f"trials in {info.mixed_precision}" if info.mixed_precision else "float32"
+    """'trials in bfloat16' where the device has mixed precision (on a CPU, from the size where it
+    trains in it), else 'float32'."""
+    if info.mixed_precision is None:
+        return "float32"
+    from_size = f" from {CPU_MIXED_TRAINING_MIN_PX} px" if info.kind == "cpu" else ""
+    return f"trials in {info.mixed_precision}{from_size}"
 
 
 def render() -> None:

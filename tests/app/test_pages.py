@@ -1,13 +1,16 @@
 """Every page runs under AppTest without an exception; the zoo page's parts work."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torchvision
 from streamlit.testing.v1 import AppTest
 from torchvision.models import get_model_weights, list_models
 
+from tlcore.device import describe
 from tlcore.zoo.lite import LITE_MODELS
+from ui.sidebar import precision_note
 
 ROOT = Path(__file__).resolve().parents[2]
 # Every weight of the installed torchvision, plus the offline Lite models.
@@ -27,6 +30,17 @@ def test_app_runs_with_sidebar_and_zoo_as_default_page():
     sidebar = " ".join(m.value for m in at.sidebar.markdown)
     assert "Device:" in sidebar and "Pretrained weights offline:" in sidebar
     assert any(c.value.startswith("Caches on disk:") and c.value.endswith("of 10 GiB") for c in at.sidebar.caption)
+    note = precision_note(describe())
+    assert any(c.value.startswith("torch ") and c.value.endswith(f" · {note}") for c in at.sidebar.caption)
+
+
+def test_the_sidebar_says_where_trials_run_in_mixed_precision():
+    def info(kind, mixed):
+        return SimpleNamespace(kind=kind, mixed_precision=mixed)
+
+    assert precision_note(info("cpu", "bfloat16")) == "trials in bfloat16 from 64 px"  # float32 below (engine)
+    assert precision_note(info("cuda", "float16")) == "trials in float16"
+    assert precision_note(info("cpu", None)) == "float32"
 
 
 @pytest.mark.parametrize("page", PAGES)
