@@ -48,7 +48,7 @@ def mixed_precision(loop: Loop):
 # Below this input size a CPU trains in float32: there bf16 training cost more than it saved (the
 # 2-core AMX VM, bench/cpu_precision.py, EfficientNet-Lite0 trials against float32's time: at 32 px
 # whole-model and half-frozen ones 0.89-0.96x, the last two blocks 0.90-0.97x, at 48 px 0.97-1.07x;
-# at 64 px the last two blocks 1.13-1.16x, half 1.02x; at 128 px 1.15-1.55x).
+# at 64 px the last two blocks 1.13-1.16x, half and whole-model ones 1.00-1.02x; at 128 px 1.15-1.55x).
 CPU_MIXED_TRAINING_MIN_PX = 64
 
 
