@@ -3,6 +3,7 @@ with every channel in one batch — same model, layer, steps, size, learning rat
 
     python bench/vis_speed.py --threads 1         # CPU: 8 channels, 64 steps, 96 px (~1 min, 2-core VM)
     python bench/vis_speed.py --device cuda       # GPU: 32 channels, 256 steps, 128 px
+    python bench/vis_speed.py --threads 2 --fold  # ours with BatchNorms folded against the model as it is
 
 (--threads 1 on a small shared VM: with 2 threads, one stalled vCPU holds every parallel op up and
 single steps took 30× longer at random on the 2-core machine this was written on.)
@@ -30,6 +31,7 @@ and become the activation ratio against the textures dataset at the same size:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 
@@ -108,6 +110,9 @@ def main() -> None:
     ap.add_argument("--lucent-channels", type=int, default=None,
                     help="time lucent on the first K channels only (default min(N, 4))")
     ap.add_argument("--repeat", type=int, default=3, help="timing rounds (each side: the median)")
+    ap.add_argument("--fold", action="store_true",
+                    help="only ours, with the model's BatchNorms folded into its convolutions (as renders run) "
+                         "against the model as it is")
     add_machine_args(ap)
     args = ap.parse_args()
     apply_machine_args(args)
@@ -138,6 +143,9 @@ def main() -> None:
           f"ours: {n} channels in one batch; lucent: first {k} channels, batch 1 each", flush=True)
 
     stats = layer_stats(spec, data.load("textures", size=size), args.layer, model=model)
+    if args.fold:
+        return fold_comparison(spec, model, RenderConfig(layer=args.layer, steps=steps, size=size, lr=args.lr),
+                               channels, stats, args.repeat, device)
 
     # Warm-up: kernels, cuDNN plans, allocator — a few steps each, at the batch sizes timed below.
     render(spec, model, RenderConfig(layer=args.layer, steps=3, size=size, lr=args.lr), channels, use_cache=False)
@@ -188,6 +196,37 @@ def main() -> None:
         f"{c}: {stats.ratio(c, a):.2f}/{stats.ratio(c, b):.2f}"
         if stats.ratio(c, a) is not None and stats.ratio(c, b) is not None else f"{c}: n/a"
         for c, a, b in zip(channels[:k], lucent_acts, ours_acts[:k], strict=True)))
+
+
+def fold_comparison(spec, model, cfg, channels, stats, repeat: int, device) -> None:
+    """Ours twice per round, alternating: the model as it is, then folded (tlcore.vis.fold)."""
+    from tlcore.device import synchronize
+    from tlcore.vis import render as R
+
+    folding = R.folded
+    ways = {"as it is": lambda m, keep=(): m, "BatchNorms folded": folding}
+    seconds = {name: [] for name in ways}
+    images = {}
+    try:
+        for fold in ways.values():  # warm-up, each way
+            R.folded = fold
+            R.render(spec, model, dataclasses.replace(cfg, steps=3), channels, use_cache=False)
+        for _ in range(repeat):
+            for name, fold in ways.items():
+                R.folded = fold
+                synchronize(device)
+                t = time.perf_counter()
+                images[name] = R.render(spec, model, cfg, channels, use_cache=False)
+                synchronize(device)
+                seconds[name].append(time.perf_counter() - t)
+    finally:
+        R.folded = folding
+    for name in ways:
+        acts = mean_activations(model, spec, cfg.layer, [r.image for r in images[name]], channels, device)
+        print(f"ours, model {name:18s} {statistics.median(seconds[name]):6.2f} s for {len(channels)} channels "
+              f"(median activation ratio {median_ratio(stats, channels, acts):.2f})", flush=True)
+    base, fast = (statistics.median(seconds[name]) for name in ways)
+    print(f"ratio (as it is / folded): {base / fast:.2f}")
 
 
 if __name__ == "__main__":

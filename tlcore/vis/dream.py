@@ -24,6 +24,7 @@ from tlcore import features, zoo
 from tlcore.device import working
 from tlcore.hooks import Capture, Target, module_at
 from tlcore.settings import demo_mode, limits
+from tlcore.vis.fold import folded
 from tlcore.vis.objectives import layer_energy
 from tlcore.vis.render import RenderCancelled, model_precision, too_small_as_message
 
@@ -85,8 +86,8 @@ def deepdream(spec: zoo.ModelSpec, model: nn.Module, photo: np.ndarray, cfg: Dre
     pyramid = [base] + [_resize(base, _scaled(base, cfg.octave_scale ** -k)) for k in range(1, n)]
     objective = lo.Objective.sum([layer_energy(layer) for layer in cfg.layers])
     gen = torch.Generator().manual_seed(cfg.seed)
+    model = folded(model.eval(), keep=cfg.layers)
     targets = [Target(layer, module_at(model, layer)) for layer in cfg.layers]
-    model.eval()
     with working(dev), Capture(model, targets) as capture:
         def energy(x: torch.Tensor) -> torch.Tensor:
             with model_precision(dev), too_small_as_message(f"{', '.join(cfg.layers)} at {x.shape[-1]}×{x.shape[-2]} px"):

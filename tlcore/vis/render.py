@@ -28,6 +28,7 @@ from tlcore.device import autocast, halved, out_of_memory, unless_out_of_memory,
 from tlcore.hooks import Capture, Target, module_at
 from tlcore.settings import demo_mode, limits
 from tlcore.vis import objectives
+from tlcore.vis.fold import folded
 from tlcore.vis.param import PARAMETERISATION, fft_image
 from tlcore.vis.transforms import Robustness
 
@@ -189,7 +190,7 @@ def _optimise(model: nn.Module, spec: zoo.ModelSpec, cfg: RenderConfig, targets:
     spectrum, image = fft_image(cfg.size, gens, device=dev)
     robust = Robustness(gens, cfg.steps, dev)
     opt = torch.optim.Adam([spectrum], lr=cfg.lr)
-    model.eval()
+    model = folded(model.eval(), keep=(cfg.layer,))
     with working(dev), Capture(model, [Target(cfg.layer, module_at(model, cfg.layer))]) as capture, \
             torch.enable_grad():
         for step in range(cfg.steps):

@@ -1,0 +1,49 @@
+"""Renders and dreams run a copy of the model with its BatchNorms folded into the convolutions."""
+
+import torch
+from torch import nn
+
+from tlcore import zoo
+from tlcore.hooks import Capture, Target, module_at
+from tlcore.vis.fold import folded
+
+
+def test_a_folded_lite0_computes_what_the_model_does_without_batchnorms():
+    model = zoo.load(zoo.get_spec("efficientnet_lite0")).eval()
+    kept = "_blocks.3._project_conv"  # a conv a render reads keeps its own output
+    copy = folded(model, keep=(kept,))
+    assert copy is not model and folded(model, keep=(kept,)) is copy  # made once per model and layers
+    left = [n for n, m in copy.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    assert left == ["_blocks.3._bn2"]  # the kept conv's own BatchNorm
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        assert torch.allclose(model(x), copy(x), rtol=1e-4, atol=1e-4)
+        reads = []
+        for m in (model, copy):
+            with Capture(m, [Target(kept, module_at(m, kept)), Target("_blocks.10", module_at(m, "_blocks.10"))],
+                         stop=False) as cap:
+                reads.append(cap(x))
+    assert torch.allclose(reads[0][kept], reads[1][kept], rtol=1e-4, atol=1e-4)  # before its BatchNorm, as read
+    assert torch.allclose(reads[0]["_blocks.10"], reads[1]["_blocks.10"], rtol=1e-4, atol=1e-4)
+    assert all(p.requires_grad for p in model.parameters())  # the shared model is untouched
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+class BatchNormFirst(nn.Module):
+    """A conv registered right before a BatchNorm that runs before it, not after."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-1, 1)
+            self.bn.running_var.uniform_(0.5, 2)
+
+    def forward(self, x):
+        return self.conv(self.bn(x))
+
+
+def test_a_model_whose_batchnorm_does_not_follow_its_conv_is_used_as_it_is():
+    model = BatchNormFirst().eval()
+    assert folded(model) is model
