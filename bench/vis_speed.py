@@ -199,12 +199,12 @@ def main() -> None:
 
 
 def fold_comparison(spec, model, cfg, channels, stats, repeat: int, device) -> None:
-    """Ours twice per round, alternating: the model as it is, then folded (tlcore.vis.fold)."""
+    """Ours twice per round, alternating: the model as it is, then folded (tlcore.fold)."""
     from tlcore.device import synchronize
     from tlcore.vis import render as R
 
     folding = R.folded
-    ways = {"as it is": lambda m, keep=(): m, "BatchNorms folded": folding}
+    ways = {"as it is": lambda m, keep=(), dtype=None: m, "BatchNorms folded": folding}
     seconds = {name: [] for name in ways}
     images = {}
     try:

@@ -22,11 +22,11 @@ from torch.nn import functional as F
 
 from tlcore import features, zoo
 from tlcore.device import working
+from tlcore.fold import folded
 from tlcore.hooks import Capture, Target, module_at
 from tlcore.settings import demo_mode, limits
-from tlcore.vis.fold import folded
 from tlcore.vis.objectives import layer_energy
-from tlcore.vis.render import RenderCancelled, model_precision, too_small_as_message
+from tlcore.vis.render import RenderCancelled, model_dtype, model_precision, too_small_as_message
 
 MIN_SIDE = 64  # px: the smallest octave's short side (deep layers need a few pixels of map)
 
@@ -86,7 +86,7 @@ def deepdream(spec: zoo.ModelSpec, model: nn.Module, photo: np.ndarray, cfg: Dre
     pyramid = [base] + [_resize(base, _scaled(base, cfg.octave_scale ** -k)) for k in range(1, n)]
     objective = lo.Objective.sum([layer_energy(layer) for layer in cfg.layers])
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = folded(model.eval(), keep=cfg.layers)
+    model = folded(model.eval(), keep=cfg.layers, dtype=model_dtype(dev))
     targets = [Target(layer, module_at(model, layer)) for layer in cfg.layers]
     with working(dev), Capture(model, targets) as capture:
         def energy(x: torch.Tensor) -> torch.Tensor:

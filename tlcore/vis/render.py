@@ -24,11 +24,11 @@ from PIL import Image
 from torch import nn
 
 from tlcore import features, paths, zoo
-from tlcore.device import autocast, halved, out_of_memory, unless_out_of_memory, working
+from tlcore.device import autocast, halved, mixed_dtype, out_of_memory, unless_out_of_memory, working
+from tlcore.fold import folded
 from tlcore.hooks import Capture, Target, module_at
 from tlcore.settings import demo_mode, limits
 from tlcore.vis import objectives
-from tlcore.vis.fold import folded
 from tlcore.vis.param import PARAMETERISATION, fft_image
 from tlcore.vis.transforms import Robustness
 
@@ -190,7 +190,7 @@ def _optimise(model: nn.Module, spec: zoo.ModelSpec, cfg: RenderConfig, targets:
     spectrum, image = fft_image(cfg.size, gens, device=dev)
     robust = Robustness(gens, cfg.steps, dev)
     opt = torch.optim.Adam([spectrum], lr=cfg.lr)
-    model = folded(model.eval(), keep=(cfg.layer,))
+    model = folded(model.eval(), keep=(cfg.layer,), dtype=model_dtype(dev))
     with working(dev), Capture(model, [Target(cfg.layer, module_at(model, cfg.layer))]) as capture, \
             torch.enable_grad():
         for step in range(cfg.steps):
@@ -219,11 +219,16 @@ def _optimise(model: nn.Module, spec: zoo.ModelSpec, cfg: RenderConfig, targets:
 
 
 def model_precision(dev: torch.device):
-    """The model's autocast in a render or a dream: the device's mixed precision on a GPU, float32
-    on a CPU even where trials use bf16 (cpu_has_fast_bf16). On the AMX VM bf16 renders were 0–18%
-    slower (8 channels at 96 px, 32 and 64 steps) and dreams 5–10% faster, activations alike:
-    no gain worth images that depend on the CPU."""
-    return autocast(dev, enabled=dev.type != "cpu")
+    """The model's autocast in a render or a dream (``model_dtype``)."""
+    return autocast(dev, enabled=model_dtype(dev) is not None)
+
+
+def model_dtype(dev: torch.device) -> torch.dtype | None:
+    """The device's mixed precision on a GPU, float32 (None) on a CPU even where trials use bf16
+    (cpu_has_fast_bf16). On the AMX VM bf16 renders were 0–18% slower (8 channels at 96 px, 32 and
+    64 steps) and dreams 5–10% faster, activations alike: no gain worth images that depend on the
+    CPU."""
+    return None if dev.type == "cpu" else mixed_dtype(dev)
 
 
 @contextlib.contextmanager

@@ -1,11 +1,11 @@
-"""Renders and dreams run a copy of the model with its BatchNorms folded into the convolutions."""
+"""Float32 renders and dreams run a copy of the model with its BatchNorms folded into the convolutions."""
 
 import torch
 from torch import nn
 
 from tlcore import zoo
+from tlcore.fold import folded
 from tlcore.hooks import Capture, Target, module_at
-from tlcore.vis.fold import folded
 
 
 def test_a_folded_lite0_computes_what_the_model_does_without_batchnorms():
@@ -13,6 +13,7 @@ def test_a_folded_lite0_computes_what_the_model_does_without_batchnorms():
     kept = "_blocks.3._project_conv"  # a conv a render reads keeps its own output
     copy = folded(model, keep=(kept,))
     assert copy is not model and folded(model, keep=(kept,)) is copy  # made once per model and layers
+    assert folded(model, dtype=torch.bfloat16) is model  # a mixed-precision pass runs the model as it is
     left = [n for n, m in copy.named_modules() if isinstance(m, nn.BatchNorm2d)]
     assert left == ["_blocks.3._bn2"]  # the kept conv's own BatchNorm
     x = torch.randn(2, 3, 96, 96)

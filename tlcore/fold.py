@@ -1,5 +1,5 @@
 """A frozen model with its BatchNorm layers folded into the convolutions before them, for renders
-and dreams: they run the model in eval mode hundreds of times forward and back to the image, and
+and dreams in float32 (on a CPU; see ``folded``): they run the model in eval mode hundreds of times forward and back to the image, and
 an eval-mode BatchNorm is an affine map that a convolution can absorb. On the 2-core VM a
 BatchNorm's forward and backward took a quarter of a Lite0 render's time in the profiler; folded,
 a gallery of 8 channels of ``_blocks.8`` (64 steps, 96 px) rendered 1.52× as fast, its median
@@ -8,8 +8,8 @@ activation ratio 7.42 against 7.43 (bench/vis_speed.py --fold).
 Pairs are a Conv2d and the BatchNorm2d registered right after it in the same parent (torchvision's
 conv-bn-act blocks, EfficientNet-Lite's blocks). Registration order is not forward order in every
 model, so the folded copy is used only when its output matches the model's on a probe input;
-otherwise the model itself serves. A layer a render reads is never folded away: a conv read as a
-layer keeps its own output (a BatchNorm read as a layer becomes an Identity with the same output).
+otherwise the model itself serves. A layer that is read (its output, or its input) is never part
+of a fold.
 """
 
 from __future__ import annotations
@@ -32,9 +32,14 @@ _LOCK = threading.Lock()
 _PER_MODEL = 4
 
 
-def folded(model: nn.Module, keep: Iterable[str] = ()) -> nn.Module:
+def folded(model: nn.Module, keep: Iterable[str] = (), dtype: torch.dtype | None = None) -> nn.Module:
     """``model`` (in eval mode, read only) with each BatchNorm2d that follows a Conv2d folded into
-    it, except pairs whose conv is in ``keep`` (module paths a render reads); cached per model."""
+    it, except pairs with a module in ``keep`` (module paths whose output or input is read); cached
+    per model. ``dtype``: the autocast dtype the pass runs in. Only a float32 pass (None) is folded:
+    in bf16 the folded weights' rounding took Lite0's penultimate features further from float32's
+    (relative error 1.1e-1 against 7.9e-2 unfolded, 96 px textures), so there the model serves."""
+    if dtype is not None:
+        return model
     key = tuple(sorted(keep))
     with _LOCK:
         found = _FOLDED.get(model, {}).get(key)
@@ -55,9 +60,9 @@ def _pairs(model: nn.Module, keep: tuple[str, ...]) -> list[tuple[nn.Module, str
     for path, parent in model.named_modules():
         children = list(parent.named_children())
         for (conv_name, conv), (bn_name, bn) in itertools.pairwise(children):
-            conv_path = f"{path}.{conv_name}" if path else conv_name
+            read = {f"{path}.{name}" if path else name for name in (conv_name, bn_name)} & set(keep)
             if (isinstance(conv, nn.Conv2d) and type(bn) is nn.BatchNorm2d and bn.track_running_stats
-                    and conv.out_channels == bn.num_features and conv_path not in keep):
+                    and conv.out_channels == bn.num_features and not read):
                 out.append((parent, conv_name, bn_name))
     return out
 
