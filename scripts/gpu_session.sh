@@ -17,7 +17,7 @@
 #   trials   bench/finetune_speed.py --images 2000, --freeze last (automatic batch, and 16) and --freeze all;
 #            bench/score_speed.py
 #   rest     bench/data_speed.py, bench/zoo_sweep.py (all, then resnet + mobilenet_v3 against measure()),
-#            bench/vis_speed.py (and --fold), bench/layout_speed.py
+#            bench/vis_speed.py, bench/layout_speed.py
 set -uo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
@@ -69,6 +69,5 @@ case "${1:-}" in
     log zoo python3 bench/zoo_sweep.py --batch 1 64 --dtype float32 bfloat16
     log zoo-compare python3 bench/zoo_sweep.py --family resnet mobilenet_v3 --batch 1 64 --dtype float32 bfloat16 --compare
     log vis python3 bench/vis_speed.py --device cuda
-    log vis-fold python3 bench/vis_speed.py --device cuda --fold
     log layout python3 bench/layout_speed.py ;;
 esac
