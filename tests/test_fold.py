@@ -14,6 +14,7 @@ def test_a_folded_lite0_computes_what_the_model_does_without_batchnorms():
     copy = folded(model, keep=(kept,))
     assert copy is not model and folded(model, keep=(kept,)) is copy  # made once per model and layers
     assert folded(model, dtype=torch.bfloat16) is model  # a mixed-precision pass runs the model as it is
+    assert folded(model, keep=("_blocks.8",)) is folded(model, keep=("_blocks.10",))  # blocks keep no pair: one copy
     left = [n for n, m in copy.named_modules() if isinstance(m, nn.BatchNorm2d)]
     assert left == ["_blocks.3._bn2"]  # the kept conv's own BatchNorm
     x = torch.randn(2, 3, 96, 96)
@@ -28,6 +29,22 @@ def test_a_folded_lite0_computes_what_the_model_does_without_batchnorms():
     assert torch.allclose(reads[0]["_blocks.10"], reads[1]["_blocks.10"], rtol=1e-4, atol=1e-4)
     assert all(p.requires_grad for p in model.parameters())  # the shared model is untouched
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def test_a_hook_registered_on_the_model_after_a_fold_runs_on_the_folded_copy():
+    model = zoo.load(zoo.get_spec("efficientnet_lite0")).eval()
+    before = folded(model)
+    seen = []
+    handle = model._blocks[2].register_forward_hook(lambda m, a, out: seen.append(out.shape))
+    try:
+        after = folded(model)
+        seen.clear()  # the fold's own check ran both
+        with torch.no_grad():
+            after(torch.randn(1, 3, 64, 64))
+    finally:
+        handle.remove()
+    assert after is not before and len(seen) == 1
+    assert folded(model) is before  # the hook gone: the first copy serves again
 
 
 class BatchNormFirst(nn.Module):

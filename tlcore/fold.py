@@ -23,11 +23,11 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from tlcore.hooks import private_copy
+from tlcore.hooks import copied_hooks, private_copy
 
-# model → {layers kept: its folded copy (or the model itself when folding does not hold)}; a few
+# model → {(pairs kept, its hooks): its folded copy (or the model itself when folding does not hold)}; a few
 # entries each, gone with the model (a fine-tuned run's model is dropped from the app's cache).
-_FOLDED: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, ...], nn.Module]] = weakref.WeakKeyDictionary()
+_FOLDED: weakref.WeakKeyDictionary[nn.Module, dict[tuple, nn.Module]] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 _PER_MODEL = 4
 
@@ -40,12 +40,17 @@ def folded(model: nn.Module, keep: Iterable[str] = (), dtype: torch.dtype | None
     (relative error 1.1e-1 against 7.9e-2 unfolded, 96 px textures), so there the model serves."""
     if dtype is not None:
         return model
-    key = tuple(sorted(keep))
+    # Keyed by the pairs kept, not the layers read: a block read as a layer keeps no pair, so every
+    # block of a model shares one copy (a copy per layer cost a model's memory and a probe each).
+    # And by the hooks a copy carries: one registered on the model since must run on it too.
+    in_pairs = {path for conv, bn in _pair_paths(model) for path in (conv, bn)}
+    kept = tuple(sorted(set(keep) & in_pairs))
+    key = (kept, copied_hooks(model))
     with _LOCK:
         found = _FOLDED.get(model, {}).get(key)
     if found is not None:
         return found
-    made = _fold_checked(model, key)
+    made = _fold_checked(model, kept)
     with _LOCK:
         entries = _FOLDED.setdefault(model, {})
         if len(entries) >= _PER_MODEL:
@@ -54,28 +59,28 @@ def folded(model: nn.Module, keep: Iterable[str] = (), dtype: torch.dtype | None
     return made
 
 
-def _pairs(model: nn.Module, keep: tuple[str, ...]) -> list[tuple[nn.Module, str, str]]:
-    """(parent, conv's name, bn's name) for each Conv2d directly followed by a BatchNorm2d."""
+def _pair_paths(model: nn.Module) -> list[tuple[str, str]]:
+    """(conv's path, bn's path) for each Conv2d directly followed by a BatchNorm2d it feeds."""
     out = []
     for path, parent in model.named_modules():
-        children = list(parent.named_children())
-        for (conv_name, conv), (bn_name, bn) in itertools.pairwise(children):
-            read = {f"{path}.{name}" if path else name for name in (conv_name, bn_name)} & set(keep)
+        prefix = f"{path}." if path else ""
+        for (conv_name, conv), (bn_name, bn) in itertools.pairwise(parent.named_children()):
             if (isinstance(conv, nn.Conv2d) and type(bn) is nn.BatchNorm2d and bn.track_running_stats
-                    and conv.out_channels == bn.num_features and not read):
-                out.append((parent, conv_name, bn_name))
+                    and conv.out_channels == bn.num_features):
+                out.append((prefix + conv_name, prefix + bn_name))
     return out
 
 
 def _fold_checked(model: nn.Module, keep: tuple[str, ...]) -> nn.Module:
-    if not _pairs(model, keep):
+    pairs = [(conv, bn) for conv, bn in _pair_paths(model) if conv not in keep and bn not in keep]
+    if not pairs:
         return model
     copy = private_copy(model).eval()
-    for parent, conv_name, bn_name in _pairs(copy, keep):
-        conv, bn = getattr(parent, conv_name), getattr(parent, bn_name)
+    for conv_path, bn_path in pairs:
+        conv, bn = copy.get_submodule(conv_path), copy.get_submodule(bn_path)
         conv.weight, conv.bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var,
                                                       bn.eps, bn.weight, bn.bias)
-        setattr(parent, bn_name, nn.Identity())
+        copy.set_submodule(bn_path, nn.Identity())
     copy.requires_grad_(False)
     return copy if _same_output(model, copy) else model
 
@@ -88,7 +93,7 @@ def _same_output(model: nn.Module, copy: nn.Module, size: int = 96) -> bool:
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(param.device)
     try:
         a, b = model(x), copy(x)
-    except RuntimeError:  # an input too small for the model: no check, no fold
+    except (RuntimeError, ValueError):  # an input too small for the model: no check, no fold
         return False
     a, b = (getattr(t, "logits", t).float() for t in (a, b))
     return bool((a - b).abs().max() <= 1e-3 * a.abs().max() + 1e-5)

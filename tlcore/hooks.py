@@ -77,6 +77,15 @@ def private_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
+def copied_hooks(model: nn.Module) -> tuple[int, ...]:
+    """Ids of the forward hooks a ``private_copy`` of ``model`` made now would carry: a copy made
+    earlier is stale when they differ (a hook registered since would not run on it)."""
+    with _REGISTRY:
+        return tuple(id(hook) for module in model.modules()
+                     for hooks in (module._forward_hooks, module._forward_pre_hooks)
+                     for hook in hooks.values() if not getattr(hook, "per_thread", False))
+
+
 def _kept_hooks(module: nn.Module, memo: dict[int, object]) -> None:
     """Put into ``memo`` the copies of ``module``'s forward-hook dicts, without our per-thread hooks
     (the flag dicts beside them are keyed by the same hook ids)."""

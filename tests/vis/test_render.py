@@ -89,13 +89,13 @@ def test_each_model_sees_its_own_normalisation(monkeypatch, key):
         spectrum, image = original(*a, **kw)
 
         def recorded():
-            images.append(image().detach())
-            return images[-1]
+            made = image()
+            images.append(made.detach())
+            return made  # still attached: the render differentiates it
         return spectrum, recorded
 
     monkeypatch.setattr(R, "fft_image", recording_fft)
     monkeypatch.setattr(R.Robustness, "__call__", lambda self, x, step: x)  # the image as it is
-    monkeypatch.setattr(R, "folded", lambda m, keep=(), dtype=None: m)  # the hook below is on this model, not on a copy
     handle = model.register_forward_pre_hook(lambda m, args: inputs.append(args[0].detach()))
     try:
         R.render(spec, model, R.RenderConfig(layer=layer, steps=2, size=32), [0], use_cache=False)
