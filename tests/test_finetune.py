@@ -488,3 +488,35 @@ def test_drawing_views_never_makes_the_cpu_wait_for_the_gpu():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.equal(batch[1].cpu(), acts[3][0].cpu())
+
+
+def test_a_float32_trial_runs_its_frozen_prefix_with_batchnorms_folded_and_learns_as_without(digits, monkeypatch):
+    """Folding is a speed-up only (tlcore.fold): the prefix's activations, hence the whole trial, match."""
+    from torch import nn
+
+    from tlcore.finetune import prefix_cache, trial
+
+    spec = zoo.get_spec("efficientnet_lite0")
+    cfg = TrialConfig(model=spec.key, freeze=len(zoo.blocks_of(spec)) - 2, epochs=2, precision="float32",
+                      augment=("flip",), seed=1)
+    prefixes = []
+    sampler_init = prefix_cache.ViewSampler.__init__
+
+    def recorded(self, store, prefix, *args):
+        prefixes.append(prefix)
+        sampler_init(self, store, prefix, *args)
+
+    monkeypatch.setattr(prefix_cache.ViewSampler, "__init__", recorded)
+    runs = []
+    for fold in (trial.folded, lambda model, keep=(), dtype=None: model):
+        monkeypatch.setattr(trial, "folded", fold)
+        prefix_cache.RECENT.clear()
+        runs.append(run_trial(cfg, digits))
+    batchnorms = [sum(isinstance(m, nn.BatchNorm2d) for m in p.modules()) for p in prefixes]
+    assert batchnorms[0] == 0 < batchnorms[1]  # Lite's same-padding convs stay modules in the split's graph
+    folded_run, plain = runs
+    # Float32 rounding apart (~1e-6 in the activations), so the same curve; a borderline image may flip.
+    for a, b in zip(folded_run.history, plain.history, strict=True):
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-3)
+        assert a.val_loss == pytest.approx(b.val_loss, rel=1e-3)
+        assert abs(a.val_acc - b.val_acc) <= 1 / len(digits.val_idx) + 1e-9

@@ -65,3 +65,25 @@ class BatchNormFirst(nn.Module):
 def test_a_model_whose_batchnorm_does_not_follow_its_conv_is_used_as_it_is():
     model = BatchNormFirst().eval()
     assert folded(model) is model
+
+
+def test_float32_features_come_from_a_folded_copy_and_equal_the_models(monkeypatch):
+    """Every feature pass in float32 (a CPU without AMX; a float32 trial's probe) reads a folded copy;
+    a layer it reads keeps its BatchNorm, so what it reads is the model's own activation."""
+    from tlcore import data, features
+
+    spec = zoo.get_spec("efficientnet_lite0")
+    model = zoo.load(spec).eval()
+    ds = data.load("digits", size=32, max_per_class=3)
+    ran = []
+    fold = features.folded
+    monkeypatch.setattr(features, "folded", lambda *a, **kw: ran.append(fold(*a, **kw)) or ran[-1])
+    conv = "_blocks.3._project_conv"
+    got = features.extract_many(spec, ds, [features.PENULTIMATE, conv], model=model, mixed=False)
+    assert ran and ran[0] is not model
+    x = features.normalise(ds.images, spec, features.input_size(spec, ds))
+    with torch.no_grad(), Capture(model, [features._hook_target(model, spec, features.PENULTIMATE),
+                                          features._hook_target(model, spec, conv)], stop=False) as cap:
+        want = {k: features.pool(v, spec.family) for k, v in cap(x).items()}
+    for block in (features.PENULTIMATE, conv):
+        assert torch.allclose(got[block], want[block], rtol=1e-4, atol=1e-5), block

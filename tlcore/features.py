@@ -29,6 +29,7 @@ from tlcore.device import (
     unless_out_of_memory,
     working,
 )
+from tlcore.fold import folded
 from tlcore.hooks import Capture, Target, thread_hooks
 
 # Architectures whose input size is fixed by their position embeddings / window partition.
@@ -75,17 +76,21 @@ def _key(spec: zoo.ModelSpec, dataset: Dataset, block: str, size: int, view: str
 def _hook_target(model: nn.Module, spec: zoo.ModelSpec, block: str) -> Target:
     """What to read for ``block``: a block of the zoo's list (its last module's output), the
     classifier's input or output, or any module path of ``named_modules()`` (a layer)."""
-    if block == LOGITS:
-        return Target(block, model.get_submodule(classifier_path(model, spec.num_classes)))
-    if block == PENULTIMATE:
-        return Target(block, model.get_submodule(classifier_path(model, spec.num_classes)), inputs=True)
+    path, inputs = _read_at(model, spec, block)
+    return Target(block, model.get_submodule(path), inputs=inputs)
+
+
+def _read_at(model: nn.Module, spec: zoo.ModelSpec, block: str) -> tuple[str, bool]:
+    """(module path, whether its input rather than its output is read) for ``block``."""
+    if block in (LOGITS, PENULTIMATE):
+        return classifier_path(model, spec.num_classes), block == PENULTIMATE
     names = [b.name for b in zoo.blocks_of(spec)]
     if block in names:
         members = [m for m in zoo.blocks_of(spec)[names.index(block)].members
                    if _is_module(model, m) and not _AUXILIARY.fullmatch(m)]
-        return Target(block, model.get_submodule(members[-1]))
+        return members[-1], False
     if block and _is_module(model, block):
-        return Target(block, model.get_submodule(block))
+        return block, False
     raise ValueError(f"unknown block {block!r} for {spec.model}; choose one of: "
                      f"{', '.join(names)}, {PENULTIMATE}, {LOGITS} or a module path (`tlcore layers`)")
 
@@ -226,7 +231,9 @@ def extract_many(spec: zoo.ModelSpec, dataset: Dataset, blocks: list[str], *, mo
             missing[wanted if held[b] is None else wanted[~held[b].done[wanted]]] = True
         todo = missing.nonzero().flatten()
         model, dev = _model_on(spec, model, dev)
-        computed = _compute(model.eval(), spec, dataset, lacking, size, dev,
+        model = folded(model.eval(), keep=[_read_at(model, spec, b)[0] for b in lacking],
+                       dtype=mixed_dtype(dev) if mixed else None)
+        computed = _compute(model, spec, dataset, lacking, size, dev,
                             batch_size or inference_batch(dev, size), todo, mixed)
         for b, feats in computed.items():
             held[b] = _fill_entry(keys[b], len(dataset), todo, feats, dataset.private)

@@ -1,9 +1,11 @@
-"""A frozen model with its BatchNorm layers folded into the convolutions before them, for renders
-and dreams in float32 (on a CPU; see ``folded``): they run the model in eval mode hundreds of times forward and back to the image, and
-an eval-mode BatchNorm is an affine map that a convolution can absorb. On the 2-core VM a
-BatchNorm's forward and backward took a quarter of a Lite0 render's time in the profiler; folded,
-a gallery of 8 channels of ``_blocks.8`` (64 steps, 96 px) rendered 1.52× as fast, its median
-activation ratio 7.42 against 7.43 (bench/vis_speed.py --fold).
+"""A frozen model with its BatchNorm layers folded into the convolutions before them, for passes
+that run in float32 (see ``folded``): renders and dreams (on a CPU), feature passes and a trial's
+frozen prefix (on a CPU without AMX, or a trial set to float32). An eval-mode BatchNorm is an
+affine map that a convolution can absorb. On the 2-core VM a BatchNorm's forward and backward took
+a quarter of a Lite0 render's time in the profiler; folded, a gallery of 8 channels of ``_blocks.8``
+(64 steps, 96 px) rendered 1.52× as fast, its median activation ratio 7.42 against 7.43
+(bench/vis_speed.py --fold); a feature pass ran 1.03–1.24× as fast, a trial with the last block
+trainable 1.00–1.19× (bench/fold_speed.py).
 
 Pairs are a Conv2d and the BatchNorm2d registered right after it in the same parent (torchvision's
 conv-bn-act blocks, EfficientNet-Lite's blocks). Registration order is not forward order in every
@@ -50,7 +52,8 @@ def folded(model: nn.Module, keep: Iterable[str] = (), dtype: torch.dtype | None
         found = _FOLDED.get(model, {}).get(key)
     if found is not None:
         return found
-    made = _fold_checked(model, kept)
+    with torch.inference_mode(False):  # a copy made in inference mode could never serve a render's backward
+        made = _fold_checked(model, kept)
     with _LOCK:
         entries = _FOLDED.setdefault(model, {})
         if len(entries) >= _PER_MODEL:

@@ -44,8 +44,12 @@ def views(cfg: TrialConfig) -> int:
 
 def frozen_dtype(cfg: TrialConfig, dev: torch.device) -> torch.dtype:
     """What the frozen layers compute in: the device's mixed precision unless the trial asks for float32."""
-    low = mixed_dtype(dev) if cfg.mixed_precision else None
-    return low or torch.float32
+    return frozen_autocast(cfg, dev) or torch.float32
+
+
+def frozen_autocast(cfg: TrialConfig, dev: torch.device) -> torch.dtype | None:
+    """The autocast dtype of the frozen layers' pass; None: float32."""
+    return mixed_dtype(dev) if cfg.mixed_precision else None
 
 
 def storage_dtype(cfg: TrialConfig, dev: torch.device, size: int) -> torch.dtype:

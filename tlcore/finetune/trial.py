@@ -17,6 +17,7 @@ from tlcore.finetune.augment import augment, device_generator
 from tlcore.finetune.config import EpochStats, Timings, TrialCancelled, TrialConfig, TrialResult
 from tlcore.finetune.engine import Loop, Prepare, evaluate, train_one_epoch, training_dtype
 from tlcore.finetune.surgery import freeze, replace_head
+from tlcore.fold import folded
 from tlcore.hooks import private_copy
 from tlcore.zoo.split import split as split_model
 
@@ -144,6 +145,8 @@ def _prefix_once_or_live(cfg, spec, dataset, base, dev, gen, size, timings: Timi
         key = prefix_cache.key(cfg, spec, dataset, size, dev)
         store = prefix_cache.RECENT.get(key) or prefix_cache.PrefixStore.create(prefix, images, cfg, spec, size, dev)
         if store is not None:
+            if store.ready < len(store.acts):  # views left to compute: in float32, BatchNorms folded
+                prefix = folded(prefix, dtype=prefix_cache.frozen_autocast(cfg, dev))
             prefix_cache.RECENT.put(key, store)
             timings.prefix_cached, timings.prefix_views, timings.prefix_views_reused = True, len(store.acts), store.ready
             return tail, prefix_cache.ViewSampler(store, prefix, images, dataset, cfg, spec, size, dev, gen)

@@ -83,6 +83,12 @@ def _unowned_copy(graph: fx.Graph) -> fx.Graph:
     return copy
 
 
+# Convolutions stay modules in the graph, subclasses too (EfficientNet-Lite's same-padding ones
+# would be traced into a functional conv2d reading the module's weight): a frozen prefix's
+# BatchNorms can then be folded into them (tlcore.fold), which needs conv and BatchNorm as modules.
+_LEAVES = {"leaf_modules": [nn.Conv2d]}
+
+
 def _trace(model: nn.Module) -> fx.Graph | None:
     try:
         with warnings.catch_warnings():
@@ -90,8 +96,8 @@ def _trace(model: nn.Module) -> fx.Graph | None:
             was_training = model.training
             model.eval()  # trace the inference graph (no auxiliary heads)
             try:
-                _, nodes = get_graph_node_names(model)
-                return create_feature_extractor(model, return_nodes={nodes[-1]: "out"}).graph
+                _, nodes = get_graph_node_names(model, tracer_kwargs=_LEAVES)
+                return create_feature_extractor(model, return_nodes={nodes[-1]: "out"}, tracer_kwargs=_LEAVES).graph
             finally:
                 model.train(was_training)
     except Exception:  # an untraceable architecture: the caller falls back
