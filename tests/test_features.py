@@ -122,7 +122,8 @@ def test_features_of_some_rows_then_all_run_each_image_once(tiny, monkeypatch):
     # copy made for a hook registered later would run a probe image through both models).
     seen, handle = _images_seen(model)
     try:
-        whole = features.extract_many(spec, tiny, ["stem", features.PENULTIMATE], model=model)  # reference pass
+        whole = features.extract_many(spec, tiny, ["stem", features.PENULTIMATE], model=model,
+                                      view="rows-reference")  # a pass of its own, never served from the cache
         monkeypatch.setattr(features, "_MEMORY", type(features._MEMORY)())
         view = "rows-test"  # a cache entry of its own
         seen.clear()
