@@ -511,7 +511,7 @@ def test_a_float32_trial_runs_its_frozen_prefix_with_batchnorms_folded_and_learn
     for fold in (trial.folded, lambda model, keep=(), dtype=None: model):
         monkeypatch.setattr(trial, "folded", fold)
         prefix_cache.RECENT.clear()
-        runs.append(run_trial(cfg, digits))
+        runs.append(run_trial(cfg, digits, device="cpu"))  # a GPU's float32 is TF32: never folded there
     batchnorms = [sum(isinstance(m, nn.BatchNorm2d) for m in p.modules()) for p in prefixes]
     assert batchnorms[0] == 0 < batchnorms[1]  # Lite's same-padding convs stay modules in the split's graph
     folded_run, plain = runs

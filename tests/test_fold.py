@@ -87,3 +87,23 @@ def test_float32_features_come_from_a_folded_copy_and_equal_the_models(monkeypat
         want = {k: features.pool(v, spec.family) for k, v in cap(x).items()}
     for block in (features.PENULTIMATE, conv):
         assert torch.allclose(got[block], want[block], rtol=1e-4, atol=1e-5), block
+
+
+def test_a_model_folding_cannot_help_is_used_as_it_is_and_not_kept_alive(monkeypatch):
+    import gc
+    import weakref
+
+    from tlcore import fold
+
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()  # no BatchNorm to fold
+    assert folded(plain) is plain and folded(plain) is plain  # the second from the cache
+    alive = weakref.ref(plain)
+    del plain
+    gc.collect()
+    assert alive() is None  # a cached "as it is" must not hold its own key
+
+    model = zoo.load(zoo.get_spec("efficientnet_lite0")).eval()
+    assert folded(model.to("meta")) is model  # not on a CPU (a GPU's float32 is TF32 by default)
+    model = zoo.load(zoo.get_spec("efficientnet_lite0")).eval()
+    monkeypatch.setattr(fold, "MAX_BYTES", 1000)
+    assert folded(model) is model  # too large to keep a second copy of

@@ -27,20 +27,30 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from tlcore.hooks import copied_hooks, private_copy
 
-# model → {(pairs kept, its hooks): its folded copy (or the model itself when folding does not hold)}; a few
-# entries each, gone with the model (a fine-tuned run's model is dropped from the app's cache).
-_FOLDED: weakref.WeakKeyDictionary[nn.Module, dict[tuple, nn.Module]] = weakref.WeakKeyDictionary()
+# model → {(pairs kept, its hooks): its folded copy, or _AS_IS where folding does not hold}; a few
+# entries each, gone with the model (a fine-tuned run's model is dropped from the app's cache; a
+# trial's prefix with the trial). Never the model itself as a value: it would keep its own key alive.
+_FOLDED: weakref.WeakKeyDictionary[nn.Module, dict[tuple, nn.Module | None]] = weakref.WeakKeyDictionary()
+_AS_IS = None
 _LOCK = threading.Lock()
 _PER_MODEL = 4
+# Larger models are used as they are: a copy doubles their memory (RegNetY-128GF: 2.6 GB more) for
+# little, as convolutions outweigh BatchNorms the more the larger the model (ResNet-18's features
+# 1.03×, bench/fold_speed.py). EfficientNet-B7, 266 MB, is the largest that still folds.
+MAX_BYTES = 300 * 2**20
 
 
 def folded(model: nn.Module, keep: Iterable[str] = (), dtype: torch.dtype | None = None) -> nn.Module:
     """``model`` (in eval mode, read only) with each BatchNorm2d that follows a Conv2d folded into
     it, except pairs with a module in ``keep`` (module paths whose output or input is read); cached
-    per model. ``dtype``: the autocast dtype the pass runs in. Only a float32 pass (None) is folded:
-    in bf16 the folded weights' rounding took Lite0's penultimate features further from float32's
-    (relative error 1.1e-1 against 7.9e-2 unfolded, 96 px textures), so there the model serves."""
-    if dtype is not None:
+    per model. ``dtype``: the autocast dtype the pass runs in. Only a float32 pass (None) on a CPU
+    is folded: in bf16 the folded weights' rounding took Lite0's penultimate features further from
+    float32's (relative error 1.1e-1 against 7.9e-2 unfolded, 96 px textures); a GPU's float32
+    convolutions run in TF32 by default, whose rounding the probe check (``_same_output``) would
+    take for a wrong fold. Elsewhere the model serves as it is."""
+    param = next(model.parameters(), None)
+    if (dtype is not None or param is None or param.device.type != "cpu"
+            or sum(p.numel() * p.element_size() for p in model.parameters()) > MAX_BYTES):
         return model
     # Keyed by the pairs kept, not the layers read: a block read as a layer keeps no pair, so every
     # block of a model shares one copy (a copy per layer cost a model's memory and a probe each).
@@ -49,16 +59,17 @@ def folded(model: nn.Module, keep: Iterable[str] = (), dtype: torch.dtype | None
     kept = tuple(sorted(set(keep) & in_pairs))
     key = (kept, copied_hooks(model))
     with _LOCK:
-        found = _FOLDED.get(model, {}).get(key)
-    if found is not None:
-        return found
+        entries = _FOLDED.get(model, {})
+        if key in entries:
+            found = entries[key]
+            return model if found is _AS_IS else found
     with torch.inference_mode(False):  # a copy made in inference mode could never serve a render's backward
         made = _fold_checked(model, kept)
     with _LOCK:
         entries = _FOLDED.setdefault(model, {})
         if len(entries) >= _PER_MODEL:
             entries.pop(next(iter(entries)))
-        entries[key] = made
+        entries[key] = _AS_IS if made is model else made
     return made
 
 
