@@ -36,7 +36,8 @@ def test_digits_are_different_and_faces_similar(digits, faces):
                     probe_block=rec.probe_block if rec.freeze == "all" else "penultimate"
                     ).check()
         assert len(rec.measurement.logme_by_block) == len(zoo.blocks_of(SPEC))  # every block but the head, + penultimate
-        assert all(0.0 <= g <= 1.0 for _, g in rec.measurement.batchnorm_gap)
+        assert rec.measurement.batchnorm_gap and all(0.0 <= g <= 1.0 for _, g in rec.measurement.batchnorm_gap)
+        assert recommend.batchnorm_reason(rec.measurement.batchnorm_gap) in rec.reasons
         assert any(f"{rec.measurement.per_class:.0f} training images" in r for r in rec.reasons)
 
 
@@ -65,3 +66,16 @@ def test_model_scores_and_rank_agreement(digits):
     assert recommend.rank_agreement([1, 2, 3, 4], [0.1, 0.2, 0.3, 0.4]) == {"kendall_tau": 1.0, "spearman_rho": 1.0}
     assert recommend.rank_agreement([4, 3, 2, 1], [0.1, 0.2, 0.3, 0.4])["kendall_tau"] == -1.0
     assert all(v != v for v in recommend.rank_agreement([1, 2], [0.1, 0.2]).values())  # NaN: too few
+
+
+def test_a_measurement_without_the_batchnorm_pass_is_the_same_less_its_gaps(digits):
+    """The Strategy page shows the advice first and fills the BatchNorm gaps (a second, longer pass) in last."""
+    whole = recommend.measure(SPEC, digits)
+    first = recommend.measure(SPEC, digits, batchnorm=False)
+    assert first.batchnorm_gap == [] and whole.batchnorm_gap
+    assert dataclasses.replace(first, batchnorm_gap=whole.batchnorm_gap) == whole
+    gaps = recommend.batchnorm_gaps(SPEC, digits)
+    assert gaps == whole.batchnorm_gap
+    rec, full = recommend.recommend(first, SPEC), recommend.recommend(whole, SPEC)
+    assert (rec.strategy, rec.freeze, rec.probe_block) == (full.strategy, full.freeze, full.probe_block)
+    assert not any("BatchNorm" in r for r in rec.reasons)

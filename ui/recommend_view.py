@@ -18,9 +18,16 @@ from ui import finetune_view, resources
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def measurement(_ds: Dataset, fingerprint: str, model_key: str) -> recommend.Measurement:
-    """Scores for one (dataset, model); the features behind them are cached by tlcore too."""
+    """Scores for one (dataset, model), without the BatchNorm gaps (``batchnorm_gaps``: the page
+    shows the rest first); the features behind them are cached by tlcore too."""
     spec = zoo.get_spec(model_key)
-    return recommend.measure(spec, _ds, model=resources.cached_model(model_key, True))
+    return recommend.measure(spec, _ds, model=resources.cached_model(model_key, True), batchnorm=False)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def batchnorm_gaps(_ds: Dataset, fingerprint: str, model_key: str) -> list[tuple[str, float]]:
+    spec = zoo.get_spec(model_key)
+    return recommend.batchnorm_gaps(spec, _ds, model=resources.cached_model(model_key, True))
 
 
 def matrix_figure(rec: recommend.Recommendation) -> go.Figure:

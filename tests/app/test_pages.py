@@ -316,6 +316,9 @@ def test_strategy_page_measures_places_and_validates():
     assert not at.exception
     assert "Train a classifier on features from an earlier block" in at.success[0].value  # small, different
     assert len(at.get("plotly_chart")) == 2  # the matrix and the evidence along the depth
+    # The BatchNorm gaps, measured last, are in the evidence and in the reasons by the end of the run.
+    assert "BatchNorm gap to ImageNet" in at.get("plotly_chart")[1].proto.spec
+    assert any(md.value.startswith("- BatchNorm input statistics differ") for md in at.markdown)
     at.number_input[0].set_value(1)
     at.button[0].click().run()
     assert finetune_view.jobs().wait(300)
