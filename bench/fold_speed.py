@@ -44,15 +44,14 @@ def feature_side(spec, model, ds, repeat: int) -> None:
 
     blocks = [features.PENULTIMATE, zoo_middle(spec)]
 
-    def once(fold) -> tuple[float, dict]:
-        features.folded = fold
+    def once() -> tuple[float, dict]:
         features._MEMORY.clear()  # noqa: SLF001
         shutil.rmtree(paths.folder("features"), ignore_errors=True)
         started = time.perf_counter()
         out = features.extract_many(spec, ds, blocks, model=model, mixed=False)
         return time.perf_counter() - started, out
 
-    seconds, outs = alternate(once, repeat)
+    seconds, outs = alternate(features, once, repeat)
     far = max(float((outs["as it is"][b] - outs["folded"][b]).norm() / outs["as it is"][b].norm()) for b in blocks)
     report(f"features  {spec.model:22s} {len(ds):5d} images", seconds, f"relative difference {far:.1e}")
 
@@ -63,14 +62,13 @@ def trial_side(spec, model, ds, epochs: int, repeat: int) -> None:
 
     cfg = TrialConfig(model=spec.key, freeze=len(zoo.blocks_of(spec)) - 2, epochs=epochs, precision="float32")
 
-    def once(fold) -> tuple[float, object]:
-        trial.folded = fold
+    def once() -> tuple[float, object]:
         prefix_cache.RECENT.clear()
         started = time.perf_counter()
         result = run_trial(cfg, ds, model=model)
         return time.perf_counter() - started, result
 
-    seconds, outs = alternate(once, repeat)
+    seconds, outs = alternate(trial, once, repeat)
     accs = " / ".join(f"{outs[w].val_acc:.4f}" for w in outs)
     report(f"trial     {spec.model:22s} {epochs} epochs", seconds, f"val acc (as it is / folded) {accs}")
 
@@ -82,19 +80,25 @@ def zoo_middle(spec) -> str:
     return blocks[len(blocks) // 2].name
 
 
-def alternate(once, repeat: int) -> tuple[dict[str, float], dict]:
-    """Both ways once to warm up, then ``repeat`` rounds, alternating; median seconds and the last outputs."""
-    from tlcore.fold import folded
-
-    ways = {"as it is": as_it_is, "folded": folded}
-    for fold in ways.values():
-        once(fold)
+def alternate(module, once, repeat: int) -> tuple[dict[str, float], dict]:
+    """``once()`` with ``module.folded`` (its import of tlcore.fold.folded) as it is and replaced by
+    ``as_it_is``: both once to warm up, then ``repeat`` rounds, alternating; median seconds and the
+    last outputs per way. ``once`` returns (seconds, output)."""
+    folding = module.folded
+    ways = {"as it is": as_it_is, "folded": folding}
     times: dict[str, list[float]] = {w: [] for w in ways}
     outs = {}
-    for _ in range(repeat):
-        for name, fold in ways.items():
-            seconds, outs[name] = once(fold)
-            times[name].append(seconds)
+    try:
+        for fold in ways.values():
+            module.folded = fold
+            once()
+        for _ in range(repeat):
+            for name, fold in ways.items():
+                module.folded = fold
+                seconds, outs[name] = once()
+                times[name].append(seconds)
+    finally:
+        module.folded = folding
     return {w: statistics.median(t) for w, t in times.items()}, outs
 
 

@@ -31,7 +31,6 @@ and become the activation ratio against the textures dataset at the same size:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import time
 
@@ -199,34 +198,25 @@ def main() -> None:
 
 
 def fold_comparison(spec, model, cfg, channels, stats, repeat: int, device) -> None:
-    """Ours twice per round, alternating: the model as it is, then folded (tlcore.fold)."""
+    """Ours on the model as it is and folded (tlcore.fold), alternating (fold_speed.alternate)."""
+    from fold_speed import alternate
+
     from tlcore.device import synchronize
     from tlcore.vis import render as R
 
-    folding = R.folded
-    ways = {"as it is": lambda m, keep=(), dtype=None: m, "BatchNorms folded": folding}
-    seconds = {name: [] for name in ways}
-    images = {}
-    try:
-        for fold in ways.values():  # warm-up, each way
-            R.folded = fold
-            R.render(spec, model, dataclasses.replace(cfg, steps=3), channels, use_cache=False)
-        for _ in range(repeat):
-            for name, fold in ways.items():
-                R.folded = fold
-                synchronize(device)
-                t = time.perf_counter()
-                images[name] = R.render(spec, model, cfg, channels, use_cache=False)
-                synchronize(device)
-                seconds[name].append(time.perf_counter() - t)
-    finally:
-        R.folded = folding
-    for name in ways:
+    def once():
+        synchronize(device)
+        t = time.perf_counter()
+        images = R.render(spec, model, cfg, channels, use_cache=False)
+        synchronize(device)
+        return time.perf_counter() - t, images
+
+    seconds, images = alternate(R, once, repeat)
+    for name in seconds:
         acts = mean_activations(model, spec, cfg.layer, [r.image for r in images[name]], channels, device)
-        print(f"ours, model {name:18s} {statistics.median(seconds[name]):6.2f} s for {len(channels)} channels "
+        print(f"ours, model {name:8s} {seconds[name]:6.2f} s for {len(channels)} channels "
               f"(median activation ratio {median_ratio(stats, channels, acts):.2f})", flush=True)
-    base, fast = (statistics.median(seconds[name]) for name in ways)
-    print(f"ratio (as it is / folded): {base / fast:.2f}")
+    print(f"ratio (as it is / folded): {seconds['as it is'] / seconds['folded']:.2f}")
 
 
 if __name__ == "__main__":

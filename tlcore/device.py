@@ -304,8 +304,8 @@ def _depthwise_and_differentiated(args: tuple, kwargs: dict) -> bool:
     groups = args[6] if len(args) > 6 else kwargs.get("groups", 1)
     if groups == 1 or not torch.is_grad_enabled():
         return False
-    image, weight = (args[:2] if len(args) > 1 else (args[0], kwargs["weight"]) if args else
-                     (kwargs["input"], kwargs["weight"]))
+    image = args[0] if args else kwargs["input"]
+    weight = args[1] if len(args) > 1 else kwargs["weight"]
     return weight.shape[1] == 1 and (image.requires_grad or weight.requires_grad)
 
 

@@ -55,8 +55,8 @@ def folded(model: nn.Module, keep: Iterable[str] = (), dtype: torch.dtype | None
     # Keyed by the pairs kept, not the layers read: a block read as a layer keeps no pair, so every
     # block of a model shares one copy (a copy per layer cost a model's memory and a probe each).
     # And by the hooks a copy carries: one registered on the model since must run on it too.
-    in_pairs = {path for conv, bn in _pair_paths(model) for path in (conv, bn)}
-    kept = tuple(sorted(set(keep) & in_pairs))
+    pairs = _pair_paths(model)
+    kept = tuple(sorted(set(keep) & {path for pair in pairs for path in pair}))
     key = (kept, copied_hooks(model))
     with _LOCK:
         entries = _FOLDED.get(model, {})
@@ -64,7 +64,7 @@ def folded(model: nn.Module, keep: Iterable[str] = (), dtype: torch.dtype | None
             found = entries[key]
             return model if found is _AS_IS else found
     with torch.inference_mode(False):  # a copy made in inference mode could never serve a render's backward
-        made = _fold_checked(model, kept)
+        made = _fold_checked(model, [pair for pair in pairs if not set(pair) & set(kept)])
     with _LOCK:
         entries = _FOLDED.setdefault(model, {})
         if len(entries) >= _PER_MODEL:
@@ -85,8 +85,8 @@ def _pair_paths(model: nn.Module) -> list[tuple[str, str]]:
     return out
 
 
-def _fold_checked(model: nn.Module, keep: tuple[str, ...]) -> nn.Module:
-    pairs = [(conv, bn) for conv, bn in _pair_paths(model) if conv not in keep and bn not in keep]
+def _fold_checked(model: nn.Module, pairs: list[tuple[str, str]]) -> nn.Module:
+    """A copy with ``pairs`` folded when it computes what the model does, else the model."""
     if not pairs:
         return model
     copy = private_copy(model).eval()
