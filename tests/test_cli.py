@@ -185,3 +185,16 @@ def test_recommend_validate_runs_the_competing_strategies_and_keeps_them(capsys)
     for row in out["validation"]:
         kept = runs[row["run_id"]]
         assert kept["status"] == "done" and kept["config"]["tags"]["strategy"] == row["strategy"]
+
+
+def test_help_states_each_default_once(capsys):
+    """Defaults are shown (0 included), an option whose text already explains its default is left
+    alone, and options without one (flags, None) get no "(default: ...)"."""
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "passes over the training images (default: 5)" in text
+    assert "--seed SEED (default: 0)" in text
+    assert "(default: flip)" in text
+    assert "(default: 0.1 with --freeze all, else 0.02)" in text and "else 0.02) (default" not in text
+    assert "(default: None)" not in text and "(default: False)" not in text

@@ -19,6 +19,17 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse prints usage + message; we print one line
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        """Every option's help says its default, unless its own text already speaks of it (argparse's
+        ArgumentDefaultsHelpFormatter skips options without help and prints "None" and "False")."""
+        action = super().add_argument(*args, **kwargs)
+        default, text = action.default, action.help or ""
+        if action.option_strings and not any(default is v for v in (None, False, argparse.SUPPRESS)) \
+                and "default" not in text:
+            shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+            action.help = f"{text} (default: {shown})".lstrip().replace("%", "%%")
+        return action
+
 
 def _clean(value):
     """JSON has no NaN: missing metrics become null."""
@@ -493,16 +504,17 @@ def build_parser() -> argparse.ArgumentParser:
     blocks.set_defaults(run=cmd_blocks)
 
     ft = sub.add_parser("finetune", help="run one fine-tuning trial and keep it in the run history")
-    ft.add_argument("--model", required=True)
+    ft.add_argument("--model", required=True, help="a model name (see `tlcore zoo`)")
     ft.add_argument("--data", required=True, help="built-in name, torchvision:NAME, zip or folder")
     ft.add_argument("--freeze", type=_freeze_arg, default="all",
                     help="leading blocks to freeze (see `tlcore blocks MODEL`), or 'all' (linear probe)")
     ft.add_argument("--probe-block", default="penultimate",
                     help="with --freeze all: the block whose features the classifier reads")
-    ft.add_argument("--epochs", type=_positive_int, default=5)
+    ft.add_argument("--epochs", type=_positive_int, default=5, help="passes over the training images")
     ft.add_argument("--lr", type=float, default=None,
                     help="peak rate of the new head (default: 0.1 with --freeze all, else 0.02)")
-    ft.add_argument("--backbone-lr-mult", type=float, default=0.1)
+    ft.add_argument("--backbone-lr-mult", type=float, default=0.1,
+                    help="the trainable backbone blocks' rate as a multiple of the head's")
     from tlcore.finetune import AUGMENTATIONS, BN_MODES, OPTIMIZERS, PRECISIONS, SCHEDULES
 
     ft.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
