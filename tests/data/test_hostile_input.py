@@ -117,12 +117,76 @@ def test_one_class_and_empty_inputs_are_refused_with_the_layout(tmp_path):
     with pytest.raises(data.DatasetError, match="only one class") as err:
         load_zip_bytes(make_zip({"cats/a.jpg": jpeg(1), "cats/b.jpg": jpeg(2)}), tmp_path)
     assert "one folder per class" in str(err.value)
-    with pytest.raises(data.DatasetError, match="no image inside a class folder"):
+    with pytest.raises(data.DatasetError, match="no usable image inside a class folder"):
         load_zip_bytes(make_zip({"readme.txt": b"hi"}), tmp_path)
     with pytest.raises(data.DatasetError, match="no usable image"):
         load_zip_bytes(make_zip({"a/x.txt": b"no", "b/y.txt": b"no"}), tmp_path)
     with pytest.raises(data.DatasetError, match="not a readable zip"):
         load_zip_bytes(b"PK\x03\x04 this is not really a zip", tmp_path)
+
+
+def stored_zip(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name, blob in entries.items():
+            zf.writestr(name, blob)
+    return buf.getvalue()
+
+
+def test_a_zip_member_with_a_bad_checksum_is_skipped_and_the_rest_loads(tmp_path, good_entries):
+    blob = bytearray(stored_zip(good_entries))
+    start = blob.index(good_entries["cats/c0.jpg"])
+    blob[start + 100] ^= 1  # one flipped bit in the stored bytes: zipfile's CRC check fails
+    ds = load_zip_bytes(bytes(blob), tmp_path, size=16)
+    assert len(ds) == 11 and "Bad CRC-32" in reasons(ds)["cats/c0.jpg"]
+
+
+def with_zip_headers(blob: bytes, *, flags: int = 0, method: int | None = None) -> bytes:
+    """Every member's local and central header given general-purpose ``flags`` (bit 0: encrypted)
+    or a compression ``method`` (9: Deflate64), as other zip tools write them."""
+    out = bytearray(blob)
+    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = out.find(signature)
+        while at != -1:
+            out[at + flags_at] |= flags
+            if method is not None:
+                out[at + flags_at + 2:at + flags_at + 4] = method.to_bytes(2, "little")
+            at = out.find(signature, at + 4)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("headers, reason", [
+    (dict(flags=1), "encrypted: a password-protected zip cannot be read"),
+    (dict(method=9), "compressed with a method Python cannot unpack (zip method 9"),
+])
+def test_an_unreadable_zip_is_refused_saying_why_for_its_files(tmp_path, good_entries, headers, reason):
+    with pytest.raises(data.DatasetError) as err:
+        load_zip_bytes(with_zip_headers(stored_zip(good_entries), **headers), tmp_path, size=16)
+    assert f"(12 files skipped: {reason}" in str(err.value) and "(12 files, e.g. cats/c0.jpg)" in str(err.value)
+
+
+def test_an_archive_among_the_images_is_named_in_the_refusal(tmp_path):
+    inner = make_zip({"cats/a.jpg": jpeg(1)})
+    with pytest.raises(data.DatasetError, match="only one class") as err:
+        load_zip_bytes(make_zip({"cats/more.zip": inner, "dogs/a.jpg": jpeg(2), "dogs/b.jpg": jpeg(3)}), tmp_path)
+    assert "(1 file skipped: cats/more.zip: an archive among the images: unpack it" in str(err.value)
+
+
+def test_a_file_name_that_is_not_utf8_loads_and_prints(tmp_path, good_entries, capsys):
+    root = tmp_path / "pets"
+    for name, blob in good_entries.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(blob)
+    try:  # a Latin-1 name, as old cameras and Windows archives leave them
+        with open(bytes(root / "dogs") + b"/caf\xe9.jpg", "wb") as f:
+            f.write(jpeg(9))
+    except OSError:
+        pytest.skip("this file system refuses names that are not UTF-8")
+    ds = data.load(str(root), size=16)
+    assert len(ds) == 13 and ds.classes == ["cats", "dogs"]
+    from tlcore.cli import main
+
+    assert main(["data", str(root), "--size", "16"]) == 0 and "13 images" in capsys.readouterr().out
 
 
 def test_a_class_with_one_image_trains_but_is_flagged(tmp_path, good_entries):

@@ -36,6 +36,21 @@ class Skipped:
     reason: str
 
 
+def skipped_note(skipped: list[Skipped], shown: int = 3) -> str:
+    """' (7 files skipped: a.zip: reason; encrypted … (6 files, e.g. b.jpg))', or '' if none: a
+    refusal says which files it could not use and why (an encrypted zip, an archive among the
+    images), not only how many; files that share a reason are counted under it."""
+    if not skipped:
+        return ""
+    by_reason: dict[str, list[str]] = {}
+    for s in skipped:
+        by_reason.setdefault(s.reason, []).append(s.path)
+    listed = "; ".join(f"{paths[0]}: {reason}" if len(paths) == 1 else f"{reason} ({len(paths)} files, e.g. {paths[0]})"
+                       for reason, paths in list(by_reason.items())[:shown])
+    more = f"; {len(by_reason) - shown} other reasons" if len(by_reason) > shown else ""
+    return f" ({len(skipped)} file{'s' * (len(skipped) > 1)} skipped: {listed}{more})"
+
+
 def _clean_path(name: str) -> tuple[str | None, str | None]:
     """(normalised path, None) or (None, reason to skip)."""
     name = name.replace("\\", "/")
@@ -73,6 +88,8 @@ def zip_members(source: str | os.PathLike | object, limits: Limits) -> tuple[lis
         path, why = _clean_path(info.filename)
         if why is None and stat.S_ISLNK(info.external_attr >> 16):
             why = "symbolic link"
+        if why is None:
+            why = _unreadable_in_zip(info, path)
         if why is None and info.file_size > limits.max_member_bytes:
             why = f"larger than {limits.max_member_bytes // 2**20} MB"
         if why is None and info.compress_size and info.file_size / info.compress_size > limits.max_ratio:
@@ -88,6 +105,28 @@ def zip_members(source: str | os.PathLike | object, limits: Limits) -> tuple[lis
     return members, skipped
 
 
+_READABLE_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
+_ARCHIVES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
+
+
+def _unreadable_in_zip(info: zipfile.ZipInfo, path: str) -> str | None:
+    """Why a zip member cannot be read, said in the user's terms (zipfile's own errors name neither
+    the cause nor the remedy), or None."""
+    if info.flag_bits & 0x1:
+        return "encrypted: a password-protected zip cannot be read (zip the folder again without a password)"
+    if info.compress_type not in _READABLE_METHODS:
+        return (f"compressed with a method Python cannot unpack (zip method {info.compress_type}, e.g. Deflate64); "
+                "zip the folder again with standard Deflate")
+    return archive_inside(path)
+
+
+def archive_inside(path: str | None) -> str | None:
+    """A zip or tarball among the images is not looked into: say so, rather than 'not an image'."""
+    if path and path.lower().endswith(_ARCHIVES):
+        return "an archive among the images: unpack it into its class folder first"
+    return None
+
+
 def upload_members(files: Iterable[tuple[str, bytes]], limits: Limits) -> tuple[list[Member], list[Skipped]]:
     """Members of an uploaded folder: (relative name, bytes) pairs."""
     members, skipped, total = [], [], 0
@@ -96,6 +135,7 @@ def upload_members(files: Iterable[tuple[str, bytes]], limits: Limits) -> tuple[
         raise DatasetError(f"{len(files):,} files uploaded; the limit is {limits.max_members:,}")
     for name, data in files:
         path, why = _clean_path(name)
+        why = why or archive_inside(path)
         if why is None and len(data) > limits.max_member_bytes:
             why = f"larger than {limits.max_member_bytes // 2**20} MB"
         if why is not None:
@@ -148,7 +188,12 @@ def folder_members(root: str | os.PathLike, limits: Limits) -> tuple[list[Member
 
 
 def _folder_member(entry: os.DirEntry, rel: str, limits: Limits) -> Member | Skipped:
+    # A name that is not valid UTF-8 comes from os.scandir with surrogate escapes, which cannot be
+    # encoded or printed: it is shown (and classed) with U+FFFD where the bad bytes were, and read
+    # by its real path.
+    rel = rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     path, why = _clean_path(rel)
+    why = why or archive_inside(path)
     if why is None and entry.is_symlink():
         why = "symbolic link"
     elif why is None and not entry.is_file(follow_symlinks=False):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from tlcore.data.archive import Skipped
+from tlcore.data.archive import Skipped, skipped_note
 from tlcore.data.decode import worker_pool
 from tlcore.data.errors import VALID_LAYOUT, DatasetError
 
@@ -136,7 +136,7 @@ def assemble(name: str, source: str, images: torch.Tensor, labels: np.ndarray, c
     """Build a Dataset from decoded N×3×S×S uint8 images, refusing what cannot be trained on.
     ``files``, ``recipe``: the images' source files' digests and how they were decoded (see ``fingerprint``)."""
     if len(labels) == 0:
-        raise DatasetError(f"no usable image found ({len(skipped)} files skipped).\n{VALID_LAYOUT}")
+        raise DatasetError(f"no usable image found{skipped_note(skipped)}.\n{VALID_LAYOUT}")
     keep = cap_per_class(labels, max_per_class, seed)
     if len(keep) < len(labels):
         images = images[torch.from_numpy(keep)]
@@ -144,8 +144,8 @@ def assemble(name: str, source: str, images: torch.Tensor, labels: np.ndarray, c
     present = sorted(set(labels.tolist()))
     if len(present) < 2:
         only = classes[present[0]]
-        raise DatasetError(f"only one class with usable images ({only!r}); at least two are needed.\n"
-                           f"{VALID_LAYOUT}")
+        raise DatasetError(f"only one class with usable images ({only!r}); at least two are needed"
+                           f"{skipped_note(skipped)}.\n{VALID_LAYOUT}")
     # Re-index so classes without any usable image disappear.
     remap = {old: new for new, old in enumerate(present)}
     classes = [classes[i] for i in present]

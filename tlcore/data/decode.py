@@ -18,6 +18,7 @@ import random
 import threading
 import time
 import warnings
+import zipfile
 import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -568,7 +569,8 @@ _BATCH_PIXELS = 768_000_000
 def _read(read: Reader) -> bytes:
     try:
         return read()
-    except (DatasetError, OSError, EOFError, RuntimeError, zlib.error) as err:  # zip CRC errors, truncation
+    except (DatasetError, OSError, EOFError, RuntimeError, zlib.error, zipfile.BadZipFile) as err:
+        # zip CRC errors and inconsistent headers, truncation, a file gone since it was listed
         raise BadImage(f"unreadable ({err})") from None
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from tlcore import paths
 from tlcore.data import archive, builtin
-from tlcore.data.archive import Skipped
+from tlcore.data.archive import Skipped, skipped_note
 from tlcore.data.dataset import Dataset, Profile, assemble, cap_per_class
 from tlcore.data.decode import BadImage, Decoded, decode_all, decode_photo, fit, resize_uint8, square, to_rgb
 from tlcore.data.errors import VALID_LAYOUT, DatasetError, DatasetUnavailableError
@@ -169,7 +169,7 @@ def _from_members(name: str, source: str, members: list[archive.Member], skipped
     assigned, unplaced = archive.assign_classes(members)
     skipped = skipped + unplaced
     if not assigned:
-        raise DatasetError(f"no image inside a class folder ({len(skipped)} files skipped).\n{VALID_LAYOUT}")
+        raise DatasetError(f"no usable image inside a class folder{skipped_note(skipped)}.\n{VALID_LAYOUT}")
     classes = sorted({c for _, c in assigned})
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index[c] for _, c in assigned], dtype=np.int64)
