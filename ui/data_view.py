@@ -107,8 +107,10 @@ def _load(kind: str, name: str, size: int, max_per_class: int | None, seed: int,
 
 
 def load(choice: Choice) -> data.Dataset:
-    """The dataset, shared read-only between sessions; remembered as this session's active one."""
-    ds = _load(choice.kind, choice.name, choice.size, choice.max_per_class, choice.seed, choice.digest,
+    """The dataset, shared read-only between sessions; remembered as this session's active one. A
+    server path is keyed on its files' sizes and times too, so an edited folder is loaded again."""
+    digest = data.local_version(choice.name) if choice.kind == "path" else choice.digest
+    ds = _load(choice.kind, choice.name, choice.size, choice.max_per_class, choice.seed, digest,
                choice.blob, choice.files)
     st.session_state["active_dataset"] = choice
     return ds

@@ -147,6 +147,28 @@ def test_data_page_refused_input_is_a_message_not_a_traceback(tmp_path):
     assert "no such zip file or folder" in at.error[0].value
 
 
+def test_an_edited_server_folder_is_loaded_again_in_every_session(tmp_path):
+    """The app's shared dataset cache keys a server path on its files' sizes and times: a file
+    fixed after a first load is seen by the next session, not the old copy."""
+    from tests.data.conftest import jpeg
+
+    for i in range(6):
+        (tmp_path / ("cats" if i % 2 else "dogs")).mkdir(exist_ok=True)
+        (tmp_path / ("cats" if i % 2 else "dogs") / f"{i}.jpg").write_bytes(jpeg(i))
+    (tmp_path / "cats" / "broken.jpg").write_bytes(jpeg(9)[:200])
+
+    def images_and_skipped() -> tuple[str, str]:
+        at = app("app_pages/data.py").run()
+        at.radio[0].set_value("path").run()
+        at.text_input[0].set_value(str(tmp_path)).run()
+        assert not at.exception
+        return at.metric[0].value, at.metric[4].value
+
+    assert images_and_skipped() == ("6", "1")
+    (tmp_path / "cats" / "broken.jpg").write_bytes(jpeg(9))
+    assert images_and_skipped() == ("7", "0")
+
+
 def test_demo_mode_hides_server_folders(monkeypatch):
     monkeypatch.setenv("TLCORE_DEMO", "1")
     at = app("app_pages/data.py").run()

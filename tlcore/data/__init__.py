@@ -14,9 +14,11 @@ from tlcore.data.sources import (
     load_photo,
     load_uploads,
     load_zip,
+    local_version,
 )
 
 __all__ = [
     "DEFAULT_SIZE", "PHOTOS", "VALID_LAYOUT", "Dataset", "DatasetError", "DatasetUnavailableError", "Profile",
     "Skipped", "check_local_access", "list_sources", "load", "load_folder", "load_photo", "load_uploads", "load_zip",
+    "local_version",
 ]

@@ -124,12 +124,33 @@ def load_folder(root, *, size: int = DEFAULT_SIZE, max_per_class: int | None = N
     check_local_access()
     _check_params(size, max_per_class, val_fraction)
     members, skipped = archive.folder_members(root, limits())
+    return _cached(f"folder:{_folder_key(root, members)}", size, max_per_class, seed, val_fraction, private=True,
+                   compute=lambda: _from_members(Path(root).name, f"folder {root}", members, skipped,
+                                                 size, max_per_class, seed, val_fraction))
+
+
+def _folder_key(root, members: list[archive.Member]) -> str:
     h = hashlib.sha256(str(Path(root).resolve()).encode())
     for m in members:  # path + size + mtime: a changed file gives a new key without reading it
         h.update(f"{m.path}\x00{m.size}\x00{m.mtime_ns}".encode())
-    return _cached(f"folder:{h.hexdigest()}", size, max_per_class, seed, val_fraction, private=True,
-                   compute=lambda: _from_members(Path(root).name, f"folder {root}", members, skipped,
-                                                 size, max_per_class, seed, val_fraction))
+    return h.hexdigest()
+
+
+def local_version(source: str) -> str:
+    """What changes when the local zip or folder ``source`` names changes (a file added, removed or
+    rewritten), from sizes and times only, no file read: the key for anything that keeps loaded
+    datasets by path (the app's shared cache). "" for built-in and torchvision names, and for a path
+    that is neither (``load`` says what is wrong with it)."""
+    if source in builtin.BUILTINS or source.startswith("torchvision:"):
+        return ""
+    check_local_access()
+    path = Path(source).expanduser()
+    if path.is_file():
+        stat = path.stat()
+        return f"file:{stat.st_size}:{stat.st_mtime_ns}"
+    if path.is_dir():
+        return _folder_key(path, archive.folder_members(path, limits())[0])
+    return ""
 
 
 def _check_params(size: int, max_per_class: int | None, val_fraction: float) -> None:
