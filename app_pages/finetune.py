@@ -110,6 +110,9 @@ def live() -> None:
 st.fragment(live, run_every=fv.refresh_every([(fv.current_run() or {}).get("status")]))()
 
 st.subheader("Run history")
+if fv.jobs().store.set_aside:
+    st.warning(f"The run history could not be read when the server started; it was kept as "
+               f"`{fv.jobs().store.set_aside}` (with its runs' weights beside it) and a new history started.")
 if frame.empty:
     st.caption("No runs yet.")
     st.stop()

@@ -59,6 +59,15 @@ def test_bench_json(capsys):
     (["bench", "resnet18", "--dtype", "int8"], "invalid choice"),
     (["bench", "resnet18", "--device", "tpu"], "invalid choice"),
     (["zoo", "--format", "xml"], "invalid choice"),
+    (["data", "digits", "--seed", "-1"], "argument --seed: must be at least 0"),
+    (["finetune", "--model", "efficientnet_lite0", "--data", "digits", "--seed", "99999999999999999999"],
+     "argument --seed: must be at most 4,294,967,295"),
+    (["finetune", "--model", "efficientnet_lite0", "--data", "digits", "--lr", "1e300"],
+     "learning rate must be above 0 and at most 10, got 1e+300"),
+    (["finetune", "--model", "efficientnet_lite0", "--data", "digits", "--backbone-lr-mult", "inf"],
+     "rate multiplier must be between 0 and 10, got inf"),
+    (["vis", "--out", __file__], "is a file; give a folder"),
+    (["dream", "--layer", "_blocks.3", "--out", "tests"], "is a folder; give a file name"),
     (["frobnicate"], "invalid choice"),
     ([], "required"),
 ])
@@ -198,3 +207,22 @@ def test_help_states_each_default_once(capsys):
     assert "(default: flip)" in text
     assert "(default: 0.1 with --freeze all, else 0.02)" in text and "else 0.02) (default" not in text
     assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_out_of_memory_and_unwritable_files_are_one_line(capsys, monkeypatch, tmp_path):
+    from tlcore import bench
+
+    def no_memory(*a, **k):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 60211200000 bytes")
+
+    monkeypatch.setattr(bench, "measure", no_memory)
+    assert main(["bench", "resnet18", "--batch", "100000"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tlcore: error: out of memory") and "smaller batch" in err and "\n" not in err
+    (tmp_path / "a_file").write_text("not a folder")
+    out = tmp_path / "a_file" / "dream.png"  # its folder cannot be made
+    assert main(["dream", "--layer", "_blocks.1", "--steps", "1", "--octaves", "1", "--max-side", "100",
+                 "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tlcore: error:") and str(tmp_path / "a_file") in err and "\n" not in err

@@ -2,6 +2,7 @@ import sqlite3
 import threading
 
 import pytest
+import torch
 
 from tlcore.store import RunStore, this_process
 
@@ -104,3 +105,29 @@ def test_missing_or_unreadable_weights_are_a_clear_error(tmp_path):
     store.weights_path(run).write_bytes(b"not a checkpoint")
     with pytest.raises(MissingWeightsError, match="cannot be read"):
         store.load_weights(run)
+
+
+def test_an_unreadable_history_is_set_aside_whole_and_a_new_one_starts(tmp_path, capsys):
+    """A damaged runs.sqlite (a disk error, a half-copied file) must not stop the app or the CLI, and
+    nothing of it is deleted: the file and the weights its runs numbered are moved to one dated name."""
+    path = tmp_path / "runs.sqlite"
+    store = RunStore(path)
+    old = store.create(model="m", dataset="d", config={})
+    store.save_weights(old, {"w": torch.zeros(1)})
+    path.write_bytes(b"garbage, not SQLite" * 100)
+    fresh = RunStore(path)
+    assert fresh.set_aside is not None and fresh.set_aside.read_bytes().startswith(b"garbage")
+    assert (tmp_path / ("runs" + fresh.set_aside.name.removeprefix("runs.sqlite"))).joinpath("run-1.pt").exists()
+    assert fresh.list() == [] and fresh.create(model="m", dataset="d", config={}) == 1
+    assert not fresh.weights_path(1).exists()  # the old run 1's weights are not the new run 1's
+    assert RunStore(path).set_aside is None  # the new history opens as it is
+
+
+def test_the_cli_says_when_it_set_the_history_aside(tmp_path, monkeypatch, capsys):
+    from tlcore.cli import main
+
+    monkeypatch.setenv("TLCORE_HOME", str(tmp_path))  # not the suite's own history
+    (tmp_path / "runs.sqlite").write_bytes(b"garbage, not SQLite" * 100)
+    assert main(["runs"]) == 0
+    err = capsys.readouterr().err
+    assert "could not be read; it was kept as" in err and "Traceback" not in err

@@ -7,6 +7,7 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 EXIT_USAGE = 2
 
@@ -171,9 +172,8 @@ def _run_and_keep(cfg, dataset, label: str, on_epoch=None, tags: dict | None = N
     """Run one trial here, kept in the run history as it progresses (with its weights, which
     `tlcore drift --run` reads); returns the result as JSON with its ``run_id``."""
     from tlcore.finetune import run_trial
-    from tlcore.store import RunStore
 
-    store = RunStore()
+    store = _run_store()
     run_id = store.create(model=cfg.model, dataset=label, status="running",
                           config=dict(cfg.__dict__, augment=list(cfg.augment), tags=tags or {}))
 
@@ -197,9 +197,8 @@ def _run_and_keep(cfg, dataset, label: str, on_epoch=None, tags: dict | None = N
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from tlcore.store import RunStore
 
-    runs = RunStore().list()
+    runs = _run_store().list()
     if args.format == "json":
         _print_json(runs)
         return 0
@@ -290,10 +289,9 @@ def _model_for(args: argparse.Namespace):
     device = pick_device(args.device)
     if args.run_id is None:
         return spec, zoo.load(spec, device=device), "pretrained"
-    from tlcore.store import RunStore
     from tlcore.vis import drift
 
-    store = RunStore()
+    store = _run_store()
     run = _stored_run(store, args.run_id)
     spec = zoo.get_spec(run["model"])
     model = drift.run_model(run, store, spec, device)
@@ -302,11 +300,34 @@ def _model_for(args: argparse.Namespace):
     return spec, model, drift.run_tag(run)
 
 
+def _run_store():
+    """The run history; one line on stderr if it was unreadable and set aside for a new one."""
+    from tlcore.store import RunStore
+
+    store = RunStore()
+    if store.set_aside:
+        print(f"tlcore: warning: the run history {store.path} could not be read; it was kept as "
+              f"{store.set_aside} and a new history started", file=sys.stderr)
+    return store
+
+
 def _stored_run(store, run_id: int) -> dict:
     try:
         return store.get(run_id)
     except KeyError:
         raise UsageError(f"no run {run_id} in the history (see `tlcore runs`)") from None
+
+
+def _check_folder_out(out: str) -> None:
+    """Before any work: --out must be a folder, or a name one can be made at."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UsageError(f"--out {out} is a file; give a folder for the PNGs")
+
+
+def _check_file_out(out: str) -> None:
+    """Before any work: --out must be a file name, not a folder."""
+    if Path(out).is_dir():
+        raise UsageError(f"--out {out} is a folder; give a file name such as {Path(out) / 'dream.png'}")
 
 
 def cmd_vis(args: argparse.Namespace) -> int:
@@ -318,6 +339,7 @@ def cmd_vis(args: argparse.Namespace) -> int:
     from tlcore.vis import examples, render
     from tlcore.vis.objectives import item_count
 
+    _check_folder_out(args.out)
     spec, model, weights = _model_for(args)
     start = render.defaults(next(model.parameters()).device)
     args.layer = args.layer or zoo.middle_layer(spec)
@@ -360,6 +382,7 @@ def cmd_dream(args: argparse.Namespace) -> int:
     from tlcore import data
     from tlcore.vis.dream import DreamConfig, deepdream
 
+    _check_file_out(args.out)
     spec, model, _ = _model_for(args)
     cfg = DreamConfig(layers=tuple(args.layer), octaves=args.octaves, octave_scale=args.scale, steps=args.steps,
                       lr=args.lr, seed=args.seed)
@@ -383,10 +406,9 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
     from tlcore import data, zoo
     from tlcore.device import pick_device
-    from tlcore.store import RunStore
     from tlcore.vis import drift
 
-    store = RunStore()
+    store = _run_store()
     run = _stored_run(store, args.run_id)
     spec = zoo.get_spec(run["model"])
     device = pick_device(args.device)
@@ -439,8 +461,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _int_at_least(minimum: int, what: str = "a whole number"):
-    """An argparse type: an integer >= ``minimum``, with a one-line message otherwise."""
+def _int_at_least(minimum: int, what: str = "a whole number", maximum: int | None = None):
+    """An argparse type: an integer >= ``minimum`` (and <= ``maximum``), with a one-line message
+    otherwise (argparse names the option)."""
 
     def parse(text: str) -> int:
         try:
@@ -449,12 +472,16 @@ def _int_at_least(minimum: int, what: str = "a whole number"):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:,}, got {value:,}")
         return value
 
     return parse
 
 
 _positive_int = _int_at_least(1)
+# numpy's and torch's generators both take it; torch.manual_seed overflows past 2**64 - 1
+_seed = _int_at_least(0, maximum=2**32 - 1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -494,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--max-per-class", type=_positive_int, default=None,
                       help="keep at most this many images per class (a small dataset on purpose)")
     data.add_argument("--val-fraction", type=float, default=0.2)
-    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--seed", type=_seed, default=0)
     data.add_argument("--format", choices=["table", "json"], default="table")
     data.set_defaults(run=cmd_data)
 
@@ -532,7 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--scratch", action="store_true", help="random weights: training from scratch")
     ft.add_argument("--size", type=_positive_int, default=128, help="dataset resolution in px")
     ft.add_argument("--max-per-class", type=_positive_int, default=None)
-    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--seed", type=_seed, default=0)
     ft.add_argument("--format", choices=["table", "json"], default="table")
     ft.set_defaults(run=cmd_finetune)
 
@@ -541,7 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--data", required=True, help="built-in name, torchvision:NAME, zip or folder")
     rec.add_argument("--size", type=_positive_int, default=128, help="dataset resolution in px")
     rec.add_argument("--max-per-class", type=_positive_int, default=None)
-    rec.add_argument("--seed", type=int, default=0)
+    rec.add_argument("--seed", type=_seed, default=0)
     rec.add_argument("--device", default=None)
     rec.add_argument("--validate", action="store_true",
                      help="then train the competing strategies and the advised one, as the Strategy page does")
@@ -559,7 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--layer", required=required, nargs=layers, help=layer_help)
         p.add_argument("--run", dest="run_id", type=_positive_int, default=None,
                        help="use a kept fine-tune run's weights instead (see `tlcore runs`)")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=_seed, default=0)
         p.add_argument("--device", default=None)
 
     from tlcore.vis.objectives import KINDS
@@ -617,7 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "the classifier's input; any block of `tlcore blocks MODEL`)")
     sc.add_argument("--size", type=_positive_int, default=128, help="dataset resolution in px")
     sc.add_argument("--max-per-class", type=_positive_int, default=None)
-    sc.add_argument("--seed", type=int, default=0)
+    sc.add_argument("--seed", type=_seed, default=0)
     sc.add_argument("--device", default=None)
     sc.add_argument("--format", choices=["table", "json", "csv"], default="table")
     sc.set_defaults(run=cmd_score)
@@ -630,15 +657,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from tlcore.data import DatasetError
-    from tlcore.device import DeviceError
+    from tlcore.device import DeviceError, out_of_memory
     from tlcore.zoo import UnknownModelError, WeightsUnavailableError
 
     try:
         args = build_parser().parse_args(argv)
         if args.command in ("finetune", "runs"):
-            from tlcore.store import RunStore
-
-            RunStore().mark_interrupted()  # a run left 'running' by a killed process
+            _run_store().mark_interrupted()  # a run left 'running' by a killed process
         return args.run(args)
     except (UsageError, UnknownModelError, DeviceError, WeightsUnavailableError, DatasetError,
             ValueError) as err:
@@ -646,6 +671,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = " (the folder layout: `tlcore data --help`)" if rest else ""
         print(f"tlcore: error: {first}{hint}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as err:  # a file that cannot be written or read: its name and why, one line
+        where = f": {err.filename}" if err.filename else ""
+        print(f"tlcore: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 1
+    except RuntimeError as err:
+        if not out_of_memory(err):
+            raise
+        print("tlcore: error: out of memory for this work on this device; choose a smaller batch, "
+              f"size or model ({str(err).splitlines()[0][:160]})", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("tlcore: interrupted", file=sys.stderr)
         return 130

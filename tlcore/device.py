@@ -224,9 +224,10 @@ def out_of_memory(err: BaseException) -> bool:
     """``err`` says the device ran out of memory. The caching allocator raises torch.OutOfMemoryError;
     Apple's GPUs a plain RuntimeError ("MPS backend out of memory"), and cuBLAS or cuDNN without room
     for a workspace an AcceleratorError ("CUDA error: out of memory"), which every "halve the batch
-    and go on" must catch too."""
+    and go on" must catch too; the CPU's allocator a RuntimeError ("DefaultCPUAllocator: can't
+    allocate memory")."""
     return isinstance(err, torch.OutOfMemoryError) or (
-        isinstance(err, RuntimeError) and "out of memory" in str(err))
+        isinstance(err, RuntimeError) and any(m in str(err) for m in ("out of memory", "can't allocate memory")))
 
 
 def mixed_dtype(device: torch.device) -> torch.dtype | None:

@@ -89,11 +89,35 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _set_aside(path: Path, weights: Path) -> Path:
+    """Move an unreadable SQLite file, its journal files and its runs' weights folder to dated names
+    beside them (a new history numbers its runs from 1 again: its weights must not meet the old
+    ones); returns the file's new name. Another process may have moved them first: then there is
+    nothing left to move."""
+    stamp = f".unreadable-{dt.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
+    for old in (f"{path}", f"{path}-wal", f"{path}-shm", f"{weights}"):
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(old, old + stamp)
+    return Path(f"{path}{stamp}")
+
+
 class RunStore:
     """One SQLite file (default ``$TLCORE_HOME/runs.sqlite``); safe from several threads."""
 
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else paths.cache_file("runs.sqlite")
+        # Where a history that SQLite could not read was moved when this store opened (kept for the
+        # user, never deleted); None when it opened as it was.
+        self.set_aside: Path | None = None
+        try:
+            self._prepare()
+        except sqlite3.DatabaseError as err:
+            if isinstance(err, sqlite3.OperationalError):  # locked, read-only, disk full: not damage
+                raise
+            self.set_aside = _set_aside(self.path, self.weights_path(0).parent)  # not a database, malformed
+            self._prepare()
+
+    def _prepare(self) -> None:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(_SCHEMA)

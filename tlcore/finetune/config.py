@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
@@ -26,6 +25,8 @@ DEFAULT_BATCH = 32  # small datasets need steps: 5 epochs of 250 images at 64 ar
 # where the rule picks 256, 128 and 256 matched 32 (mean +0.001 and +0.000, worst −0.013 and −0.009).
 AUTO_MIN_STEPS = 20
 AUTO_MAX_BATCH = 256
+MAX_LR = 10.0  # the head's peak rate; the app's slider stops far below
+MAX_LR_MULT = 10.0  # backbone rate ÷ head rate
 # Peak rates for the cosine default: twice the constant rates used before it (cosine's mean is half
 # its peak). bench/schedule_accuracy.py measures both against the old constant ones.
 DEFAULT_LR = 0.02  # a trial that fine-tunes blocks (they learn at this × backbone_lr_mult)
@@ -94,8 +95,12 @@ class TrialConfig:
         cap = limits().max_epochs
         if self.epochs > cap:
             raise ValueError(f"at most {cap} epochs per trial here{' (demo mode)' if demo_mode() else ''}")
-        if not (self.lr > 0 and self.backbone_lr_mult >= 0 and math.isfinite(self.lr)):
-            raise ValueError("learning rates must be positive")
+        # Above MAX_LR every model here diverges at once (and a rate of 1e300 overflows bf16).
+        if not 0 < self.lr <= MAX_LR:
+            raise ValueError(f"the head's learning rate must be above 0 and at most {MAX_LR:g}, got {self.lr:g}")
+        if not 0 <= self.backbone_lr_mult <= MAX_LR_MULT:
+            raise ValueError(f"the backbone's rate multiplier must be between 0 and {MAX_LR_MULT:g}, "
+                             f"got {self.backbone_lr_mult:g}")
         for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS), ("bn_mode", self.bn_mode, BN_MODES),
                                      ("precision", self.precision, PRECISIONS), ("schedule", self.schedule, SCHEDULES)):
             if value not in choices:
