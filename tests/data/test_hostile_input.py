@@ -87,18 +87,23 @@ def test_nothing_is_written_outside_the_cache(tmp_path, good_entries):
     ("P", lambda a: a.shape[-1] == 3),
     ("1", lambda a: a.std() > 0),  # dithered noise survives (downscaling makes greys)
     ("I;16", lambda a: a.max() > 200 and a.min() < 50),  # 12-bit range stretched, not black
+    ("RGBA half", lambda a: (abs(a.astype(int) - [132, 137, 142]) <= 1).all()),  # 50 % on white
+    ("P transparent", lambda a: (a == 255).all()),  # the transparent index → white
 ])
-def test_every_mode_becomes_rgb(mode, check):
+@pytest.mark.parametrize("side", [32, 256])  # 256 → 16: Pillow's reduce() runs first, in the file's mode
+def test_every_mode_becomes_rgb(mode, check, side):
     if mode == "I;16":
-        arr = np.linspace(0, 4095, 32 * 32).reshape(32, 32).astype(np.uint16)
+        arr = np.linspace(0, 4095, side * side).reshape(side, side).astype(np.uint16)
         image = Image.fromarray(arr)  # uint16 → mode I;16
         blob = encode(image, "PNG")
-    elif mode == "RGBA":
-        blob = encode(Image.new("RGBA", (32, 32), (10, 20, 30, 0)), "PNG")
+    elif mode.startswith("RGBA"):
+        blob = encode(Image.new("RGBA", (side, side), (10, 20, 30, 0 if mode == "RGBA" else 128)), "PNG")
+    elif mode == "P transparent":
+        blob = encode(Image.new("P", (side, side), 0), "PNG", transparency=0)
     elif mode == "CMYK":
-        blob = encode(Image.new("CMYK", (32, 32), (0, 255, 0, 0)), "JPEG")
+        blob = encode(Image.new("CMYK", (side, side), (0, 255, 0, 0)), "JPEG")
     else:
-        blob = encode(photo(3, size=(32, 32)).convert(mode), "PNG" if mode != "CMYK" else "JPEG")
+        blob = encode(photo(3, size=(side, side)).convert(mode), "PNG" if mode != "CMYK" else "JPEG")
     decoded = decode_bytes(blob, 16, Limits())
     assert decoded.pixels.shape == (16, 16, 3) and decoded.pixels.dtype == np.uint8
     assert decoded.mode.startswith(mode[0])
@@ -296,3 +301,32 @@ def test_cli_on_hostile_zip_prints_no_traceback(tmp_path, good_entries, bomb_png
                              capture_output=True, text=True, env=env, timeout=300)
         assert bad.returncode == 2 and "Traceback" not in bad.stderr
         assert bad.stderr.startswith("tlcore: error:") and len(bad.stderr.strip().splitlines()) == 1
+
+
+MEMORY_PROBE = """
+import io, resource, sys
+from PIL import Image
+from tlcore.data import decode
+from tlcore.settings import Limits
+image = Image.new("P", (6300, 6300))  # 39.7 MP, under the 40 MP limit; 5 KB as a PNG
+buf = io.BytesIO()
+image.save(buf, "PNG", transparency=0)
+del image
+blob = buf.getvalue()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+results = decode.decode_all([lambda: blob] * 16, 32, Limits())
+assert all(isinstance(r, decode.Decoded) for r in results), results[0]
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+def test_a_hostile_upload_of_small_pixel_bombs_stays_within_memory():
+    """16 palette PNGs of 40 MP, 80 KB in all, on 8 decoding threads (the hosted demo has more
+    cores): each is resized before its colours are converted, at most two large images decode at
+    once, and what they freed goes back to the system. The process grew by 2.2 GB before, 0.7 GB
+    now (two images of 40 MP at 4 bytes a pixel, and the resize's copy)."""
+    env = dict(os.environ, TLCORE_DECODE_THREADS="8")
+    proc = subprocess.run([sys.executable, "-c", MEMORY_PROBE], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert int(proc.stdout.strip()) < 1400  # MB
