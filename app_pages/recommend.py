@@ -6,6 +6,7 @@ import dataclasses
 import streamlit as st
 
 from tlcore import recommend, zoo
+from tlcore.data import DatasetError
 from ui import data_view, finetune_view
 from ui import recommend_view as rv
 
@@ -26,8 +27,12 @@ if not st.toggle("Measure", key="measure_strategy",
                       "and the ImageNet head's predictions; BatchNorm input statistics over up to 512 images."):
     st.info("Turn on **Measure** to score the dataset with this model.")
     st.stop()
-with st.spinner("Measuring: one pass over the training images…"):
-    m = rv.measurement(ds, ds.fingerprint, model_key)  # without the BatchNorm gaps: they fill in at the end
+try:
+    with st.spinner("Measuring: one pass over the training images…"):
+        m = rv.measurement(ds, ds.fingerprint, model_key)  # without the BatchNorm gaps: they fill in at the end
+except DatasetError as err:  # too few images to score
+    st.error(str(err))
+    st.stop()
 rec = recommend.recommend(m, spec)
 
 left, right = st.columns([3, 2])

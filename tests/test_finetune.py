@@ -1,6 +1,7 @@
 """Trials learn, never touch the shared model, respect the freeze depth, and refuse bad input."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -520,3 +521,27 @@ def test_a_float32_trial_runs_its_frozen_prefix_with_batchnorms_folded_and_learn
         assert a.train_loss == pytest.approx(b.train_loss, rel=1e-3)
         assert a.val_loss == pytest.approx(b.val_loss, rel=1e-3)
         assert abs(a.val_acc - b.val_acc) <= 1 / len(digits.val_idx) + 1e-9
+
+
+def test_a_trial_whose_loss_stops_being_a_number_ends_there_saying_why(digits, monkeypatch):
+    """Weights gone to NaN make every later epoch NaN too: the trial stops after the epoch where it
+    happened, keeps that epoch, and says what to change (a job records it as 'failed' with that
+    reason, see tests/test_jobs.py)."""
+    from tlcore.finetune import TrialDiverged, trial
+
+    real = trial.train_one_epoch
+
+    def poisoned(loop, *a, **k):
+        with torch.no_grad():
+            for p in loop.model.parameters():
+                if p.requires_grad:
+                    p.fill_(float("nan"))
+        return real(loop, *a, **k)
+
+    monkeypatch.setattr(trial, "train_one_epoch", poisoned)
+    seen = []
+    cfg = TrialConfig(model="efficientnet_lite0", freeze="all", epochs=4, lr=0.5)
+    with pytest.raises(TrialDiverged, match=r"diverged in epoch 1: .* rate \(0.5\) is too high"):
+        run_trial(cfg, digits, on_epoch=seen.append)
+    assert len(seen) == 1 and math.isnan(seen[0].val_loss)
+

@@ -79,3 +79,11 @@ def test_a_measurement_without_the_batchnorm_pass_is_the_same_less_its_gaps(digi
     rec, full = recommend.recommend(first, SPEC), recommend.recommend(whole, SPEC)
     assert (rec.strategy, rec.freeze, rec.probe_block) == (full.strategy, full.freeze, full.probe_block)
     assert not any("BatchNorm" in r for r in rec.reasons)
+
+
+def test_too_few_images_to_score_are_refused_saying_why():
+    """2 training images of 2 classes gave LogME −inf and advice as if it meant something."""
+    tiny = data.load("digits", size=32, max_per_class=1)  # 10 images: 1 per class, all in training
+    for score in (lambda: recommend.measure(SPEC, tiny, batchnorm=False), lambda: recommend.score_model(SPEC, tiny)):
+        with pytest.raises(data.DatasetError, match=r"10 training images for 10 classes are too few .* at least 2"):
+            score()

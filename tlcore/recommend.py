@@ -18,10 +18,11 @@ import torch
 from torch import nn
 
 from tlcore import features, transferability, zoo
-from tlcore.data import Dataset
+from tlcore.data import Dataset, DatasetError
 from tlcore.finetune import TrialConfig
 
 # Rules of thumb, not laws: the validation run on the Strategy page checks them on your data.
+MIN_PER_CLASS = 2  # training images per class below which no score means anything
 SMALL_PER_CLASS = 100  # training images per class below which fine-tuning many weights overfits
 SIMILAR_AT = 0.5  # similarity (LEEP gain) from which ImageNet's classes describe your labels well
 LOW_RESOLUTION = 96  # px: below it the similarity is mostly a statement about the resolution
@@ -84,8 +85,7 @@ def measure(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Module | None = 
     linear probe reuses them and runs the model on the validation images only. ``batchnorm``:
     also the BatchNorm gaps (``batchnorm_gaps``: a second pass, the longer one on a CPU); without
     them ``batchnorm_gap`` is empty, for a caller that shows the rest first."""
-    rows = dataset.train_idx
-    y = dataset.labels[rows].numpy()
+    rows, y = _scored_split(dataset)
     blocks = [b.name for b in zoo.blocks_of(spec) if b.name != "head"]
     wanted = [*blocks, features.PENULTIMATE, features.LOGITS]
     feats = {k: v.numpy() for k, v in
@@ -198,13 +198,26 @@ def score_model(spec: zoo.ModelSpec, dataset: Dataset, *, block: str = features.
     the ImageNet head — all from one forward pass over the training images (cached). ``seconds``:
     what scoring took."""
     started = time.perf_counter()
-    rows = dataset.train_idx
-    y = dataset.labels[rows].numpy()
+    rows, y = _scored_split(dataset)
     feats = features.extract_many(spec, dataset, [block, features.LOGITS], model=model, device=device, rows=rows)
     f = feats[block].numpy()
     scores = {"model": spec.key, "block": block, "logme": transferability.logme(f, y),
               **_head_scores(f, _softmax(feats[features.LOGITS].numpy()), y)}
     return {**scores, "seconds": time.perf_counter() - started}
+
+
+def _scored_split(dataset: Dataset) -> tuple[torch.Tensor, np.ndarray]:
+    """The training rows and their labels, or DatasetError when they are too few to score: with
+    fewer than two images per class, LogME's evidence and the H-score's covariances are
+    degenerate (2 images of 2 classes gave LogME −inf, and the advice as if it meant something)."""
+    rows = dataset.train_idx
+    y = dataset.labels[rows].numpy()
+    classes = len(np.unique(y))
+    if len(y) < MIN_PER_CLASS * classes:
+        raise DatasetError(f"{len(y)} training images for {classes} classes are too few to measure "
+                           f"transferability: at least {MIN_PER_CLASS} per class are needed, and about 10 "
+                           "for steady scores")
+    return rows, y
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

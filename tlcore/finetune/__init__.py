@@ -30,6 +30,7 @@ from tlcore.finetune.config import (
     Timings,
     TrialCancelled,
     TrialConfig,
+    TrialDiverged,
     TrialResult,
     auto_batch,
     default_lr,
@@ -38,4 +39,4 @@ from tlcore.finetune.surgery import replace_head
 from tlcore.finetune.trial import run_trial
 
 __all__ = ["DEFAULT_LR", "PROBE_LR", "default_lr", "AUGMENTATIONS", "BN_MODES", "DEFAULT_BATCH", "OPTIMIZERS", "PRECISIONS", "SCHEDULES", "EpochStats",
-           "AUTO_MAX_BATCH", "AUTO_MIN_STEPS", "auto_batch", "Freeze", "Timings", "TrialCancelled", "TrialConfig", "TrialResult", "augment", "replace_head", "run_trial"]
+           "AUTO_MAX_BATCH", "AUTO_MIN_STEPS", "auto_batch", "Freeze", "Timings", "TrialCancelled", "TrialConfig", "TrialDiverged", "TrialResult", "augment", "replace_head", "run_trial"]

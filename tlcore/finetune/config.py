@@ -172,5 +172,15 @@ class TrialResult:
         return out
 
 
+class TrialDiverged(ValueError):
+    """Training and validation losses stopped being numbers: the weights are NaN or infinite, and
+    every later epoch would only repeat it (one overflowing batch under fp16 loss scaling leaves the
+    validation loss finite and goes on)."""
+
+    def __init__(self, epoch: int, lr: float):
+        super().__init__(f"training diverged in epoch {epoch}: the loss is no longer a number. The learning "
+                         f"rate ({lr:g}) is too high for this model and data; try a tenth of it")
+
+
 class TrialCancelled(Exception):
     """The caller's ``should_stop`` said so; the history so far is in ``args[0]``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -14,7 +15,14 @@ from tlcore.data import Dataset, DatasetError
 from tlcore.device import TooLargeForDevice, dtype_name, out_of_memory, pick_device, same_device
 from tlcore.finetune import optim, prefix_cache
 from tlcore.finetune.augment import augment, device_generator
-from tlcore.finetune.config import EpochStats, Timings, TrialCancelled, TrialConfig, TrialResult
+from tlcore.finetune.config import (
+    EpochStats,
+    Timings,
+    TrialCancelled,
+    TrialConfig,
+    TrialDiverged,
+    TrialResult,
+)
 from tlcore.finetune.engine import Loop, Prepare, evaluate, train_one_epoch, training_dtype
 from tlcore.finetune.surgery import freeze, replace_head
 from tlcore.fold import folded
@@ -75,6 +83,8 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
             timings.first_epoch_s = time.perf_counter() - started  # Run → first point
         if on_epoch is not None:
             on_epoch(stats)
+        if not (math.isfinite(tr_loss) or math.isfinite(va_loss)):
+            raise TrialDiverged(epoch, cfg.lr)
     timings.per_epoch_s = [h.seconds for h in history]
     timings.batch_size = loop.batch_size
     timings.total_s = time.perf_counter() - started
