@@ -22,21 +22,24 @@ except DatasetError as err:
 
 m1, m2, m3, m4, m5 = st.columns(5)
 m1.metric("Images", f"{len(ds):,}")
-m2.metric("Classes", len(ds.classes))
-m3.metric("Smallest class", ds.profile.min_per_class)
-m4.metric("Train / validation", f"{len(ds.train_idx)} / {len(ds.val_idx)}")
-m5.metric("Skipped files", len(ds.skipped))
+m2.metric("Classes", f"{len(ds.classes):,}")
+m3.metric("Smallest class", f"{ds.profile.min_per_class:,}")
+m4.metric("Train / validation", f"{len(ds.train_idx):,} / {len(ds.val_idx):,}")
+m5.metric("Skipped files", f"{len(ds.skipped):,}")
 if ds.profile.single_image_classes:
     st.warning("Classes with a single image train but cannot be validated: "
                + ", ".join(ds.profile.single_image_classes))
-if ds.profile.duplicate_groups:
-    st.caption(f"{ds.profile.duplicate_groups} group(s) of near-identical images found (16×16 hash).")
+if groups := ds.profile.duplicate_groups:
+    # The profile keeps only the count: say what it means rather than where.
+    st.caption(f"{groups:,} {'group' if groups == 1 else 'groups'} of near-identical images (the same "
+               "16×16 light/dark pattern). Where copies fall on both sides of the train / validation "
+               "split, validation scores images the model trained on and its accuracy reads high.")
 
 samples, balance, skipped, fmap = st.tabs(["Samples", "Balance and sizes", f"Skipped ({len(ds.skipped)})",
                                            "Feature map"])
 with samples:
     for i, name in enumerate(ds.classes[:30]):
-        st.image(data_view.sample_png(ds.fingerprint, i, ds), caption=f"{name} — {ds.profile.counts[name]} images")
+        st.image(data_view.sample_png(ds.fingerprint, i, ds), caption=f"{name} — {ds.profile.counts[name]:,} images")
     if len(ds.classes) > 30:
         st.caption(f"… and {len(ds.classes) - 30} more classes.")
 with balance:

@@ -54,7 +54,7 @@ compare = st.multiselect("Models to compare (2–4)", list(table.key), key="comp
                          max_selections=4)
 if len(compare) >= 2:
     merged = zoo_view.with_latency(table[table.key.isin(compare)], view)
-    st.dataframe(figures.compare_frame(merged, compare), width="stretch")
+    st.dataframe(figures.compare_frame(merged, compare), width="stretch", height="content")
 else:
     st.caption("Pick at least two models.")
 

@@ -28,8 +28,31 @@ def log_ticks(low: float, high: float) -> list[float]:
     return inside or ticks
 
 
+# The plot area label spacing assumes (px, a little under what the chart gets beside the sidebar
+# at 1400 px) and a size-10 label's glyph width and line height (with a gap): smaller is safer.
+PLOT_PX = (800, 380)
+CHAR_PX, LINE_PX = 6.2, 16
+
+
+def label_mask(x: np.ndarray, y: np.ndarray, names: list[str], rightward: np.ndarray) -> np.ndarray:
+    """Which points get a text label: left to right, each whose label box would not overlap one
+    already kept (the others are left to hover). ``x`` is in log10 units; ``rightward`` says which
+    labels extend to the right of their point. Shapes: (n,) each -> (n,) bool."""
+    px = (x - x.min()) / (np.ptp(x) + 0.2) * PLOT_PX[0]  # the x axis pads 0.1 decade each side
+    py = (y - y.min()) / (np.ptp(y) * 1.1 + 1e-9) * PLOT_PX[1]  # plotly pads y by about 5 % each side
+    widths = np.array([len(n) * CHAR_PX for n in names])
+    left = np.where(rightward, px, px - widths)
+    keep = np.zeros(len(x), dtype=bool)
+    for i in np.argsort(px, kind="stable"):
+        clash = (left[keep] < left[i] + widths[i]) & (left[i] < left[keep] + widths[keep]) \
+            & (np.abs(py[keep] - py[i]) < LINE_PX)
+        keep[i] = not clash.any()
+    return keep
+
+
 def pareto_figure(frame: pd.DataFrame, axis: str) -> go.Figure:
-    """ImageNet top-1 against cost on a log axis; bubble = params, colour = family, frontier line."""
+    """ImageNet top-1 against cost on a log axis; bubble = params, colour = family, frontier line
+    with the labels that fit (every point has its name on hover)."""
     column, label = AXES[axis]
     data = frame.dropna(subset=[column, "acc1"]).copy()
     by_year = data.sort_values(["year", "family"]).family.unique().tolist()  # legend tells the story by year
@@ -42,19 +65,27 @@ def pareto_figure(frame: pd.DataFrame, axis: str) -> go.Figure:
     front = data[pareto_front(data[column].to_numpy(), data["acc1"].to_numpy())].sort_values(column)
     # Labels point inwards, so the leftmost ones are not cut off by the axis.
     lx = np.log10(front[column].to_numpy())
-    middle = (lx.min() + lx.max()) / 2
-    positions = ["top right" if v < middle else "top left" for v in lx]
+    rightward = lx < (lx.min() + lx.max()) / 2
+    shown = label_mask(lx, front["acc1"].to_numpy(), list(front["model"]), rightward)
     fig.add_trace(go.Scatter(
         x=front[column], y=front["acc1"], mode="lines+text", name="Pareto frontier",
-        text=front["model"], textposition=positions, textfont={"size": 10, "color": "#444"},
+        text=front["model"].where(shown, ""), textposition=np.where(rightward, "top right", "top left"),
+        textfont={"size": 10, "color": "#333", "shadow": "auto"},  # a halo keeps it legible over bubbles
         line={"color": "rgba(40,40,40,0.55)", "dash": "dot", "width": 2}, hoverinfo="skip",
     ))
     ticks = log_ticks(data[column].min(), data[column].max())
     low, high = np.log10(data[column].min()), np.log10(data[column].max())
     fig.update_xaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks],
                      range=[low - 0.1, high + 0.1])
-    fig.update_layout(height=520, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                      legend={"font": {"size": 11}}, template="plotly_white")
+    # A legend under the chart wraps instead of scrolling: every family stays visible.
+    fig.update_layout(
+        height=620, margin={"l": 10, "r": 10, "t": 40, "b": 10}, template="plotly_white",
+        title={"text": "Bubble area ∝ parameters · colour = family · dotted line = Pareto frontier "
+                       "(no model is both cheaper and more accurate) · hover a bubble for its name",
+               "font": {"size": 12, "color": "#555"}, "x": 0, "xanchor": "left"},
+        legend={"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom",
+                "x": 0, "xanchor": "left", "font": {"size": 11}, "title": {"text": "Family "}},
+    )
     return fig
 
 
@@ -73,6 +104,8 @@ def compare_frame(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def _cell(v) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
     if isinstance(v, float):
         return "—" if np.isnan(v) else f"{v:,.2f}"
     return str(v)

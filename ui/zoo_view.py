@@ -144,36 +144,46 @@ def run_pending(view: View) -> None:
         st.warning(f"Not measured — {message}")
 
 
+# Widths (px) and short labels so every column fits beside the sidebar at 1400 px: a header cut at
+# the right edge ("Offlin") hid that the grid scrolled. Freezable blocks and crop size live in the
+# side-by-side table and the CSV.
 COLUMN_CONFIG = {
-    "key": st.column_config.TextColumn("Model · weights", width="medium"),
-    "family": "Family",
-    "year": st.column_config.NumberColumn("Year", format="%d"),
-    "acc1": st.column_config.NumberColumn("Top-1 %", format="%.2f"),
-    "acc5": st.column_config.NumberColumn("Top-5 %", format="%.2f"),
-    "params_m": st.column_config.NumberColumn("Params (M)", format="%.2f"),
-    "gflops": st.column_config.NumberColumn("GFLOPs", format="%.2f", help="Multiply-adds per image (1e9)"),
-    "median_ms": st.column_config.NumberColumn("Latency ms", format="%.2f",
+    "key": st.column_config.TextColumn("Model · weights", width=205),
+    "family": st.column_config.TextColumn("Family", width=95),
+    "year": st.column_config.NumberColumn("Year", format="%d", width=50),
+    "acc1": st.column_config.NumberColumn("Top-1 %", format="%.2f", width=58),
+    "acc5": st.column_config.NumberColumn("Top-5 %", format="%.2f", width=58),
+    "params_m": st.column_config.NumberColumn("Params M", format="%.2f", width=64,
+                                              help="Parameters, millions"),
+    "gflops": st.column_config.NumberColumn("GFLOPs", format="%.2f", width=64,
+                                            help="Multiply-adds per image (1e9)"),
+    "median_ms": st.column_config.NumberColumn("Latency ms", format="%.2f", width=74,
                                                help="Median per batch, measured here (this configuration): eager PyTorch in "
                                                     "inference mode at the weights' crop size, timed with CUDA "
                                                     "events on an NVIDIA GPU and the wall clock elsewhere; float32 is "
                                                     "PyTorch's default math (on NVIDIA GPUs TF32 convolutions, "
                                                     "float32 matrix products)"),
-    "images_per_s": st.column_config.NumberColumn("Images/s", format="%.1f"),
+    "images_per_s": st.column_config.NumberColumn("Images/s", format="%.1f", width=64),
     "under_load": st.column_config.CheckboxColumn(
-        "Under load", help="A trial, render or feature pass ran on this device while it was timed: the "
-                           "figure is pessimistic. Measure again when the device is idle."),
-    "weights_available": st.column_config.CheckboxColumn("Offline", help="Weights on disk now"),
-    "file_size_mb": st.column_config.NumberColumn("File (MB)", format="%.1f"),
-    "depth": st.column_config.NumberColumn("Depth", help="Conv + linear layers"),
-    "blocks": st.column_config.NumberColumn("Blocks", help="Freezable stages (fine-tune slider)"),
-    "crop_size": st.column_config.NumberColumn("Crop px"),
+        "Loaded", width=60, help="A trial, render or feature pass ran on this device while it was timed: the "
+                                 "figure is pessimistic. Measure again when the device is idle."),
+    "weights_available": st.column_config.CheckboxColumn("Offline", width=60, help="Weights on disk now"),
+    "file_size_mb": st.column_config.NumberColumn("File MB", format="%.1f", width=60,
+                                                  help="Size of the weights file"),
+    "depth": st.column_config.NumberColumn("Depth", width=50, help="Conv + linear layers"),
 }
+
+
+def columns(frame: pd.DataFrame) -> list[str]:
+    """The grid's columns: "Loaded" only once some shown timing was taken under load."""
+    loaded = "under_load" in frame and bool(frame.under_load.eq(True).any())  # NaN: not measured
+    return [c for c in COLUMN_CONFIG if c != "under_load" or loaded]
 
 
 def table(frame: pd.DataFrame) -> list[str]:
     """The zoo table with row selection; returns the selected keys."""
     event = st.dataframe(
-        frame, hide_index=True, column_order=list(COLUMN_CONFIG), column_config=COLUMN_CONFIG,
+        frame, hide_index=True, column_order=columns(frame), column_config=COLUMN_CONFIG,
         on_select="rerun", selection_mode="multi-row", key="zoo_table",
         height=min(420, 35 * (len(frame) + 1) + 3), placeholder="—",
     )
