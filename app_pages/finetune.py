@@ -24,18 +24,26 @@ st.caption("Freeze the first blocks of a pretrained network and train the rest o
 
 ds = data_view.active_dataset()
 
+# Every setting keeps its value through a page switch (persist_state) and can be set by the
+# Strategy page's "Open in the Fine-tune lab" before this page is drawn.
+KEEP = {"persist_state": "session"}
 options = fv.model_options()
 c1, c2 = st.columns([3, 1])
-model_key = c1.selectbox("Model", options, format_func=fv.model_label)
-pretrained = not c2.toggle("From scratch", help="The same architecture with random weights.")
+model_key = c1.selectbox("Model", options, format_func=fv.model_label, key="ft_model", **KEEP)
+pretrained = not c2.toggle("From scratch", help="The same architecture with random weights.", key="ft_scratch", **KEEP)
 spec = zoo.get_spec(model_key)
 n = len(zoo.blocks_of(spec))
-freeze = st.select_slider("Frozen blocks", options=[*range(n), "all"], value="all",
-                          format_func=lambda v: "all (linear probe)" if v == "all" else f"first {v}",
-                          help="0 fine-tunes everything; 'all' trains only a new head on frozen features.")
+depths = [*range(n), "all"]
+st.session_state.setdefault("ft_freeze", "all")
+fv.keep_valid("ft_freeze", depths, "all")  # a depth the previous model had may not exist here
+freeze = st.select_slider("Frozen blocks", options=depths, format_func=lambda v: "all (linear probe)" if v == "all" else f"first {v}",
+                          help="0 fine-tunes everything; 'all' trains only a new head on frozen features.",
+                          key="ft_freeze", on_change=fv.rate_follows_depth, **KEEP)
 probe_block = "penultimate"
 if freeze == "all":
-    probe_block = st.selectbox("The new classifier reads", ["penultimate", *fv.probe_blocks(spec)],
+    readable = ["penultimate", *fv.probe_blocks(spec)]
+    fv.keep_valid("ft_probe", readable, "penultimate")
+    probe_block = st.selectbox("The new classifier reads", readable, key="ft_probe", **KEEP,
                                help="Features of an earlier block: the course's advice for a small dataset "
                                     "far from ImageNet (the Strategy page measures which block fits best).")
 st.plotly_chart(fv.strip_figure(spec, freeze, probe_block), width="stretch", config={"displayModeBar": False})
@@ -43,25 +51,30 @@ trainable, total = fv.trainable_share(spec, freeze)
 st.caption(f"Trainable backbone: {trainable / 1e6:.2f} M of {total / 1e6:.2f} M parameters "
            f"({100 * trainable / total:.0f} %) plus a new head for {len(ds.classes)} classes.")
 
+st.session_state.setdefault("ft_lr", default_lr(freeze))
 with st.expander("Training settings", expanded=False):
     k1, k2, k3, k4 = st.columns(4)
-    lr = k1.number_input("Head learning rate", value=default_lr(freeze), min_value=1e-6, max_value=1.0, format="%.4f",
-                         help="The peak rate (cosine schedule). Defaults: 0.1 for a new head alone, 0.02 otherwise.")
-    mult = k2.number_input("Backbone rate × ", value=0.1, min_value=0.0, max_value=1.0, format="%.3f")
-    epochs = k3.number_input("Epochs", value=5, min_value=1, max_value=100)
-    batch = k4.number_input("Batch size", value=None, min_value=1, max_value=1024, placeholder="auto",
+    lr = k1.number_input("Head learning rate", min_value=1e-6, max_value=1.0, format="%.4f", key="ft_lr", **KEEP,
+                         help="The peak rate (cosine schedule). Defaults: 0.1 for a new head alone, 0.02 otherwise; "
+                              "moving the frozen-blocks slider sets that depth's default.")
+    mult = k2.number_input("Backbone rate × ", value=0.1, min_value=0.0, max_value=1.0, format="%.3f",
+                           key="ft_mult", **KEEP)
+    epochs = k3.number_input("Epochs", value=5, min_value=1, max_value=100, key="ft_epochs", **KEEP)
+    batch = k4.number_input("Batch size", value=None, min_value=1, max_value=1024, placeholder="auto", key="ft_batch",
+                            **KEEP,
                             help=f"Empty: automatic — {DEFAULT_BATCH} on a CPU; on a GPU up to {AUTO_MAX_BATCH} while "
                                  f"every epoch keeps {AUTO_MIN_STEPS} updates, the rates above scaled with it.")
     k5, k6, k7, k8, k9 = st.columns(5)
-    optimizer = k5.selectbox("Optimizer", OPTIMIZERS)
+    optimizer = k5.selectbox("Optimizer", OPTIMIZERS, key="ft_optimizer", **KEEP)
     schedule = k6.selectbox("Rate schedule", SCHEDULES, format_func={"cosine": "warm-up + cosine",
-                                                                    "constant": "constant"}.get,
-                            help="Cosine: a short warm-up, then the rate decays to zero; the rates above are its peak.")
-    augment = k7.multiselect("Augmentation", AUGMENTATIONS, default=["flip"])
-    bn_mode = k8.selectbox("BN statistics", BN_MODES,
+                                                                    "constant": "constant"}.get, key="ft_schedule",
+                            **KEEP, help="Cosine: a short warm-up, then the rate decays to zero; the rates above are "
+                                         "its peak.")
+    augment = k7.multiselect("Augmentation", AUGMENTATIONS, default=["flip"], key="ft_augment", **KEEP)
+    bn_mode = k8.selectbox("BN statistics", BN_MODES, key="ft_bn", **KEEP,
                            help="BatchNorm running statistics in the frozen blocks: 'frozen' keeps ImageNet's, "
                                 "'train' updates them on your data (the prefix then cannot be cached).")
-    seed = k9.number_input("Seed", value=0, min_value=0)
+    seed = k9.number_input("Seed", value=0, min_value=0, key="ft_seed", **KEEP)
 cfg = TrialConfig(model=model_key, pretrained=pretrained, freeze=freeze, lr=float(lr), backbone_lr_mult=float(mult),
                   optimizer=optimizer, schedule=schedule, epochs=int(epochs), batch_size=None if batch is None else int(batch), augment=tuple(augment),
                   bn_mode=bn_mode, seed=int(seed), probe_block=probe_block)

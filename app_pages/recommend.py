@@ -19,10 +19,11 @@ models = data_view.map_models()
 if not models:
     st.warning("No pretrained weights on this machine: the scores need a pretrained ImageNet model.")
     st.stop()
-model_key = st.selectbox("Pretrained model", models, format_func=finetune_view.model_label)
+model_key = st.selectbox("Pretrained model", models, format_func=finetune_view.model_label, key="strategy_model",
+                         persist_state="session")
 spec = zoo.get_spec(model_key)
 
-if not st.toggle("Measure", key="measure_strategy",
+if not st.toggle("Measure", key="measure_strategy", persist_state="session",
                  help="One pass of the model over the training images (cached): features at every block "
                       "and the ImageNet head's predictions; BatchNorm input statistics over up to 512 images."):
     st.info("Turn on **Measure** to score the dataset with this model.")
@@ -44,6 +45,9 @@ with right:
     else:
         setting = f"freeze the first **{rec.freeze}** block{'s' if rec.freeze != 1 else ''}"
     st.markdown(f"In the Fine-tune lab: {setting}.")
+    if st.button("Open it in the Fine-tune lab", icon=":material/tune:",
+                 help="The lab's model, frozen blocks and classifier input set to this advice; press Run there."):
+        finetune_view.open_in_lab(model_key, rec.freeze, rec.probe_block)
     for reason in rec.reasons:
         st.markdown(f"- {reason}")
     batchnorm_reason = st.empty()

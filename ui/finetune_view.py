@@ -103,11 +103,38 @@ def visible_runs() -> list[dict]:
     return jobs().store.list(session=visitor() if demo_mode() else None)
 
 
+def keep_valid(key: str, options: list, fallback) -> None:
+    """A kept widget value that is not among ``options`` now (the model changed) goes back to
+    ``fallback`` before the widget is drawn."""
+    if key in st.session_state and st.session_state[key] not in options:
+        st.session_state[key] = fallback
+
+
+def rate_follows_depth() -> None:
+    """The head's rate takes the new depth's default (a probe's head alone learns at a higher one)."""
+    st.session_state.ft_lr = default_lr(st.session_state.ft_freeze)
+
+
+def open_in_lab(model_key: str, freeze, probe_block: str) -> None:
+    """Set the Fine-tune lab's controls to a setting (the Strategy page's advice) and go there."""
+    if model_key in model_options():
+        st.session_state.ft_model = model_key
+    st.session_state.ft_freeze = freeze
+    st.session_state.ft_probe = probe_block
+    st.session_state.ft_lr = default_lr(freeze)
+    st.switch_page("app_pages/finetune.py")
+
+
 def current_run() -> dict | None:
-    """The run this session started last, as the store has it now (None: none, or it was removed)."""
+    """The run this session started last, as the store has it now (None: none, or it was removed).
+    A session that started none (a refreshed page, a second tab) follows the newest run still
+    queued or training that it may see, so it can watch and cancel it."""
     run_id = st.session_state.get("current_run")
     if run_id is None:
-        return None
+        unfinished = [r["id"] for r in visible_runs() if r["status"] in ("queued", "running")]
+        if not unfinished:
+            return None
+        run_id = st.session_state.current_run = max(unfinished)
     try:
         return jobs().store.get(run_id)
     except KeyError:  # a demo visitor's runs are removed after long idleness

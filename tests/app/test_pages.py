@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest
 from torchvision.models import get_model_weights, list_models
 
 from tlcore.device import describe
+from tlcore.finetune import default_lr
 from tlcore.zoo.lite import LITE_MODELS
 from ui.sidebar import precision_note
 
@@ -21,6 +22,10 @@ TIMEOUT = 180  # the first zoo run builds every architecture on the meta device
 
 def app(script: str = "app.py") -> AppTest:
     return AppTest.from_file(str(ROOT / script), default_timeout=TIMEOUT)
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
 
 
 def test_app_runs_with_sidebar_and_zoo_as_default_page():
@@ -202,6 +207,35 @@ def test_finetune_page_runs_a_trial_in_the_background_and_keeps_it():
     assert any(c.value.startswith(f"Measured here (run #{run_id}):") for c in at.caption)
 
 
+def test_the_lab_keeps_its_settings_through_a_page_switch():
+    at = app().run()
+    at.switch_page("app_pages/finetune.py").run()
+    assert at.select_slider(key="ft_freeze").value == "all"  # a linear probe until moved
+    at.select_slider(key="ft_freeze").set_value(3).run()
+    assert at.number_input(key="ft_lr").value == default_lr(3)  # the rate follows the depth
+    at.number_input(key="ft_epochs").set_value(7).run()
+    at.switch_page("app_pages/zoo.py").run()
+    at.switch_page("app_pages/finetune.py").run()
+    assert not at.exception
+    assert at.select_slider(key="ft_freeze").value == 3 and at.number_input(key="ft_epochs").value == 7
+
+
+def test_a_new_session_follows_the_trial_still_training():
+    """A refreshed page (a new session) shows the unfinished run and its Cancel button."""
+    from ui import finetune_view
+
+    store = finetune_view.jobs().store
+    run_id = store.create(model="efficientnet_lite0", dataset="digits@64px#x", status="running",
+                          config={"epochs": 5})
+    try:
+        at = app("app_pages/finetune.py").run()
+        assert not at.exception
+        assert any(md.value.startswith(f"**Run #{run_id}:** running") for md in at.markdown)
+        assert any(b.label == "Cancel" for b in at.button)
+    finally:
+        store.set_status(run_id, "cancelled")
+
+
 def test_the_cost_of_a_depth_comes_from_runs_measured_here():
     import pandas as pd
 
@@ -342,7 +376,7 @@ def test_strategy_page_measures_places_and_validates():
     assert "BatchNorm gap to ImageNet" in at.get("plotly_chart")[1].proto.spec
     assert any(md.value.startswith("- BatchNorm input statistics differ") for md in at.markdown)
     at.number_input[0].set_value(1)
-    at.button[0].click().run()
+    button(at, "Run the validation").click().run()
     assert finetune_view.jobs().wait(300)
     at.run()
     assert not at.exception
@@ -350,6 +384,21 @@ def test_strategy_page_measures_places_and_validates():
     assert {"linear probe (frozen features)", "fine-tune the last block", "fine-tune everything",
             "from scratch"} <= set(table.strategy) and (table.status == "done").all()
     assert any("Best on your data" in md.value for md in at.markdown)
+
+
+def test_the_strategy_advice_opens_in_the_lab():
+    from ui import data_view
+
+    at = app().run()
+    at.session_state["active_dataset"] = data_view.Choice("builtin", "digits", 32, 8, 0)
+    at.switch_page("app_pages/recommend.py").run()
+    at.toggle(key="measure_strategy").set_value(True).run()
+    advice = next(md.value for md in at.markdown if md.value.startswith("In the Fine-tune lab:"))
+    button(at, "Open it in the Fine-tune lab").click().run()
+    assert not at.exception
+    freeze, probe = at.select_slider(key="ft_freeze").value, at.selectbox(key="ft_probe").value
+    assert freeze == "all" and f"reading **{probe}** features" in advice  # digits, 8 a class: a probe
+    assert at.number_input(key="ft_lr").value == default_lr("all")
 
 
 def test_strategy_page_ranks_the_offline_models_and_checks_the_ranking():
@@ -365,7 +414,7 @@ def test_strategy_page_ranks_the_offline_models_and_checks_the_ranking():
     scores = at.dataframe[-1].value
     assert {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"} <= set(scores.model)
     assert list(scores.logme) == sorted(scores.logme, reverse=True)
-    at.button[1].click().run()  # check with a linear probe per model
+    button(at, "Check with a linear probe per model").click().run()
     assert finetune_view.jobs().wait(300)
     at.run()
     assert not at.exception
