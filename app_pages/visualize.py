@@ -16,73 +16,63 @@ st.caption("Each picture is optimised so one channel of the chosen layer respond
 
 ds = data_view.active_dataset()
 d = vv.defaults()
-options = vv.model_options()
-c1, c2 = st.columns([2, 3])
+c1, c2 = st.columns([2.2, 3.5], vertical_alignment="bottom")
 # Bound widgets keep plain values (model names, module paths): the URL holds the option as shown.
-name = c1.selectbox("Model", options, key="model", bind="query-params")
+name = c1.selectbox("Model", vv.model_options(), key="model", bind="query-params")
 spec = zoo.get_spec(name)
 key = spec.key
-layer_map = vv.layers(key)
-names = list(layer_map)
-layer = c2.selectbox("Layer", names, index=names.index(zoo.middle_layer(spec)), key="layer", bind="query-params",
-                     help="Module paths, as PyTorch names them: any forward hook can use them.")
-channels = layer_map[layer].channels
-c1.caption(vv.model_note(key))
-c2.caption(vv.layer_note(layer_map[layer]))
+c2.caption(vv.model_note(key))
 model = vv.pretrained(key)
 
-with st.expander("Render settings", expanded=False):
-    s1, s2, s3, s4 = st.columns(4)
-    vv.keep_in_range("steps", limits().max_vis_steps + 1, d.steps)  # a link from a server with other caps
-    steps = s1.number_input("Steps", 1, limits().max_vis_steps, d.steps, key="steps", bind="query-params")
-    size = s2.selectbox("Size (px)", vv.sizes(), index=vv.sizes().index(d.size), key="size", bind="query-params")
-    lr = s3.number_input("Learning rate", 0.001, 1.0, d.lr, format="%.3f", key="lr", bind="query-params")
-    seed = s4.number_input("Seed", 0, 2**31 - 1, 0, key="seed", bind="query-params")
-cfg = render.RenderConfig(layer=layer, steps=int(steps), size=int(size), lr=float(lr), seed=int(seed))
-
+# Bound to the URL, the tabs know which one is open: the work runs, and the layer and render settings
+# show, in that one only.
 gallery, detail, dreams, changed = st.tabs(["Gallery", "One channel", "DeepDream", "What fine-tuning changed"],
                                            key="view", bind="query-params")
 
 with gallery:
-    g1, g2, g3, g4 = st.columns([1.2, 1, 1, 2.5])
-    kind = g1.selectbox("Show", list(vv.KINDS), key="show", bind="query-params", help=vv.KINDS_HELP)
-    available = objectives.item_count(kind, channels, len(ds.classes))
-    vv.keep_in_range("first", available)
-    first = g2.number_input("From", 0, available - 1, 0, key="first", bind="query-params")
-    count = g3.selectbox("How many", vv.counts(), index=vv.counts().index(d.channels), key="count",
-                         bind="query-params")
-    targets = list(range(int(first), min(int(first) + int(count), available)))
-    g4.caption(f"{vv.KINDS[kind]} {targets[0]}–{targets[-1]} of {available}, optimised together in one batch "
-               f"({cfg.steps} steps at {cfg.size} px). A second view of the same settings comes from the cache.")
     if gallery.open:
+        layer, cfg = vv.layer_settings(spec)
+        g1, g2, g3, g4 = st.columns([1.2, 1, 1, 2.5])
+        kind = g1.selectbox("Show", list(vv.KINDS), key="show", bind="query-params", help=vv.KINDS_HELP)
+        available = objectives.item_count(kind, layer.channels, len(ds.classes))
+        vv.keep_in_range("first", available)
+        first = g2.number_input("From", 0, available - 1, 0, key="first", bind="query-params")
+        count = g3.selectbox("How many", vv.counts(), index=vv.counts().index(d.channels), key="count",
+                             bind="query-params")
+        targets = list(range(int(first), min(int(first) + int(count), available)))
+        g4.caption(f"{vv.KINDS[kind]} {targets[0]}–{targets[-1]} of {available}, optimised together in one batch "
+                   f"({cfg.steps} steps at {cfg.size} px). A second view of the same settings comes from the cache.")
         vv.gallery(spec, model, render.RenderConfig(**{**cfg.__dict__, "objective": kind}), targets, ds,
-                   vv.layer_stats(key, ds, layer, model))
+                   vv.layer_stats(key, ds, cfg.layer, model))
 
 with detail:
-    vv.keep_in_range("channel", channels)
-    channel = st.number_input("Channel", 0, channels - 1, 0, key="channel", bind="query-params")
-    big = render.RenderConfig(**{**cfg.__dict__, "size": min(2 * cfg.size, 256, limits().max_vis_size)})
-    one = vv.renders(spec, model, big, [int(channel)], "pretrained", "detail") if detail.open else None
-    if one:
-        stats = vv.layer_stats(key, ds, layer, model)
-        r = one[0]
-        left, right = st.columns([3, 2])
-        with left:
-            st.markdown(f"**Channel {r.target} of {layer}** · {vv.ratio_text(stats.ratio(r.target, r.activation))}",
-                        help=vv.RATIO_HELP)
-            st.image(r.image, width="stretch", alt=f"render of channel {r.target}")
-            st.download_button("Download PNG", vv.png(r.image), file_name=f"{spec.model}_{layer}_{r.target}.png",
-                               mime="image/png")
-        with right:
-            st.markdown("**The dataset's 9 strongest images**")
-            st.image(vv.thumbs(ds, stats.top(r.target, 9), 3), width="stretch")
-            st.plotly_chart(vv.histogram_figure(stats, r.target, r.activation), width="stretch")
-        st.markdown("**Four different things it responds to** (lucent's diversity objective pushes the "
-                    "images apart)")
-        diverse = vv.diverse(spec, model, cfg, int(channel))
-        if diverse:
-            st.image([x.image for x in diverse], width=cfg.size * 2,
-                     caption=[vv.ratio_text(stats.ratio(x.target, x.activation)) for x in diverse])
+    if detail.open:
+        layer, cfg = vv.layer_settings(spec)
+        vv.keep_in_range("channel", layer.channels)
+        channel = st.columns([2.2, 3.5])[0].number_input("Channel", 0, layer.channels - 1, 0, key="channel",
+                                                         bind="query-params")
+        big = render.RenderConfig(**{**cfg.__dict__, "size": min(2 * cfg.size, 256, limits().max_vis_size)})
+        one = vv.renders(spec, model, big, [int(channel)], "pretrained", "detail")
+        if one:
+            stats = vv.layer_stats(key, ds, cfg.layer, model)
+            r = one[0]
+            left, right = st.columns([3, 2])
+            with left:
+                st.markdown(f"**Channel {r.target} of {cfg.layer}** · "
+                            f"{vv.ratio_text(stats.ratio(r.target, r.activation))}", help=vv.RATIO_HELP)
+                st.image(r.image, width="stretch", alt=f"render of channel {r.target}")
+                st.download_button("Download PNG", vv.png(r.image), mime="image/png",
+                                   file_name=f"{spec.model}_{cfg.layer}_{r.target}.png")
+            with right:
+                st.markdown("**The dataset's 9 strongest images**")
+                st.image(vv.thumbs(ds, stats.top(r.target, 9), 3), width="stretch")
+                st.plotly_chart(vv.histogram_figure(stats, r.target, r.activation), width="stretch")
+            st.markdown("**Four different things it responds to** (lucent's diversity objective pushes the "
+                        "images apart)")
+            diverse = vv.diverse(spec, model, cfg, int(channel))
+            if diverse:
+                st.image([x.image for x in diverse], width=cfg.size * 2,
+                         caption=[vv.ratio_text(stats.ratio(x.target, x.activation)) for x in diverse])
 
 with dreams:
     st.caption("DeepDream (Mordvintsev et al. 2015): the photo is changed, octave by octave, so the chosen "
@@ -95,6 +85,7 @@ with dreams:
         photo_name = upload.name if upload else None
     else:
         photo_name = p2.selectbox("Bundled photo (scikit-image)", list(data.PHOTOS), key="photo")
+    names = list(vv.layers(key))
     deep = names[min(len(names) - 1, 2 * len(names) // 3)]
     chosen = st.multiselect("Layers to amplify", names, default=[deep], key="dream_layers")
     if not chosen:
@@ -139,8 +130,9 @@ with changed:
         tunable = [i for i in picked if by_id[i]["config"].get("freeze") != "all"]
         if tunable:
             st.subheader("The same channel before and after")
+            layer, cfg = vv.layer_settings(spec)
             b1, b2 = st.columns([2, 1])
             run_id = b1.selectbox("Run", tunable, format_func=lambda i: vv.run_label(by_id[i]), key="compare_run")
-            vv.keep_in_range("compare_channel", channels)
-            unit = b2.number_input(f"Channel of {layer}", 0, channels - 1, 0, key="compare_channel")
-            vv.before_after(spec, model, by_id[run_id], cfg, int(unit), ds, vv.layer_stats(key, ds, layer, model))
+            vv.keep_in_range("compare_channel", layer.channels)
+            unit = b2.number_input(f"Channel of {cfg.layer}", 0, layer.channels - 1, 0, key="compare_channel")
+            vv.before_after(spec, model, by_id[run_id], cfg, int(unit), ds, vv.layer_stats(key, ds, cfg.layer, model))

@@ -71,6 +71,25 @@ def defaults():
     return render.defaults(resources.device())
 
 
+def layer_settings(spec: zoo.ModelSpec) -> tuple[zoo.Layer, render.RenderConfig]:
+    """The layer and render settings, drawn in the open view that renders channels (DeepDream has its own)."""
+    layer_map, d = layers(spec.key), defaults()
+    names = list(layer_map)
+    c1, c2, c3 = st.columns([2.2, 1, 2.5], vertical_alignment="bottom")  # lined up with the gallery row
+    name = c1.selectbox("Layer", names, index=names.index(zoo.middle_layer(spec)), key="layer", bind="query-params",
+                        help="Module paths, as PyTorch names them: any forward hook can use them.")
+    c3.caption(layer_note(layer_map[name]))
+    with c2.popover("Render settings", icon=":material/tune:", width="stretch"):
+        s1, s2, s3, s4 = st.columns(4)
+        keep_in_range("steps", limits().max_vis_steps + 1, d.steps)  # a link from a server with other caps
+        steps = s1.number_input("Steps", 1, limits().max_vis_steps, d.steps, key="steps", bind="query-params")
+        size = s2.selectbox("Size (px)", sizes(), index=sizes().index(d.size), key="size", bind="query-params")
+        lr = s3.number_input("Learning rate", 0.001, 1.0, d.lr, format="%.3f", key="lr", bind="query-params")
+        seed = s4.number_input("Seed", 0, 2**31 - 1, 0, key="seed", bind="query-params")
+    return layer_map[name], render.RenderConfig(layer=name, steps=int(steps), size=int(size), lr=float(lr),
+                                                seed=int(seed))
+
+
 def pretrained(key: str) -> torch.nn.Module:
     """The shared pretrained model, or a clear stop when its weights cannot be had here."""
     try:
@@ -145,16 +164,17 @@ def png(image: np.ndarray) -> bytes:
 def histogram_figure(stats: examples.LayerStats, channel: int, render_activation: float | None) -> go.Figure:
     """The channel's mean activation over the dataset's images, the render's marked."""
     values = stats.acts[:, channel].numpy()
-    fig = go.Figure(go.Histogram(x=values, nbinsx=40, marker_color="#9aa5b8", name="dataset images",
+    fig = go.Figure(go.Histogram(x=values, nbinsx=40, marker_color="#9aa5b8", showlegend=False,
                                  hovertemplate="%{x:.2f}: %{y} images<extra></extra>"))
-    if render_activation is not None:
-        fig.add_vline(x=render_activation, line_color="#2f6fde", line_width=3,
-                      annotation_text="the render", annotation_position="top left")
-    fig.add_vline(x=float(np.median(values)), line_dash="dot", line_color="#555",
-                  annotation_text="median", annotation_position="bottom right")
+    lines = {"median": (float(np.median(values)), {"color": "#555", "dash": "dot", "width": 2}),
+             "the render": (render_activation, {"color": "#2f6fde", "width": 3})}
+    for label, (x, line) in lines.items():  # named in the legend above the plot, where no bar hides the name
+        if x is not None:
+            fig.add_vline(x=x, line=line)
+            fig.add_scatter(x=[None], y=[None], mode="lines", line=line, name=label)
     fig.update_layout(height=240, margin={"l": 10, "r": 10, "t": 30, "b": 10}, template="plotly_white",
                       xaxis_title=f"channel {channel}: mean activation per image", yaxis_title="images",
-                      showlegend=False)
+                      legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom", "itemwidth": 30})
     return fig
 
 
@@ -183,9 +203,10 @@ def drift_curve(_ds: data.Dataset, fingerprint: str, key: str, run_id: int, crea
 def drift_curves(key: str, ds: data.Dataset, runs: list[dict]) -> list[tuple[str, drift.Drift]]:
     """(label, curve) per run; a run that cannot be compared is a warning, not a stop."""
     curves = []
-    for run in runs:
+    for i, run in enumerate(runs, 1):
         try:
-            with st.spinner(f"Activations of run #{run['id']} at every block…"):
+            with st.spinner(f"Run #{run['id']} ({i} of {len(runs)}): pretrained vs fine-tuned activations at every "
+                            f"block, {len(ds):,} images — computed once, then cached…", show_time=True):
                 curve = drift_curve(ds, ds.fingerprint, key, run["id"], run["created"])
         except (ValueError, RuntimeError) as err:  # weights missing or unreadable, out of memory
             st.warning(f"Run #{run['id']}: {err}")

@@ -1,5 +1,6 @@
 """The Inside-the-network page under AppTest: the view comes from the URL, every tab shows its content."""
 
+import json
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -40,10 +41,16 @@ def test_one_channel_shows_a_large_render_its_strongest_images_and_diverse_rende
     assert any(t.startswith("**Channel 3 of _blocks.4**") for t in texts(at))
     assert len(at.get("image")) == 3  # the render, the 3×3 strongest images, the four diverse renders
     assert len(at.get("plotly_chart")) == 1 and at.get("download_button")
+    histogram = json.loads(at.get("plotly_chart")[0].proto.spec)
+    # The lines are named in a legend above the plot, not by labels drawn over the bars.
+    assert [t.get("name") for t in histogram["data"][1:]] == ["median", "the render"]
+    assert "annotations" not in histogram["layout"] and histogram["layout"]["legend"]["y"] > 1
 
 
 def test_deepdream_on_a_bundled_photo():
     at = page(view="DeepDream")
+    # DeepDream has its own layers and settings: the channel views' layer and render settings are not shown.
+    assert [s.label for s in at.selectbox] == ["Model", "Bundled photo (scikit-image)"] and not at.get("popover")
     next(b for b in at.button if b.label == "Dream").click()
     at.run()
     assert not at.exception and not at.error
@@ -70,6 +77,16 @@ def test_what_fine_tuning_changed_for_a_kept_run():
     assert f"#{run_id} freeze 5" in figure and "CKA" in figure
     assert at.subheader[0].value == "The same channel before and after"
     assert len(at.get("image")) == 2  # pretrained and fine-tuned, side by side
+
+
+def test_the_layer_and_render_settings_survive_a_visit_to_deepdream():
+    at = page(lr="0.1")
+    for view in ("DeepDream", "One channel"):
+        at.session_state["view"] = view  # what a click on the tab does
+        at.run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="layer").value == "_blocks.4" and at.number_input(key="lr").value == 0.1
+    assert any(t.startswith("**Channel 0 of _blocks.4**") for t in texts(at))
 
 
 def test_hand_edited_links_fall_back_to_defaults():
