@@ -7,7 +7,7 @@ router (no sidebar, wrong menu). The default page (the zoo) is served at "/".
 
 import streamlit as st
 
-from ui import demo, sidebar
+from ui import data_view, demo, sidebar
 
 st.set_page_config(page_title="Transferability Explorer", page_icon=":material/transfer_within_a_station:", layout="wide")
 demo.configure()
@@ -21,6 +21,7 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
+data_view.remember_in_url()  # a refresh of any page keeps the dataset
 sidebar.render()
 demo.banner()
 demo.mark_visit()

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ui import figures, resources, url_state, zoo_view
+from ui import data_view, figures, resources, url_state, zoo_view
 
 st.title("Model zoo")
 st.caption(
@@ -58,4 +58,4 @@ if len(compare) >= 2:
 else:
     st.caption("Pick at least two models.")
 
-url_state.write(zoo_view.url_values(view, compare))
+url_state.write(zoo_view.url_values(view, compare), keep=data_view.URL_KEYS)

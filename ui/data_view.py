@@ -44,13 +44,54 @@ class Choice:
 DEFAULT_CHOICE = Choice("builtin", "digits", 64, None, 0)
 
 
+# The active dataset in every page's URL, so a refreshed page (a new session) loads it again;
+# uploads cannot be put in a link and fall back to the default.
+URL_KEYS = ("dataset", "dataset_px", "dataset_cap", "dataset_seed")
+_LINKABLE = ("builtin", "torchvision", "path")
+
+
+def session_choice() -> Choice:
+    """This session's dataset: the one it loaded last, else the one its URL names, else the default."""
+    choice = st.session_state.get("active_dataset") or _choice_from_url()
+    return choice or DEFAULT_CHOICE
+
+
+def remember_in_url() -> None:
+    """Write the session's dataset into the URL (every page, before it draws); a new session takes
+    the one its URL names, even on a page that loads no dataset (a switch of page clears the URL)."""
+    choice = st.session_state.get("active_dataset") or _choice_from_url()
+    if choice is None or choice.kind not in _LINKABLE:
+        return
+    st.session_state["active_dataset"] = choice
+    wanted = {"dataset": f"{choice.kind}:{choice.name}", "dataset_px": str(choice.size),
+              "dataset_cap": str(choice.max_per_class or 0), "dataset_seed": str(choice.seed)}
+    if any(st.query_params.get(k) != v for k, v in wanted.items()):
+        st.query_params.update(wanted)
+
+
+def _choice_from_url() -> Choice | None:
+    raw = st.query_params.get("dataset", "")
+    kind, _, name = raw.partition(":")
+    if kind not in _LINKABLE or not name or (kind == "path" and demo_mode()):
+        return None
+    try:
+        size = int(st.query_params.get("dataset_px", DEFAULT_CHOICE.size))
+        cap = int(st.query_params.get("dataset_cap", 0))
+        seed = int(st.query_params.get("dataset_seed", 0))
+    except ValueError:  # a hand-edited link: the default instead
+        return None
+    if size not in SIZES or cap < 0 or seed < 0:
+        return None
+    return Choice(kind, name, size, cap or None, seed)
+
+
 def _kinds() -> list[str]:
     return [k for k in KINDS if not (k == "path" and demo_mode())]
 
 
 def picker() -> Choice | None:
     """Source widgets; None until the user has picked something loadable."""
-    previous: Choice = st.session_state.get("active_dataset") or DEFAULT_CHOICE
+    previous = session_choice()
     kinds = _kinds()
     c1, c2, c3, c4 = st.columns([3, 2, 2, 1])
     kind = c1.radio("Source", kinds, format_func=KINDS.get, horizontal=False,
@@ -113,6 +154,7 @@ def load(choice: Choice) -> data.Dataset:
     ds = _load(choice.kind, choice.name, choice.size, choice.max_per_class, choice.seed, digest,
                choice.blob, choice.files)
     st.session_state["active_dataset"] = choice
+    remember_in_url()
     return ds
 
 
@@ -228,12 +270,12 @@ def thumbnails(ds: data.Dataset, indices: list[int], n: int = 24, per_row: int =
 def active_dataset() -> data.Dataset:
     """The dataset chosen on the Data page (else ``DEFAULT_CHOICE``), announced in one line;
     a dataset that cannot be loaded stops the page with its message."""
-    choice = st.session_state.get("active_dataset") or DEFAULT_CHOICE
+    choice = session_choice()
     try:
         ds = load(choice)
     except data.DatasetError as err:
         st.error(str(err))
         st.stop()
     st.markdown(f"**Dataset:** {ds.name} — {len(ds):,} images, {len(ds.classes)} classes at {ds.size} px "
-                f"({len(ds.train_idx)} train / {len(ds.val_idx)} validation). Change it on the Data page.")
+                f"({len(ds.train_idx):,} train / {len(ds.val_idx):,} validation). Change it on the Data page.")
     return ds

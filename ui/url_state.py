@@ -32,9 +32,10 @@ def seed_list(key: str, default: list[str], allowed: list[str]) -> None:
     st.session_state[key] = values
 
 
-def write(values: dict[str, Any]) -> None:
-    """Reflect the current view in the URL (lists comma-joined, bools as 1/0)."""
-    encoded = {}
+def write(values: dict[str, Any], keep: tuple[str, ...] = ()) -> None:
+    """Reflect the current view in the URL (lists comma-joined, bools as 1/0); parameters named in
+    ``keep`` (another part of the app's, e.g. the active dataset) stay as they are."""
+    encoded = {k: v for k, v in st.query_params.items() if k in keep}
     for key, value in values.items():
         if isinstance(value, bool):
             value = int(value)

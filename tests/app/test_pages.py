@@ -174,6 +174,22 @@ def test_an_edited_server_folder_is_loaded_again_in_every_session(tmp_path):
     assert images_and_skipped() == ("7", "0")
 
 
+def test_the_dataset_is_in_every_pages_url_and_a_new_session_loads_it_again():
+    """A refreshed page is a new session: its URL brings the dataset back (not the default)."""
+    at = app().run()
+    at.switch_page("app_pages/data.py").run()
+    at.selectbox[0].set_value("faces").run()
+    assert not at.exception and at.query_params["dataset"] == "builtin:faces"
+    at.switch_page("app_pages/zoo.py").run()  # a page with a URL of its own keeps the dataset's too
+    assert at.query_params["dataset"] == "builtin:faces" and "batch" in at.query_params
+    fresh = app()  # refreshed on the zoo page, which loads no dataset, then off to the lab
+    fresh.query_params.update({k: v for k, v in at.query_params.items() if k.startswith("dataset")})
+    fresh.run()
+    fresh.query_params.clear()  # what a switch of page does to the URL
+    fresh.switch_page("app_pages/finetune.py").run()
+    assert not fresh.exception and fresh.markdown[0].value.startswith("**Dataset:** faces")
+
+
 def test_demo_mode_hides_server_folders(monkeypatch):
     monkeypatch.setenv("TLCORE_DEMO", "1")
     at = app("app_pages/data.py").run()
