@@ -58,8 +58,7 @@ depth_chart.plotly_chart(rv.depth_figure(m), width="stretch")
 st.caption("LogME (You et al. 2021): how well a linear model on the block's pooled features explains "
            "the labels, per image. BatchNorm gap (cf. AdaBN, Li et al. 2016): how far each BatchNorm "
            "layer's input statistics on your data are from the ImageNet statistics it stored.")
-st.dataframe(rv.scores_frame(m), hide_index=True, width="stretch",
-             column_config={"value": st.column_config.NumberColumn(format="%.3f")})
+st.table(rv.scores_frame(m), hide_index=True)  # a static table: the meanings wrap instead of being cut
 
 st.subheader("Check it: run the competing strategies")
 st.caption("One trial each — linear probe, fine-tune the last block, fine-tune everything, from scratch "
@@ -90,6 +89,10 @@ def validation(vid: str, polling: float | None) -> None:
         verdict = ("" if advised.empty or best.freeze == advised_label else
                    f" The matrix's advice (freeze {advised_label}) reached {advised['val acc'].max():.3f}: "
                    "on this data, trust the measurement over the rule of thumb.")
+        if stuck := rv.near_chance(done, len(ds.classes)):  # then the comparison settles nothing
+            verdict = (f" But {', '.join(stuck)} never got past chance ({1 / len(ds.classes):.2f}): too few "
+                       f"epochs to judge {'it' if len(stuck) == 1 else 'them'}. Run the validation again with "
+                       "more epochs before drawing a conclusion.")
         st.markdown(f"Best on your data: **{best.strategy}** ({best['val acc']:.3f} validation accuracy)."
                     + verdict)
     finetune_view.rerun_once_ended(polling, frame.get("status", ()))

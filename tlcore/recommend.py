@@ -141,7 +141,7 @@ def recommend(m: Measurement, spec: zoo.ModelSpec) -> Recommendation:
         freeze, probe = 1, best_block  # keep only the stem's generic filters fixed
     reasons = [
         f"{m.per_class:.0f} training images per class (median) — {size}: the line is {SMALL_PER_CLASS}.",
-        f"Similarity {m.similarity:.2f}: ImageNet's own classes remove {100 * m.similarity:.0f} % of the "
+        f"Similarity {m.similarity:.2f}: ImageNet's own classes remove {100 * m.similarity:.0f}\u00a0% of the "
         f"uncertainty of your labels (LEEP {m.leep:.3f} against {m.leep_floor:.3f} for a source that "
         f"knows nothing) — {'similar' if similar else 'different'}: the line is {SIMILAR_AT}.",
         f"LogME is highest at {best_block} ({best_logme:.3f}): the features that fit your labels best "

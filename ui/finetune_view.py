@@ -250,6 +250,8 @@ def curves_figure(run_ids: list[int]) -> go.Figure:
                                  line={"dash": "dot"}, opacity=0.6))
     fig.update_layout(height=360, margin={"l": 10, "r": 10, "t": 10, "b": 10}, template="plotly_white",
                       xaxis_title="epoch", yaxis_title="accuracy", yaxis_range=[0, 1.02])
+    last = max((x for trace in fig.data for x in trace.x), default=1)
+    fig.update_xaxes(tick0=1, dtick=max(1, -(-last // 10)))  # whole epochs (plotly put ticks at 1.5)
     return fig
 
 

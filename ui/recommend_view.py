@@ -109,7 +109,9 @@ def scores_frame(m: recommend.Measurement) -> pd.DataFrame:
              "with a Ledoit–Wolf covariance, scaled by (1 − shrinkage) (Ibrahim et al. 2021): noise scores near 0"),
             ("ImageNet head confidence", m.imagenet_confidence, "mean top softmax probability"),
             ("Images per class (median, train)", m.per_class, "")]
-    return pd.DataFrame(rows, columns=["score", "value", "meaning"])
+    # Text, so a count reads 120 and a score 0.923 (a number column has one format for all rows).
+    return pd.DataFrame([(name, f"{value:g}" if name.startswith("Images") else f"{value:.3f}", meaning)
+                         for name, value, meaning in rows], columns=["score", "value", "meaning"])
 
 
 def submit_validation(rec: recommend.Recommendation, ds: Dataset, label: str, epochs: int) -> str:
@@ -129,6 +131,12 @@ def validation_frame(frame: pd.DataFrame, vid: str) -> pd.DataFrame:
     rows = frame[frame.validation == vid]
     return rows[["strategy", "status", "freeze", "pretrained", "epochs", "val acc", "best val acc", "s/epoch",
                  "s to 1st epoch", "run"]]
+
+
+def near_chance(done: pd.DataFrame, n_classes: int, margin: float = 0.05) -> list[str]:
+    """The finished trials whose best validation accuracy stayed within ``margin`` of chance:
+    too few epochs (or too high a rate) to say anything about their strategy."""
+    return done[done["best val acc"] < 1 / n_classes + margin].strategy.tolist()
 
 
 def latest_validation(frame: pd.DataFrame, dataset_label: str) -> str:

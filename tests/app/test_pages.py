@@ -417,6 +417,17 @@ def test_the_strategy_advice_opens_in_the_lab():
     assert at.number_input(key="ft_lr").value == default_lr("all")
 
 
+def test_a_validation_at_chance_is_not_called_a_verdict():
+    import pandas as pd
+
+    from ui.recommend_view import near_chance
+
+    done = pd.DataFrame({"strategy": ["linear probe", "fine-tune everything", "from scratch"],
+                         "best val acc": [0.61, 0.106, 0.149]})
+    assert near_chance(done, 10) == ["fine-tune everything", "from scratch"]  # chance 0.1, within 5 points
+    assert near_chance(done, 2) == ["fine-tune everything", "from scratch"] and near_chance(done.iloc[:1], 2) == []
+
+
 def test_strategy_page_ranks_the_offline_models_and_checks_the_ranking():
     from ui import data_view, finetune_view
 
@@ -466,7 +477,7 @@ def test_strategy_validation_over_the_demo_cap_is_a_message_and_queues_nothing(m
     at.toggle(key="measure_strategy").set_value(True).run()
     before = len(finetune_view.jobs().store.list())
     at.number_input[0].set_value(30)  # the demo allows 20 epochs per trial
-    at.button[0].click().run()
+    button(at, "Run the validation").click().run()
     assert not at.exception and "at most 20 epochs" in at.error[0].value
     assert len(finetune_view.jobs().store.list()) == before
 

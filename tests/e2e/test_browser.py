@@ -248,7 +248,7 @@ def test_a_server_restart_keeps_finished_runs_and_marks_the_running_one_interrup
         _idle(page)
         page.get_by_role("slider").first.focus()
         page.keyboard.press("Home")  # freeze 0: fine-tune everything, many seconds per epoch
-        page.get_by_text("(100 %)").wait_for(timeout=60_000)
+        page.get_by_text("(100\u00a0%)").wait_for(timeout=60_000)
         _idle(page)
         page.get_by_text("Training settings").click()
         epochs = page.get_by_label("Epochs")  # many: on a GPU five would end before the server stops
