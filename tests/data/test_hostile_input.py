@@ -330,3 +330,19 @@ def test_a_hostile_upload_of_small_pixel_bombs_stays_within_memory():
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert int(proc.stdout.strip()) < 1400  # MB
+
+
+@pytest.mark.parametrize("blob, reason", [
+    (b"", "empty file (0 bytes)"),
+    (b"\x00\x00\x00\x1cftypavif" + bytes(40), "an AVIF image, not supported"),
+    (b"\x00\x00\x00\x18ftypheic" + bytes(40), "a HEIC image (iPhone), not supported"),
+    (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>', "an SVG drawing, not a bitmap"),
+    (b"%PDF-1.4\n", "a PDF document, not an image"),
+    (encode(Image.new("RGB", (8, 8)), "PNG")[:16] + b"\xff" * 40, "a PNG whose header is corrupt"),
+    (b"just some text", "not an image in an allowed format"),
+])
+def test_a_file_that_is_not_a_usable_image_is_named_for_what_it_is(blob, reason):
+    """The reason says what the file is (an iPhone's HEIC, an empty file) and what is allowed."""
+    with pytest.raises(BadImage) as err:
+        decode_bytes(blob, 16, Limits())
+    assert str(err.value).startswith(reason) and ("PNG" in str(err.value) or not blob)

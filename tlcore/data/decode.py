@@ -75,7 +75,7 @@ def _open(data: bytes, limits: Limits) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except UnidentifiedImageError:
-        raise BadImage(f"not an image in an allowed format ({', '.join(ALLOWED_FORMATS)})") from None
+        raise BadImage(_why_not_an_image(data)) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise BadImage("decompression bomb: the header claims too many pixels") from None
     except (OSError, ValueError, SyntaxError) as err:
@@ -89,6 +89,33 @@ def _open(data: bytes, limits: Limits) -> Image.Image:
     if max(w, h) / min(w, h) > limits.max_aspect:
         raise BadImage(f"extreme aspect ratio {w}×{h} (limit {limits.max_aspect:.0f}:1)")
     return image
+
+
+# Leading bytes of formats people upload that Pillow is not allowed to parse here (each parser is
+# attack surface), or of allowed formats whose header is broken: the reason then names the file's
+# real format instead of "not an image".
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "a PNG whose header is corrupt"), (b"\xff\xd8\xff", "a JPEG whose header is corrupt"),
+               (b"GIF8", "a GIF whose header is corrupt"), (b"BM", "a BMP whose header is corrupt"),
+               (b"%PDF", "a PDF document, not an image"), (b"8BPS", "a Photoshop file (PSD), not supported"),
+               (b"\x00\x00\x01\x00", "an icon file (ICO), not supported"))
+_BRANDS = {b"avif": "an AVIF image, not supported", b"avis": "an AVIF image, not supported",
+           b"heic": "a HEIC image (iPhone), not supported", b"heix": "a HEIC image (iPhone), not supported",
+           b"mif1": "a HEIF image, not supported"}
+
+
+def _why_not_an_image(data: bytes) -> str:
+    allowed = f"allowed: {', '.join(ALLOWED_FORMATS)}"
+    if not data:
+        return "empty file (0 bytes)"
+    if data[4:8] == b"ftyp" and data[8:12] in _BRANDS:
+        return f"{_BRANDS[data[8:12]]} ({allowed}; convert it to JPEG or PNG)"
+    head = data[:256].lstrip().lower()
+    if head.startswith((b"<svg", b"<?xml")) and b"<svg" in data[:4096].lower():
+        return f"an SVG drawing, not a bitmap ({allowed})"
+    for signature, what in _SIGNATURES:
+        if data.startswith(signature):
+            return f"{what} ({allowed})"
+    return f"not an image in an allowed format ({', '.join(ALLOWED_FORMATS)})"
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
