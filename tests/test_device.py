@@ -82,3 +82,34 @@ def test_cuda_and_the_current_gpus_index_are_the_same_device(monkeypatch):
     assert not same_device(cuda, second) and not same_device(first, second)
     assert same_device(torch.device("cpu"), torch.device("cpu"))
     assert not same_device(torch.device("cpu"), first) and not same_device(torch.device("meta"), torch.device("cpu"))
+
+
+def test_other_work_is_what_other_threads_ran_meanwhile():
+    """A trial's own feature pass is not load; another thread's render or trial, started before,
+    during or still running at the end, is."""
+    import threading
+
+    from tlcore.device import OtherWork, working
+
+    watch = OtherWork("cpu")
+    with working("cpu"):  # this thread's own work
+        pass
+    assert not watch.seen()
+
+    def elsewhere(started: threading.Event, release: threading.Event):
+        with working("cpu"):
+            started.set()
+            release.wait(10)
+
+    for release_before_seen in (True, False):
+        watch, started, release = OtherWork("cpu"), threading.Event(), threading.Event()
+        other = threading.Thread(target=elsewhere, args=(started, release))
+        other.start()
+        started.wait(10)
+        if release_before_seen:
+            release.set()
+            other.join()
+        assert watch.seen()
+        release.set()
+        other.join()
+    assert not OtherWork("cpu").seen() and not OtherWork("cuda").seen()

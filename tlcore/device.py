@@ -330,6 +330,9 @@ def jpeg_decode_device() -> torch.device | None:
 # seen from here).
 _BUSY: Counter[str] = Counter()
 _STARTED: Counter[str] = Counter()
+# The same per (device kind, thread): a trial's own feature pass is not other work (OtherWork).
+_BUSY_BY: Counter[tuple[str, int]] = Counter()
+_STARTED_BY: Counter[tuple[str, int]] = Counter()
 _BUSY_LOCK = threading.Lock()
 
 
@@ -337,14 +340,37 @@ _BUSY_LOCK = threading.Lock()
 def working(device: torch.device | str) -> Iterator[None]:
     """Mark heavy work on ``device`` for as long as the block runs."""
     kind = torch.device(device).type
+    mine = (kind, threading.get_ident())
     with _BUSY_LOCK:
         _BUSY[kind] += 1
         _STARTED[kind] += 1
+        _BUSY_BY[mine] += 1
+        _STARTED_BY[mine] += 1
     try:
         yield
     finally:
         with _BUSY_LOCK:
             _BUSY[kind] -= 1
+            _BUSY_BY[mine] -= 1
+
+
+class OtherWork:
+    """Whether heavy work of other threads (another trial, a render, a feature pass for a page) ran
+    on ``device`` between this object's creation and ``seen()``: a trial's seconds per epoch
+    measured then are not what the depth costs on an idle device."""
+
+    def __init__(self, device: torch.device | str):
+        self._kind, self._me = torch.device(device).type, threading.get_ident()
+        self._busy, self._started = self._others()
+
+    def _others(self) -> tuple[int, int]:
+        mine = (self._kind, self._me)
+        with _BUSY_LOCK:
+            return _BUSY[self._kind] - _BUSY_BY[mine], _STARTED[self._kind] - _STARTED_BY[mine]
+
+    def seen(self) -> bool:
+        busy, started = self._others()
+        return bool(self._busy or busy or started != self._started)
 
 
 @contextlib.contextmanager

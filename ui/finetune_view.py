@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -92,10 +93,13 @@ def measured_cost(frame: pd.DataFrame, cfg: TrialConfig, label: str) -> str:
         others = same.drop_duplicates("freeze", keep="last")
         known = ", ".join(f"{f} frozen {s:.2g} s" for f, s in zip(others.freeze, others["s/epoch"], strict=True))
         return not_yet.format(f" (per epoch here: {known})" if known else "")
-    last = at_depth.iloc[-1]
+    loaded = at_depth["under load"].map(lambda v: v is True or v is np.True_)  # None: an older run, idle
+    last = (at_depth[~loaded] if not loaded.all() else at_depth).iloc[-1]
     first = last["s to 1st epoch"]
     return (f"Measured here (run #{last.run}): {last['s/epoch']:.2g} s per epoch"
-            + (f", the first point after {first:.2g} s" if pd.notna(first) else "") + ".")
+            + (f", the first point after {first:.2g} s" if pd.notna(first) else "")
+            + (" — while other work ran on this device: idle, it is faster" if loaded.all() else "")
+            + ".")
 
 
 def visible_runs() -> list[dict]:
@@ -230,6 +234,7 @@ def runs_frame() -> pd.DataFrame:
                      "val acc": r["result"]["val_acc"] if r["result"] else (r["history"][-1]["val_acc"] if r["history"] else None),
                      "best val acc": best, "s/epoch": sum(epochs_s) / len(epochs_s) if epochs_s else None,
                      "s to 1st epoch": (r["result"] or {}).get("timings", {}).get("first_epoch_s"),
+                     "under load": (r["result"] or {}).get("timings", {}).get("under_load"),
                      "dataset": r["dataset"], "precision": precision_label((r["result"] or {}).get("timings", {})),
                      **{tag: (cfg.get("tags") or {}).get(tag, "") for tag in TAGS},
                      "created": r["created"], "error": r["error"] or ""})

@@ -258,9 +258,9 @@ def test_the_cost_of_a_depth_comes_from_runs_measured_here():
     from tlcore.finetune import TrialConfig
     from ui.finetune_view import measured_cost
 
-    def run(run_id, freeze, s_epoch, first, dataset="d@64px#1", status="done"):
+    def run(run_id, freeze, s_epoch, first, dataset="d@64px#1", status="done", loaded=None):
         return {"run": run_id, "status": status, "model": "efficientnet_lite0", "freeze": freeze, "pretrained": True,
-                "s/epoch": s_epoch, "s to 1st epoch": first, "dataset": dataset}
+                "s/epoch": s_epoch, "s to 1st epoch": first, "dataset": dataset, "under load": loaded}
 
     frame = pd.DataFrame([run(1, "3", 2.0, 9.0), run(2, "3", 1.5, 4.0), run(3, "all", 0.01, 6.0),
                           run(4, "5", 0.7, 2.0, dataset="other@64px#2"), run(5, "5", 9.9, None, status="failed")])
@@ -272,6 +272,13 @@ def test_the_cost_of_a_depth_comes_from_runs_measured_here():
     assert measured_cost(pd.DataFrame(), at, "d@64px#1").startswith("Not run at this depth on this data yet:")
     assert measured_cost(frame, TrialConfig(model="efficientnet_lite0", freeze=3, pretrained=False),
                          "d@64px#1").startswith("Not run")  # from-scratch weights are another trial
+    # A run timed while other work shared the device is not the depth's cost while an idle one exists.
+    busy = pd.concat([frame, pd.DataFrame([run(6, "3", 7.0, 12.0, loaded=True)])], ignore_index=True)
+    assert measured_cost(busy, at, "d@64px#1").startswith("Measured here (run #2): 1.5 s per epoch")
+    only_busy = pd.DataFrame([run(7, "3", 7.0, 12.0, loaded=True)])
+    assert measured_cost(only_busy, at, "d@64px#1") == ("Measured here (run #7): 7 s per epoch, the first point "
+                                                        "after 12 s — while other work ran on this device: idle, "
+                                                        "it is faster.")
 
 
 def test_finetune_page_freeze_slider_and_strip():

@@ -152,6 +152,9 @@ class Timings:
     # What the trainable part trained in: the device's mixed precision, or float32 for a probe's head,
     # a float32 trial, and on a CPU without AMX or on images under 64 px (finetune.engine.training_dtype).
     trained_in: str | None = None
+    # Other heavy work (another trial, a render, a page's feature pass) ran on the device meanwhile:
+    # the seconds are pessimistic, not the depth's cost.
+    under_load: bool = False
 
 
 @dataclass

@@ -12,7 +12,7 @@ from torch import nn
 
 from tlcore import features, zoo
 from tlcore.data import Dataset, DatasetError
-from tlcore.device import TooLargeForDevice, dtype_name, out_of_memory, pick_device, same_device
+from tlcore.device import OtherWork, TooLargeForDevice, dtype_name, out_of_memory, pick_device, same_device
 from tlcore.finetune import optim, prefix_cache
 from tlcore.finetune.augment import augment, device_generator
 from tlcore.finetune.config import (
@@ -47,6 +47,7 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
     cfg = cfg.for_run(len(dataset.train_idx), dev)  # an automatic batch, and rates to match
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
+    others = OtherWork(dev)
     base = _base_model(cfg, spec, model, dev)
     total_params = sum(p.numel() for p in base.parameters())
     size = features.input_size(spec, dataset)
@@ -86,6 +87,7 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
         if not (math.isfinite(tr_loss) or math.isfinite(va_loss)):
             raise TrialDiverged(epoch, cfg.lr)
     timings.per_epoch_s = [h.seconds for h in history]
+    timings.under_load = others.seen()
     timings.batch_size = loop.batch_size
     timings.total_s = time.perf_counter() - started
     owner = trainable if cfg.freeze == "all" else base  # the tail shares the base model's modules
