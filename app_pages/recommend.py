@@ -26,7 +26,12 @@ spec = zoo.get_spec(model_key)
 if not st.toggle("Measure", key="measure_strategy", persist_state="session",
                  help="One pass of the model over the training images (cached): features at every block "
                       "and the ImageNet head's predictions; BatchNorm input statistics over up to 512 images."):
-    st.info("Turn on **Measure** to score the dataset with this model.")
+    left, right = st.columns([3, 2])
+    left.plotly_chart(rv.matrix_figure(None, rv.training_per_class(ds)), width="stretch",
+                      config={"displayModeBar": False})
+    right.info(f"Turn on **Measure** to place the dataset on the matrix: one pass of {model_key} over its "
+               f"{len(ds.train_idx):,} training images (cached), then the advice, its reasons and the evidence "
+               "along the network. Its size is known already; its similarity to ImageNet is what the pass measures.")
     st.stop()
 try:
     with st.spinner("Measuring: one pass over the training images…"):

@@ -30,25 +30,50 @@ def batchnorm_gaps(_ds: Dataset, fingerprint: str, model_key: str) -> list[tuple
     return recommend.batchnorm_gaps(spec, _ds, model=resources.cached_model(model_key, True))
 
 
-def matrix_figure(rec: recommend.Recommendation) -> go.Figure:
-    """The seeds' 2×2 matrix with the dataset as a point: images per class (log) × similarity."""
-    m = rec.measurement
+def matrix_figure(rec: recommend.Recommendation | None, per_class: float | None = None) -> go.Figure:
+    """The seeds' 2×2 matrix with the dataset as a point: images per class (log) × similarity.
+    Before any measurement (``rec`` None) the dataset is a line at its ``per_class``: its size is
+    known from the labels, its similarity only from the model's pass."""
+    per_class = rec.measurement.per_class if rec is not None else per_class or 1
     x_line, y_line = np.log10(recommend.SMALL_PER_CLASS), recommend.SIMILAR_AT
-    x_lo, x_hi = 0.0, max(4.0, np.log10(max(m.per_class, 1)) + 0.5)
+    x_lo, x_hi = 0.0, max(4.0, np.log10(max(per_class, 1)) + 0.5)
     fig = go.Figure()
     cells = {("small", True): (x_lo, x_line, y_line, 1.0), ("large", True): (x_line, x_hi, y_line, 1.0),
              ("small", False): (x_lo, x_line, 0.0, y_line), ("large", False): (x_line, x_hi, 0.0, y_line)}
     for (size, similar), (x0, x1, y0, y1) in cells.items():
-        here = (size, similar) == (rec.size, rec.similar)
+        here = rec is not None and (size, similar) == (rec.size, rec.similar)
         fig.add_shape(type="rect", x0=x0, x1=x1, y0=y0, y1=y1, line={"width": 1, "color": "#9aa3ad"},
                       fillcolor="#dbe7fb" if here else "#f4f5f7", layer="below")
         # The point's own cell keeps its caption away from the point (top or bottom of the cell).
-        low = here and m.similarity > y0 + 0.4 * (y1 - y0)
+        low = here and rec.measurement.similarity > y0 + 0.4 * (y1 - y0)
         fig.add_annotation(x=(x0 + x1) / 2, y=y0 + 0.04 if low else y1 - 0.04,
                            text=_wrap(recommend.STRATEGIES[(size, similar)]),
                            showarrow=False, yanchor="bottom" if low else "top",
                            font={"size": 12, "color": "#1f2d3d" if here else "#6b7785"})
-    x, y = np.log10(max(m.per_class, 1)), m.similarity
+    x = np.log10(max(per_class, 1))
+    if rec is None:
+        fig.add_vline(x=x, line={"dash": "dot", "width": 2, "color": "#f2a541"})
+        fig.add_annotation(x=x, y=0.5, text=f"<b>your data</b>: {per_class:g} per class<br>similarity: Measure",
+                           showarrow=False, bgcolor="rgba(255,255,255,0.9)", bordercolor="#1f2d3d", borderpad=3,
+                           font={"size": 12, "color": "#1f2d3d"})
+    else:
+        _the_point(fig, rec.measurement, x, x_lo, x_hi)
+    ticks = [v for v in (1, 3, 10, 30, 100, 300, 1000, 3000, 10000) if np.log10(v) <= x_hi]
+    fig.update_layout(height=420, margin={"l": 10, "r": 10, "t": 10, "b": 10}, template="plotly_white",
+                      xaxis={"title": "training images per class", "range": [x_lo, x_hi],
+                             "tickvals": [np.log10(v) for v in ticks], "ticktext": [f"{v:,}" for v in ticks],
+                             "showgrid": False},
+                      yaxis={"title": "similarity to ImageNet (LEEP gain)", "range": [0, 1], "showgrid": False})
+    return fig
+
+
+def training_per_class(ds: Dataset) -> float:
+    """The matrix's x before measuring: median training images per class (what ``measure`` reports)."""
+    return float(np.median(np.bincount(ds.labels[ds.train_idx].numpy())))
+
+
+def _the_point(fig: go.Figure, m: recommend.Measurement, x: float, x_lo: float, x_hi: float) -> None:
+    y = m.similarity
     fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers",
                              marker={"size": 16, "color": "#f2a541", "line": {"width": 2, "color": "#1f2d3d"}},
                              name="your data", showlegend=False,
@@ -59,13 +84,6 @@ def matrix_figure(rec: recommend.Recommendation) -> go.Figure:
                        ax=48 if x < (x_lo + x_hi) / 2 else -48, ay=28 if y > 0.15 else -28,
                        bgcolor="rgba(255,255,255,0.9)", bordercolor="#1f2d3d", borderpad=3,
                        font={"size": 12, "color": "#1f2d3d"})
-    ticks = [v for v in (1, 3, 10, 30, 100, 300, 1000, 3000, 10000) if np.log10(v) <= x_hi]
-    fig.update_layout(height=420, margin={"l": 10, "r": 10, "t": 10, "b": 10}, template="plotly_white",
-                      xaxis={"title": "training images per class", "range": [x_lo, x_hi],
-                             "tickvals": [np.log10(v) for v in ticks], "ticktext": [f"{v:,}" for v in ticks],
-                             "showgrid": False},
-                      yaxis={"title": "similarity to ImageNet (LEEP gain)", "range": [0, 1], "showgrid": False})
-    return fig
 
 
 def _wrap(text: str, width: int = 28) -> str:
