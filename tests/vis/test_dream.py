@@ -59,7 +59,8 @@ def test_uploaded_photos_of_any_mode_become_rgb():
 
 
 @pytest.mark.parametrize(("payload", "message"), [
-    (b"%PDF-1.4 not an image", "not an image in an allowed format"),
+    (b"%PDF-1.4 not an image", "a PDF document, not an image"),
+    (b"plain text, no image", "not an image in an allowed format"),
     (lambda: encode(Image.new("RGB", (64, 64)), "JPEG")[:200], "unreadable image header"),
     (lambda: (lambda b: b[:len(b) // 2])(encode(noise(), "JPEG")), "corrupt or truncated"),
     (lambda: encode(Image.new("1", (10_000, 10_000)), "PNG", optimize=True), "too many pixels"),
