@@ -234,7 +234,7 @@ def map_sample(ds: data.Dataset, seed: int) -> torch.Tensor:
     return torch.randperm(len(ds), generator=gen)[:MAP_MAX_IMAGES].sort().values
 
 
-@st.cache_data(show_spinner="Computing features and the t-SNE map…", max_entries=8)
+@st.cache_data(show_spinner=False, max_entries=8)  # the page's spinner says what it does
 def feature_map(_ds: data.Dataset, fingerprint: str, model_key: str, seed: int) -> pd.DataFrame:
     spec = zoo.get_spec(model_key)
     model = resources.cached_model(model_key, True)
