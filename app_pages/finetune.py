@@ -133,6 +133,9 @@ event = st.dataframe(frame, hide_index=True, on_select="rerun", selection_mode="
                      placeholder="—",
                      column_config={"validation": None, "ranking": None,  # ids: the Strategy page shows those
                                     "batch": st.column_config.TextColumn(width=95),  # '128 (auto)' whole
+                                    "dataset": st.column_config.TextColumn(
+                                        width="medium", help="name@resolution#fingerprint: the fingerprint tells "
+                                        "apart datasets of one name (another cap per class, another upload)"),
                                     "precision": st.column_config.TextColumn(
                                         help="What the frozen layers computed in → what the trainable part "
                                         "trained in (one value when they are the same)"),
