@@ -35,7 +35,8 @@ spec = zoo.get_spec(model_key)
 n = len(zoo.blocks_of(spec))
 depths = [*range(n), "all"]
 st.session_state.setdefault("ft_freeze", "all")
-fv.keep_valid("ft_freeze", depths, "all")  # a depth the previous model had may not exist here
+if fv.keep_valid("ft_freeze", depths, "all"):  # a depth the previous model had may not exist here
+    fv.rate_follows_depth()
 freeze = st.select_slider("Frozen blocks", options=depths, format_func=lambda v: "all (linear probe)" if v == "all" else f"first {v}",
                           help="0 fine-tunes everything; 'all' trains only a new head on frozen features.",
                           key="ft_freeze", on_change=fv.rate_follows_depth, **KEEP)

@@ -131,3 +131,19 @@ def test_the_cli_says_when_it_set_the_history_aside(tmp_path, monkeypatch, capsy
     assert main(["runs"]) == 0
     err = capsys.readouterr().err
     assert "could not be read; it was kept as" in err and "Traceback" not in err
+
+
+def test_processes_opening_one_damaged_history_at_once_set_it_aside_once(tmp_path):
+    """The first sets the garbage aside and starts a new history; the others open that one."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "runs.sqlite"
+    path.write_bytes(b"garbage, not SQLite" * 100)
+    code = f"from tlcore.store import RunStore; s = RunStore({str(path)!r}); s.create(model='m', dataset='d', config={{}})"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errors
+    aside = sorted(tmp_path.glob("runs.sqlite.unreadable-*"))
+    assert [a.read_bytes()[:7] for a in aside] == [b"garbage"]
+    assert len(RunStore(path).list()) == 4

@@ -26,7 +26,7 @@ class _Parser(argparse.ArgumentParser):
         action = super().add_argument(*args, **kwargs)
         default, text = action.default, action.help or ""
         if action.option_strings and not any(default is v for v in (None, False, argparse.SUPPRESS)) \
-                and "default" not in text:
+                and "default:" not in text:
             shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
             action.help = f"{text} (default: {shown})".lstrip().replace("%", "%%")
         return action

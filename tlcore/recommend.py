@@ -215,8 +215,8 @@ def _scored_split(dataset: Dataset) -> tuple[torch.Tensor, np.ndarray]:
     classes = len(np.unique(y))
     if len(y) < MIN_PER_CLASS * classes:
         raise DatasetError(f"{len(y)} training images for {classes} classes are too few to measure "
-                           f"transferability: at least {MIN_PER_CLASS} per class are needed, and about 10 "
-                           "for steady scores")
+                           f"transferability: at least {MIN_PER_CLASS} per class on average are needed, and "
+                           "about 10 for steady scores")
     return rows, y
 
 

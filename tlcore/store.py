@@ -94,11 +94,27 @@ def _set_aside(path: Path, weights: Path) -> Path:
     beside them (a new history numbers its runs from 1 again: its weights must not meet the old
     ones); returns the file's new name. Another process may have moved them first: then there is
     nothing left to move."""
-    stamp = f".unreadable-{dt.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
-    for old in (f"{path}", f"{path}-wal", f"{path}-shm", f"{weights}"):
+    aside = Path(f"{path}.unreadable-{dt.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}")
+    # The journals keep SQLite's naming (<file>-wal), so the copy opens with them.
+    for old, new in ((path, aside), (f"{path}-wal", f"{aside}-wal"), (f"{path}-shm", f"{aside}-shm"),
+                     (weights, f"{weights}{aside.name.removeprefix(path.name)}")):
         with contextlib.suppress(FileNotFoundError):
-            os.replace(old, old + stamp)
-    return Path(f"{path}{stamp}")
+            os.replace(old, new)
+    return aside
+
+
+@contextlib.contextmanager
+def _opening(path: Path) -> Iterator[None]:
+    """One process at a time opens (and, if need be, sets aside) the history: without it a second
+    process could move aside the healthy file a first one had just made."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; opening races there are left as they were
+        yield
+        return
+    with open(f"{path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 class RunStore:
@@ -109,13 +125,14 @@ class RunStore:
         # Where a history that SQLite could not read was moved when this store opened (kept for the
         # user, never deleted); None when it opened as it was.
         self.set_aside: Path | None = None
-        try:
-            self._prepare()
-        except sqlite3.DatabaseError as err:
-            if isinstance(err, sqlite3.OperationalError):  # locked, read-only, disk full: not damage
-                raise
-            self.set_aside = _set_aside(self.path, self.weights_path(0).parent)  # not a database, malformed
-            self._prepare()
+        with _opening(self.path):
+            try:
+                self._prepare()
+            except sqlite3.DatabaseError as err:
+                if isinstance(err, sqlite3.OperationalError):  # locked, read-only, disk full: not damage
+                    raise
+                self.set_aside = _set_aside(self.path, self.weights_path(0).parent)  # not a database, malformed
+                self._prepare()
 
     def _prepare(self) -> None:
         with self._connect() as db:

@@ -80,7 +80,7 @@ def _choice_from_url() -> Choice | None:
         seed = int(st.query_params.get("dataset_seed", 0))
     except ValueError:  # a hand-edited link: the default instead
         return None
-    if size not in SIZES or cap < 0 or seed < 0:
+    if size not in SIZES or not 0 <= cap <= 100_000 or not 0 <= seed < 2**32:  # the widgets' ranges
         return None
     return Choice(kind, name, size, cap or None, seed)
 

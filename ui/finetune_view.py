@@ -107,11 +107,13 @@ def visible_runs() -> list[dict]:
     return jobs().store.list(session=visitor() if demo_mode() else None)
 
 
-def keep_valid(key: str, options: list, fallback) -> None:
+def keep_valid(key: str, options: list, fallback) -> bool:
     """A kept widget value that is not among ``options`` now (the model changed) goes back to
-    ``fallback`` before the widget is drawn."""
+    ``fallback`` before the widget is drawn; True if it did."""
     if key in st.session_state and st.session_state[key] not in options:
         st.session_state[key] = fallback
+        return True
+    return False
 
 
 def rate_follows_depth() -> None:
@@ -121,8 +123,9 @@ def rate_follows_depth() -> None:
 
 def open_in_lab(model_key: str, freeze, probe_block: str) -> None:
     """Set the Fine-tune lab's controls to a setting (the Strategy page's advice) and go there."""
-    if model_key in model_options():
-        st.session_state.ft_model = model_key
+    options = model_options()  # default weights: another weight of the same network maps to them
+    st.session_state.ft_model = next((o for o in options if o.split(".")[0] == model_key.split(".")[0]), options[0])
+    st.session_state.ft_scratch = False  # the advice is about pretrained weights
     st.session_state.ft_freeze = freeze
     st.session_state.ft_probe = probe_block
     st.session_state.ft_lr = default_lr(freeze)
@@ -135,7 +138,9 @@ def current_run() -> dict | None:
     queued or training that it may see, so it can watch and cancel it."""
     run_id = st.session_state.get("current_run")
     if run_id is None:
-        unfinished = [r["id"] for r in visible_runs() if r["status"] in ("queued", "running")]
+        # Only runs this server's queue holds: a CLI's run, or a dead process's, cannot be cancelled here.
+        unfinished = [r["id"] for r in visible_runs()
+                      if r["status"] in ("queued", "running") and jobs().position(r["id"]) is not None]
         if not unfinished:
             return None
         run_id = st.session_state.current_run = max(unfinished)

@@ -190,6 +190,13 @@ def test_the_dataset_is_in_every_pages_url_and_a_new_session_loads_it_again():
     assert not fresh.exception and fresh.markdown[0].value.startswith("**Dataset:** faces")
 
 
+def test_a_link_with_out_of_range_dataset_numbers_falls_back_to_the_default():
+    at = app("app_pages/data.py")
+    at.query_params.update({"dataset": "builtin:faces", "dataset_seed": str(2**53 + 1), "dataset_px": "64"})
+    at.run()
+    assert not at.exception and at.selectbox[0].value == "digits"
+
+
 def test_demo_mode_hides_server_folders(monkeypatch):
     monkeypatch.setenv("TLCORE_DEMO", "1")
     at = app("app_pages/data.py").run()
@@ -236,20 +243,27 @@ def test_the_lab_keeps_its_settings_through_a_page_switch():
     assert at.select_slider(key="ft_freeze").value == 3 and at.number_input(key="ft_epochs").value == 7
 
 
-def test_a_new_session_follows_the_trial_still_training():
-    """A refreshed page (a new session) shows the unfinished run and its Cancel button."""
+def test_a_new_session_follows_the_trial_still_training(monkeypatch):
+    """A refreshed page (a new session) shows the unfinished run of this server's queue and its
+    Cancel button; a row some other process left 'running' is not followed (it cannot be cancelled)."""
     from ui import finetune_view
 
     store = finetune_view.jobs().store
+    stale = store.create(model="efficientnet_lite0", dataset="digits@64px#x", status="running", config={"epochs": 5})
     run_id = store.create(model="efficientnet_lite0", dataset="digits@64px#x", status="running",
                           config={"epochs": 5})
+    monkeypatch.setattr(finetune_view.jobs(), "position", lambda rid: 0 if rid == run_id else None)
     try:
         at = app("app_pages/finetune.py").run()
         assert not at.exception
         assert any(md.value.startswith(f"**Run #{run_id}:** running") for md in at.markdown)
         assert any(b.label == "Cancel" for b in at.button)
+        monkeypatch.setattr(finetune_view.jobs(), "position", lambda rid: None)  # only the stale row now
+        after = app("app_pages/finetune.py").run()
+        assert not any(md.value.startswith("**Run #") for md in after.markdown)
     finally:
         store.set_status(run_id, "cancelled")
+        store.set_status(stale, "cancelled")
 
 
 def test_the_cost_of_a_depth_comes_from_runs_measured_here():
@@ -416,12 +430,13 @@ def test_the_strategy_advice_opens_in_the_lab():
     at.session_state["active_dataset"] = data_view.Choice("builtin", "digits", 32, 8, 0)
     at.switch_page("app_pages/recommend.py").run()
     at.toggle(key="measure_strategy").set_value(True).run()
+    at.session_state["ft_scratch"] = True  # left on in the lab earlier: the advice is about pretrained weights
     advice = next(md.value for md in at.markdown if md.value.startswith("In the Fine-tune lab:"))
     button(at, "Open it in the Fine-tune lab").click().run()
     assert not at.exception
     freeze, probe = at.select_slider(key="ft_freeze").value, at.selectbox(key="ft_probe").value
     assert freeze == "all" and f"reading **{probe}** features" in advice  # digits, 8 a class: a probe
-    assert at.number_input(key="ft_lr").value == default_lr("all")
+    assert at.number_input(key="ft_lr").value == default_lr("all") and not at.toggle(key="ft_scratch").value
 
 
 def test_a_validation_at_chance_is_not_called_a_verdict():

@@ -189,9 +189,9 @@ def folder_members(root: str | os.PathLike, limits: Limits) -> tuple[list[Member
 
 def _folder_member(entry: os.DirEntry, rel: str, limits: Limits) -> Member | Skipped:
     # A name that is not valid UTF-8 comes from os.scandir with surrogate escapes, which cannot be
-    # encoded or printed: it is shown (and classed) with U+FFFD where the bad bytes were, and read
-    # by its real path.
-    rel = rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    # encoded or printed: it is shown (and classed) with its bad bytes as \xe9 escapes, so two such
+    # names stay two, and read by its real path.
+    rel = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     path, why = _clean_path(rel)
     why = why or archive_inside(path)
     if why is None and entry.is_symlink():

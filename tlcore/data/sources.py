@@ -25,7 +25,7 @@ from tlcore.device import jpeg_decode_device
 from tlcore.settings import Limits, demo_mode, limits
 
 DEFAULT_SIZE = 128  # px: quick on a laptop CPU; models are fully convolutional (224 is an option)
-CACHE_VERSION = 5  # bump when decoding, the fingerprint or the cache's format changes, so old entries are not reused
+CACHE_VERSION = 6  # bump when decoding, the fingerprint or the cache's format changes, so old entries are not reused
 
 TORCHVISION_SETS = {  # name → (class, constructor keywords)
     "cifar10": ("CIFAR10", {"train": True}),

@@ -43,7 +43,7 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
         raise DatasetError("no validation images: every class needs at least 2 images "
                            "(one to train on, one to check on)")
     dev = device if isinstance(device, torch.device) else pick_device(device)
-    automatic = cfg.batch_size is None
+    automatic, given_lr = cfg.batch_size is None, cfg.lr
     cfg = cfg.for_run(len(dataset.train_idx), dev)  # an automatic batch, and rates to match
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -85,7 +85,7 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
         if on_epoch is not None:
             on_epoch(stats)
         if not (math.isfinite(tr_loss) or math.isfinite(va_loss)):
-            raise TrialDiverged(epoch, cfg.lr)
+            raise TrialDiverged(epoch, given_lr)  # the rate as set, not as scaled with the batch
     timings.per_epoch_s = [h.seconds for h in history]
     timings.under_load = others.seen()
     timings.batch_size = loop.batch_size
