@@ -197,7 +197,6 @@ def _run_and_keep(cfg, dataset, label: str, on_epoch=None, tags: dict | None = N
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-
     runs = _run_store().list()
     if args.format == "json":
         _print_json(runs)
@@ -331,8 +330,6 @@ def _check_file_out(out: str) -> None:
 
 
 def cmd_vis(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from PIL import Image
 
     from tlcore import data, zoo
@@ -375,8 +372,6 @@ def cmd_vis(args: argparse.Namespace) -> int:
 
 
 def cmd_dream(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from PIL import Image
 
     from tlcore import data

@@ -330,28 +330,33 @@ def jpeg_decode_device() -> torch.device | None:
 # seen from here).
 _BUSY: Counter[str] = Counter()
 _STARTED: Counter[str] = Counter()
-# The same per (device kind, thread): a trial's own feature pass is not other work (OtherWork).
-_BUSY_BY: Counter[tuple[str, int]] = Counter()
-_STARTED_BY: Counter[tuple[str, int]] = Counter()
 _BUSY_LOCK = threading.Lock()
+# This thread's share of both: a trial's own feature pass is not other work (OtherWork).
+_MINE = threading.local()
+
+
+def _own() -> tuple[Counter[str], Counter[str]]:
+    if not hasattr(_MINE, "busy"):
+        _MINE.busy, _MINE.started = Counter(), Counter()
+    return _MINE.busy, _MINE.started
 
 
 @contextlib.contextmanager
 def working(device: torch.device | str) -> Iterator[None]:
     """Mark heavy work on ``device`` for as long as the block runs."""
     kind = torch.device(device).type
-    mine = (kind, threading.get_ident())
+    busy, started = _own()
     with _BUSY_LOCK:
         _BUSY[kind] += 1
         _STARTED[kind] += 1
-        _BUSY_BY[mine] += 1
-        _STARTED_BY[mine] += 1
+        busy[kind] += 1
+        started[kind] += 1
     try:
         yield
     finally:
         with _BUSY_LOCK:
             _BUSY[kind] -= 1
-            _BUSY_BY[mine] -= 1
+            busy[kind] -= 1
 
 
 class OtherWork:
@@ -360,13 +365,14 @@ class OtherWork:
     measured then are not what the depth costs on an idle device."""
 
     def __init__(self, device: torch.device | str):
-        self._kind, self._me = torch.device(device).type, threading.get_ident()
+        self._kind = torch.device(device).type
         self._busy, self._started = self._others()
 
     def _others(self) -> tuple[int, int]:
-        mine = (self._kind, self._me)
+        """Busy and started counts of other threads (call it from the thread that created this)."""
+        busy, started = _own()
         with _BUSY_LOCK:
-            return _BUSY[self._kind] - _BUSY_BY[mine], _STARTED[self._kind] - _STARTED_BY[mine]
+            return _BUSY[self._kind] - busy[self._kind], _STARTED[self._kind] - started[self._kind]
 
     def seen(self) -> bool:
         busy, started = self._others()
