@@ -5,18 +5,17 @@
 # each command with a time limit. The other parts are the longer runs, for a larger budget. Here first:
 #   bash scripts/gpu_carry.sh                        # .whl/ (and `lite12` → .whl12/ for those tests)
 # Then device `run` with carry [".whl"], timeout_s 600, command `bash scripts/gpu_session.sh PART`:
-#   once     the suite without tests/zoo and e2e, the freeze-last and probe benches, what each new
-#            batch shape costs the first time (bench/first_call.py; also on a new thread and with
-#            CUDA_MODULE_LOADING=EAGER), loading 2,000 small JPEGs (the cold load's steps; decoding
-#            by GPU, Pillow, both; 4 and 16 Pillow threads) and 300 at 1024 and 2048 px, each
-#            against the PIL loop; about 9 minutes
+#   once     the suite without tests/zoo and e2e, the freeze-last and probe benches, loading 2,000
+#            small JPEGs (the cold load's steps; decoding by GPU, Pillow, both; 4 and 16 Pillow
+#            threads) and 300 at 1024 and 2048 px, each against the PIL loop; about 9 minutes
 #   lite12   at once after `once` (warm machine: its packages stay installed), with carry [".whl12"]
 #            from `bash scripts/gpu_carry.sh lite12`, timeout_s 180: tests/zoo and the tests that list
 #            all three Lite models (both folders in one call would pass the 64 MiB a call may carry)
 #   tests    the whole suite (e2e skips itself: no Chromium there)
 #   trials   bench/finetune_speed.py --images 2000, --freeze last (automatic batch, and 16) and --freeze all;
 #            bench/score_speed.py
-#   rest     bench/data_speed.py, bench/zoo_sweep.py (all, then resnet + mobilenet_v3 against measure()),
+#   rest     bench/first_call.py (what each new batch shape costs the first time; also on a new
+#            thread and with CUDA_MODULE_LOADING=EAGER), bench/data_speed.py, bench/zoo_sweep.py (all, then resnet + mobilenet_v3 against measure()),
 #            bench/vis_speed.py, bench/layout_speed.py
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -44,14 +43,14 @@ log() {  # log NAME COMMAND…: run it, keep its output in $OUT/NAME.log, go on 
 }
 
 case "${1:-}" in
-  once)  # each command under `timeout`, sized from the H200 runs of 2026-12-04 (suite 166 s, each
-    # trial bench about 55 s with the tutorial's 27–32 s); about 9 minutes in all. The limits add up
-    # to more than a call's 600 s: the decoding benches come last, the first to be cut.
-    log pytest timeout -k 5 200 python3 -m pytest -q -p no:cacheprovider -rfE --durations=20 \
+  once)  # each command under `timeout`, sized from the H200 runs of 2026-12-04 (suite 166 s for
+    # about 380 tests, now about 600 run here; each trial bench about 55 s with the tutorial's
+    # 27–32 s); about 9 minutes in all. The limits add up to more than a call's 600 s: the
+    # decoding benches come last, the first to be cut.
+    log pytest timeout -k 5 270 python3 -m pytest -q -p no:cacheprovider -rfE --durations=20 \
       --ignore=tests/zoo --ignore=tests/e2e
     log finetune-last timeout -k 5 90 python3 bench/finetune_speed.py --images 2000 --freeze last --again
     log finetune-all timeout -k 5 90 python3 bench/finetune_speed.py --images 2000 --freeze all --again
-    log first-call timeout -k 5 100 python3 bench/first_call.py --env CUDA_MODULE_LOADING=EAGER
     log data timeout -k 5 75 python3 bench/data_speed.py --images 2000 --widths 224 --repeat 1 --threads 4 16
     log data-large timeout -k 5 90 python3 bench/data_speed.py --images 300 --widths 1024 2048 --repeat 1 ;;
   lite12)
@@ -65,6 +64,7 @@ case "${1:-}" in
     log finetune-all python3 bench/finetune_speed.py --images 2000 --freeze all
     log score python3 bench/score_speed.py --models efficientnet_lite0 --size 224 --per-class 200 --epochs 10 ;;
   rest)
+    log first-call python3 bench/first_call.py --env CUDA_MODULE_LOADING=EAGER
     log data python3 bench/data_speed.py --widths 1024 2048
     log zoo python3 bench/zoo_sweep.py --batch 1 64 --dtype float32 bfloat16
     log zoo-compare python3 bench/zoo_sweep.py --family resnet mobilenet_v3 --batch 1 64 --dtype float32 bfloat16 --compare

@@ -44,6 +44,7 @@ def test_linear_probe_learns_well_above_chance(digits):
 def test_a_linear_probe_reads_a_shared_model_on_its_device_without_copying_it(digits, monkeypatch):
     import copy
 
+    from tlcore import fold
     from tlcore.device import pick_device
 
     dev = pick_device()
@@ -55,6 +56,9 @@ def test_a_linear_probe_reads_a_shared_model_on_its_device_without_copying_it(di
         return original(obj, *args)
 
     monkeypatch.setattr(copy, "deepcopy", deepcopy)  # however the trial would copy it
+    # A float32 pass on a CPU reads a folded copy instead (tlcore.fold: deliberate, cached, read
+    # only): folding is off here, so this checks the trial itself.
+    monkeypatch.setattr(fold, "MAX_BYTES", 0)
     result = run_trial(TrialConfig(model="efficientnet_lite0", freeze="all", epochs=1), digits, model=shared,
                        device=dev)
     assert result.history
@@ -325,15 +329,19 @@ def test_on_an_accelerator_a_view_is_computed_whole_and_in_smaller_pieces_after_
     def tight(self, v, idx, step):
         steps.append((v, step))
         if v == 1 and step > 16:
-            torch.rand(len(idx), generator=self._view_gen(v))  # its flips drawn, then out of memory
+            gen = self._view_gen(v)  # on the trial's device: a CUDA generator draws on CUDA only
+            torch.rand(len(idx), generator=gen, device=gen.device)  # its flips drawn, then out of memory
             raise torch.OutOfMemoryError("out of memory (test)")
         return real(self, v, idx, step)
 
     whole = stores(64, tight)
     assert whole.ready == 2 and (1, 64) in steps and (1, 32) in steps and (1, 16) in steps
-    assert torch.allclose(whole.acts[0], lazy.acts[0], atol=1e-4)
+    # Other batch sizes may take other convolution algorithms: float32 agrees to 1e-4, a bf16 store
+    # (a GPU's) to its own rounding, 2^-8 relative.
+    tol = {"atol": 1e-4, "rtol": 1e-5} if whole.acts[0].dtype == torch.float32 else {"atol": 1e-2, "rtol": 1e-2}
+    assert torch.allclose(whole.acts[0].float(), lazy.acts[0].float(), **tol)
     rows = digits.train_idx  # a training view holds the training images only
-    assert torch.allclose(whole.acts[1][rows], small.acts[1][rows], atol=1e-4)
+    assert torch.allclose(whole.acts[1][rows].float(), small.acts[1][rows].float(), **tol)
 
 
 def test_batchnorm_statistics_that_train_follow_the_data_not_imagenet(digits):

@@ -225,9 +225,13 @@ def out_of_memory(err: BaseException) -> bool:
     Apple's GPUs a plain RuntimeError ("MPS backend out of memory"), and cuBLAS or cuDNN without room
     for a workspace an AcceleratorError ("CUDA error: out of memory"), which every "halve the batch
     and go on" must catch too; the CPU's allocator a RuntimeError ("DefaultCPUAllocator: can't
-    allocate memory")."""
+    allocate memory"). cuBLAS and cuDNN may also say it in their own words, when a handle or a
+    workspace cannot be allocated."""
     return isinstance(err, torch.OutOfMemoryError) or (
-        isinstance(err, RuntimeError) and any(m in str(err) for m in ("out of memory", "can't allocate memory")))
+        isinstance(err, RuntimeError) and any(m in str(err) for m in _OUT_OF_MEMORY))
+
+
+_OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
 
 
 def mixed_dtype(device: torch.device) -> torch.dtype | None:

@@ -4,12 +4,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 import torchvision
 from streamlit.testing.v1 import AppTest
 from torchvision.models import get_model_weights, list_models
 
-from tlcore.device import describe
-from tlcore.finetune import default_lr
+from tlcore.device import describe, pick_device
+from tlcore.finetune import TrialConfig, default_lr
+from tlcore.finetune.engine import training_dtype
 from tlcore.zoo.lite import LITE_MODELS
 from ui.sidebar import precision_note
 
@@ -343,7 +345,10 @@ def test_finetune_page_runs_each_kind_of_trial(freeze, scratch):
     row = finetune_view.runs_frame().set_index("run").loc[run_id]
     assert row["batch"] == f"{kept['result']['timings']['batch_size']} (auto)"
     assert row["precision"] == finetune_view.precision_label(kept["result"]["timings"])
-    assert row["precision"] in ("fp32", "bf16 → fp32")  # at 32 px a CPU trains in float32
+    # What trains, in what: float32 on a CPU at 32 px, the device's bf16 on a GPU, float32 for a probe's head.
+    trained = training_dtype(TrialConfig(model="efficientnet_lite0", freeze=freeze, pretrained=not scratch),
+                             pick_device(), 32)
+    assert row["precision"].split(" → ")[-1] == {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[trained]
 
 
 def test_the_run_history_says_which_batch_a_run_trained_with():

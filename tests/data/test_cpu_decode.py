@@ -72,11 +72,9 @@ def test_every_file_lands_in_its_row_whatever_its_shape(monkeypatch, per_task):
         assert np.abs(alone.chw.astype(float) - decode_bytes(blob, 24, Limits()).chw.astype(float)).mean() < 12
 
 
-def test_a_damaged_jpeg_is_accepted_only_where_pillow_accepts_it(monkeypatch):
-    """torchvision's decoder is more lenient than Pillow on a truncated file (it fills in grey): a
-    file is kept exactly when Pillow alone would keep it, whichever decoder took it."""
-    taken, real = [], decode._decode_jpeg_here
-    monkeypatch.setattr(decode, "_decode_jpeg_here", lambda data: taken.append(1) or real(data))
+def damaged_jpegs() -> list[bytes]:
+    """A small JPEG with 1–5 random bytes changed (60 ways), and cut short with and without an end
+    marker put back."""
     rng = np.random.default_rng(0)
     whole = jpeg(3, size=(48, 40))  # short side under twice the size: torchvision's
     damaged = []
@@ -87,19 +85,38 @@ def test_a_damaged_jpeg_is_accepted_only_where_pillow_accepts_it(monkeypatch):
         damaged.append(bytes(blob))
     for cut in range(200, len(whole) - 2, 97):
         damaged += [whole[:cut], whole[:cut] + b"\xff\xd9"]
+    return damaged
+
+
+def pillow_keeps(blob: bytes) -> bool:
+    try:
+        decode_bytes(blob, 24, Limits())
+    except BadImage:
+        return False
+    return True
+
+
+def test_a_damaged_jpeg_is_accepted_only_where_pillow_accepts_it(monkeypatch):
+    """torchvision's decoder is more lenient than Pillow on a truncated file (it fills in grey): a
+    file is kept exactly when Pillow alone would keep it, whichever decoder took it."""
+    taken, real = [], decode._decode_jpeg_here
+    monkeypatch.setattr(decode, "_decode_jpeg_here", lambda data: taken.append(1) or real(data))
+    damaged = damaged_jpegs()
     results = decode_all([(lambda b=b: b) for b in damaged], 24, Limits())
-
-    def pillow_keeps(blob: bytes) -> bool:
-        try:
-            decode_bytes(blob, 24, Limits())
-        except BadImage:
-            return False
-        return True
-
     kept = [not isinstance(r, BadImage) for r in results]
     assert kept == [pillow_keeps(b) for b in damaged]
     assert 0 < sum(kept) < len(kept)  # both kinds were made
     assert len(taken) > len(damaged) // 2 or not decode._RESIZE_STAYS_ON_THREAD  # most went to torchvision first
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_damaged_jpeg_that_reaches_the_gpu_is_kept_only_where_pillow_keeps_it():
+    """The same files with no Pillow thread beside the GPU: every file the device can take goes to it."""
+    damaged = damaged_jpegs()
+    results = decode_all([(lambda b=b: b) for b in damaged], 24, Limits(), jpeg_device=torch.device("cuda"),
+                         pillow_workers=0)
+    kept = [not isinstance(r, BadImage) for r in results]
+    assert kept == [pillow_keeps(b) for b in damaged]
 
 
 @pytest.mark.parametrize(("side", "size"), [(168, 224), (300, 224), (90, 32)])
