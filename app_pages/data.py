@@ -65,9 +65,7 @@ with fmap:
     st.caption("Penultimate-layer features → PCA (50) → t-SNE, at most "
                f"{data_view.MAP_MAX_IMAGES} images. Lasso or box-select points to see them.")
     if st.toggle("Draw the map", key="draw_map"):
-        with st.spinner(f"A pass of {model_key} over the {len(ds):,} images, then t-SNE on "
-                        f"{min(len(ds), data_view.MAP_MAX_IMAGES):,} of them (cached afterwards)…", show_time=True):
-            points = data_view.feature_map(ds, ds.fingerprint, model_key, choice.seed)
+        points = data_view.feature_map(ds, model_key, choice.seed)
         event = st.plotly_chart(data_view.map_figure(points, ds.classes), width="stretch", on_select="rerun",
                                 selection_mode=("lasso", "box"), key="map_chart")
         picked = data_view.selected_indices(points, event)

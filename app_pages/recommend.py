@@ -34,8 +34,7 @@ if not st.toggle("Measure", key="measure_strategy", persist_state="session",
                "along the network. Its size is known already; its similarity to ImageNet is what the pass measures.")
     st.stop()
 try:
-    with st.spinner("Measuring: one pass over the training images…"):
-        m = rv.measurement(ds, ds.fingerprint, model_key)  # without the BatchNorm gaps: they fill in at the end
+    m = rv.measurement(ds, model_key)  # without the BatchNorm gaps: they fill in at the end
 except DatasetError as err:  # too few images to score
     st.error(str(err))
     st.stop()
@@ -61,7 +60,9 @@ st.subheader("Evidence along the network")
 depth_chart, batchnorm_status = st.empty(), st.empty()
 depth_chart.plotly_chart(rv.depth_figure(m), width="stretch")
 st.caption("LogME (You et al. 2021): how well a linear model on the block's pooled features explains "
-           "the labels, per image. BatchNorm gap (cf. AdaBN, Li et al. 2016): how far each BatchNorm "
+           "the labels, per image — the full model's evidence, which is the published figure wherever a block "
+           "has fewer channels than there are training images; below that the published formula grows with the "
+           "width even on noise. BatchNorm gap (cf. AdaBN, Li et al. 2016): how far each BatchNorm "
            "layer's input statistics on your data are from the ImageNet statistics it stored.")
 st.table(rv.scores_frame(m), hide_index=True)  # a static table: the meanings wrap instead of being cut
 
@@ -115,8 +116,9 @@ st.caption("Transferability scores rank the models with weights on this machine 
            "(LogME: You et al. 2021). The check trains a linear probe on each and shows how well each "
            "score orders them (Kendall's τ, Spearman's ρ; with three models τ can only be ±1 or ±⅓).")
 if st.toggle("Score every model", key="rank_models", help="One feature pass over the training images per model (cached)."):
-    with st.spinner("Scoring each model: one pass over the training images per model…"):
-        rv.ranking_frame(ds, models, "", runs)  # warm the per-model score cache under the spinner
+    for i, key in enumerate(models, 1):  # each model's pass under its own bar, before the table
+        rv.model_scores(ds, key, f"Scoring {finetune_view.model_name(key)} ({i} of {len(models)}): one pass over "
+                                 "the training images")
     if st.button("Check with a linear probe per model"):
         try:
             st.session_state.ranking = rv.submit_ranking(ds, label, models, int(epochs))
@@ -150,8 +152,8 @@ if st.toggle("Score every model", key="rank_models", help="One feature pass over
 # Last, so the advice, the scores and every control are on the page while it runs: a second pass
 # over up to 512 images in float32, on a CPU longer than the scores' pass (4.1 s against 1.7 s for
 # textures at 128 px on the 2-core VM).
-with batchnorm_status, st.spinner("Comparing the BatchNorm input statistics with ImageNet's (up to 512 images)…"):
-    gaps = rv.batchnorm_gaps(ds, ds.fingerprint, model_key)
+with batchnorm_status:
+    gaps = rv.batchnorm_gaps(ds, model_key)
 batchnorm_status.empty()
 if gaps:
     depth_chart.plotly_chart(rv.depth_figure(dataclasses.replace(m, batchnorm_gap=gaps)), width="stretch")

@@ -283,3 +283,51 @@ def test_batchnorm_statistics_halve_their_batch_on_out_of_memory_and_count_each_
     for h, w in zip(halved, whole, strict=True):
         torch.testing.assert_close(h["mean"], w["mean"], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(h["var"], w["var"], rtol=1e-4, atol=1e-6)
+
+
+def test_a_pass_reports_its_progress_and_a_cached_one_reports_nothing(tiny):
+    spec = zoo.get_spec("efficientnet_lite0")
+    seen = []
+    features.extract(spec, tiny, block="_blocks.3", batch_size=4, on_step=lambda done, total: seen.append((done, total)))
+    assert seen == [(4, 6), (6, 6)]  # after each batch, the last one short
+    seen.clear()
+    features.extract(spec, tiny, block="_blocks.3", on_step=lambda done, total: seen.append((done, total)))
+    assert seen == []
+
+
+def test_a_pass_stopped_from_its_progress_callback_caches_nothing(tiny):
+    """What a Streamlit rerun does to a page's pass: an exception out of ``on_step``."""
+    spec = zoo.get_spec("efficientnet_lite0")
+
+    class Rerun(Exception):
+        pass
+
+    def stop_after_first_batch(done, total):
+        raise Rerun
+
+    model = zoo.load(spec)
+    with pytest.raises(Rerun):
+        features.extract(spec, tiny, block="_blocks.5", model=model, batch_size=4, on_step=stop_after_first_batch)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    seen = []
+    again = features.extract(spec, tiny, block="_blocks.5", model=model, batch_size=4,
+                             on_step=lambda done, total: seen.append(done))
+    assert seen == [4, 6]  # the whole pass again: no half-filled entry was kept
+    features._MEMORY.clear()
+    assert torch.equal(features.extract(spec, tiny, block="_blocks.5", model=model), again)
+
+
+def test_batchnorm_statistics_report_progress_over_the_images_they_use(tiny):
+    spec = zoo.get_spec("efficientnet_lite0")
+    seen = []
+    features.batchnorm_statistics(spec, tiny, max_images=5, on_step=lambda done, total: seen.append((done, total)))
+    assert features.batchnorm_images(tiny, 5) == 5 and seen[-1] == (5, 5)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_images_already_cached_count_as_done_in_the_progress(tiny):
+    spec = zoo.get_spec("efficientnet_lite0")
+    features.extract_many(spec, tiny, ["_blocks.4"], rows=torch.tensor([0, 1]))
+    seen = []
+    features.extract(spec, tiny, block="_blocks.4", batch_size=2, on_step=lambda done, total: seen.append((done, total)))
+    assert seen == [(4, 6), (6, 6)]  # the user sees how much of the whole is there, not of what was left

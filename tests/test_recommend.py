@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from tlcore import data, recommend, zoo
+from tlcore import data, features, recommend, zoo
 from tlcore.finetune import TrialConfig
 
 SPEC = zoo.get_spec("efficientnet_lite0")
@@ -87,3 +87,27 @@ def test_too_few_images_to_score_are_refused_saying_why():
     for score in (lambda: recommend.measure(SPEC, tiny, batchnorm=False), lambda: recommend.score_model(SPEC, tiny)):
         with pytest.raises(data.DatasetError, match=r"10 training images for 10 classes are too few .* at least 2"):
             score()
+
+
+def test_a_measurement_counts_both_passes_as_one_progress():
+    dataset = data.load("digits", size=32, max_per_class=8)  # not measured yet in this module
+    seen = []
+    recommend.measure(SPEC, dataset, on_step=lambda done, total: seen.append((done, total)))
+    total = len(dataset.train_idx) + features.batchnorm_images(dataset)
+    assert {t for _, t in seen} == {total} and seen[-1][0] == total
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_blocks_of_different_widths_are_compared_by_the_full_models_evidence():
+    """With fewer training images than channels, the published LogME rises with the width even on
+    noise: it would always point at the widest block (the 1,280-wide penultimate)."""
+    from tlcore import transferability
+
+    few = data.load("digits", size=32, max_per_class=10)  # 80 training images
+    m = recommend.measure(SPEC, few, batchnorm=False)
+    rows, y = recommend._scored_split(few)
+    penultimate = features.extract(SPEC, few)[rows].numpy()
+    assert m.logme_by_block[-1] == (features.PENULTIMATE, pytest.approx(transferability.logme(penultimate, y,
+                                                                                              full_rank=True)))
+    assert transferability.logme(penultimate, y) > m.logme_by_block[-1][1] + 1  # what it would have said
+    assert recommend.score_model(SPEC, few)["logme"] == pytest.approx(m.logme_by_block[-1][1])

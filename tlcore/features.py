@@ -11,6 +11,7 @@ import hashlib
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,15 @@ LOGITS = "logits"  # the source classifier's own output (ImageNet's 1000 classes
 _MEMORY: OrderedDict[str, object] = OrderedDict()  # feature entries (Stored), BatchNorm statistics
 _MEMORY_ITEMS = 16
 _MEMORY_LOCK = threading.Lock()
+
+# ``on_step(done, total)``: images done so far of those a pass runs on, after each batch (a
+# progress bar's feed; a caller may raise from it to stop the pass, which then caches nothing).
+OnStep = Callable[[int, int], None]
+
+
+def shifted(on_step: OnStep | None, before: int, total: int) -> OnStep | None:
+    """``on_step`` for one pass among several: its images count after ``before`` of ``total``."""
+    return None if on_step is None else lambda done, _n: on_step(before + done, total)
 
 
 def classifier_path(model: nn.Module, num_classes: int) -> str:
@@ -138,7 +148,8 @@ def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...], device: torc
 
 @torch.inference_mode()
 def _compute(model: nn.Module, spec: zoo.ModelSpec, dataset: Dataset, blocks: list[str], size: int,
-             device: torch.device, batch_size: int, rows: torch.Tensor, mixed: bool) -> dict[str, torch.Tensor]:
+             device: torch.device, batch_size: int, rows: torch.Tensor, mixed: bool,
+             on_step: OnStep | None = None) -> dict[str, torch.Tensor]:
     """Pooled features of the images ``rows`` at every block in ``blocks`` from one pass; the
     forward pass stops as soon as the last of them has been captured."""
     captured: dict[str, list[torch.Tensor]] = {b: [] for b in blocks}
@@ -159,6 +170,8 @@ def _compute(model: nn.Module, spec: zoo.ModelSpec, dataset: Dataset, blocks: li
             for block, value in done.items():
                 captured[block].append(value)
             start += batch_size
+            if on_step is not None:
+                on_step(min(start, len(rows)), len(rows))
     # To the CPU once, at the end: a copy per batch made the CPU wait for each batch in turn.
     return {b: torch.cat(parts).cpu() for b, parts in captured.items()}
 
@@ -196,21 +209,23 @@ def _one_image(spec: zoo.ModelSpec, size: int) -> str:
 
 def extract(spec: zoo.ModelSpec, dataset: Dataset, *, block: str = PENULTIMATE,
             model: nn.Module | None = None, device: torch.device | str | None = None,
-            batch_size: int | None = None, view: str = "center", mixed: bool = True) -> torch.Tensor:
+            batch_size: int | None = None, view: str = "center", mixed: bool = True,
+            on_step: OnStep | None = None) -> torch.Tensor:
     """N×D float32 features of every image in ``dataset`` at ``block`` (pooled), on the CPU.
 
     ``model``: an already loaded (possibly shared) model — it is only read, hooks are removed
     afterwards; default: the pretrained model from the zoo. Cached in memory and on disk.
     ``mixed``: in the device's mixed precision (bf16 on a GPU); False for float32 throughout.
+    ``on_step``: progress of the pass, if one runs (see ``OnStep``).
     """
     return extract_many(spec, dataset, [block], model=model, device=device, batch_size=batch_size,
-                        view=view, mixed=mixed)[block]
+                        view=view, mixed=mixed, on_step=on_step)[block]
 
 
 def extract_many(spec: zoo.ModelSpec, dataset: Dataset, blocks: list[str], *, model: nn.Module | None = None,
                  device: torch.device | str | None = None, batch_size: int | None = None,
-                 view: str = "center", rows: torch.Tensor | None = None, mixed: bool = True
-                 ) -> dict[str, torch.Tensor]:
+                 view: str = "center", rows: torch.Tensor | None = None, mixed: bool = True,
+                 on_step: OnStep | None = None) -> dict[str, torch.Tensor]:
     """``extract`` for several blocks: what is not cached yet comes from a single forward pass.
 
     ``rows``: only these images (indices into the dataset), e.g. the training split that the
@@ -234,7 +249,8 @@ def extract_many(spec: zoo.ModelSpec, dataset: Dataset, blocks: list[str], *, mo
         model = folded(model.eval(), keep=[_read_at(model, spec, b)[0] for b in lacking],
                        dtype=mixed_dtype(dev) if mixed else None)
         computed = _compute(model, spec, dataset, lacking, size, dev,
-                            batch_size or inference_batch(dev, size), todo, mixed)
+                            batch_size or inference_batch(dev, size), todo, mixed,
+                            shifted(on_step, len(wanted) - len(todo), len(wanted)))  # counts the cached rows as done
         for b, feats in computed.items():
             held[b] = _fill_entry(keys[b], len(dataset), todo, feats, dataset.private)
     return {b: held[b].features if rows is None else held[b].features[wanted] for b in blocks}
@@ -308,8 +324,8 @@ def source_probs(spec: zoo.ModelSpec, dataset: Dataset, **kw) -> torch.Tensor:
 
 
 def batchnorm_statistics(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Module | None = None,
-                         device: torch.device | str | None = None, max_images: int = 512
-                         ) -> list[dict[str, torch.Tensor | str]]:
+                         device: torch.device | str | None = None, max_images: int = 512,
+                         on_step: OnStep | None = None) -> list[dict[str, torch.Tensor | str]]:
     """Per BatchNorm layer, in forward order: the per-channel mean and variance of its input over
     (up to ``max_images`` of) the dataset, beside the running statistics it stored in training.
     ``{"name", "mean", "var", "stored_mean", "stored_var"}``, float64 tensors of C channels."""
@@ -332,7 +348,7 @@ def batchnorm_statistics(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Mod
         return hook
 
     step = inference_batch(dev, size)
-    idx = torch.linspace(0, len(dataset) - 1, min(max_images, len(dataset))).round().long().unique()
+    idx = _batchnorm_rows(dataset, max_images)
     with thread_hooks([(m, hook_for(n), True) for n, m in layers]), torch.inference_mode(), working(dev):
         model.eval()
         def run(start: int, n: int) -> bool:
@@ -344,6 +360,8 @@ def batchnorm_statistics(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Mod
             before, layers_seen = dict(moments), len(order)
             if unless_out_of_memory(run, start, step):
                 start += step
+                if on_step is not None:
+                    on_step(min(start, len(idx)), len(idx))
                 continue
             moments.clear()  # a large model on a small GPU: the layers the batch reached had merged it
             moments.update(before)
@@ -357,6 +375,16 @@ def batchnorm_statistics(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Mod
                     "stored_mean": modules[name].running_mean.detach().cpu().double(),
                     "stored_var": modules[name].running_var.detach().cpu().double()})
     return _remember(key, out)
+
+
+def _batchnorm_rows(dataset: Dataset, max_images: int) -> torch.Tensor:
+    """Up to ``max_images`` images spread evenly over the dataset (it is ordered by class)."""
+    return torch.linspace(0, len(dataset) - 1, min(max_images, len(dataset))).round().long().unique()
+
+
+def batchnorm_images(dataset: Dataset, max_images: int = 512) -> int:
+    """How many images ``batchnorm_statistics`` runs on."""
+    return len(_batchnorm_rows(dataset, max_images))
 
 
 def _moments(x: torch.Tensor) -> list:

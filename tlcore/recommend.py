@@ -42,7 +42,10 @@ class Measurement:
     imagenet_confidence: float  # mean top softmax probability of the ImageNet head
     h_score: float  # the shrinkage H-score (Ibrahim et al.) of the penultimate features
     batchnorm_gap: list[tuple[str, float]]  # (BatchNorm layer, gap 0 … 1), forward order
-    logme_by_block: list[tuple[str, float]]  # (block, LogME of its pooled output); penultimate last
+    # (block, LogME of its pooled output); penultimate last. The full model's evidence (``full_rank``):
+    # blocks differ in width, and with fewer training images than channels the published formula
+    # rises with the width even on noise, so it would always point at the widest block.
+    logme_by_block: list[tuple[str, float]]
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -79,17 +82,21 @@ STRATEGIES = {  # (size, similar) → what the seeds advise
 
 
 def measure(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Module | None = None,
-            device: torch.device | str | None = None, batchnorm: bool = True) -> Measurement:
+            device: torch.device | str | None = None, batchnorm: bool = True,
+            on_step: features.OnStep | None = None) -> Measurement:
     """Every label-using score on the training split only (validation labels stay unseen). The
     features come from one pass over the training images and are cached, so the Fine-tune lab's
     linear probe reuses them and runs the model on the validation images only. ``batchnorm``:
     also the BatchNorm gaps (``batchnorm_gaps``: a second pass, the longer one on a CPU); without
-    them ``batchnorm_gap`` is empty, for a caller that shows the rest first."""
+    them ``batchnorm_gap`` is empty, for a caller that shows the rest first. ``on_step``: the
+    passes' progress in images (``features.OnStep``)."""
     rows, y = _scored_split(dataset)
     blocks = [b.name for b in zoo.blocks_of(spec) if b.name != "head"]
     wanted = [*blocks, features.PENULTIMATE, features.LOGITS]
+    total = len(rows) + (features.batchnorm_images(dataset) if batchnorm else 0)
     feats = {k: v.numpy() for k, v in
-             features.extract_many(spec, dataset, wanted, model=model, device=device, rows=rows).items()}
+             features.extract_many(spec, dataset, wanted, model=model, device=device, rows=rows,
+                                   on_step=features.shifted(on_step, 0, total)).items()}
     probs = _softmax(feats[features.LOGITS])
     prior = np.bincount(y) / len(y)
     floor = float(np.mean(np.log(prior[y])))
@@ -99,17 +106,20 @@ def measure(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Module | None = 
         per_class=float(np.median(np.bincount(y))), resolution=features.input_size(spec, dataset),
         similarity=float(np.clip((scores["leep"] - floor) / -floor, 0.0, 1.0)) if floor < 0 else 0.0,
         leep_floor=floor, imagenet_confidence=float(probs.max(1).mean()), **scores,
-        batchnorm_gap=batchnorm_gaps(spec, dataset, model=model, device=device) if batchnorm else [],
-        logme_by_block=[(b, transferability.logme(feats[b], y)) for b in [*blocks, features.PENULTIMATE]],
+        batchnorm_gap=batchnorm_gaps(spec, dataset, model=model, device=device,
+                                     on_step=features.shifted(on_step, len(rows), total)) if batchnorm else [],
+        logme_by_block=[(b, transferability.logme(feats[b], y, full_rank=True))
+                        for b in [*blocks, features.PENULTIMATE]],
     )
 
 
 def batchnorm_gaps(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Module | None = None,
-                   device: torch.device | str | None = None) -> list[tuple[str, float]]:
+                   device: torch.device | str | None = None,
+                   on_step: features.OnStep | None = None) -> list[tuple[str, float]]:
     """(BatchNorm layer, gap 0 … 1) in forward order: how far each layer's input statistics on the
     data (up to 512 images, float32, no labels) are from those it stored on ImageNet. On the 2-core
     VM this pass took 4.1 s for 512 images at 128 px against 1.7 s for the scores' feature pass."""
-    stats = features.batchnorm_statistics(spec, dataset, model=model, device=device)
+    stats = features.batchnorm_statistics(spec, dataset, model=model, device=device, on_step=on_step)
     return [(s["name"], transferability.batchnorm_gap(s["mean"], s["var"], s["stored_mean"], s["stored_var"]))
             for s in stats]
 
@@ -192,16 +202,19 @@ def validation_trials(rec: Recommendation, *, epochs: int = 5) -> dict[str, Tria
 
 
 def score_model(spec: zoo.ModelSpec, dataset: Dataset, *, block: str = features.PENULTIMATE,
-                model: nn.Module | None = None, device: torch.device | str | None = None) -> dict:
+                model: nn.Module | None = None, device: torch.device | str | None = None,
+                on_step: features.OnStep | None = None) -> dict:
     """Transferability scores of one pretrained model on the training split, for ranking models
     before training any: LogME and the shrinkage H-score of ``block``'s features, LEEP and NCE of
-    the ImageNet head — all from one forward pass over the training images (cached). ``seconds``:
-    what scoring took."""
+    the ImageNet head — all from one forward pass over the training images (cached). LogME is the
+    full model's evidence, as in ``Measurement.logme_by_block``: models differ in width too.
+    ``seconds``: what scoring took."""
     started = time.perf_counter()
     rows, y = _scored_split(dataset)
-    feats = features.extract_many(spec, dataset, [block, features.LOGITS], model=model, device=device, rows=rows)
+    feats = features.extract_many(spec, dataset, [block, features.LOGITS], model=model, device=device, rows=rows,
+                                  on_step=on_step)
     f = feats[block].numpy()
-    scores = {"model": spec.key, "block": block, "logme": transferability.logme(f, y),
+    scores = {"model": spec.key, "block": block, "logme": transferability.logme(f, y, full_rank=True),
               **_head_scores(f, _softmax(feats[features.LOGITS].numpy()), y)}
     return {**scores, "seconds": time.perf_counter() - started}
 

@@ -27,6 +27,10 @@ def logme(features: np.ndarray, labels: np.ndarray, *, full_rank: bool = False) 
     When D > N that leaves out (D − N)·log α, the prior's dimensions no image can see, which makes
     LogME rise with D on pure noise; ``full_rank=True`` adds them (the ICML paper's evidence of
     the full D-dimensional model) — a better-behaved score there, but not the one papers report.
+    The app compares blocks and models of different widths with it (``tlcore.recommend``): on 20
+    digits per class (160 training images), Lite0's 1,280-wide penultimate features scored 31.9
+    by the published formula against 0.18 with ``full_rank``, whose best block (``_blocks.11-14``)
+    was the one a real linear probe found best (0.975 validation accuracy against 0.875).
 
     Rank-deficient features are common (a ReLU unit that never fires on the data is a column of
     zeros: 90 of Lite0's 1,280 penultimate units on the digits). The authors' code nominally

@@ -16,7 +16,7 @@ from torchvision.utils import make_grid
 
 from tlcore import data, features, zoo
 from tlcore.settings import demo_mode
-from ui import resources
+from ui import progress, resources
 
 SIZES = [32, 64, 96, 128, 160, 224]
 KINDS = {"builtin": "Built-in (offline)", "zip": "Upload a zip", "folder_upload": "Upload a folder",
@@ -244,15 +244,22 @@ def map_sample(ds: data.Dataset, seed: int) -> torch.Tensor:
     return torch.randperm(len(ds), generator=gen)[:MAP_MAX_IMAGES].sort().values
 
 
-@st.cache_data(show_spinner=False, max_entries=8)  # the page's spinner says what it does
-def feature_map(_ds: data.Dataset, fingerprint: str, model_key: str, seed: int) -> pd.DataFrame:
+def feature_map(ds: data.Dataset, model_key: str, seed: int) -> pd.DataFrame:
+    """The t-SNE map's points, computed once per (dataset, model, seed) under a progress bar."""
+    return progress.shared("feature_map", (ds.fingerprint, model_key, seed),
+                           lambda: _feature_map(ds, model_key, seed), max_entries=8)
+
+
+def _feature_map(ds: data.Dataset, model_key: str, seed: int) -> pd.DataFrame:
     spec = zoo.get_spec(model_key)
-    model = resources.cached_model(model_key, True)
-    feats = features.extract(spec, _ds, model=model)
-    idx = map_sample(_ds, seed)
-    xy = features.embed_2d(feats[idx], seed=seed)
+    with progress.bar(f"Penultimate features of {spec.model}") as on_step:
+        feats = features.extract(spec, ds, model=resources.cached_model(model_key, True), on_step=on_step)
+    idx = map_sample(ds, seed)
+    # scikit-learn's t-SNE reports no progress: a spinner with the time is what there is.
+    with st.spinner(f"t-SNE on {len(idx):,} images…", show_time=True):
+        xy = features.embed_2d(feats[idx], seed=seed)
     return pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "index": idx.numpy(),
-                         "class": [_ds.classes[i] for i in _ds.labels[idx].tolist()]})
+                         "class": [ds.classes[i] for i in ds.labels[idx].tolist()]})
 
 
 def map_figure(points: pd.DataFrame, classes: list[str]):

@@ -8,26 +8,33 @@ import uuid
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-import streamlit as st
 
 from tlcore import recommend, zoo
 from tlcore.data import Dataset
 from tlcore.finetune import TrialConfig
-from ui import finetune_view, resources
+from ui import finetune_view, progress, resources
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def measurement(_ds: Dataset, fingerprint: str, model_key: str) -> recommend.Measurement:
+def measurement(ds: Dataset, model_key: str) -> recommend.Measurement:
     """Scores for one (dataset, model), without the BatchNorm gaps (``batchnorm_gaps``: the page
-    shows the rest first); the features behind them are cached by tlcore too."""
-    spec = zoo.get_spec(model_key)
-    return recommend.measure(spec, _ds, model=resources.cached_model(model_key, True), batchnorm=False)
+    shows the rest first), computed once under a progress bar; the features behind them are
+    cached by tlcore too."""
+    def compute() -> recommend.Measurement:
+        spec = zoo.get_spec(model_key)
+        with progress.bar(f"Measuring: {spec.model} over the training images") as on_step:
+            return recommend.measure(spec, ds, model=resources.cached_model(model_key, True), batchnorm=False,
+                                     on_step=on_step)
+
+    return progress.shared("measurement", (ds.fingerprint, model_key), compute)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def batchnorm_gaps(_ds: Dataset, fingerprint: str, model_key: str) -> list[tuple[str, float]]:
-    spec = zoo.get_spec(model_key)
-    return recommend.batchnorm_gaps(spec, _ds, model=resources.cached_model(model_key, True))
+def batchnorm_gaps(ds: Dataset, model_key: str) -> list[tuple[str, float]]:
+    def compute() -> list[tuple[str, float]]:
+        with progress.bar("Comparing the BatchNorm input statistics with ImageNet's (float32)") as on_step:
+            return recommend.batchnorm_gaps(zoo.get_spec(model_key), ds,
+                                            model=resources.cached_model(model_key, True), on_step=on_step)
+
+    return progress.shared("batchnorm_gaps", (ds.fingerprint, model_key), compute)
 
 
 def matrix_figure(rec: recommend.Recommendation | None, per_class: float | None = None) -> go.Figure:
@@ -165,9 +172,14 @@ def latest_validation(frame: pd.DataFrame, dataset_label: str) -> str:
     return "" if rows.empty else rows.loc[rows.run.idxmax(), "validation"]
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def model_scores(_ds: Dataset, fingerprint: str, model_key: str) -> dict:
-    return recommend.score_model(zoo.get_spec(model_key), _ds, model=resources.cached_model(model_key, True))
+def model_scores(ds: Dataset, model_key: str, label: str = "") -> dict:
+    """One model's transferability scores, computed once under a progress bar."""
+    def compute() -> dict:
+        with progress.bar(label or f"Scoring {finetune_view.model_name(model_key)}") as on_step:
+            return recommend.score_model(zoo.get_spec(model_key), ds, model=resources.cached_model(model_key, True),
+                                         on_step=on_step)
+
+    return progress.shared("model_scores", (ds.fingerprint, model_key), compute, max_entries=64)
 
 
 def submit_ranking(ds: Dataset, label: str, model_keys: list[str], epochs: int) -> str:
@@ -183,7 +195,7 @@ def submit_ranking(ds: Dataset, label: str, model_keys: list[str], epochs: int) 
 def ranking_frame(ds: Dataset, model_keys: list[str], rid: str, runs: pd.DataFrame) -> pd.DataFrame:
     """Scores per model, with the linear probe's accuracy (from the run history ``runs``) once the
     check has run."""
-    frame = pd.DataFrame([model_scores(ds, ds.fingerprint, k) for k in model_keys]).drop(columns="block")
+    frame = pd.DataFrame([model_scores(ds, k) for k in model_keys]).drop(columns="block")
     frame = frame.rename(columns={"seconds": "s to score"})
     frame["model"] = frame.model.map(finetune_view.model_name)  # as the run history names them
     if rid and not runs.empty:

@@ -21,7 +21,7 @@ from tlcore import data, zoo
 from tlcore.settings import limits
 from tlcore.vis import dream, drift, examples, render
 from tlcore.zoo.layers import NO_CHANNEL_MAPS
-from ui import data_view, resources
+from ui import data_view, progress, resources
 from ui.finetune_view import jobs, visible_runs
 
 T = TypeVar("T")
@@ -109,8 +109,8 @@ def tuned_model(run_id: int, created: str) -> torch.nn.Module | None:
 def layer_stats(key: str, ds: data.Dataset, layer: str, model: torch.nn.Module,
                 weights: str = "pretrained") -> examples.LayerStats:
     """One pass over the dataset at ``layer`` (cached in memory and on disk by the engine)."""
-    with st.spinner(f"One pass over {len(ds):,} images up to {layer}…"):
-        return examples.layer_stats(zoo.get_spec(key), ds, layer, model=model, weights=weights)
+    with progress.bar(f"Activations at {layer}") as on_step:
+        return examples.layer_stats(zoo.get_spec(key), ds, layer, model=model, weights=weights, on_step=on_step)
 
 
 def pause() -> None:
@@ -192,12 +192,15 @@ def run_label(run: dict) -> str:
     return f"#{run['id']} — {what}, val acc {acc:.3f}, {run['dataset'].split('#')[0]}"
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def drift_curve(_ds: data.Dataset, fingerprint: str, key: str, run_id: int, created: str) -> drift.Drift:
-    """A kept run's CKA curve on this dataset, computed once (the fine-tuned model loads only then)."""
-    run = jobs().store.get(run_id)
-    return drift.drift(zoo.get_spec(key), _ds, run["config"], tuned=tuned_model(run_id, created),
-                       tag=drift.run_tag(run), base=pretrained(key))
+def drift_curve(ds: data.Dataset, key: str, run: dict, label: str) -> drift.Drift:
+    """A kept run's CKA curve on this dataset, computed once under a progress bar (the fine-tuned
+    model loads only then)."""
+    def compute() -> drift.Drift:
+        with progress.bar(label) as on_step:
+            return drift.drift(zoo.get_spec(key), ds, run["config"], tuned=tuned_model(run["id"], run["created"]),
+                               tag=drift.run_tag(run), base=pretrained(key), on_step=on_step)
+
+    return progress.shared("drift", (ds.fingerprint, key, run["id"], run["created"]), compute)
 
 
 def drift_curves(key: str, ds: data.Dataset, runs: list[dict]) -> list[tuple[str, drift.Drift]]:
@@ -205,9 +208,8 @@ def drift_curves(key: str, ds: data.Dataset, runs: list[dict]) -> list[tuple[str
     curves = []
     for i, run in enumerate(runs, 1):
         try:
-            with st.spinner(f"Run #{run['id']} ({i} of {len(runs)}): pretrained vs fine-tuned activations at every "
-                            f"block, {len(ds):,} images — computed once, then cached…", show_time=True):
-                curve = drift_curve(ds, ds.fingerprint, key, run["id"], run["created"])
+            curve = drift_curve(ds, key, run, f"Run #{run['id']} ({i} of {len(runs)}): pretrained, then fine-tuned "
+                                              "activations at every block")
         except (ValueError, RuntimeError) as err:  # weights missing or unreadable, out of memory
             st.warning(f"Run #{run['id']}: {err}")
             continue

@@ -68,3 +68,18 @@ def test_a_run_from_scratch_has_nothing_to_compare_with(lite, digits):
     spec, model = lite
     with pytest.raises(ValueError, match="from scratch"):
         drift(spec, digits, {"freeze": 0, "pretrained": False}, tuned=model, tag="scratch", base=model)
+
+
+def test_drift_reports_both_passes_as_one_count(lite, digits):
+    spec, model = lite
+    cfg = TrialConfig(model=spec.key, freeze=3, epochs=1, lr=0.05, backbone_lr_mult=1.0, batch_size=16)
+    result = run_trial(cfg, digits, model=model, keep_weights=True)
+    tuned = finetuned_model(spec, result.config, result.state_dict, len(digits.classes))
+    seen = []
+    drift(spec, digits, result.config, tuned=tuned, tag="test-progress", base=model,
+          on_step=lambda done, total: seen.append((done, total)))
+    n = len(digits)
+    totals = {t for _, t in seen}
+    done = [d for d, _ in seen]
+    assert totals == {2 * n} and done == sorted(done) and done[-1] == 2 * n
+    assert n in done or seen[0][0] > n  # the tuned pass counts after the pretrained one

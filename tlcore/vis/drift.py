@@ -62,16 +62,20 @@ def finetuned_model(spec: zoo.ModelSpec, config: dict, state: dict, n_classes: i
 
 
 def drift(spec: zoo.ModelSpec, dataset: Dataset, config: dict, *, tuned: nn.Module | None, tag: str,
-          base: nn.Module | None = None, device: torch.device | str | None = None) -> Drift:
+          base: nn.Module | None = None, device: torch.device | str | None = None,
+          on_step: features.OnStep | None = None) -> Drift:
     """CKA per backbone block between the pretrained network (``base``, only read) and ``tuned``
     (None for a linear probe, whose backbone is the pretrained one). ``tag`` names the tuned
-    weights in the feature cache (e.g. ``run12@2026-11-23T10:00:00``)."""
+    weights in the feature cache (e.g. ``run12@2026-11-23T10:00:00``). ``on_step``: both passes'
+    progress in images (``features.OnStep``)."""
     if not config.get("pretrained", True):
         raise ValueError("a run trained from scratch has no pretrained weights to compare with")
     blocks = [b.name for b in zoo.blocks_of(spec)[:-1]]
-    before = features.extract_many(spec, dataset, blocks, model=base, device=device)
-    after = before if tuned is None else features.extract_many(spec, dataset, blocks, model=tuned,
-                                                               view=f"center|{tag}")
+    n, passes = len(dataset), 1 if tuned is None else 2
+    before = features.extract_many(spec, dataset, blocks, model=base, device=device,
+                                   on_step=features.shifted(on_step, 0, passes * n))
+    after = before if tuned is None else features.extract_many(
+        spec, dataset, blocks, model=tuned, view=f"center|{tag}", on_step=features.shifted(on_step, n, passes * n))
     freeze = config.get("freeze")
     return Drift(blocks, [linear_cka(before[b], after[b]) for b in blocks],
                  len(blocks) if freeze == "all" else int(freeze),

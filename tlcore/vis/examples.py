@@ -61,11 +61,13 @@ class LayerStats:
 
 
 def layer_stats(spec: zoo.ModelSpec, dataset: Dataset, layer: str, *, model: nn.Module | None = None,
-                device: torch.device | str | None = None, weights: str = "pretrained") -> LayerStats:
+                device: torch.device | str | None = None, weights: str = "pretrained",
+                on_step: features.OnStep | None = None) -> LayerStats:
     """One pass over ``dataset`` (cached) → each image's mean activation per channel of ``layer``.
-    ``weights`` names other weights than the pretrained ones (a run's tag) in the feature cache."""
+    ``weights`` names other weights than the pretrained ones (a run's tag) in the feature cache;
+    ``on_step``: the pass's progress in images (``features.OnStep``)."""
     view = "center" if weights == "pretrained" else f"center|{weights}"  # the recommender's pass is "center"
-    acts = features.extract(spec, dataset, block=layer, model=model, device=device, view=view)
+    acts = features.extract(spec, dataset, block=layer, model=model, device=device, view=view, on_step=on_step)
     if acts.dim() != 2:
         raise ValueError(f"{layer} does not give one value per channel")
     return LayerStats(layer, acts)
