@@ -66,6 +66,7 @@ def test_an_apple_gpus_out_of_memory_error_halves_the_batch_too(digits, monkeypa
     assert out_of_memory(RuntimeError("CUDA error: out of memory"))  # cuBLAS/cuDNN without a workspace
     assert out_of_memory(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"))
     assert out_of_memory(RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"))
+    assert out_of_memory(RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED"))
     assert not out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
     monkeypatch.setattr(_Tight, "error", staticmethod(lambda: RuntimeError(str(mps))))
     made = _tight_probe(monkeypatch, fits=8)

@@ -231,7 +231,9 @@ def out_of_memory(err: BaseException) -> bool:
         isinstance(err, RuntimeError) and any(m in str(err) for m in _OUT_OF_MEMORY))
 
 
-_OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
+# cuBLAS's and cuDNN's own words: CUBLAS_STATUS_ALLOC_FAILED, CUDNN_STATUS_ALLOC_FAILED, and cuDNN 9's
+# CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED and _HOST_ALLOCATION_FAILED.
+_OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "ALLOC_FAILED", "ALLOCATION_FAILED")
 
 
 def mixed_dtype(device: torch.device) -> torch.dtype | None:
