@@ -1,6 +1,7 @@
 """The CLI: JSON shapes, agreement with the registry, one-line errors with exit code 2."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -226,3 +227,16 @@ def test_out_of_memory_and_unwritable_files_are_one_line(capsys, monkeypatch, tm
                  "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("tlcore: error:") and str(tmp_path / "a_file") in err and "\n" not in err
+
+
+def test_a_pass_shows_its_progress_on_a_terminal_only(capsys, monkeypatch):
+    args = ["score", "--data", "digits", "--size", "32", "--max-per-class", "9", "--models", "efficientnet_lite0",
+            "--format", "json"]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) and "images" not in err  # a log or a pipe gets no progress lines
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main([*args[:6], "7", *args[7:]]) == 0  # other images: a pass runs again
+    out, err = capsys.readouterr()
+    assert json.loads(out)  # stdout stays clean JSON
+    assert re.fullmatch(r"(\rtlcore: scoring efficientnet_lite0 \(1 of 1\): \d+ of 60 images)+\n", err)  # the training split

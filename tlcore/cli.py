@@ -47,6 +47,19 @@ def _print_json(obj) -> None:
     print(json.dumps(_clean(obj), indent=2))
 
 
+def _progress(label: str):
+    """An ``on_step(done, total)`` for a pass over the images: one line on stderr rewritten in
+    place, ended at the last image; nothing when stderr is not a terminal (a log, a pipe)."""
+    if not sys.stderr.isatty():
+        return None
+
+    def on_step(done: int, total: int) -> None:
+        end = "\n" if done >= total else ""
+        print(f"\rtlcore: {label}: {done:,} of {total:,} images", end=end, file=sys.stderr, flush=True)
+
+    return on_step
+
+
 def cmd_zoo(args: argparse.Namespace) -> int:
     from tlcore.zoo import zoo_table
 
@@ -214,7 +227,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     spec = zoo.get_spec(args.model)
     dataset = data.load(args.data, size=args.size, max_per_class=args.max_per_class, seed=args.seed)
-    rec = recommend.recommend(recommend.measure(spec, dataset, device=args.device), spec)
+    m = recommend.measure(spec, dataset, device=args.device, on_step=_progress(f"measuring {spec.model}"))
+    rec = recommend.recommend(m, spec)
     validation = _validate(rec, dataset, args) if args.validate else None
     if args.format == "json":
         _print_json({**rec.to_json(), **({"validation": validation} if validation else {})})
@@ -421,7 +435,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
         print(f"tlcore: note: measuring on {source} at {size}px, not the exact images run {args.run_id} "
               "trained on", file=sys.stderr)
     result = drift.drift(spec, dataset, run["config"], tuned=tuned, tag=drift.run_tag(run),
-                         base=zoo.load(spec, device=device))
+                         base=zoo.load(spec, device=device),
+                         on_step=_progress("pretrained, then fine-tuned activations"))
     rows = [{"block": b, "cka": c, "frozen": i < result.frozen}
             for i, (b, c) in enumerate(zip(result.blocks, result.cka, strict=True))]
     if args.format == "json":
@@ -442,7 +457,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         [s for s in zoo.list_models() if s.family == "efficientnet_lite"]
     dataset = data.load(args.data, size=args.size, max_per_class=args.max_per_class, seed=args.seed)
     device = pick_device(args.device)
-    rows = [recommend.score_model(spec, dataset, block=args.block, device=device) for spec in specs]
+    rows = [recommend.score_model(spec, dataset, block=args.block, device=device,
+                                  on_step=_progress(f"scoring {spec.model} ({i} of {len(specs)})"))
+            for i, spec in enumerate(specs, 1)]
     frame = pd.DataFrame(rows).sort_values("logme", ascending=False)
     if args.format == "json":
         _print_json(frame.to_dict(orient="records"))
