@@ -80,27 +80,18 @@ if st.button("Run the validation", type="primary"):
 
 
 def validation(vid: str, polling: float | None) -> None:
-    frame = rv.validation_frame(finetune_view.runs_frame(), vid)  # read afresh on each poll
+    frame = rv.validation_frame(finetune_view.runs_frame(), vid, len(ds.val_idx))  # read afresh on each poll
     st.dataframe(frame, hide_index=True, width="stretch", placeholder="—",
                  column_config={"val acc": st.column_config.NumberColumn(format="%.3f"),
+                                "± SE": st.column_config.NumberColumn(
+                                    format="%.3f", help="Standard error of the accuracy on this many validation "
+                                                        "images, √(p(1 − p)/n)"),
                                 "best val acc": st.column_config.NumberColumn(format="%.3f"),
                                 "s/epoch": st.column_config.NumberColumn(format="%.2f"),
                                 "s to 1st epoch": st.column_config.NumberColumn(format="%.1f")})
     done = frame[frame.status == "done"]
     if len(done) == len(frame) and len(frame):
-        best = done.loc[done["val acc"].idxmax()]
-        setting = recommend.advised_setting(rec)
-        advised_label = finetune_view.freeze_label(setting["freeze"], setting["probe_block"])
-        advised = done[(done.freeze == advised_label) & done.pretrained.astype(bool)]
-        verdict = ("" if advised.empty or best.freeze == advised_label else
-                   f" The matrix's advice (freeze {advised_label}) reached {advised['val acc'].max():.3f}: "
-                   "on this data, trust the measurement over the rule of thumb.")
-        if stuck := rv.near_chance(done, len(ds.classes)):  # then the comparison settles nothing
-            verdict = (f" But {', '.join(stuck)} never got past chance ({1 / len(ds.classes):.2f}): too few "
-                       f"epochs to judge {'it' if len(stuck) == 1 else 'them'}. Run the validation again with "
-                       "more epochs before drawing a conclusion.")
-        st.markdown(f"Best on your data: **{best.strategy}** ({best['val acc']:.3f} validation accuracy)."
-                    + verdict)
+        st.markdown(rv.validation_verdict(done, rec, len(ds.val_idx), len(ds.classes)))
     finetune_view.rerun_once_ended(polling, frame.get("status", ()))
 
 
@@ -139,9 +130,12 @@ if st.toggle("Score every model", key="rank_models", help="One feature pass over
                                         help="Bao et al.'s H-score with a Ledoit–Wolf covariance, scaled by "
                                              "(1 − shrinkage) (Ibrahim et al. 2021)")})
         if "linear probe acc" in frame and frame["linear probe acc"].notna().all():
-            st.dataframe(rv.agreement_frame(frame), hide_index=True,
+            st.dataframe(rv.agreement_frame(frame), hide_index=True, placeholder="—",
                          column_config={c: st.column_config.NumberColumn(format="%.2f")
                                         for c in ("Kendall's τ", "Spearman's ρ")})
+            if frame["linear probe acc"].nunique() == 1:
+                st.caption("τ and ρ are undefined here: every model reached the same accuracy, so there is no "
+                           "order to check the scores against (a harder dataset separates them).")
         finetune_view.rerun_once_ended(polling, finetune_view.statuses_tagged(history, "ranking", rid))
 
     rid = st.session_state.get("ranking", "")

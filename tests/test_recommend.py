@@ -38,7 +38,8 @@ def test_digits_are_different_and_faces_similar(digits, faces):
         assert len(rec.measurement.logme_by_block) == len(zoo.blocks_of(SPEC))  # every block but the head, + penultimate
         assert rec.measurement.batchnorm_gap and all(0.0 <= g <= 1.0 for _, g in rec.measurement.batchnorm_gap)
         assert recommend.batchnorm_reason(rec.measurement.batchnorm_gap) in rec.reasons
-        assert any(f"{rec.measurement.per_class:.0f} training images" in r for r in rec.reasons)
+        assert any(r.startswith(f"{rec.measurement.per_class:g} training images") for r in rec.reasons)  # as the table
+    assert any("hardest cell" in r for r in far.reasons) and not any("hardest cell" in r for r in near.reasons)
 
 
 def test_large_datasets_are_told_to_fine_tune(digits):
@@ -111,3 +112,11 @@ def test_blocks_of_different_widths_are_compared_by_the_full_models_evidence():
                                                                                               full_rank=True)))
     assert transferability.logme(penultimate, y) > m.logme_by_block[-1][1] + 1  # what it would have said
     assert recommend.score_model(SPEC, few)["logme"] == pytest.approx(m.logme_by_block[-1][1])
+
+
+def test_results_within_a_standard_error_or_an_image_of_the_best_are_tied():
+    assert recommend.accuracy_se(0.9, 100) == pytest.approx(0.03)
+    assert recommend.tied_best([1.0, 1.0, 0.75, 1.0], 40) == [0, 1, 3]  # all perfect: tied, not "the first"
+    assert recommend.tied_best([1.0, 0.975, 0.95], 40) == [0, 1]  # one image of 40 is chance
+    # digits, 359 validation images: 0.942 against 0.911 is 2.6 standard errors, 0.936 is one.
+    assert recommend.tied_best([0.942, 0.936, 0.911], 359) == [0, 1]

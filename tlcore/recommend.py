@@ -10,7 +10,9 @@ block (which depth's features fit the labels best).
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -75,7 +77,7 @@ class Recommendation:
 
 STRATEGIES = {  # (size, similar) → what the seeds advise
     ("small", True): "Train only a new classifier on the frozen pretrained features",
-    ("large", True): "Fine-tune the top blocks and a new classifier",
+    ("large", True): "Fine-tune the last (deepest) blocks and a new classifier",
     ("small", False): "Train a classifier on features from an earlier block",
     ("large", False): "Fine-tune most or all of the network, starting from the pretrained weights",
 }
@@ -150,13 +152,16 @@ def recommend(m: Measurement, spec: zoo.ModelSpec) -> Recommendation:
     else:
         freeze, probe = 1, best_block  # keep only the stem's generic filters fixed
     reasons = [
-        f"{m.per_class:.0f} training images per class (median) — {size}: the line is {SMALL_PER_CLASS}.",
+        f"{m.per_class:g} training images per class (median) — {size}: the line is {SMALL_PER_CLASS}.",
         f"Similarity {m.similarity:.2f}: ImageNet's own classes remove {100 * m.similarity:.0f}\u00a0% of the "
         f"uncertainty of your labels (LEEP {m.leep:.3f} against {m.leep_floor:.3f} for a source that "
         f"knows nothing) — {'similar' if similar else 'different'}: the line is {SIMILAR_AT}.",
         f"LogME is highest at {best_block} ({best_logme:.3f}): the features that fit your labels best "
         "with a linear model.",
     ]
+    if size == "small" and not similar:
+        reasons.append("This is the matrix's hardest cell: few images and features made for other images. Expect "
+                       "a lower accuracy than in the other cells; the validation below shows how low.")
     if m.batchnorm_gap:
         reasons.append(batchnorm_reason(m.batchnorm_gap))
     if m.resolution < LOW_RESOLUTION and not similar:
@@ -175,7 +180,8 @@ STRATEGY_TRIALS = {
     "linear probe (frozen features)": {"freeze": "all", "pretrained": True, "probe_block": features.PENULTIMATE},
     "fine-tune the last block": {"freeze": -2, "pretrained": True, "probe_block": features.PENULTIMATE},
     "fine-tune everything": {"freeze": 0, "pretrained": True, "probe_block": features.PENULTIMATE},
-    "from scratch": {"freeze": 0, "pretrained": False, "probe_block": features.PENULTIMATE},
+    # Random weights have nothing to keep: every layer learns at the head's rate.
+    "from scratch": {"freeze": 0, "pretrained": False, "probe_block": features.PENULTIMATE, "backbone_lr_mult": 1.0},
 }
 
 
@@ -241,6 +247,26 @@ def _head_scores(penultimate: np.ndarray, probs: np.ndarray, y: np.ndarray) -> d
     """The scores of the pretrained head and its input features (training rows only)."""
     return {"leep": transferability.leep(probs, y), "nce": transferability.nce(probs.argmax(1), y),
             "h_score": transferability.shrinkage_h_score(penultimate, y)}  # the original saturates when D ≥ N
+
+
+def near_chance(best_accuracy: float, n_classes: int, margin: float = 0.05) -> bool:
+    """A trial whose best validation accuracy stayed within ``margin`` of chance: too few epochs
+    (or too high a rate) to say anything about its strategy."""
+    return best_accuracy < 1 / n_classes + margin
+
+
+def accuracy_se(accuracy: float, n: int) -> float:
+    """The standard error of an accuracy measured on ``n`` images, √(p(1 − p)/n)."""
+    return math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n) if n > 0 else float("nan")
+
+
+def tied_best(accuracies: Sequence[float], n: int) -> list[int]:
+    """Indices of the results the best one does not beat by more than a standard error, or by more
+    than one image, on the same ``n`` validation images: trials these close are not told apart
+    (at 1.000 the standard error is 0, yet one image more or less is chance)."""
+    best = max(accuracies)
+    margin = max(accuracy_se(best, n), 1 / n) if n > 0 else 0.0
+    return [i for i, a in enumerate(accuracies) if a >= best - margin - 1e-12]
 
 
 def rank_agreement(scores: list[float], accuracies: list[float]) -> dict:

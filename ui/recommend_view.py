@@ -149,19 +149,46 @@ def submit_validation(rec: recommend.Recommendation, ds: Dataset, label: str, ep
     return vid
 
 
-def validation_frame(frame: pd.DataFrame, vid: str) -> pd.DataFrame:
-    """The validation's trials, from the run history ``frame`` (``finetune_view.runs_frame``)."""
+def validation_frame(frame: pd.DataFrame, vid: str, n_val: int) -> pd.DataFrame:
+    """The validation's trials, from the run history ``frame`` (``finetune_view.runs_frame``), with
+    each accuracy's standard error on the ``n_val`` validation images."""
     if frame.empty:
         return frame
-    rows = frame[frame.validation == vid]
-    return rows[["strategy", "status", "freeze", "pretrained", "epochs", "val acc", "best val acc", "s/epoch",
-                 "s to 1st epoch", "run"]]
+    rows = frame[frame.validation == vid].copy()
+    rows["± SE"] = [recommend.accuracy_se(a, n_val) if pd.notna(a) else None for a in rows["val acc"]]
+    return rows[["strategy", "status", "freeze", "pretrained", "epochs", "val acc", "± SE", "best val acc",
+                 "s/epoch", "s to 1st epoch", "run"]]
 
 
-def near_chance(done: pd.DataFrame, n_classes: int, margin: float = 0.05) -> list[str]:
-    """The finished trials whose best validation accuracy stayed within ``margin`` of chance:
-    too few epochs (or too high a rate) to say anything about their strategy."""
-    return done[done["best val acc"] < 1 / n_classes + margin].strategy.tolist()
+def validation_verdict(done: pd.DataFrame, rec: recommend.Recommendation, n_val: int, n_classes: int) -> str:
+    """What the finished validation says: the best strategies (those within a standard error, or an
+    image, of the best count as one), and whether the matrix's advice is among them."""
+    accs = done["val acc"].tolist()
+    tied = done.iloc[recommend.tied_best(accs, n_val)]
+    best = tied.loc[tied["val acc"].idxmax()]
+    within = (f"±{max(recommend.accuracy_se(best['val acc'], n_val), 1 / n_val):.3f}, a standard error or one "
+              f"image on {n_val:,} validation images")
+    names = " and ".join(f"**{s}**" for s in tied.strategy)
+    text = (f"Best on your data: **{best.strategy}** ({best['val acc']:.3f} validation accuracy)." if len(tied) == 1
+            else f"Best on your data, tied within {within}: {names} (up to {best['val acc']:.3f}).")
+    if stuck := near_chance(done, n_classes):  # then the comparison settles nothing
+        return text + (f" But {', '.join(stuck)} never got past chance ({1 / n_classes:.2f}): too few epochs to "
+                       f"judge {'it' if len(stuck) == 1 else 'them'}. Run the validation again with more epochs "
+                       "before drawing a conclusion.")
+    setting = recommend.advised_setting(rec)
+    advised_label = finetune_view.freeze_label(setting["freeze"], setting["probe_block"])
+    advised = done[(done.freeze == advised_label) & done.pretrained.astype(bool)]
+    if advised.empty:
+        return text
+    if ((tied.freeze == advised_label) & tied.pretrained.astype(bool)).any():
+        return text + " The matrix's advice is among the best here."
+    return (text + f" The matrix's advice (freeze {advised_label}) reached {advised['val acc'].max():.3f}: on this "
+            "data, trust the measurement over the rule of thumb.")
+
+
+def near_chance(done: pd.DataFrame, n_classes: int) -> list[str]:
+    """The finished trials that never got past chance (``recommend.near_chance``)."""
+    return [s for s, a in zip(done.strategy, done["best val acc"], strict=True) if recommend.near_chance(a, n_classes)]
 
 
 def latest_validation(frame: pd.DataFrame, dataset_label: str) -> str:

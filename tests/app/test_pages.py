@@ -613,3 +613,22 @@ def test_a_sweep_gives_each_depth_its_default_rate_unless_one_was_chosen(monkeyp
     assert [c.lr for c in sweep] == [DEFAULT_LR] * (len(sweep) - 1) + [PROBE_LR]
     chosen = finetune_view.submit_sweep(TrialConfig(model="efficientnet_lite0", freeze="all", lr=0.05), None, "d")
     assert {c.lr for c in chosen} == {0.05}
+
+
+def test_the_validation_verdict_calls_ties_ties_and_keeps_the_advice_among_them():
+    import pandas as pd
+
+    from ui.recommend_view import validation_verdict
+
+    rec = SimpleNamespace(freeze=6, probe_block="penultimate")
+    done = pd.DataFrame({"strategy": ["linear probe (frozen features)", "fine-tune the last block",
+                                      "advised setting", "from scratch"],
+                         "freeze": ["all", "8", "6", "0"], "pretrained": [True, True, True, False],
+                         "val acc": [1.0, 1.0, 1.0, 0.75], "best val acc": [1.0, 1.0, 1.0, 0.8]})
+    tied = validation_verdict(done, rec, 120, 4)
+    assert tied.startswith("Best on your data, tied within ±0.008") and "**advised setting**" in tied
+    assert tied.endswith("The matrix's advice is among the best here.") and "trust the measurement" not in tied
+    beaten = validation_verdict(done.assign(**{"val acc": [1.0, 119 / 120, 0.9, 0.75]}), rec, 120, 4)  # one image
+    assert beaten.startswith("Best on your data, tied") and "(freeze 6) reached 0.900: on this data, trust" in beaten
+    alone = validation_verdict(done.assign(**{"val acc": [1.0, 0.9, 0.9, 0.75]}), rec, 120, 4)
+    assert alone.startswith("Best on your data: **linear probe (frozen features)** (1.000")
