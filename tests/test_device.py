@@ -113,3 +113,42 @@ def test_other_work_is_what_other_threads_ran_meanwhile():
         release.set()
         other.join()
     assert not OtherWork("cpu").seen() and not OtherWork("cuda").seen()
+
+
+def test_other_processes_taking_the_cpu_mark_a_cpu_timing_as_loaded():
+    """Another process's load is invisible to ``working``; /proc/stat shows it."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tlcore import device
+
+    if device._cpu_seconds() is None:
+        pytest.skip("no /proc/stat here")
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        time.sleep(0.3)  # started
+        with device.watch_load("cpu") as loaded, device.watch_load("cuda") as gpu_loaded:
+            others = device.OtherWork("cpu")
+            watching = device.OtherProcesses()
+            time.sleep(1.0)
+        assert watching.share() > 0.5 and others.seen() and loaded[0]
+        assert not gpu_loaded[0]  # a GPU timing is not a CPU timing
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+
+
+def test_the_other_processes_share_is_the_machines_busy_time_less_ours(monkeypatch):
+    import os
+
+    from tlcore import device
+
+    readings = iter([(0.0, 100.0, 10.0), (2.0, 100.0 + 2.0 * os.cpu_count(), 10.0 + 2.0 * os.cpu_count() * 0.6),
+                     (2.1, 0, 0), (2.2, 0, 0)])
+    monkeypatch.setattr(device, "_cpu_seconds", lambda: next(readings))
+    watching = device.OtherProcesses()
+    assert watching.share() == pytest.approx(0.4)  # busy throughout, 60 % of it ours
+    assert device.OtherProcesses().share() is None  # 0.1 s: too short a window to read

@@ -233,14 +233,18 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if args.format == "json":
         _print_json({**rec.to_json(), **({"validation": validation} if validation else {})})
         return 0
+    probe = f" · classifier features: {rec.probe_block}" if rec.freeze == "all" else ""  # else the penultimate's
     print(f"{rec.strategy}\n  dataset: {rec.size}, {'similar to' if rec.similar else 'different from'} "
-          f"ImageNet · Fine-tune lab: freeze {rec.freeze} · classifier features: {rec.probe_block}")
+          f"ImageNet · Fine-tune lab: freeze {rec.freeze}{probe}")
     for reason in rec.reasons:
         print(f"  - {reason}")
     if validation:
         print("validation (the competing strategies on this data):")
         for row in sorted(validation, key=lambda r: -r["val_acc"]):
             print(f"  {row['strategy']:44s} val acc {row['val_acc']:.3f}  {row['seconds']:7.1f} s  run {row['run_id']}")
+        if stuck := [r["strategy"] for r in validation if recommend.near_chance(r["best_val_acc"], len(dataset.classes))]:
+            print(f"  {', '.join(stuck)} never got past chance ({1 / len(dataset.classes):.2f}): too few epochs to "
+                  "judge; run it again with more --epochs before drawing a conclusion.")
     return 0
 
 
@@ -258,6 +262,7 @@ def _validate(rec, dataset, args: argparse.Namespace) -> list[dict]:
         print(f"tlcore: validation {i}/{len(trials)}: {name}…", file=sys.stderr, flush=True)
         out = _run_and_keep(cfg, dataset, label, tags={"validation": vid, "strategy": name})
         rows.append({"strategy": name, "freeze": cfg.freeze, "pretrained": cfg.pretrained, "val_acc": out["val_acc"],
+                     "best_val_acc": max(h["val_acc"] for h in out["history"]),
                      "seconds": out["timings"]["total_s"], "run_id": out["run_id"]})
     return rows
 

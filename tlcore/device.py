@@ -6,6 +6,7 @@ import contextlib
 import os
 import platform
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -332,8 +333,7 @@ def jpeg_decode_device() -> torch.device | None:
 
 # Heavy work running on each device kind in this process (trials, renders, feature passes), and
 # how many such pieces have started so far. A latency measurement that overlaps any of them is
-# marked as taken under load rather than passed off as clean (another process's load cannot be
-# seen from here).
+# marked as taken under load rather than passed off as clean (other processes: ``OtherProcesses``).
 _BUSY: Counter[str] = Counter()
 _STARTED: Counter[str] = Counter()
 _BUSY_LOCK = threading.Lock()
@@ -365,14 +365,58 @@ def working(device: torch.device | str) -> Iterator[None]:
             busy[kind] -= 1
 
 
+# Other processes' share of the machine's CPU time above which a CPU timing counts as taken under
+# load: a share of a quarter took a quarter of the cores from it. On a shared 2-core machine a
+# ResNet-50 at batch 1 was timed at 980 ms, then 67 ms minutes later, with nothing flagged.
+OTHER_PROCESSES_LOADED = 0.25
+_MIN_WINDOW_S = 0.5  # shorter windows are a few clock ticks: no reading
+
+
+def _cpu_seconds() -> tuple[float, float, float] | None:
+    """(wall clock, CPU seconds the whole machine has been busy — steal included: time the
+    hypervisor gave to other guests —, this process's CPU seconds); None without Linux's /proc."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    ticks = os.sysconf("SC_CLK_TCK")
+    return time.monotonic(), (user + nice + system + irq + softirq + steal) / ticks, time.process_time()
+
+
+class OtherProcesses:
+    """How much of the machine's CPU other processes took between this object's creation and
+    ``share()``: work this process cannot see through ``working`` (another user's job, a second
+    server), which slows a CPU timing as much as its own threads would."""
+
+    def __init__(self):
+        self._start = _cpu_seconds()
+
+    def share(self) -> float | None:
+        """Other processes' CPU seconds over the window's wall seconds × cores (0 … 1); None when
+        it cannot be read (not Linux) or the window is too short to read."""
+        end = _cpu_seconds()
+        if self._start is None or end is None or end[0] - self._start[0] < _MIN_WINDOW_S:
+            return None
+        wall, busy, own = (e - s for e, s in zip(end, self._start, strict=True))
+        return min(max((busy - own) / (wall * (os.cpu_count() or 1)), 0.0), 1.0)
+
+    def loaded(self) -> bool:
+        share = self.share()
+        return share is not None and share > OTHER_PROCESSES_LOADED
+
+
 class OtherWork:
     """Whether heavy work of other threads (another trial, a render, a feature pass for a page) ran
-    on ``device`` between this object's creation and ``seen()``: a trial's seconds per epoch
-    measured then are not what the depth costs on an idle device."""
+    on ``device`` between this object's creation and ``seen()``, or, on a CPU, other processes
+    took a good share of it (``OtherProcesses``): a trial's seconds per epoch measured then are
+    not what the depth costs on an idle device."""
 
     def __init__(self, device: torch.device | str):
         self._kind = torch.device(device).type
         self._busy, self._started = self._others()
+        self._processes = OtherProcesses() if self._kind == "cpu" else None
 
     def _others(self) -> tuple[int, int]:
         """Busy and started counts of other threads (call it from the thread that created this)."""
@@ -382,19 +426,22 @@ class OtherWork:
 
     def seen(self) -> bool:
         busy, started = self._others()
-        return bool(self._busy or busy or started != self._started)
+        return bool(self._busy or busy or started != self._started
+                    or (self._processes is not None and self._processes.loaded()))
 
 
 @contextlib.contextmanager
 def watch_load(device: torch.device | str) -> Iterator[list[bool]]:
     """``with watch_load(dev) as loaded: …`` — afterwards ``loaded[0]`` says whether any heavy
-    work ran on ``device`` at some moment inside the block."""
+    work ran on ``device`` at some moment inside the block (on a CPU, other processes' too)."""
     kind = torch.device(device).type
     with _BUSY_LOCK:
         busy, started = _BUSY[kind], _STARTED[kind]
+    processes = OtherProcesses() if kind == "cpu" else None
     loaded = [False]
     try:
         yield loaded
     finally:
         with _BUSY_LOCK:
             loaded[0] = bool(busy or _BUSY[kind] or _STARTED[kind] != started)
+        loaded[0] = loaded[0] or (processes is not None and processes.loaded())
