@@ -65,6 +65,11 @@ st.caption("LogME (You et al. 2021): how well a linear model on the block's pool
            "width even on noise. BatchNorm gap (cf. AdaBN, Li et al. 2016): how far each BatchNorm "
            "layer's input statistics on your data are from the ImageNet statistics it stored.")
 st.table(rv.scores_frame(m), hide_index=True)  # a static table: the meanings wrap instead of being cut
+with st.expander("What ImageNet's head sees in each class"):
+    st.caption("The ImageNet classes the pretrained head gives each class's training images, on average "
+               "(the P(ImageNet class | your class) that LEEP scores). Names far from yours are what a low "
+               "similarity looks like.")
+    st.dataframe(rv.imagenet_view(ds, model_key), hide_index=True, width="stretch")
 
 st.subheader("Check it: run the competing strategies")
 st.caption("One trial each — linear probe, fine-tune the last block, fine-tune everything, from scratch "

@@ -120,3 +120,15 @@ def test_results_within_a_standard_error_or_an_image_of_the_best_are_tied():
     assert recommend.tied_best([1.0, 0.975, 0.95], 40) == [0, 1]  # one image of 40 is chance
     # digits, 359 validation images: 0.942 against 0.911 is 2.6 standard errors, 0.936 is one.
     assert recommend.tied_best([0.942, 0.936, 0.911], 359) == [0, 1]
+
+
+def test_what_imagenet_sees_in_each_class_is_the_heads_mean_prediction(faces):
+    seen = dict(recommend.what_imagenet_sees(SPEC, faces, top=3))
+    assert list(seen) == faces.classes and all(len(v) == 3 for v in seen.values())
+    for top in seen.values():
+        probs = [p for _, p in top]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
+    names = zoo.imagenet_categories()
+    assert all(label in names for top in seen.values() for label, _ in top)
+    faces_first = seen[next(c for c in faces.classes if "non" not in c)][0][1]
+    assert faces_first > 1 / 1000  # a pretrained head is sure of something on faces

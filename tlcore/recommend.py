@@ -239,6 +239,26 @@ def _scored_split(dataset: Dataset) -> tuple[torch.Tensor, np.ndarray]:
     return rows, y
 
 
+def what_imagenet_sees(spec: zoo.ModelSpec, dataset: Dataset, *, top: int = 3, model: nn.Module | None = None,
+                       device: torch.device | str | None = None,
+                       on_step: features.OnStep | None = None) -> list[tuple[str, list[tuple[str, float]]]]:
+    """Per class of the dataset, the ``top`` ImageNet classes the pretrained head gives its training
+    images on average, with that mean probability: the P(z | y) that LEEP scores (Nguyen et al.
+    2020), in words (the Keras recipe's "decode predictions", per class). From the measurement's
+    cached pass over the training images."""
+    rows, y = _scored_split(dataset)
+    logits = features.extract_many(spec, dataset, [features.LOGITS], model=model, device=device, rows=rows,
+                                   on_step=on_step)[features.LOGITS].numpy()
+    if logits.shape[1] != len(names := zoo.imagenet_categories()):
+        raise ValueError(f"{spec.key}'s head has {logits.shape[1]} outputs, not ImageNet's {len(names)} classes")
+    probs = _softmax(logits)
+    seen = []
+    for c, name in enumerate(dataset.classes):
+        mean = probs[y == c].mean(0)
+        seen.append((name, [(names[i], float(mean[i])) for i in np.argsort(-mean)[:top]]))
+    return seen
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     return torch.from_numpy(logits).softmax(dim=1).numpy()
 

@@ -28,6 +28,19 @@ def measurement(ds: Dataset, model_key: str) -> recommend.Measurement:
     return progress.shared("measurement", (ds.fingerprint, model_key), compute)
 
 
+def imagenet_view(ds: Dataset, model_key: str) -> pd.DataFrame:
+    """Per class, the three ImageNet classes its training images look like to the pretrained head."""
+    def compute() -> pd.DataFrame:
+        with progress.bar("The ImageNet head on the training images") as on_step:
+            seen = recommend.what_imagenet_sees(zoo.get_spec(model_key), ds,
+                                                model=resources.cached_model(model_key, True), on_step=on_step)
+        return pd.DataFrame([{"your class": name, **{f"ImageNet's {rank}": f"{label} ({100 * p:.0f}\u00a0%)"
+                                                     for rank, (label, p) in zip(("1st", "2nd", "3rd"), top, strict=True)}}
+                             for name, top in seen])
+
+    return progress.shared("imagenet_view", (ds.fingerprint, model_key), compute)
+
+
 def batchnorm_gaps(ds: Dataset, model_key: str) -> list[tuple[str, float]]:
     def compute() -> list[tuple[str, float]]:
         with progress.bar("Comparing the BatchNorm input statistics with ImageNet's (float32)") as on_step:

@@ -420,6 +420,8 @@ def test_strategy_page_measures_places_and_validates():
     # The BatchNorm gaps, measured last, are in the evidence and in the reasons by the end of the run.
     assert "BatchNorm gap to ImageNet" in at.get("plotly_chart")[1].proto.spec
     assert any(md.value.startswith("- BatchNorm input statistics differ") for md in at.markdown)
+    seen = next(d.value for d in at.dataframe if "your class" in d.value)  # what ImageNet's head sees
+    assert list(seen["your class"]) == [str(i) for i in range(10)] and seen["ImageNet's 1st"].str.endswith("\u00a0%)").all()
     at.number_input[0].set_value(1)
     button(at, "Run the validation").click().run()
     assert finetune_view.jobs().wait(300)
