@@ -33,6 +33,8 @@ if view.axis == "latency" and frame.median_ms.isna().all():
 else:
     axis = view.axis
 st.plotly_chart(zoo_view.pareto_chart(frame, axis), width="stretch")
+if axis == "gflops":
+    st.caption(f"x-axis: {zoo_view.GFLOPS_NOTE}")
 
 st.subheader("Models")
 selected = zoo_view.table(frame)

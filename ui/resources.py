@@ -57,6 +57,8 @@ def measure(key: str, *, batch: int, dtype: str, channels_last: bool) -> bench.B
     """Time one model: pretrained when its weights are on disk, else random weights (same speed)."""
     spec = zoo.get_spec(key)
     bench.check_feasible(spec, batch, device(), MAX_CALL_SECONDS)  # before loading the weights
-    model = cached_model(key, zoo.weights_available(spec))
-    return bench.measure(spec, batch=batch, device=device(), dtype=dtype,
-                         channels_last=channels_last, model=model)
+    pretrained = zoo.weights_available(spec)
+    model = cached_model(key, pretrained)
+    # Say which weights ran: bench.measure would call any model it is given "pretrained".
+    return bench.measure(spec, batch=batch, device=device(), dtype=dtype, channels_last=channels_last,
+                         model=model, weights="pretrained" if pretrained else "random")

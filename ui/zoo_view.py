@@ -16,6 +16,17 @@ BATCHES = [1, 8, 32, 64, 128, 256]
 PARAM_STEPS = [1, 2, 5, 10, 25, 50, 100, 250, 1000]  # millions
 MAX_PER_CLICK = 20
 AXIS_LABELS = {"latency": "Measured latency", "params": "Parameters", "gflops": "GFLOPs"}
+# ResNet-50's default is torchvision's V2 recipe, while slides quote V1 from the paper.
+DEFAULT_WEIGHTS_NOTE = ("torchvision's recommended weights, which may come from a newer training recipe "
+                        "(IMAGENET1K_V2) than the paper's; turn Default weights off to see every weight, V1 included.")
+GFLOPS_NOTE = ("Multiply-adds per image at the weights' crop size, in 1e9 (torchvision's count). Elsewhere "
+               "\"FLOPs\" often means 2 × multiply-adds, so figures there can be twice these.")
+# What tlcore.zoo.blocks.depth counts; Keras Applications' Depth is another measure.
+DEPTH_NOTE = ("Convolution and linear layers (nn.Conv2d, nn.Linear modules) in the whole network, not the "
+              "longest path: every parallel branch, 1×1 projection shortcut and squeeze-excitation layer "
+              "counts; BatchNorm, activations, pooling and the q/k/v weight inside ViT's nn.MultiheadAttention "
+              "do not. Keras Applications' Depth counts every layer, BatchNorm and activations included, so "
+              "its figures are larger.")
 
 
 @dataclass(frozen=True)
@@ -60,7 +71,7 @@ def controls(table: pd.DataFrame) -> View:
         st.toggle("Offline only", key="offline",
                   help="Only weights already on this machine (no download needed).")
         st.toggle("Default weights", key="default_only",
-                  help="One row per architecture: torchvision's recommended weights.")
+                  help="One row per architecture: " + DEFAULT_WEIGHTS_NOTE)
 
     d1, d2, d3, d4 = st.columns([2, 2, 2, 4])
     d1.selectbox("Batch size", BATCHES, key="batch")
@@ -95,7 +106,10 @@ def filtered(table: pd.DataFrame, view: View) -> pd.DataFrame:
 
 
 def with_latency(frame: pd.DataFrame, view: View) -> pd.DataFrame:
-    measured = resources.latency(view.batch, view.dtype, view.channels_last)
+    """``frame`` with this configuration's saved timings; ``weights`` stays the weights' name and
+    ``timed_with`` says what the timing ran on ("pretrained" or "random")."""
+    measured = resources.latency(view.batch, view.dtype, view.channels_last).rename(
+        columns={"weights": "timed_with"})
     out = frame.merge(measured, on="key", how="left")
     return out.assign(params_m=out.params / 1e6)
 
@@ -151,12 +165,14 @@ COLUMN_CONFIG = {
     "key": st.column_config.TextColumn("Model · weights", width=205),
     "family": st.column_config.TextColumn("Family", width=95),
     "year": st.column_config.NumberColumn("Year", format="%d", width=50),
-    "acc1": st.column_config.NumberColumn("Top-1 %", format="%.2f", width=58),
-    "acc5": st.column_config.NumberColumn("Top-5 %", format="%.2f", width=58),
+    "acc1": st.column_config.NumberColumn("Top-1 %", format="%.2f", width=58,
+                                          help="ImageNet top-1, from the weights' metadata. Default weights are " + DEFAULT_WEIGHTS_NOTE),
+    "acc5": st.column_config.NumberColumn("Top-5 %", format="%.2f", width=58,
+                                          help="ImageNet top-5, from the weights' metadata. Default weights are " + DEFAULT_WEIGHTS_NOTE),
     "params_m": st.column_config.NumberColumn("Params M", format="%.2f", width=64,
                                               help="Parameters, millions"),
     "gflops": st.column_config.NumberColumn("GFLOPs", format="%.2f", width=64,
-                                            help="Multiply-adds per image (1e9)"),
+                                            help=GFLOPS_NOTE),
     "median_ms": st.column_config.NumberColumn("Latency ms", format="%.2f", width=74,
                                                help="Median per batch, measured here (this configuration): eager PyTorch in "
                                                     "inference mode at the weights' crop size, timed with CUDA "
@@ -170,7 +186,7 @@ COLUMN_CONFIG = {
     "weights_available": st.column_config.CheckboxColumn("Offline", width=60, help="Weights on disk now"),
     "file_size_mb": st.column_config.NumberColumn("File MB", format="%.1f", width=60,
                                                   help="Size of the weights file"),
-    "depth": st.column_config.NumberColumn("Depth", width=50, help="Conv + linear layers"),
+    "depth": st.column_config.NumberColumn("Depth", width=50, help=DEPTH_NOTE),
 }
 
 

@@ -1,0 +1,82 @@
+"""The zoo page after a student's review: what a timing ran on, the CSV's columns, and the notes
+on depth, default weights and GFLOPs."""
+
+import io
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from streamlit.delta_generator import DeltaGenerator
+from streamlit.testing.v1 import AppTest
+from torch import nn
+
+from tlcore import zoo
+from tlcore.zoo.loading import build_meta
+from ui import resources, zoo_view
+
+ROOT = Path(__file__).resolve().parents[2]
+NOT_ON_DISK = "mobilenet_v3_small.IMAGENET1K_V1"  # the test session's torch cache is empty
+
+
+def test_a_model_without_its_weights_file_is_timed_and_labelled_random():
+    assert not zoo.weights_available(zoo.get_spec(NOT_ON_DISK))
+    r = resources.measure(NOT_ON_DISK, batch=1, dtype="float32", channels_last=False)
+    assert r.weights == "random"
+
+
+@pytest.fixture
+def downloads(monkeypatch) -> dict[str, str]:
+    """The data each st.download_button was given, by label (AppTest keeps only a media URL)."""
+    seen: dict[str, str] = {}
+    original = DeltaGenerator.download_button
+
+    def capture(self, label, data, *args, **kwargs):
+        seen[label] = data
+        return original(self, label, data, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaGenerator, "download_button", capture)
+    return seen
+
+
+def test_live_table_and_csv_say_what_the_timing_ran_on(downloads):
+    at = AppTest.from_file(str(ROOT / "app_pages/zoo.py"), default_timeout=180)
+    at.session_state["zoo_pending"] = [NOT_ON_DISK]
+    at.run()
+    assert not at.exception
+    live = at.dataframe[0].value
+    assert list(live.model) == [NOT_ON_DISK] and live["weights"][0] == "random"
+    csv = pd.read_csv(io.StringIO(downloads["Download CSV"]))
+    assert not {"weights_x", "weights_y"} & set(csv.columns)
+    row = csv.set_index("key").loc[NOT_ON_DISK]
+    assert row.weights == "IMAGENET1K_V1" and row.timed_with == "random"
+
+
+def test_depth_note_matches_what_is_counted():
+    """The Depth tooltip's claims hold for the code that computes the column."""
+    table = zoo.zoo_table().set_index("key")
+    for key, counted in [("resnet50.IMAGENET1K_V2", "downsample"),  # a 1×1 projection shortcut
+                         ("googlenet.IMAGENET1K_V1", "branch4")]:  # a parallel branch
+        model = build_meta(zoo.get_spec(key))
+        layers = [name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        assert table.loc[key, "depth"] == len(layers)
+        assert any(counted in name for name in layers)
+    vit = build_meta(zoo.get_spec("vit_b_16.IMAGENET1K_V1"))
+    assert any(isinstance(m, nn.MultiheadAttention) for m in vit.modules())  # its q/k/v: a bare weight
+    note = zoo_view.COLUMN_CONFIG["depth"]["help"]
+    assert "projection shortcut" in note and "parallel branch" in note and "Keras" in note
+
+
+def test_default_weights_note_is_true_for_this_torchvision():
+    table = zoo.zoo_table()
+    resnet50 = table[table.model == "resnet50"].set_index("weights")
+    assert "IMAGENET1K_V1" in resnet50.index and not resnet50.loc["IMAGENET1K_V1", "is_default"]
+    assert resnet50.loc["IMAGENET1K_V2", "is_default"]
+    for column in ("acc1", "acc5"):
+        assert "IMAGENET1K_V2" in zoo_view.COLUMN_CONFIG[column]["help"]
+
+
+def test_gflops_axis_says_flops_elsewhere_are_often_twice():
+    assert "2 × multiply-adds" in zoo_view.COLUMN_CONFIG["gflops"]["help"]
+    at = AppTest.from_file(str(ROOT / "app_pages/zoo.py"), default_timeout=180).run()
+    assert not at.exception
+    assert any("2 × multiply-adds" in c.value for c in at.caption)
