@@ -102,7 +102,8 @@ def test_measuring_streams_results_into_the_table():
     at = app("app_pages/zoo.py")
     at.query_params["x"] = "latency"
     at.run()
-    assert "No latency measured yet" in at.info[0].value or at.metric[3].value != "0"
+    # Either way round: another test may have measured this configuration already.
+    assert (at.info and "No latency measured yet" in at.info[0].value) or at.metric[3].value != "0"
     at.session_state["zoo_pending"] = ["efficientnet_lite0.IMAGENET1K_TF"]
     at.run()
     assert not at.exception
