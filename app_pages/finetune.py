@@ -29,8 +29,10 @@ ds = data_view.active_dataset()
 KEEP = {"persist_state": "session"}
 options = fv.model_options()
 c1, c2 = st.columns([3, 1])
-model_key = c1.selectbox("Model", options, format_func=fv.model_label, key="ft_model", **KEEP)
-pretrained = not c2.toggle("From scratch", help="The same architecture with random weights.", key="ft_scratch", **KEEP)
+# The toggle is read before the menu is drawn: from scratch, no model's label says "needs download".
+pretrained = not c2.toggle("From scratch", help="The same architecture with random weights: nothing to download.",
+                           key="ft_scratch", **KEEP)
+model_key = c1.selectbox("Model", options, format_func=lambda k: fv.model_label(k, pretrained), key="ft_model", **KEEP)
 spec = zoo.get_spec(model_key)
 n = len(zoo.blocks_of(spec))
 depths = [*range(n), "all"]
@@ -114,7 +116,8 @@ def live() -> None:
     if run["status"] in ("queued", "running") and s2.button("Cancel", key=f"cancel{run_id}"):
         fv.jobs().cancel(run_id)
     if run["history"]:
-        st.plotly_chart(fv.curves_figure([run_id]), width="stretch", key=f"live{run_id}")
+        st.plotly_chart(fv.curves_figure([run_id], st.session_state.get("ft_curve", "accuracy")), width="stretch",
+                        key=f"live{run_id}")
     seen = st.session_state.get("seen_status")
     st.session_state.seen_status = (run_id, run["status"])
     if seen is not None and seen[0] == run_id and seen[1] != run["status"]:
@@ -151,7 +154,9 @@ event = st.dataframe(frame, hide_index=True, on_select="rerun", selection_mode="
                                         "point on the curve: model copy, prefix pass (or its reuse), one epoch")})
 picked = [int(frame.iloc[i].run) for i in event.selection.rows]
 if picked:
-    st.plotly_chart(fv.curves_figure(picked), width="stretch", key="overlay")
+    curve = st.radio("Curves", fv.CURVES, horizontal=True, key="ft_curve", **KEEP,
+                     help="Solid: validation; dotted: training. The run's live curve above follows this too.")
+    st.plotly_chart(fv.curves_figure(picked, curve), width="stretch", key="overlay")
     e1, e2, e3 = st.columns(3)
     e1.download_button("Export selected (JSON)", fv.export_json(picked), file_name="runs.json")
     e2.download_button("Export table (CSV)", frame.to_csv(index=False), file_name="runs.csv")

@@ -15,6 +15,7 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from tlcore import data, features, zoo
+from tlcore.data import builtin
 from tlcore.settings import demo_mode
 from ui import progress, resources
 
@@ -101,16 +102,25 @@ def picker() -> Choice | None:
                     index=kinds.index(previous.kind) if previous.kind in kinds else 0)
     size = c2.select_slider("Resolution (px)", SIZES, value=previous.size,
                             help="Images are centre-cropped to a square and decoded once at this size.")
-    cap = c3.number_input("Max images per class (0 = all)", min_value=0, step=5,
-                          value=previous.max_per_class or 0,
-                          help="Make a small dataset on purpose: the size axis of the strategy matrix.")
-    seed = c4.number_input("Seed", min_value=0, value=previous.seed, step=1)
-    common = {"size": int(size), "max_per_class": int(cap) or None, "seed": int(seed)}
-    if kind == "builtin":
+    name = None
+    if kind == "builtin":  # drawn below the columns, but picked first: the cap's meaning depends on it
         names = [r["name"] for r in data.list_sources() if r["kind"] == "built-in"]
         descriptions = {r["name"]: r["description"] for r in data.list_sources()}
         default = names.index(previous.name) if previous.name in names else 0
         name = st.selectbox("Built-in dataset", names, index=default, format_func=lambda n: f"{n} — {descriptions[n]}")
+    # Some built-ins generate as many images per class as asked (0: their default); the others only cap what they have.
+    generated = builtin.BUILTINS[name].generated_per_class if name else None
+    if generated:
+        cap = c3.number_input("Images per class (generated)", min_value=0, step=50, value=previous.max_per_class or 0,
+                              help=f"How many images of each class to generate: any number, e.g. 1000 for a "
+                                   f"large dataset offline. 0 = the default, {generated}.")
+    else:
+        cap = c3.number_input("Max images per class (0 = all)", min_value=0, step=5,
+                              value=previous.max_per_class or 0,
+                              help="Make a small dataset on purpose: the size axis of the strategy matrix.")
+    seed = c4.number_input("Seed", min_value=0, value=previous.seed, step=1)
+    common = {"size": int(size), "max_per_class": int(cap) or None, "seed": int(seed)}
+    if kind == "builtin":
         return Choice("builtin", name, **common)
     if kind == "torchvision":
         names = [r["name"] for r in data.list_sources() if r["kind"] == "torchvision"]

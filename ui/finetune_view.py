@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
+from plotly.colors import qualitative
 
-from tlcore import features, zoo
+from tlcore import features, recommend, zoo
 from tlcore.finetune import TrialConfig, default_lr
 from tlcore.jobs import JobManager, Submission
 from tlcore.settings import demo_mode
@@ -33,9 +34,12 @@ def model_options() -> list[str]:
     return [s.key for s in specs]
 
 
-def model_label(key: str) -> str:
+def model_label(key: str, pretrained: bool = True) -> str:
+    """'resnet50  (needs download, 25.6 M)'; from scratch only the architecture is built, offline."""
     spec = zoo.get_spec(key)
-    return f"{spec.model}  ({'offline' if zoo.weights_available(spec) else 'needs download'}, {spec.params / 1e6:.1f} M)"
+    where = ("architecture only, no download" if not pretrained
+             else "offline" if zoo.weights_available(spec) else "needs download")
+    return f"{spec.model}  ({where}, {spec.params / 1e6:.1f} M)"
 
 
 def strip_figure(spec: zoo.ModelSpec, freeze, probe_block: str = features.PENULTIMATE) -> go.Figure:
@@ -246,20 +250,50 @@ def runs_frame() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def curves_figure(run_ids: list[int]) -> go.Figure:
+CURVES = ("accuracy", "loss")  # what a run's history holds per epoch, for training and validation
+
+
+def dataset_names(labels: list[str]) -> dict[str, str]:
+    """Each dataset label ('digits@64px#3fa2…') as a curve's legend names it: 'digits@64px', with the
+    fingerprint's start where two of them share that name (another cap, another upload)."""
+    names = [label.split("#")[0] for label in labels]
+    return {label: name if names.count(name) == 1 else label[:len(name) + 7]
+            for label, name in zip(labels, names, strict=True)}
+
+
+def run_name(run: dict, dataset: str = "") -> str:
+    """'#4 efficientnet_lite0 from scratch, freeze 0 on digits@64px': what tells overlaid runs apart."""
+    cfg = run["config"]
+    start = "" if cfg.get("pretrained", True) else "from scratch, "
+    freeze = freeze_label(cfg.get("freeze"), cfg.get("probe_block"))
+    return f"#{run['id']} {model_name(run['model'])} {start}freeze {freeze}" + (f" on {dataset}" if dataset else "")
+
+
+def curves_figure(run_ids: list[int], curve: str = "accuracy") -> go.Figure:
+    """Validation (solid) and training (dotted) accuracy or loss per epoch, one pair per run; the
+    datasets are named when the runs were not all trained on one."""
+    runs = [jobs().store.get(run_id) for run_id in run_ids]
+    datasets = dataset_names(sorted({r["dataset"] for r in runs}))
+    metric = "acc" if curve == "accuracy" else "loss"
     fig = go.Figure()
-    for run_id in run_ids:
-        run = jobs().store.get(run_id)
+    for i, run in enumerate(runs):
         hist = run["history"]
         if not hist:
             continue
-        name = f"#{run_id} {model_name(run['model'])} freeze {run['config'].get('freeze')}"
+        name = run_name(run, datasets[run["dataset"]] if len(datasets) > 1 else "")
         epochs = [h["epoch"] for h in hist]
-        fig.add_trace(go.Scatter(x=epochs, y=[h["val_acc"] for h in hist], mode="lines+markers", name=name))
-        fig.add_trace(go.Scatter(x=epochs, y=[h["train_acc"] for h in hist], mode="lines", name=f"{name} (train)",
-                                 line={"dash": "dot"}, opacity=0.6))
+        colour = qualitative.Plotly[i % len(qualitative.Plotly)]  # a run's two curves in one colour
+        fig.add_trace(go.Scatter(x=epochs, y=[h[f"val_{metric}"] for h in hist], mode="lines+markers", name=name,
+                                 line={"color": colour}, legendgroup=str(run["id"])))
+        fig.add_trace(go.Scatter(x=epochs, y=[h[f"train_{metric}"] for h in hist], mode="lines",
+                                 name=f"{name} (train)", line={"dash": "dot", "color": colour}, opacity=0.6,
+                                 legendgroup=str(run["id"])))
     fig.update_layout(height=360, margin={"l": 10, "r": 10, "t": 10, "b": 10}, template="plotly_white",
-                      xaxis_title="epoch", yaxis_title="accuracy", yaxis_range=[0, 1.02])
+                      xaxis_title="epoch", yaxis_title=curve)
+    if curve == "accuracy":
+        fig.update_yaxes(range=[0, 1.02])
+    else:
+        fig.update_yaxes(rangemode="tozero")  # cross-entropy: no upper bound
     last = max((x for trace in fig.data for x in trace.x), default=1)
     fig.update_xaxes(tick0=1, dtick=max(1, -(-last // 10)))  # whole epochs (plotly put ticks at 1.5)
     return fig
@@ -286,17 +320,28 @@ def sweep_label(frame: pd.DataFrame, sweep: str) -> str:
     return f"{first.model} on {first.dataset.split('#')[0]} — {len(rows)} depths, runs #{rows.run.min()}–{rows.run.max()}"
 
 
-def sweep_reading(frame: pd.DataFrame, sweep: str) -> str:
-    """One sentence on what the sweep shows: the best depth against both ends."""
+def sweep_reading(frame: pd.DataFrame, sweep: str, n_val: int | None = None) -> str:
+    """One sentence on what the sweep shows: the best depths (those within a standard error, or an
+    image, of the best count as one: ``recommend.tied_best``) against both ends. ``n_val``: the
+    validation images (default: as many as the best run was scored on)."""
     rows = frame[(frame.sweep == sweep) & (frame.status == "done")]
     if rows.empty:
         return "No depth has finished yet."
     best = rows.loc[rows["val acc"].idxmax()]
+    if n_val is None:
+        n_val = sum(map(sum, jobs().store.get(int(best.run))["result"]["confusion"]))
     acc = dict(zip(rows.freeze, rows["val acc"], strict=True))
     ends = [f"{label} {acc[key]:.3f}" for key, label in (("0", "fine-tuning everything"), ("all", "linear probe"))
             if key in acc]
-    depth = "the linear probe" if best.freeze == "all" else f"{best.freeze} frozen blocks"
-    return f"Best here: {depth} ({best['val acc']:.3f} validation accuracy); " + ", ".join(ends) + "."
+    tied = [rows.freeze.iloc[i] for i in recommend.tied_best(rows["val acc"].tolist(), n_val)]
+    if len(tied) == 1:
+        depth = "the linear probe" if best.freeze == "all" else f"{best.freeze} frozen blocks"
+        return f"Best here: {depth} ({best['val acc']:.3f} validation accuracy); " + ", ".join(ends) + "."
+    numbers = [str(f) for f in tied if f != "all"]
+    depths = " and ".join(([f"{', '.join(numbers)} frozen blocks"] if numbers else [])
+                          + (["the linear probe"] if "all" in tied else []))
+    return (f"Best here, tied within a standard error or one image of {n_val:,}: {depths} (up to "
+            f"{best['val acc']:.3f}); " + ", ".join(ends) + ".")
 
 
 def export_json(run_ids: list[int]) -> str:

@@ -187,7 +187,7 @@ def finished_runs(key: str) -> list[dict]:
 def run_label(run: dict) -> str:
     freeze = run["config"].get("freeze")
     what = ("linear probe" if freeze == "all" else "everything fine-tuned" if freeze == 0
-            else f"first {freeze} blocks frozen")
+            else "first block frozen" if freeze == 1 else f"first {freeze} blocks frozen")
     acc = run["result"]["val_acc"]
     return f"#{run['id']} — {what}, val acc {acc:.3f}, {run['dataset'].split('#')[0]}"
 

@@ -401,9 +401,13 @@ def test_sweep_reading_names_the_best_depth_and_both_ends():
                           "freeze": ["0", "4", "all", "2"], "val acc": [0.3, 0.9, 0.8, None],
                           "sweep": ["s"] * 4, "model": ["efficientnet_lite0"] * 4,
                           "dataset": ["digits@32px#abc"] * 4})
-    reading = finetune_view.sweep_reading(frame, "s")
+    reading = finetune_view.sweep_reading(frame, "s", n_val=100)
     assert reading.startswith("Best here: 4 frozen blocks (0.900")
     assert "fine-tuning everything 0.300" in reading and "linear probe 0.800" in reading
+    # 40 validation images, all perfect but one depth: a tie, not "the best is 0".
+    tied = finetune_view.sweep_reading(frame.assign(**{"val acc": [1.0, 1.0, 1.0, None]}), "s", n_val=40)
+    assert tied.startswith("Best here, tied within a standard error or one image of 40: 0, 4 frozen blocks and "
+                           "the linear probe (up to 1.000)")
     assert finetune_view.sweep_label(frame, "s") == "efficientnet_lite0 on digits@32px — 4 depths, runs #1–4"
 
 

@@ -50,13 +50,17 @@ def digits(*, seed: int = 0, per_class: int | None = None) -> Raw:
 TEXTURE_SOURCES = ("brick", "grass", "gravel", "moon")
 
 
+TEXTURES_PER_CLASS = 150  # crops made per class when none is asked for
+SHAPES_PER_CLASS = 200  # images generated per class when none is asked for
+
+
 def textures(*, seed: int = 0, per_class: int | None = None, crop: int = 64) -> Raw:
     """Random crops of scikit-image's texture photos. Training crops come from the left three
     quarters of each photo and validation crops from the right quarter, so no validation pixel
     was seen in training (overlapping crops would make the task look easier than it is)."""
     import skimage.data
 
-    n = per_class or 150
+    n = per_class or TEXTURES_PER_CLASS
     rng = np.random.default_rng(seed)
     pixels, labels, val = [], [], []
     for label, name in enumerate(TEXTURE_SOURCES):
@@ -118,7 +122,7 @@ def _polygon(shape: str, cx: float, cy: float, r: float, rot: float) -> list[tup
 
 def shapes(*, seed: int = 0, per_class: int | None = None, canvas: int = 64) -> Raw:
     """Generated: one coloured shape (circle/square/triangle/star) on a textured background."""
-    n = per_class or 200
+    n = per_class or SHAPES_PER_CLASS
     rng = np.random.default_rng(seed)
     scale = 4  # draw large, then downsample: anti-aliased edges
     pixels, labels = [], []
@@ -145,14 +149,15 @@ class Builtin:
     name: str
     build: Callable[..., Raw]
     description: str
+    generated_per_class: int | None = None  # made to order: this many per class unless asked (else a cap)
 
 
 BUILTINS = {b.name: b for b in (
     Builtin("digits", digits, "scikit-learn handwritten digits: 1,797 grey 8×8 images, 10 classes "
             "(far from ImageNet)"),
     Builtin("textures", textures, "crops of scikit-image's brick, grass, gravel and moon-surface "
-            "photos, 4 classes, train/val from disjoint regions"),
+            "photos, 4 classes, train/val from disjoint regions", TEXTURES_PER_CLASS),
     Builtin("faces", faces, "scikit-image lfw_subset: 100 faces vs 100 non-faces, grey 25×25"),
     Builtin("shapes", shapes, "generated coloured circles, squares, triangles and stars on textured "
-            "backgrounds, 4 classes, any size"),
+            "backgrounds, 4 classes, any size", SHAPES_PER_CLASS),
 )}

@@ -1,0 +1,143 @@
+"""A course reader's review of the Fine-tune lab and the Data page: what the overlay, the model menu
+and the per-class field say, and that the loss a run keeps can be drawn."""
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tlcore import zoo
+from ui import data_view, finetune_view, visualize_view
+
+ROOT = Path(__file__).resolve().parents[2]
+LITE = "efficientnet_lite0.IMAGENET1K_TF"
+
+
+def app(script: str) -> AppTest:
+    return AppTest.from_file(str(ROOT / script), default_timeout=300)
+
+
+@pytest.fixture
+def kept_run():
+    """Makes runs with two epochs of history in the lab's store, without training; they are removed
+    afterwards and are 'cancelled' meanwhile, so no other page takes them for finished runs with weights."""
+    store, made = finetune_view.jobs().store, []
+
+    def make(dataset: str = "digits@64px#aaaaaaaa", *, pretrained: bool = True, freeze=0) -> int:
+        run_id = store.create(model=LITE, dataset=dataset, status="running",
+                              config={"epochs": 2, "freeze": freeze, "pretrained": pretrained})
+        for epoch, loss in ((1, 2.0), (2, 1.5)):
+            store.append_epoch(run_id, {"epoch": epoch, "train_loss": loss, "train_acc": 0.4,
+                                        "val_loss": loss + 0.25, "val_acc": 0.3, "seconds": 0.5})
+        store.set_status(run_id, "cancelled")
+        made.append(run_id)
+        return run_id
+
+    yield make
+    store.delete(made)
+
+
+def legend(fig) -> list[str]:
+    return [trace.name for trace in fig.data if not trace.name.endswith("(train)")]
+
+
+def test_a_run_from_scratch_says_so_beside_the_same_depth_fine_tuned(kept_run):
+    tuned, scratch = kept_run(), kept_run(pretrained=False)
+    assert legend(finetune_view.curves_figure([tuned, scratch])) == [
+        f"#{tuned} efficientnet_lite0 freeze 0", f"#{scratch} efficientnet_lite0 from scratch, freeze 0"]
+
+
+def test_overlaid_runs_on_different_datasets_name_them(kept_run):
+    digits, shapes = kept_run(), kept_run("shapes@64px#bbbbbbbb", freeze="all")
+    assert legend(finetune_view.curves_figure([digits, shapes])) == [
+        f"#{digits} efficientnet_lite0 freeze 0 on digits@64px", f"#{shapes} efficientnet_lite0 freeze all on shapes@64px"]
+    # One name, two datasets (another cap per class): the fingerprint's start tells them apart.
+    capped = kept_run("digits@64px#cccccccc")
+    assert legend(finetune_view.curves_figure([digits, capped])) == [
+        f"#{digits} efficientnet_lite0 freeze 0 on digits@64px#aaaaaa",
+        f"#{capped} efficientnet_lite0 freeze 0 on digits@64px#cccccc"]
+
+
+def test_the_curves_draw_the_loss_a_run_keeps(kept_run):
+    run_id = kept_run()
+    fig = finetune_view.curves_figure([run_id], "loss")
+    assert fig.layout.yaxis.title.text == "loss"
+    assert [list(t.y) for t in fig.data] == [[2.25, 1.75], [2.0, 1.5]]  # validation, then training
+    assert fig.data[0].line.color == fig.data[1].line.color  # one run, one colour
+    assert finetune_view.curves_figure([run_id]).layout.yaxis.title.text == "accuracy"  # the default
+
+
+def test_the_overlay_switches_between_accuracy_and_loss(kept_run):
+    run_id = kept_run()
+    at = app("app_pages/finetune.py").run()
+    row = at.dataframe[0].value.run.tolist().index(run_id)
+    at.session_state["runs_table"] = {"selection": {"rows": [row], "columns": [], "cells": []}}
+    at.run()
+    assert not at.exception
+    curves = at.radio(key="ft_curve")
+    assert curves.value == "accuracy" and list(curves.options) == ["accuracy", "loss"]
+    curves.set_value("loss").run()
+    assert not at.exception
+    overlay = json.loads(at.get("plotly_chart")[-1].proto.spec)
+    assert overlay["layout"]["yaxis"]["title"]["text"] == "loss"
+    assert overlay["data"][0]["y"] == [2.25, 1.75]  # the run's validation loss
+
+
+def test_the_cka_view_says_first_block_frozen_in_the_singular():
+    def label(freeze) -> str:
+        return visualize_view.run_label({"id": 7, "config": {"freeze": freeze}, "result": {"val_acc": 0.5},
+                                         "dataset": "digits@64px#a"})
+
+    assert label(1) == "#7 — first block frozen, val acc 0.500, digits@64px"
+    assert label(2).startswith("#7 — first 2 blocks frozen,")
+
+
+def test_from_scratch_no_model_is_labelled_needs_download():
+    needs = next(s.key for s in zoo.list_models() if s.is_default and not zoo.weights_available(s))
+    assert "needs download" in finetune_view.model_label(needs)
+    assert finetune_view.model_label(needs, pretrained=False).endswith("(architecture only, no download, "
+                                                                      f"{zoo.get_spec(needs).params / 1e6:.1f} M)")
+    at = app("app_pages/finetune.py").run()
+    assert any("needs download" in o for o in at.selectbox(key="ft_model").options)
+    at.toggle(key="ft_scratch").set_value(True).run()
+    assert not at.exception
+    assert not any("needs download" in o for o in at.selectbox(key="ft_model").options)
+
+
+def data_page(dataset: str, cap: int = 0) -> AppTest:
+    at = app("app_pages/data.py")
+    at.query_params.update({"dataset": f"builtin:{dataset}", "dataset_px": "32", "dataset_cap": str(cap)})
+    return at.run()
+
+
+@pytest.mark.parametrize(("dataset", "default", "classes"), [("shapes", 200, 4), ("textures", 150, 4)])
+def test_a_generated_builtin_asks_how_many_images_to_generate(dataset, default, classes):
+    at = data_page(dataset)
+    field = at.number_input[0]
+    assert not at.exception and field.label == "Images per class (generated)"
+    assert f"0 = the default, {default}" in field.help
+    assert at.metric[0].value == f"{default * classes:,}"  # what 0 gives is what the help says
+
+
+def test_shapes_generates_more_than_its_default_and_the_link_keeps_it():
+    at = data_page("shapes", cap=5)
+    assert at.number_input[0].value == 5 and at.metric[0].value == "20"
+    at.number_input[0].set_value(250).run()
+    assert not at.exception and at.metric[0].value == "1,000"  # more than the default 200 per class
+    assert at.query_params["dataset_cap"] in ("250", ["250"])
+    fresh = app("app_pages/data.py")  # a refreshed page: its URL brings the count back
+    fresh.query_params.update({k: v for k, v in at.query_params.items() if k.startswith("dataset")})
+    fresh.run()
+    assert fresh.number_input[0].label == "Images per class (generated)" and fresh.number_input[0].value == 250
+
+
+def test_a_fixed_builtin_keeps_the_cap_and_switching_to_shapes_keeps_the_number():
+    at = app("app_pages/data.py")
+    at.session_state["active_dataset"] = data_view.Choice("builtin", "digits", 32, 5, 0)
+    at.run()
+    assert at.number_input[0].label == "Max images per class (0 = all)" and at.metric[0].value == "50"
+    at.selectbox[0].set_value("shapes").run()
+    assert not at.exception
+    assert at.number_input[0].label == "Images per class (generated)" and at.number_input[0].value == 5
+    assert at.metric[0].value == "20"
