@@ -132,3 +132,12 @@ def test_what_imagenet_sees_in_each_class_is_the_heads_mean_prediction(faces):
     assert all(label in names for top in seen.values() for label, _ in top)
     faces_first = seen[next(c for c in faces.classes if "non" not in c)][0][1]
     assert faces_first > 1 / 1000  # a pretrained head is sure of something on faces
+
+
+def test_the_courses_reference_datasets_land_where_the_course_puts_them(digits):
+    """Seed 004: VOC'07 (250 per class) is a "small" dataset, Food-101 (about 1,000) a "medium" one."""
+    m = recommend.measure(SPEC, digits, batchnorm=False)
+    for name, (per_class, size) in recommend.REFERENCE_DATASETS.items():
+        rec = recommend.recommend(dataclasses.replace(m, per_class=per_class), SPEC)
+        assert rec.size == ("small" if size == "small" else "large"), name
+        assert "VOC'07 has 250 per class, 'small' in the course" in rec.reasons[0]

@@ -78,6 +78,7 @@ def matrix_figure(rec: recommend.Recommendation | None, per_class: float | None 
                            font={"size": 12, "color": "#1f2d3d"})
     else:
         _the_point(fig, rec.measurement, x, x_lo, x_hi)
+    _course_datasets(fig)
     ticks = [v for v in (1, 3, 10, 30, 100, 300, 1000, 3000, 10000) if np.log10(v) <= x_hi]
     fig.update_layout(height=420, margin={"l": 10, "r": 10, "t": 10, "b": 10}, template="plotly_white",
                       xaxis={"title": "training images per class", "range": [x_lo, x_hi],
@@ -85,6 +86,19 @@ def matrix_figure(rec: recommend.Recommendation | None, per_class: float | None 
                              "showgrid": False},
                       yaxis={"title": "similarity to ImageNet (LEEP gain)", "range": [0, 1], "showgrid": False})
     return fig
+
+
+def _course_datasets(fig: go.Figure) -> None:
+    """The course's reference datasets (seed 004) as grey marks on the size axis: where its
+    "small" and "medium" sit against your data (their similarity to ImageNet is not known here)."""
+    names = list(recommend.REFERENCE_DATASETS)
+    sizes = [recommend.REFERENCE_DATASETS[n][0] for n in names]
+    fig.add_trace(go.Scatter(
+        x=np.log10(sizes), y=[0.015] * len(names), mode="markers+text", text=names, textposition="top center",
+        marker={"symbol": "triangle-up", "size": 10, "color": "#9aa3ad"}, textfont={"size": 11, "color": "#6b7785"},
+        showlegend=False, customdata=[f"{p:,.0f} per class, '{s}' in the course (Thome, seed 004)"
+                                      for p, s in recommend.REFERENCE_DATASETS.values()],
+        hovertemplate="%{text}: %{customdata}<extra></extra>"))
 
 
 def training_per_class(ds: Dataset) -> float:
