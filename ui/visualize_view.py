@@ -146,7 +146,11 @@ def thumbs(ds: data.Dataset, indices: list[int], per_row: int) -> np.ndarray:
 
 
 def ratio_text(ratio: float | None) -> str:
-    return "ratio —" if ratio is None else f"ratio {ratio:.1f}×"
+    """'ratio 3.2×'; a render weaker than the dataset's best image says so: it is a failed
+    optimisation (too few steps, a too-strong transform), not a picture of what the channel wants."""
+    if ratio is None:
+        return "ratio —"
+    return f"ratio {ratio:.1f}×" + (" — weaker than the dataset's best image" if ratio < 1 else "")
 
 
 RATIO_HELP = ("Activation ratio: (the render's mean activation − the dataset's median) ÷ (the dataset's "

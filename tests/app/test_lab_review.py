@@ -141,3 +141,10 @@ def test_a_fixed_builtin_keeps_the_cap_and_switching_to_shapes_keeps_the_number(
     assert not at.exception
     assert at.number_input[0].label == "Images per class (generated)" and at.number_input[0].value == 5
     assert at.metric[0].value == "20"
+
+
+def test_a_render_weaker_than_the_datasets_best_image_says_so():
+    from ui.visualize_view import ratio_text
+
+    assert ratio_text(3.21) == "ratio 3.2×" and ratio_text(None) == "ratio —"
+    assert ratio_text(-0.1) == "ratio -0.1× — weaker than the dataset's best image"
