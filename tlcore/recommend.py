@@ -173,7 +173,7 @@ def recommend(m: Measurement, spec: zoo.ModelSpec) -> Recommendation:
     ]
     if size == "small" and not similar:
         reasons.append("This is the matrix's hardest cell: few images and features made for other images. Expect "
-                       "a lower accuracy than in the other cells; the validation below shows how low.")
+                       "a lower accuracy than in the other cells; the validation shows how low.")
     if m.batchnorm_gap:
         reasons.append(batchnorm_reason(m.batchnorm_gap))
     if m.resolution < LOW_RESOLUTION and not similar:
