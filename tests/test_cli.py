@@ -240,3 +240,15 @@ def test_a_pass_shows_its_progress_on_a_terminal_only(capsys, monkeypatch):
     out, err = capsys.readouterr()
     assert json.loads(out)  # stdout stays clean JSON
     assert re.fullmatch(r"(\rtlcore: scoring efficientnet_lite0 \(1 of 1\): \d+ of 60 images)+\n", err)  # the training split
+
+
+def test_arch_prints_the_papers_table_and_json(capsys):
+    out = run_json(capsys, "arch", "resnet18", "--format", "json")
+    assert out["model"] == "resnet18.IMAGENET1K_V1" and out["input_px"] == 224
+    first = out["layers"][0]
+    assert first == {"name": "conv1", "kind": "conv 7×7/2", "in_channels": 3, "out_channels": 64,
+                     "out_size": "112×112", "params": 9408, "macs": 118013952}
+    assert main(["arch", "vgg16"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("vgg16 at 224 px: 22 convolution, linear and pooling layers holding 138.36 M")
+    assert lines[2].split()[:3] == ["features.0", "conv", "3×3/1"]

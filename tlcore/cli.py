@@ -284,6 +284,29 @@ def cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_arch(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from tlcore import zoo
+    from tlcore.zoo.arch import architecture
+
+    spec = zoo.get_spec(args.model)
+    rows = architecture(spec)
+    if args.format == "json":
+        _print_json({"model": spec.key, "input_px": spec.crop_size, "layers": [asdict(r) for r in rows]})
+        return 0
+    macs, params = sum(r.macs for r in rows), sum(r.params for r in rows)
+    print(f"{spec.model} at {spec.crop_size} px: {len(rows)} convolution, linear and pooling layers holding "
+          f"{params / 1e6:.2f} M parameters, {macs / 1e9:.3f} G multiply-adds per image (the whole model, from "
+          f"torchvision's metadata: {spec.params / 1e6:.2f} M parameters, {spec.gflops:.3f} GFLOPs)")
+    width = max(len(r.name) for r in rows)
+    print(f"{'layer':{width}s}  {'kind':22s} {'in → out ch':>13s}  {'output':>9s}  {'params':>11s}  {'M mult-adds':>11s}")
+    for r in rows:
+        print(f"{r.name:{width}s}  {r.kind:22s} {f'{r.in_channels} → {r.out_channels}':>13s}  {r.out_size:>9s}  "
+              f"{r.params:11,d}  {r.macs / 1e6:11,.1f}")
+    return 0
+
+
 def _channels_arg(text: str) -> list[int]:
     """'0-7', '3', '0-3,10,12-13' → channel numbers."""
     out: list[int] = []
@@ -597,6 +620,12 @@ def build_parser() -> argparse.ArgumentParser:
     lay.add_argument("model")
     lay.add_argument("--format", choices=["table", "json"], default="table")
     lay.set_defaults(run=cmd_layers)
+
+    arch = sub.add_parser("arch", help="a model's layers as papers tabulate them: kind, kernel/stride, channels, "
+                                       "output size, parameters and multiply-adds (no download)")
+    arch.add_argument("model")
+    arch.add_argument("--format", choices=["table", "json"], default="table")
+    arch.set_defaults(run=cmd_arch)
 
     def model_args(p, layer_help: str, layers: str | None = None, required: bool = True) -> None:
         p.add_argument("--model", default="efficientnet_lite0", help="a model with pretrained weights here")

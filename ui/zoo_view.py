@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from tlcore import zoo
 from tlcore.zoo import WeightsUnavailableError
+from tlcore.zoo.arch import architecture
 from ui import figures, resources, url_state
 
 BATCHES = [1, 8, 32, 64, 128, 256]
@@ -103,6 +105,23 @@ def filtered(table: pd.DataFrame, view: View) -> pd.DataFrame:
     if view.default_only:
         keep &= table.is_default
     return table[keep]
+
+
+@st.cache_data(max_entries=16, show_spinner="Tracing the layers on the meta device…")
+def architecture_frame(key: str) -> pd.DataFrame:
+    rows = pd.DataFrame([asdict(r) for r in architecture(zoo.get_spec(key))])
+    return rows.assign(macs=rows.macs / 1e6)
+
+
+ARCH_COLUMNS = {
+    "name": st.column_config.TextColumn("Layer"),
+    "kind": st.column_config.TextColumn("Kind", help="Kernel/stride; depthwise: one filter per channel"),
+    "in_channels": st.column_config.NumberColumn("In ch"),
+    "out_channels": st.column_config.NumberColumn("Out ch"),
+    "out_size": st.column_config.TextColumn("Output"),
+    "params": st.column_config.NumberColumn("Params", format="localized"),
+    "macs": st.column_config.NumberColumn("M mult-adds", format="%.1f", help="Multiply-adds per image, millions"),
+}
 
 
 def with_latency(frame: pd.DataFrame, view: View) -> pd.DataFrame:

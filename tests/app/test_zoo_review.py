@@ -80,3 +80,12 @@ def test_gflops_axis_says_flops_elsewhere_are_often_twice():
     at = AppTest.from_file(str(ROOT / "app_pages/zoo.py"), default_timeout=180).run()
     assert not at.exception
     assert any("2 × multiply-adds" in c.value for c in at.caption)
+
+
+def test_the_zoo_shows_a_models_layers_as_the_papers_tabulate_them():
+    at = AppTest.from_file(str(ROOT / "app_pages/zoo.py"), default_timeout=180).run()
+    assert not at.exception
+    at.selectbox(key="arch_model").set_value("vgg16.IMAGENET1K_V1").run()
+    layers = next(d.value for d in at.dataframe if "kind" in d.value.columns)
+    assert len(layers) == 22 and layers.kind.iloc[0] == "conv 3×3/1" and layers.out_size.iloc[0] == "224×224"
+    assert layers.macs.sum() == pytest.approx(15470, rel=1e-3)  # millions: torchvision's 15.47 GFLOPs
