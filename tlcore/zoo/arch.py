@@ -68,9 +68,8 @@ def _row(name: str, module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> Ar
 def architecture(spec: ModelSpec) -> list[ArchRow]:
     """Every convolution, linear layer and pooling of ``spec``'s architecture, in the order the
     forward pass runs them (a module run twice is listed twice)."""
-    from tlcore.zoo.loading import build_meta
+    from tlcore.zoo.loading import trace_on_meta
 
-    model = build_meta(spec)
     rows: list[ArchRow] = []
 
     def record(name: str):
@@ -79,11 +78,5 @@ def architecture(spec: ModelSpec) -> list[ArchRow]:
                 rows.append(_row(name, module, args[0], output))
         return hook
 
-    handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if isinstance(m, TABULATED)]
-    try:
-        with torch.no_grad():
-            model(torch.empty(1, 3, spec.crop_size, spec.crop_size, device="meta"))
-    finally:
-        for h in handles:
-            h.remove()
+    trace_on_meta(spec, lambda model: [(m, record(n)) for n, m in model.named_modules() if isinstance(m, TABULATED)])
     return rows

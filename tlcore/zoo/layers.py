@@ -59,10 +59,9 @@ def _candidates(model: nn.Module, spec: ModelSpec) -> list[tuple[str, str]]:
 
 
 def _trace(spec: ModelSpec) -> list[dict]:
-    from tlcore.zoo.loading import build_meta
+    from tlcore.zoo.loading import trace_on_meta
 
-    model = build_meta(spec)
-    candidates = _candidates(model, spec)
+    candidates: list[tuple[str, str]] = []
     shapes: dict[str, list[tuple[int, ...]]] = {}
 
     def hook_for(path: str):
@@ -71,13 +70,11 @@ def _trace(spec: ModelSpec) -> list[dict]:
                 shapes.setdefault(path, []).append(tuple(output.shape))
         return hook
 
-    handles = [model.get_submodule(p).register_forward_hook(hook_for(p)) for p, _ in candidates]
-    try:
-        with torch.no_grad():
-            model(torch.empty(1, 3, spec.crop_size, spec.crop_size, device="meta"))
-    finally:
-        for h in handles:
-            h.remove()
+    def hooks(model: nn.Module) -> list:
+        candidates.extend(_candidates(model, spec))
+        return [(model.get_submodule(p), hook_for(p)) for p, _ in candidates]
+
+    trace_on_meta(spec, hooks)
     rows = []
     for path, block in candidates:
         seen = shapes.get(path, [])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 
 import torch
@@ -77,6 +77,19 @@ def build_meta(spec: ModelSpec) -> nn.Module:
     depth and block lists of 83 architectures: 1.3–1.7× faster on a 2-core CPU)."""
     with _regnet_widths_on_cpu(), torch.device("meta"), _NoFillOnMeta():
         return build(spec).eval()
+
+
+def trace_on_meta(spec: ModelSpec, hooks: Callable[[nn.Module], list[tuple[nn.Module, Callable]]]) -> None:
+    """One pass of ``spec``'s architecture on the meta device at the weights' crop size, with the
+    forward hooks ``hooks(model)`` gives (module, hook) for the built model; removed afterwards."""
+    model = build_meta(spec)
+    handles = [module.register_forward_hook(hook) for module, hook in hooks(model)]
+    try:
+        with torch.no_grad():
+            model(torch.empty(1, 3, spec.crop_size, spec.crop_size, device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def load(spec: ModelSpec, *, device: torch.device | str = "cpu", pretrained: bool = True) -> nn.Module:
