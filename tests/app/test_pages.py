@@ -117,7 +117,7 @@ def test_comparison_side_by_side():
     at = app("app_pages/zoo.py")
     at.query_params["compare"] = "resnet18.IMAGENET1K_V1,efficientnet_lite0.IMAGENET1K_TF"
     at.run()
-    frame = at.dataframe[-1].value
+    frame = next(d.value for d in at.dataframe if "Params (M)" in d.value.index)  # not the layer table below
     assert list(frame.columns) == ["resnet18.IMAGENET1K_V1", "efficientnet_lite0.IMAGENET1K_TF"]
     assert frame.loc["Params (M)", "resnet18.IMAGENET1K_V1"] == "11.69"  # 11,689,512 parameters, shown rounded
 
