@@ -252,3 +252,15 @@ def test_arch_prints_the_papers_table_and_json(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("vgg16 at 224 px: 22 convolution, linear and pooling layers holding 138.36 M")
     assert lines[2].split()[:3] == ["features.0", "conv", "3×3/1"]
+
+
+def test_predict_names_what_the_pretrained_model_sees(capsys):
+    """DESIGN §3's check of the offline weights, as a student would run it (the Keras recipe)."""
+    out = run_json(capsys, "predict", "--image", "coffee", "--top", "3", "--format", "json")
+    assert out["model"] == "efficientnet_lite0.IMAGENET1K_TF" and len(out["top"]) == 3
+    assert out["top"][0]["class"] == "espresso" and out["top"][0]["probability"] > 0.5
+    cats = run_json(capsys, "predict", "--format", "json")["top"]  # chelsea, the bundled cat
+    assert {t["class"] for t in cats[:3]} == {"Egyptian cat", "tabby", "tiger cat"}
+    assert [t["probability"] for t in cats] == sorted((t["probability"] for t in cats), reverse=True)
+    assert main(["predict", "--image", "no-such-photo.jpg"]) == 2
+    assert "no photo 'no-such-photo.jpg'" in capsys.readouterr().err

@@ -438,6 +438,21 @@ def cmd_dream(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tlcore import data, zoo
+
+    spec, model, _ = _model_for(args)
+    photo = data.load_photo(args.image)
+    top = zoo.predict(spec, model, photo, top=args.top)
+    if args.format == "json":
+        _print_json({"model": spec.key, "image": args.image, "top": [{"class": c, "probability": p} for c, p in top]})
+    else:
+        print(f"{spec.model} on {args.image} ({photo.shape[1]}×{photo.shape[0]}), ImageNet's classes:")
+        for name, p in top:
+            print(f"  {100 * p:5.1f} %  {name}")
+    return 0
+
+
 def cmd_drift(args: argparse.Namespace) -> int:
     import sys
 
@@ -671,6 +686,14 @@ def build_parser() -> argparse.ArgumentParser:
     dream.add_argument("--out", required=True, help="PNG file to write")
     dream.add_argument("--format", choices=["table", "json"], default="table")
     dream.set_defaults(run=cmd_dream)
+
+    pred = sub.add_parser("predict", help="what a pretrained model sees in a photo: its top ImageNet classes")
+    pred.add_argument("--model", default="efficientnet_lite0", help="a model with pretrained weights here")
+    pred.add_argument("--image", default="chelsea", help=f"a photo file or a bundled one ({', '.join(PHOTOS)})")
+    pred.add_argument("--top", type=_int_at_least(1, maximum=1000), default=5, help="how many classes")
+    pred.add_argument("--device", default=None)
+    pred.add_argument("--format", choices=["table", "json"], default="table")
+    pred.set_defaults(run=cmd_predict, run_id=None)
 
     dr = sub.add_parser("drift", help="what fine-tuning changed: CKA per block, pretrained vs a kept run")
     dr.add_argument("--run", dest="run_id", type=_positive_int, required=True)

@@ -30,3 +30,18 @@ def imagenet_categories() -> tuple[str, ...]:
     """The 1000 ImageNet-1k class names in the standard index order (torchvision's metadata);
     the TF-trained Lite models use the same order."""
     return tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def predict(spec: ModelSpec, model: torch.nn.Module, photo, *, top: int = 5) -> list[tuple[str, float]]:
+    """The ``top`` ImageNet classes ``model`` (``spec``'s pretrained network, only read) gives an
+    H×W×3 uint8 photo, with their probabilities, through the weights' own evaluation pipeline: the
+    Keras recipe's model → preprocess → predict → decode predictions."""
+    device = next(model.parameters()).device
+    x = eval_transform(spec)(torch.as_tensor(photo).permute(2, 0, 1))[None].to(device)
+    with torch.inference_mode():
+        probs = model.eval()(x).float().softmax(dim=1)[0].cpu()
+    names = imagenet_categories()
+    if len(probs) != len(names):
+        raise ValueError(f"{spec.key}'s head has {len(probs)} outputs, not ImageNet's {len(names)} classes")
+    best = probs.topk(top)
+    return [(names[i], float(p)) for p, i in zip(best.values.tolist(), best.indices.tolist(), strict=True)]
