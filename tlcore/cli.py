@@ -298,7 +298,7 @@ def cmd_arch(args: argparse.Namespace) -> int:
     macs, params = sum(r.macs for r in rows), sum(r.params for r in rows)
     print(f"{spec.model} at {spec.crop_size} px: {len(rows)} convolution, linear and pooling layers holding "
           f"{params / 1e6:.2f} M parameters, {macs / 1e9:.3f} G multiply-adds per image (the whole model, from "
-          f"torchvision's metadata: {spec.params / 1e6:.2f} M parameters, {spec.gflops:.3f} GFLOPs)")
+          f"its weights' metadata: {spec.params / 1e6:.2f} M parameters, {spec.gflops:.3f} GFLOPs)")
     width = max(len(r.name) for r in rows)
     print(f"{'layer':{width}s}  {'kind':22s} {'in → out ch':>13s}  {'output':>9s}  {'params':>11s}  {'M mult-adds':>11s}")
     for r in rows:

@@ -261,8 +261,7 @@ def what_imagenet_sees(spec: zoo.ModelSpec, dataset: Dataset, *, top: int = 3, m
     rows, y = _scored_split(dataset)
     logits = features.extract_many(spec, dataset, [features.LOGITS], model=model, device=device, rows=rows,
                                    on_step=on_step)[features.LOGITS].numpy()
-    if logits.shape[1] != len(names := zoo.imagenet_categories()):
-        raise ValueError(f"{spec.key}'s head has {logits.shape[1]} outputs, not ImageNet's {len(names)} classes")
+    names = zoo.imagenet_labels(spec, logits.shape[1])
     probs = _softmax(logits)
     seen = []
     for c, name in enumerate(dataset.classes):
@@ -292,13 +291,17 @@ def accuracy_se(accuracy: float, n: int) -> float:
     return math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n) if n > 0 else float("nan")
 
 
+def tie_margin(best: float, n: int) -> float:
+    """How far below the best accuracy on ``n`` validation images a result still ties with it: a
+    standard error, or one image (at 1.000 the standard error is 0, yet one image is chance)."""
+    return max(accuracy_se(best, n), 1 / n) if n > 0 else 0.0
+
+
 def tied_best(accuracies: Sequence[float], n: int) -> list[int]:
-    """Indices of the results the best one does not beat by more than a standard error, or by more
-    than one image, on the same ``n`` validation images: trials these close are not told apart
-    (at 1.000 the standard error is 0, yet one image more or less is chance)."""
+    """Indices of the results within ``tie_margin`` of the best on the same ``n`` validation
+    images: trials these close are not told apart."""
     best = max(accuracies)
-    margin = max(accuracy_se(best, n), 1 / n) if n > 0 else 0.0
-    return [i for i, a in enumerate(accuracies) if a >= best - margin - 1e-12]
+    return [i for i, a in enumerate(accuracies) if a >= best - tie_margin(best, n) - 1e-12]
 
 
 def rank_agreement(scores: list[float], accuracies: list[float]) -> dict:

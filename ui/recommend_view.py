@@ -193,7 +193,7 @@ def validation_verdict(done: pd.DataFrame, rec: recommend.Recommendation, n_val:
     accs = done["val acc"].tolist()
     tied = done.iloc[recommend.tied_best(accs, n_val)]
     best = tied.loc[tied["val acc"].idxmax()]
-    within = (f"±{max(recommend.accuracy_se(best['val acc'], n_val), 1 / n_val):.3f}, a standard error or one "
+    within = (f"±{recommend.tie_margin(best['val acc'], n_val):.3f}, a standard error or one "
               f"image on {n_val:,} validation images")
     names = " and ".join(f"**{s}**" for s in tied.strategy)
     text = (f"Best on your data: **{best.strategy}** ({best['val acc']:.3f} validation accuracy)." if len(tied) == 1

@@ -50,6 +50,8 @@ def _kind(module: nn.Module) -> str:
     return f"{pool} pool {kh}×{kw}/{sh}"
 
 
+# Per layer and per call, in forward order, hence counted here: torch's FlopCounterMode (what
+# ``zoo.macs`` uses for a whole model) sums by module path, a module run twice as one entry.
 def _row(name: str, module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> ArchRow:
     per_image = out[0].numel()  # the pass runs one image
     if isinstance(module, nn.Conv2d):

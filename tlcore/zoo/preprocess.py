@@ -32,6 +32,14 @@ def imagenet_categories() -> tuple[str, ...]:
     return tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
+def imagenet_labels(spec: ModelSpec, outputs: int) -> tuple[str, ...]:
+    """The class names of a head with ``outputs`` outputs: ImageNet's, or ValueError for another head."""
+    names = imagenet_categories()
+    if outputs != len(names):
+        raise ValueError(f"{spec.key}'s head has {outputs} outputs, not ImageNet's {len(names)} classes")
+    return names
+
+
 def predict(spec: ModelSpec, model: torch.nn.Module, photo, *, top: int = 5) -> list[tuple[str, float]]:
     """The ``top`` ImageNet classes ``model`` (``spec``'s pretrained network, only read) gives an
     H×W×3 uint8 photo, with their probabilities, through the weights' own evaluation pipeline: the
@@ -40,8 +48,6 @@ def predict(spec: ModelSpec, model: torch.nn.Module, photo, *, top: int = 5) -> 
     x = eval_transform(spec)(torch.as_tensor(photo).permute(2, 0, 1))[None].to(device)
     with torch.inference_mode():
         probs = model.eval()(x).float().softmax(dim=1)[0].cpu()
-    names = imagenet_categories()
-    if len(probs) != len(names):
-        raise ValueError(f"{spec.key}'s head has {len(probs)} outputs, not ImageNet's {len(names)} classes")
+    names = imagenet_labels(spec, len(probs))
     best = probs.topk(top)
     return [(names[i], float(p)) for p, i in zip(best.values.tolist(), best.indices.tolist(), strict=True)]
