@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from tlcore import data, zoo
+from tlcore import data, features, zoo
 from tlcore.device import pick_device
 from tlcore.finetune import (
     AUTO_MAX_BATCH,
@@ -459,11 +459,29 @@ def test_older_prefix_stores_make_room_before_a_new_one_is_made():
 
 
 def test_a_classifier_on_an_earlier_blocks_features(digits):
+    from sklearn.linear_model import LogisticRegression
+
     spec = zoo.get_spec("efficientnet_lite0")
-    cfg = TrialConfig(model=spec.key, freeze="all", probe_block="_blocks.5-7", epochs=3, lr=0.05)
-    result = run_trial(cfg, digits)
+    result = run_trial(TrialConfig(model=spec.key, freeze="all", probe_block="_blocks.5-7"), digits,
+                       keep_weights=True)
     channels = 80  # EfficientNet-Lite0's blocks 5–7 end with 80 channels
-    assert result.trainable_params == channels * 10 + 10 and result.val_acc > 0.2  # chance: 0.1
+    assert result.trainable_params == channels * 10 + 10
+    # The default 5 epochs come close to a converged logistic regression on the same standardised
+    # features (0.967 here); on raw features they stopped at 0.4–0.6.
+    feats, labels, train, val = features.extract(spec, digits, block="_blocks.5-7"), digits.labels, \
+        digits.train_idx, digits.val_idx
+    mean, std = feats[train].mean(0), feats[train].std(0)
+    converged = LogisticRegression(max_iter=3000).fit(((feats[train] - mean) / std).numpy(), labels[train].numpy())
+    assert result.val_acc >= converged.score(((feats[val] - mean) / std).numpy(), labels[val].numpy()) - 0.1
+    # The run keeps a plain Linear on raw pooled features (standardisation folded in): it predicts
+    # what the trial's head predicted.
+    head = torch.nn.Linear(channels, 10)
+    head.load_state_dict(result.state_dict)
+    with torch.no_grad():
+        predicted = head(feats[val]).argmax(1)
+    confusion = torch.zeros(10, 10, dtype=torch.long).index_put_((labels[val], predicted), torch.ones_like(predicted),
+                                                                accumulate=True)
+    assert confusion.tolist() == result.confusion
     with pytest.raises(ValueError, match="needs freeze='all'"):
         TrialConfig(model=spec.key, freeze=3, probe_block="_blocks.5-7").check()
     with pytest.raises(ValueError, match="unknown block 'nope'; choose one of: stem"):
