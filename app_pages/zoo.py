@@ -35,6 +35,8 @@ else:
 st.plotly_chart(zoo_view.pareto_chart(frame, axis), width="stretch")
 if axis == "gflops":
     st.caption(f"x-axis: {zoo_view.GFLOPS_NOTE}")
+elif axis == "year":
+    st.caption(f"x-axis: {zoo_view.YEAR_NOTE}")
 
 st.subheader("Models")
 selected = zoo_view.table(frame)

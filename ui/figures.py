@@ -13,7 +13,9 @@ AXES = {
     "latency": ("median_ms", "Latency per batch (ms, measured here)"),
     "params": ("params_m", "Parameters (millions)"),
     "gflops": ("gflops", "GFLOPs (multiply-adds, 1e9, at crop size)"),
+    "year": ("year", "Year of the architecture's paper"),
 }
+LINEAR_AXES = {"year"}  # the others span decades and read on a log axis
 
 HOVER = {"key": True, "family": True, "year": True, "params_m": ":.2f", "gflops": ":.2f",
          "acc1": ":.2f", "acc5": ":.2f", "median_ms": ":.2f", "images_per_s": ":.1f",
@@ -51,42 +53,63 @@ def label_mask(x: np.ndarray, y: np.ndarray, names: list[str], rightward: np.nda
 
 
 def pareto_figure(frame: pd.DataFrame, axis: str) -> go.Figure:
-    """ImageNet top-1 against cost on a log axis; bubble = params, colour = family, frontier line
-    with the labels that fit (every point has its name on hover)."""
+    """ImageNet top-1 against cost (log axis) or year; bubble = params, colour = family, frontier line
+    with the labels that fit (every point has its name on hover). Against year the frontier is the
+    record line: the best top-1 so far, the ILSVRC-winners chart of the slides drawn from this zoo."""
     column, label = AXES[axis]
+    by_year = axis in LINEAR_AXES
     data = frame.dropna(subset=[column, "acc1"]).copy()
-    by_year = data.sort_values(["year", "family"]).family.unique().tolist()  # legend tells the story by year
+    x = "x"
+    data[x] = _spread_within_year(data) if by_year else data[column]
+    order = data.sort_values(["year", "family"]).family.unique().tolist()  # legend tells the story by year
     fig = px.scatter(
-        data, x=column, y="acc1", size="params_m", color="family", log_x=True,
-        hover_name="model", hover_data={k: v for k, v in HOVER.items() if k in data},
-        size_max=28, labels={column: label, "acc1": "ImageNet top-1 (%)", "family": "Family"},
-        category_orders={"family": by_year}, color_discrete_sequence=px.colors.qualitative.Dark24,
+        data, x=x, y="acc1", size="params_m", color="family", log_x=not by_year,
+        hover_name="model", hover_data={x: False} | {k: v for k, v in HOVER.items() if k in data},
+        size_max=28, labels={x: label, "acc1": "ImageNet top-1 (%)", "family": "Family"},
+        category_orders={"family": order}, color_discrete_sequence=px.colors.qualitative.Dark24,
     )
     front = data[pareto_front(data[column].to_numpy(), data["acc1"].to_numpy())].sort_values(column)
     # Labels point inwards, so the leftmost ones are not cut off by the axis.
-    lx = np.log10(front[column].to_numpy())
+    lx = front[x].to_numpy(dtype=float) if by_year else np.log10(front[x].to_numpy())
     rightward = lx < (lx.min() + lx.max()) / 2
     shown = label_mask(lx, front["acc1"].to_numpy(), list(front["model"]), rightward)
     fig.add_trace(go.Scatter(
-        x=front[column], y=front["acc1"], mode="lines+text", name="Pareto frontier",
+        x=front[x], y=front["acc1"], mode="lines+text", name="Best so far" if by_year else "Pareto frontier",
         text=front["model"].where(shown, ""), textposition=np.where(rightward, "top right", "top left"),
         textfont={"size": 10, "color": "#333", "shadow": "auto"},  # a halo keeps it legible over bubbles
-        line={"color": "rgba(40,40,40,0.55)", "dash": "dot", "width": 2}, hoverinfo="skip",
+        line={"color": "rgba(40,40,40,0.55)", "dash": "dot", "width": 2, "shape": "hv" if by_year else "linear"},
+        hoverinfo="skip",
     ))
-    ticks = log_ticks(data[column].min(), data[column].max())
-    low, high = np.log10(data[column].min()), np.log10(data[column].max())
-    fig.update_xaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks],
-                     range=[low - 0.1, high + 0.1])
+    if by_year:
+        years = range(int(data.year.min()), int(data.year.max()) + 1)
+        fig.update_xaxes(tickvals=list(years), ticktext=[str(y) for y in years],
+                         range=[years[0] - 0.6, years[-1] + 0.6])
+    else:
+        ticks = log_ticks(data[column].min(), data[column].max())
+        low, high = np.log10(data[column].min()), np.log10(data[column].max())
+        fig.update_xaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks], range=[low - 0.1, high + 0.1])
+    line = ("dotted line = best top-1 so far (a record holder: no earlier or same-year model is more accurate)"
+            if by_year else "dotted line = Pareto frontier (no model is both cheaper and more accurate)")
     # A legend under the chart wraps instead of scrolling: every family stays visible.
     fig.update_layout(
         height=620, margin={"l": 10, "r": 10, "t": 40, "b": 10}, template="plotly_white",
-        title={"text": "Bubble area ∝ parameters · colour = family · dotted line = Pareto frontier "
-                       "(no model is both cheaper and more accurate) · hover a bubble for its name",
+        title={"text": f"Bubble area ∝ parameters · colour = family · {line} · hover a bubble for its name",
                "font": {"size": 12, "color": "#555"}, "x": 0, "xanchor": "left"},
         legend={"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom",
                 "x": 0, "xanchor": "left", "font": {"size": 11}, "title": {"text": "Family "}},
     )
     return fig
+
+
+def _spread_within_year(data: pd.DataFrame) -> pd.Series:
+    """Each family of a year at its own offset within ±0.3 of it, so families of one year stand side
+    by side instead of on one vertical line (hover shows the year itself)."""
+    offsets = {}
+    for year, fams in data.groupby("year").family.unique().items():
+        fams = sorted(fams)
+        step = 0.6 / len(fams)
+        offsets |= {(year, f): -0.3 + step * (i + 0.5) for i, f in enumerate(fams)}
+    return data.year + [offsets[(y, f)] for y, f in zip(data.year, data.family, strict=True)]
 
 
 def compare_frame(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

@@ -17,12 +17,15 @@ from ui import figures, resources, url_state
 BATCHES = [1, 8, 32, 64, 128, 256]
 PARAM_STEPS = [1, 2, 5, 10, 25, 50, 100, 250, 1000]  # millions
 MAX_PER_CLICK = 20
-AXIS_LABELS = {"latency": "Measured latency", "params": "Parameters", "gflops": "GFLOPs"}
+AXIS_LABELS = {"latency": "Measured latency", "params": "Parameters", "gflops": "GFLOPs", "year": "Year"}
 # ResNet-50's default is torchvision's V2 recipe, while slides quote V1 from the paper.
 DEFAULT_WEIGHTS_NOTE = ("torchvision's recommended weights, which may come from a newer training recipe "
                         "(IMAGENET1K_V2) than the paper's; turn Default weights off to see every weight, V1 included.")
 GFLOPS_NOTE = ("Multiply-adds per image at the weights' crop size, in 1e9 (torchvision's count). Elsewhere "
                "\"FLOPs\" often means 2 × multiply-adds, so figures there can be twice these.")
+YEAR_NOTE = ("the year of the architecture's paper, while top-1 is the weights' own: torchvision's newer "
+             "training recipes (IMAGENET1K_V2) lift older architectures years after their paper. Turn Default "
+             "weights off to see the original weights beside them.")
 # What tlcore.zoo.blocks.depth counts; Keras Applications' Depth is another measure.
 DEPTH_NOTE = ("Convolution and linear layers (nn.Conv2d, nn.Linear modules) in the whole network, not the "
               "longest path: every parallel branch, 1×1 projection shortcut and squeeze-excitation layer "

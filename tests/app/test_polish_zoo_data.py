@@ -89,3 +89,17 @@ def test_data_page_numbers_have_separators_and_duplicates_are_explained():
     assert at.metric[3].value == "1,438 / 359"  # digits, seed 0
     note = next(c.value for c in at.caption if "near-identical" in c.value)
     assert note.startswith("1 group of ") and "(s)" not in note and "validation" in note
+
+
+def test_against_year_the_line_is_the_record_of_the_best_top1_so_far(table):
+    fig = figures.pareto_figure(table, "year")
+    line = fig.data[-1]
+    assert line.name == "Best so far" and line.line.shape == "hv"
+    acc = np.asarray(line.y, dtype=float)
+    assert (np.diff(acc) > 0).all()  # each record beats the one before
+    for x, a in zip(line.x, acc, strict=True):  # and every model of its year or before
+        assert a == table[table.year <= round(x)].acc1.max()
+    # Families of one year stand side by side, within ±0.3 of it (the axis still reads in years).
+    xs = np.concatenate([np.asarray(t.x, dtype=float) for t in fig.data[:-1]])
+    assert np.abs(xs - np.round(xs)).max() <= 0.3
+    assert len(np.unique(np.round(xs, 3))) > table.year.nunique()
