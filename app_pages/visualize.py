@@ -26,8 +26,9 @@ model = vv.pretrained(key)
 
 # Bound to the URL, the tabs know which one is open: the work runs, and the layer and render settings
 # show, in that one only.
-gallery, detail, dreams, changed = st.tabs(["Gallery", "One channel", "DeepDream", "What fine-tuning changed"],
-                                           key="view", bind="query-params")
+gallery, detail, filters_tab, dreams, changed = st.tabs(
+    ["Gallery", "One channel", "First layer", "DeepDream", "What fine-tuning changed"], key="view",
+    bind="query-params")
 
 with gallery:
     if gallery.open:
@@ -73,6 +74,24 @@ with detail:
             if diverse:
                 st.image([x.image for x in diverse], width=cfg.size * 2,
                          caption=[vv.ratio_text(stats.ratio(x.target, x.activation)) for x in diverse])
+
+with filters_tab:
+    st.caption("The first convolution's weights are pictures themselves: each filter is a small colour image "
+               "the network slides over the photo (AlexNet's 11×11 filters in Krizhevsky et al. 2012, Fig. 3: "
+               "oriented edges, stripes and colour blobs). Drawn on the photo's own pixels: grey is zero, "
+               "brighter adds that colour, darker subtracts it.")
+    layer0 = vv.first_layer(key, model) if filters_tab.open else None
+    if filters_tab.open and layer0 is None:
+        st.info(f"{spec.model}'s first layer is not a convolution over the RGB image.")
+    elif layer0 is not None:
+        f1, f2 = st.columns([2, 3], vertical_alignment="bottom")
+        scale = f1.segmented_control("Scale", list(vv.SCALES), format_func=vv.SCALES.get, default="each",
+                                     required=True, key="filter_scale", help=vv.SCALES_HELP)
+        f2.markdown(vv.first_layer_note(spec, layer0))
+        grid = layer0.grid(scale)
+        st.image(grid, width=min(grid.shape[1], 900), alt=f"first-layer filters of {spec.model}")
+        st.download_button("Download PNG", vv.png(grid), mime="image/png",
+                           file_name=f"{spec.model}_first_layer_filters.png")
 
 with dreams:
     st.caption("DeepDream (Mordvintsev et al. 2015): the photo is changed, octave by octave, so the chosen "

@@ -453,6 +453,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_filters(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from tlcore.vis import filters
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".png" or not out.parent.is_dir():
+        raise UsageError(f"--out must be a .png file in an existing folder, got {args.out}")
+    spec, model, _ = _model_for(args)
+    try:
+        layer = filters.first_layer(spec, model)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    Image.fromarray(layer.grid(args.scale)).save(out)
+    strength = layer.strength()
+    _print_json({"model": spec.key, "run": args.run_id, "layer": layer.path, "kind": layer.kind,
+                 "batchnorm_folded": layer.batchnorm, "filters": len(strength),
+                 "negligible": layer.negligible().nonzero()[0].tolist(), "strength": strength.round(4).tolist(),
+                 "file": str(out)})
+    return 0
+
+
 def cmd_drift(args: argparse.Namespace) -> int:
     import sys
 
@@ -672,6 +694,16 @@ def build_parser() -> argparse.ArgumentParser:
     vis.add_argument("--max-per-class", type=_positive_int, default=None)
     vis.add_argument("--out", required=True, help="folder for the PNGs")
     vis.set_defaults(run=cmd_vis)
+
+    fil = sub.add_parser("filters", help="the first layer's filters as one PNG (each a small RGB image; grey = 0)")
+    fil.add_argument("--model", default="efficientnet_lite0", help="a model with pretrained weights here")
+    fil.add_argument("--run", dest="run_id", type=_positive_int, default=None,
+                     help="a kept fine-tune run's first layer instead (see `tlcore runs`)")
+    fil.add_argument("--device", default=None)
+    fil.add_argument("--scale", choices=["each", "shared"], default="each",
+                     help="each filter to its own range (its pattern), or one range for the layer (its strength)")
+    fil.add_argument("--out", required=True, help="PNG file to write")
+    fil.set_defaults(run=cmd_filters)
 
     from tlcore.data import PHOTOS
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from tlcore import data, zoo
 from tlcore.settings import limits
-from tlcore.vis import dream, drift, examples, render
+from tlcore.vis import dream, drift, examples, filters, render
 from tlcore.zoo.layers import NO_CHANNEL_MAPS
 from ui import data_view, progress, resources
 from ui.finetune_view import jobs, visible_runs
@@ -334,3 +334,26 @@ def before_after(spec: zoo.ModelSpec, model: torch.nn.Module, run: dict, cfg: re
                caption=f"pretrained · {ratio_text(stats.ratio(channel, before[0].activation))}")
     right.image(after[0].image, width="stretch",
                 caption=f"after run #{run['id']} · {ratio_text(tuned_stats.ratio(channel, after[0].activation))}")
+
+
+SCALES = {"each": "Each filter's own range", "shared": "One range for the layer"}
+SCALES_HELP = ("Each filter's own range shows its pattern; one range for the whole layer shows which filters "
+               "are strong and which barely fire.")
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def first_layer(key: str, _model: torch.nn.Module) -> filters.FirstLayer | None:
+    """The first layer's filters of the shared pretrained model (None: its first layer is not a
+    convolution over the RGB image); computed once per model for every session."""
+    try:
+        return filters.first_layer(zoo.get_spec(key), _model)
+    except ValueError:
+        return None
+
+
+def first_layer_note(spec: zoo.ModelSpec, layer: filters.FirstLayer) -> str:
+    weak = int(layer.negligible().sum())
+    bn = f", its BatchNorm ({layer.batchnorm}) folded in" if layer.batchnorm else ""
+    dead = (f" {weak} of them are close to zero (flat grey): their channels give the same output whatever "
+            "the photo." if weak else "")
+    return (f"**{layer.path}** · {len(layer.weights)} filters, {layer.kind} over RGB{bn}.{dead}")

@@ -47,6 +47,16 @@ def test_one_channel_shows_a_large_render_its_strongest_images_and_diverse_rende
     assert "annotations" not in histogram["layout"] and histogram["layout"]["legend"]["y"] > 1
 
 
+def test_first_layer_shows_the_filters_and_says_which_are_negligible():
+    at = page(view="First layer")
+    assert not at.exception and not at.error
+    assert any(t.startswith("**_conv_stem** · 32 filters, conv 3×3/2 over RGB") and "4 of them are close to zero"
+               in t for t in texts(at))
+    assert len(at.get("image")) == 1 and at.get("download_button")
+    at.segmented_control(key="filter_scale").set_value("shared").run()
+    assert not at.exception and len(at.get("image")) == 1
+
+
 def test_deepdream_on_a_bundled_photo():
     at = page(view="DeepDream")
     # DeepDream has its own layers and settings: the channel views' layer and render settings are not shown.

@@ -1,4 +1,4 @@
-"""`tlcore layers | vis | dream | drift`: what they write, and one-line errors with exit code 2."""
+"""`tlcore layers | vis | filters | dream | drift`: what they write, and one-line errors with exit code 2."""
 
 import json
 
@@ -70,6 +70,23 @@ def test_drift_of_a_run_kept_by_the_cli(capsys, tmp_path):
     assert main(["vis", "--run", str(run_id), "--layer", "_blocks.15", "--channels", "0", "--steps", "2",
                  "--size", "32", "--data", "digits", "--data-size", "32", "--max-per-class", "10",
                  "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    # Its first block stayed frozen: the first layer's filters are the pretrained ones, to the bit.
+    filters = []
+    for run in ([], ["--run", str(run_id)]):
+        assert main(["filters", *run, "--out", str(tmp_path / "filters.png")]) == 0
+        filters.append(json.loads(capsys.readouterr().out))
+    assert filters[0]["strength"] == filters[1]["strength"] and filters[1]["run"] == run_id
+
+
+def test_filters_writes_the_first_layers_grid(capsys, tmp_path):
+    out = tmp_path / "f.png"
+    assert main(["filters", "--scale", "shared", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["layer"], summary["kind"], summary["filters"]) == ("_conv_stem", "conv 3×3/2", 32)
+    assert summary["negligible"] and len(summary["strength"]) == 32
+    with Image.open(out) as im:  # 16 per row, 3×3 filters enlarged 18× to 54 px, 4 px apart
+        assert im.size == (4 + 16 * (54 + 4), 4 + 2 * (54 + 4))
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -82,6 +99,8 @@ def test_drift_of_a_run_kept_by_the_cli(capsys, tmp_path):
     (["dream", "--layer", "_blocks.5", "--image", "/no/such.jpg", "--out", "x.png"], "no photo"),
     (["dream", "--layer", "_blocks.5", "--octaves", "20", "--out", "x.png"], "octaves must be"),
     (["drift", "--run", "9999"], "no run 9999"),
+    (["filters", "--out", "filters.jpg"], "must be a .png file"),
+    (["filters", "--run", "9999", "--out", "filters.png"], "no run 9999"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
     assert main(argv) == 2
