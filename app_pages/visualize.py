@@ -155,3 +155,5 @@ with changed:
             vv.keep_in_range("compare_channel", layer.channels)
             unit = b2.number_input(f"Channel of {cfg.layer}", 0, layer.channels - 1, 0, key="compare_channel")
             vv.before_after(spec, model, by_id[run_id], cfg, int(unit), ds, vv.layer_stats(key, ds, cfg.layer, model))
+            st.subheader("The first layer before and after")
+            vv.first_layer_before_after(spec, model, by_id[run_id])

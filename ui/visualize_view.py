@@ -342,9 +342,9 @@ SCALES_HELP = ("Each filter's own range shows its pattern; one range for the who
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def first_layer(key: str, _model: torch.nn.Module) -> filters.FirstLayer | None:
-    """The first layer's filters of the shared pretrained model (None: its first layer is not a
-    convolution over the RGB image); computed once per model for every session."""
+def first_layer(key: str, _model: torch.nn.Module, weights: str = "pretrained") -> filters.FirstLayer | None:
+    """The first layer's filters of a shared model, the pretrained one or a kept run's (``weights``
+    names it; None: its first layer is not a convolution over the RGB image); once for every session."""
     try:
         return filters.first_layer(zoo.get_spec(key), _model)
     except ValueError:
@@ -357,3 +357,40 @@ def first_layer_note(spec: zoo.ModelSpec, layer: filters.FirstLayer) -> str:
     dead = (f" {weak} of them are close to zero (flat grey): their channels give the same output whatever "
             "the photo." if weak else "")
     return (f"**{layer.path}** · {len(layer.weights)} filters, {layer.kind} over RGB{bn}.{dead}")
+
+
+def first_layer_before_after(spec: zoo.ModelSpec, model: torch.nn.Module, run: dict) -> None:
+    """The run's first-layer filters beside the pretrained ones, and how far each moved."""
+    try:
+        tuned = tuned_model(run["id"], run["created"])
+    except ValueError as err:
+        st.warning(str(err))
+        return
+    before = first_layer(spec.key, model)
+    after = first_layer(spec.key, tuned, drift.run_tag(run)) if before is not None else None
+    if after is None:
+        return
+    if not run["config"].get("pretrained", True):
+        st.caption(f"Run #{run['id']} trained from scratch: its first layer grew from random weights, not "
+                   "from the pretrained filters on the left.")
+    else:
+        moved = filters.change(before, after)
+        if np.nanmax(moved.weights) == 0 and np.nanmax(np.abs(moved.gain - 1)) == 0:
+            st.caption(f"Run #{run['id']} kept the first block frozen, its BatchNorm statistics too: "
+                       "the first layer is the pretrained one, to the bit.")
+            return
+        st.caption(first_layer_change_text(moved))
+    left, right = st.columns(2)
+    left.image(before.grid("each", per_row=8), width="stretch", caption="pretrained")
+    right.image(after.grid("each", per_row=8), width="stretch", caption=f"after run #{run['id']}")
+
+
+def first_layer_change_text(moved: filters.Change) -> str:
+    text = (f"The filters' own weights moved by {np.nanmedian(moved.weights):.2%} of their size (median; at most "
+            f"{np.nanmax(moved.weights):.2%}), ‖after − before‖ ÷ ‖before‖. The first layer is the most general one "
+            "(Yosinski et al. 2014): fine-tuning usually moves it least.")
+    low, high = np.nanmin(moved.gain), np.nanmax(moved.gain)
+    if max(abs(low - 1), abs(high - 1)) > 1e-3:
+        text += (f" Its BatchNorm's statistics were re-estimated on this data: it now scales the filters ×{low:.2g} "
+                 f"to ×{high:.2g} of before, which changes their strength, not their pattern.")
+    return text

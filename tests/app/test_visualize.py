@@ -87,6 +87,23 @@ def test_what_fine_tuning_changed_for_a_kept_run():
     assert f"#{run_id} freeze 5" in figure and "CKA" in figure
     assert at.subheader[0].value == "The same channel before and after"
     assert len(at.get("image")) == 2  # pretrained and fine-tuned, side by side
+    # Its first block was frozen (BatchNorm too): the first layer is unchanged, and says so.
+    assert at.subheader[1].value == "The first layer before and after"
+    assert any(f"Run #{run_id} kept the first block frozen" in c.value for c in at.caption)
+    # A run that trained everything moved the first layer's filters a little.
+    everything = jobs.submit(TrialConfig(model=spec.key, freeze=0, epochs=1, lr=0.05), ds,
+                             dataset_label=f"{ds.name}@{ds.size}px#{ds.fingerprint}",
+                             model=finetune_view.resources.cached_model(spec.key, True))
+    assert jobs.wait(300) and jobs.store.get(everything)["status"] == "done"
+    at = AppTest.from_file(PAGE, default_timeout=300)  # a new visit: the newest runs are picked first
+    at.session_state["active_dataset"] = SMALL
+    at.query_params.update({"layer": "_blocks.4", "steps": "4", "size": "64", "view": "What fine-tuning changed"})
+    at.run()
+    assert not at.exception and not at.error
+    moved = next(c.value for c in at.caption if c.value.startswith("The filters' own weights moved by"))
+    assert float(moved.split("moved by ")[1].split("%")[0]) > 0
+    assert "BatchNorm's statistics were re-estimated" in moved  # they train in a trial that trains everything
+    assert len(at.get("image")) == 4  # the channel, and the first layer, before and after
 
 
 def test_the_layer_and_render_settings_survive_a_visit_to_deepdream():

@@ -71,3 +71,22 @@ def test_a_model_without_a_first_convolution_is_a_clear_error(lite0, monkeypatch
     monkeypatch.setattr(filters, "architecture", lambda spec: [])
     with pytest.raises(ValueError, match="first layer is not a convolution over the RGB image"):
         filters.first_layer(spec, model)
+
+
+def test_a_change_of_weights_is_told_apart_from_a_change_of_batchnorm_statistics(lite0):
+    import copy
+
+    spec, model = lite0
+    before = filters.first_layer(spec, model)
+    tuned = copy.deepcopy(model)
+    with torch.no_grad():
+        conv, bn = tuned.get_submodule(before.path), tuned.get_submodule(before.batchnorm)
+        conv.weight.mul_(1.01)  # every filter 1 % larger: a learned change
+        bn.running_var.add_(bn.eps).mul_(4).sub_(bn.eps)  # statistics of other data: σ doubles, the scale halves
+    moved = filters.change(before, filters.first_layer(spec, tuned))
+    live = ~before.negligible()
+    np.testing.assert_allclose(moved.weights[live], 0.01, rtol=1e-3)
+    np.testing.assert_allclose(moved.gain[live], 0.5, rtol=1e-4)
+    assert np.isnan(moved.weights[~live]).all() and np.isnan(moved.gain[~live]).all()
+    unchanged = filters.change(before, filters.first_layer(spec, model))
+    assert np.nanmax(unchanged.weights) == 0 and np.nanmax(np.abs(unchanged.gain - 1)) == 0

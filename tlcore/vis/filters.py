@@ -28,8 +28,14 @@ Scale = Literal["each", "shared"]  # each filter to its own largest weight, or a
 class FirstLayer:
     path: str  # the convolution's module path
     kind: str  # "conv 3×3/2", as the layer table writes it
-    weights: np.ndarray  # N×k×k×3 float32: each filter on the photo's 0–1 RGB values
+    kernels: np.ndarray  # N×k×k×3 float32: the convolution's own weights on the photo's 0–1 RGB values
+    gain: np.ndarray  # (N,) the following BatchNorm's scale γ/σ per filter (ones without one)
     batchnorm: str | None  # the BatchNorm folded in, if one follows
+
+    @property
+    def weights(self) -> np.ndarray:
+        """N×k×k×3: each filter as the layer applies it, its BatchNorm's scale included."""
+        return self.kernels * self.gain[:, None, None, None]
 
     def images(self, scale: Scale = "each") -> np.ndarray:
         """N×k×k×3 uint8: grey (128) is zero; ``scale`` "each" stretches every filter to its own
@@ -70,13 +76,36 @@ def first_layer(spec: zoo.ModelSpec, model: nn.Module) -> FirstLayer:
     if not isinstance(conv, nn.Conv2d) or conv.in_channels != 3 or conv.groups != 1:
         raise ValueError(f"{spec.model}'s first layer is not a convolution over the RGB image")
     weight = conv.weight.detach().float().cpu()
+    gain = torch.ones(len(weight))
     bn_path = dict(fold._pair_paths(model)).get(row.name)
     if bn_path is not None:  # y = γ·(conv − μ)/σ_bn + β: each output channel scaled by γ/σ_bn
         bn = model.get_submodule(bn_path)
         gain = bn.weight.detach().float().cpu() / torch.sqrt(bn.running_var.detach().float().cpu() + bn.eps)
-        weight = weight * gain[:, None, None, None]
     # The model sees (x − mean)/std per colour: on the photo's pixels x, a weight counts w/std.
     # GoogLeNet's and Inception-v3's pretrained weights re-normalise their input to (x − 0.5)/0.5.
     std = (0.5, 0.5, 0.5) if getattr(model, "transform_input", False) else spec.std
     weight = weight / torch.tensor(std)[None, :, None, None]
-    return FirstLayer(path=row.name, kind=row.kind, weights=weight.permute(0, 2, 3, 1).numpy(), batchnorm=bn_path)
+    return FirstLayer(path=row.name, kind=row.kind, kernels=weight.permute(0, 2, 3, 1).numpy(), gain=gain.numpy(),
+                      batchnorm=bn_path)
+
+
+@dataclass(frozen=True)
+class Change:
+    """How fine-tuning changed the first layer, filter by filter (NaN where a filter was negligible)."""
+
+    weights: np.ndarray  # (N,) ‖after − before‖ ÷ ‖before‖ of the convolution's own weights: what was learned
+    gain: np.ndarray  # (N,) the BatchNorm's scale after ÷ before: its statistics re-estimated on the new data
+
+
+def change(before: FirstLayer, after: FirstLayer) -> Change:
+    """What fine-tuning did to the first layer. The first layer's filters are the most general
+    (Yosinski et al. 2014): training usually moves them least. A BatchNorm whose statistics trained
+    rescales every filter too, which is no change of pattern, so the two are apart."""
+    if before.kernels.shape != after.kernels.shape:
+        raise ValueError(f"the layers differ: {before.kernels.shape} against {after.kernels.shape}")
+    live = ~before.negligible()
+    norm = np.sqrt((before.kernels**2).sum(axis=(1, 2, 3)))
+    moved = np.sqrt(((after.kernels - before.kernels) ** 2).sum(axis=(1, 2, 3)))
+    ratio = after.gain / np.where(before.gain != 0, before.gain, np.nan)
+    return Change(weights=np.where(live & (norm > 0), moved / np.where(norm > 0, norm, 1.0), np.nan),
+                  gain=np.where(live, ratio, np.nan))
