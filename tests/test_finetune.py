@@ -571,3 +571,13 @@ def test_a_trial_whose_loss_stops_being_a_number_ends_there_saying_why(digits, m
         run_trial(cfg, digits, on_epoch=seen.append)
     assert len(seen) == 1 and math.isnan(seen[0].val_loss)
 
+
+
+@pytest.mark.parametrize("freeze", ["all", 6])
+def test_the_same_seed_gives_the_same_trial_whether_the_model_is_passed_in_or_built(digits, freeze):
+    """The app passes its shared model; the CLI builds one, which draws random numbers first."""
+    cfg = TrialConfig(model="efficientnet_lite0", freeze=freeze, epochs=2, seed=3)
+    built = run_trial(cfg, digits, keep_weights=True)
+    shared = run_trial(cfg, digits, model=zoo.load(zoo.get_spec("efficientnet_lite0")), keep_weights=True)
+    assert [h.val_loss for h in built.history] == [h.val_loss for h in shared.history]
+    assert all(torch.equal(built.state_dict[k], shared.state_dict[k]) for k in built.state_dict)
