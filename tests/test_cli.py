@@ -195,6 +195,22 @@ def test_recommend_validate_runs_the_competing_strategies_and_keeps_them(capsys)
     for row in out["validation"]:
         kept = runs[row["run_id"]]
         assert kept["status"] == "done" and kept["config"]["tags"]["strategy"] == row["strategy"]
+    assert sum(row["advised"] for row in out["validation"]) == 1  # the advice is one of the trials, or added
+
+
+def test_the_validations_verdict_reads_as_the_strategy_page_s():
+    from tlcore.cli import _verdict_line
+
+    rows = [{"strategy": "linear probe", "val_acc": 1.0, "best_val_acc": 1.0, "advised": False},
+            {"strategy": "fine-tune the last block", "val_acc": 119 / 120, "best_val_acc": 1.0, "advised": False},
+            {"strategy": "advised setting", "val_acc": 0.9, "best_val_acc": 0.9, "advised": True}]
+    assert _verdict_line(rows, 120, 4) == ("best, tied within ±0.008 (a standard error or one image): linear probe and "
+                                          "fine-tune the last block; the matrix's advice reached 0.900: on this data, "
+                                          "trust the measurement over the rule of thumb.")
+    rows[2]["val_acc"] = 1.0
+    assert _verdict_line(rows, 120, 4).endswith("; the matrix's advice is among the best here.")
+    rows[1]["best_val_acc"] = 0.26
+    assert "fine-tune the last block never got past chance (0.25)" in _verdict_line(rows, 120, 4)
 
 
 def test_help_states_each_default_once(capsys):

@@ -239,13 +239,32 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     for reason in rec.reasons:
         print(f"  - {reason}")
     if validation:
-        print("validation (the competing strategies on this data):")
+        n_val = len(dataset.val_idx)
+        print(f"validation (the competing strategies on this data, {n_val:,} validation images):")
         for row in sorted(validation, key=lambda r: -r["val_acc"]):
-            print(f"  {row['strategy']:44s} val acc {row['val_acc']:.3f}  {row['seconds']:7.1f} s  run {row['run_id']}")
-        if stuck := [r["strategy"] for r in validation if recommend.near_chance(r["best_val_acc"], len(dataset.classes))]:
-            print(f"  {', '.join(stuck)} never got past chance ({1 / len(dataset.classes):.2f}): too few epochs to "
-                  "judge; run it again with more --epochs before drawing a conclusion.")
+            se = recommend.accuracy_se(row["val_acc"], n_val)
+            print(f"  {row['strategy']:44s} val acc {row['val_acc']:.3f} ± {se:.3f}  {row['seconds']:7.1f} s  "
+                  f"run {row['run_id']}")
+        print(f"  {_verdict_line(validation, n_val, len(dataset.classes))}")
     return 0
+
+
+def _verdict_line(validation: list[dict], n_val: int, n_classes: int) -> str:
+    """The Strategy page's verdict, as one line of plain text."""
+    from tlcore import recommend
+
+    v = recommend.validation_verdict([(r["strategy"], r["val_acc"], r["best_val_acc"], r["advised"])
+                                      for r in validation], n_val, n_classes)
+    line = (f"best: {v.best[0]} ({v.best_acc:.3f})" if len(v.best) == 1
+            else f"best, tied within ±{v.margin:.3f} (a standard error or one image): {' and '.join(v.best)}")
+    if v.stuck:
+        return line + (f"; but {', '.join(v.stuck)} never got past chance ({1 / n_classes:.2f}): too few epochs "
+                       "to judge; run it again with more --epochs before drawing a conclusion.")
+    if v.advice_among_best is None:
+        return line
+    return line + ("; the matrix's advice is among the best here." if v.advice_among_best
+                   else f"; the matrix's advice reached {v.advised_acc:.3f}: on this data, trust the measurement "
+                        "over the rule of thumb.")
 
 
 def _validate(rec, dataset, args: argparse.Namespace) -> list[dict]:
@@ -261,10 +280,18 @@ def _validate(rec, dataset, args: argparse.Namespace) -> list[dict]:
     for i, (name, cfg) in enumerate(trials.items(), 1):
         print(f"tlcore: validation {i}/{len(trials)}: {name}…", file=sys.stderr, flush=True)
         out = _run_and_keep(cfg, dataset, label, tags={"validation": vid, "strategy": name})
-        rows.append({"strategy": name, "freeze": cfg.freeze, "pretrained": cfg.pretrained, "val_acc": out["val_acc"],
+        rows.append({"strategy": name, "freeze": cfg.freeze, "pretrained": cfg.pretrained,
+                     "advised": _is_advised(cfg, rec), "val_acc": out["val_acc"],
                      "best_val_acc": max(h["val_acc"] for h in out["history"]),
                      "seconds": out["timings"]["total_s"], "run_id": out["run_id"]})
     return rows
+
+
+def _is_advised(cfg, rec) -> bool:
+    from tlcore import recommend
+
+    return {"freeze": cfg.freeze, "pretrained": cfg.pretrained, "probe_block": cfg.probe_block} == \
+        recommend.advised_setting(rec)
 
 
 def cmd_layers(args: argparse.Namespace) -> int:

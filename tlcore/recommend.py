@@ -304,6 +304,30 @@ def tied_best(accuracies: Sequence[float], n: int) -> list[int]:
     return [i for i, a in enumerate(accuracies) if a >= best - tie_margin(best, n) - 1e-12]
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What a finished validation says (``validation_verdict``)."""
+
+    best: list[str]  # the strategies tied for the best, the most accurate first
+    best_acc: float
+    margin: float  # how far below best_acc still ties (``tie_margin``)
+    stuck: list[str]  # strategies that never got past chance: the comparison settles nothing
+    advice_among_best: bool | None  # None where the advised setting was not among the trials
+    advised_acc: float | None
+
+
+def validation_verdict(results: Sequence[tuple[str, float, float, bool]], n_val: int, n_classes: int) -> Verdict:
+    """``results``: (strategy, final validation accuracy, best accuracy over its epochs, whether it
+    is the matrix's advised setting) per finished trial, all on the same ``n_val`` images."""
+    accs = [r[1] for r in results]
+    tied = sorted(tied_best(accs, n_val), key=lambda i: -accs[i])
+    advised = [r[1] for r in results if r[3]]
+    return Verdict(best=[results[i][0] for i in tied], best_acc=max(accs), margin=tie_margin(max(accs), n_val),
+                   stuck=[r[0] for r in results if near_chance(r[2], n_classes)],
+                   advice_among_best=any(results[i][3] for i in tied) if advised else None,
+                   advised_acc=max(advised) if advised else None)
+
+
 def rank_agreement(scores: list[float], accuracies: list[float]) -> dict:
     """How well a score orders models as their real fine-tuned accuracy does: Kendall's τ (the
     measure LogME's authors report) and Spearman's ρ, from scipy. NaN with fewer than 3 models."""

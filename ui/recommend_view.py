@@ -188,34 +188,26 @@ def validation_frame(frame: pd.DataFrame, vid: str, n_val: int) -> pd.DataFrame:
 
 
 def validation_verdict(done: pd.DataFrame, rec: recommend.Recommendation, n_val: int, n_classes: int) -> str:
-    """What the finished validation says: the best strategies (those within a standard error, or an
-    image, of the best count as one), and whether the matrix's advice is among them."""
-    accs = done["val acc"].tolist()
-    tied = done.iloc[recommend.tied_best(accs, n_val)]
-    best = tied.loc[tied["val acc"].idxmax()]
-    within = (f"±{recommend.tie_margin(best['val acc'], n_val):.3f}, a standard error or one "
-              f"image on {n_val:,} validation images")
-    names = " and ".join(f"**{s}**" for s in tied.strategy)
-    text = (f"Best on your data: **{best.strategy}** ({best['val acc']:.3f} validation accuracy)." if len(tied) == 1
-            else f"Best on your data, tied within {within}: {names} (up to {best['val acc']:.3f}).")
-    if stuck := near_chance(done, n_classes):  # then the comparison settles nothing
-        return text + (f" But {', '.join(stuck)} never got past chance ({1 / n_classes:.2f}): too few epochs to "
-                       f"judge {'it' if len(stuck) == 1 else 'them'}. Run the validation again with more epochs "
-                       "before drawing a conclusion.")
+    """What the finished validation says (``recommend.validation_verdict``), in words."""
     setting = recommend.advised_setting(rec)
     advised_label = finetune_view.freeze_label(setting["freeze"], setting["probe_block"])
-    advised = done[(done.freeze == advised_label) & done.pretrained.astype(bool)]
-    if advised.empty:
+    advised = (done.freeze == advised_label) & done.pretrained.astype(bool)
+    v = recommend.validation_verdict(list(zip(done.strategy, done["val acc"], done["best val acc"], advised,
+                                              strict=True)), n_val, n_classes)
+    names = " and ".join(f"**{s}**" for s in v.best)
+    text = (f"Best on your data: **{v.best[0]}** ({v.best_acc:.3f} validation accuracy)." if len(v.best) == 1
+            else f"Best on your data, tied within ±{v.margin:.3f}, a standard error or one image on {n_val:,} "
+                 f"validation images: {names} (up to {v.best_acc:.3f}).")
+    if v.stuck:  # then the comparison settles nothing
+        return text + (f" But {', '.join(v.stuck)} never got past chance ({1 / n_classes:.2f}): too few epochs to "
+                       f"judge {'it' if len(v.stuck) == 1 else 'them'}. Run the validation again with more epochs "
+                       "before drawing a conclusion.")
+    if v.advice_among_best is None:
         return text
-    if ((tied.freeze == advised_label) & tied.pretrained.astype(bool)).any():
+    if v.advice_among_best:
         return text + " The matrix's advice is among the best here."
-    return (text + f" The matrix's advice (freeze {advised_label}) reached {advised['val acc'].max():.3f}: on this "
+    return (text + f" The matrix's advice (freeze {advised_label}) reached {v.advised_acc:.3f}: on this "
             "data, trust the measurement over the rule of thumb.")
-
-
-def near_chance(done: pd.DataFrame, n_classes: int) -> list[str]:
-    """The finished trials that never got past chance (``recommend.near_chance``)."""
-    return [s for s, a in zip(done.strategy, done["best val acc"], strict=True) if recommend.near_chance(a, n_classes)]
 
 
 def latest_validation(frame: pd.DataFrame, dataset_label: str) -> str:

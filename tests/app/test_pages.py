@@ -455,14 +455,16 @@ def test_the_strategy_advice_opens_in_the_lab():
 
 
 def test_a_validation_at_chance_is_not_called_a_verdict():
-    import pandas as pd
+    from tlcore.recommend import validation_verdict
 
-    from ui.recommend_view import near_chance
-
-    done = pd.DataFrame({"strategy": ["linear probe", "fine-tune everything", "from scratch"],
-                         "best val acc": [0.61, 0.106, 0.149]})
-    assert near_chance(done, 10) == ["fine-tune everything", "from scratch"]  # chance 0.1, within 5 points
-    assert near_chance(done, 2) == ["fine-tune everything", "from scratch"] and near_chance(done.iloc[:1], 2) == []
+    done = [("linear probe", 0.6, 0.61, False), ("fine-tune everything", 0.1, 0.106, False),
+            ("from scratch", 0.14, 0.149, True)]
+    assert validation_verdict(done, 100, 10).stuck == ["fine-tune everything", "from scratch"]  # chance 0.1, ±5 points
+    assert validation_verdict(done, 100, 2).stuck == ["fine-tune everything", "from scratch"]
+    assert validation_verdict(done[:1], 100, 2).stuck == []
+    verdict = validation_verdict(done, 100, 10)
+    assert (verdict.best, verdict.advice_among_best, verdict.advised_acc) == (["linear probe"], False, 0.14)
+    assert validation_verdict(done[:2], 100, 10).advice_among_best is None  # the advice was not among the trials
 
 
 def test_strategy_page_ranks_the_offline_models_and_checks_the_ranking():
