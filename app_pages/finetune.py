@@ -89,7 +89,7 @@ b1, b2, b3 = st.columns([1, 1, 3])
 try:
     if b1.button("Run", type="primary"):
         cfg.check()
-        st.session_state.current_run = fv.submit(cfg, ds, label)
+        fv.follow([fv.submit(cfg, ds, label)])
         frame = fv.runs_frame()
     sweep_fits = n + 1 <= limits().max_waiting_per_session
     if b2.button(f"Sweep all {n + 1} depths", disabled=not sweep_fits,
@@ -97,7 +97,7 @@ try:
                       f"A sweep queues {n + 1} trials; this shared demo lets one visitor queue "
                       f"{limits().max_waiting_per_session} at a time. Run the depths you want one by one."):
         cfg.check()
-        st.session_state.current_run = fv.submit_sweep(cfg, ds, label)[0]
+        fv.follow(fv.submit_sweep(cfg, ds, label))
         frame = fv.runs_frame()
 except ValueError as err:  # a full queue, a demo-mode cap, a bad setting
     st.error(str(err))
@@ -112,7 +112,7 @@ def live() -> None:
     status = fv.queue_text(run_id) or run["status"]
     s1, s2 = st.columns([4, 1])
     s1.markdown(f"**Run #{run_id}:** {status} · epoch {len(run['history'])} of {run['config']['epochs']}"
-                + (f" · {run['error']}" if run["error"] else ""))
+                + fv.final_accuracy(run) + fv.batch_progress(run) + (f" · {run['error']}" if run["error"] else ""))
     if run["status"] in ("queued", "running") and s2.button("Cancel", key=f"cancel{run_id}"):
         fv.jobs().cancel(run_id)
     if run["history"]:
@@ -120,8 +120,8 @@ def live() -> None:
                         key=f"live{run_id}")
     seen = st.session_state.get("seen_status")
     st.session_state.seen_status = (run_id, run["status"])
-    if seen is not None and seen[0] == run_id and seen[1] != run["status"]:
-        st.rerun()  # a run changed state: refresh the history table below too
+    if seen is not None and seen != (run_id, run["status"]):
+        st.rerun()  # a run changed state, or a sweep moved on to its next: refresh the table and the sweep too
 
 
 st.fragment(live, run_every=fv.refresh_every([(fv.current_run() or {}).get("status")]))()

@@ -141,6 +141,11 @@ def current_run() -> dict | None:
     A session that started none (a refreshed page, a second tab) follows the newest run still
     queued or training that it may see, so it can watch and cancel it."""
     run_id = st.session_state.get("current_run")
+    batch = st.session_state.get("current_batch", [])
+    if run_id in batch:  # a sweep: follow its first run still waiting or training, else its last
+        statuses = {r: jobs().store.get(r)["status"] for r in batch if _kept(r)}
+        run_id = st.session_state.current_run = next(
+            (r for r in batch if statuses.get(r) in ("queued", "running")), max(statuses, default=run_id))
     if run_id is None:
         # Only runs this server's queue holds: a CLI's run, or a dead process's, cannot be cancelled here.
         unfinished = [r["id"] for r in visible_runs()
@@ -153,6 +158,34 @@ def current_run() -> dict | None:
     except KeyError:  # a demo visitor's runs are removed after long idleness
         st.session_state.pop("current_run", None)
         return None
+
+
+def _kept(run_id: int) -> bool:
+    try:
+        jobs().store.get(run_id)
+        return True
+    except KeyError:
+        return False
+
+
+def follow(run_ids: list[int]) -> None:
+    """The live view follows these runs (one trial, or a sweep's, in order) from now on."""
+    st.session_state.current_run, st.session_state.current_batch = run_ids[0], list(run_ids)
+
+
+def final_accuracy(run: dict) -> str:
+    """' · validation accuracy 0.947' once a run is done, else ''."""
+    result = run.get("result") or {}
+    return f" · validation accuracy {result['val_acc']:.3f}" if run["status"] == "done" and "val_acc" in result else ""
+
+
+def batch_progress(run: dict) -> str:
+    """' · sweep: 3 of 10 depths done' while the live view follows a sweep, else ''."""
+    batch = st.session_state.get("current_batch", [])
+    if len(batch) < 2 or run["id"] not in batch:
+        return ""
+    ended = sum(jobs().store.get(r)["status"] not in ("queued", "running") for r in batch if _kept(r))
+    return f" · sweep: {ended} of {len(batch)} depths ended"
 
 
 def refresh_every(statuses) -> float | None:
@@ -325,6 +358,10 @@ def sweep_reading(frame: pd.DataFrame, sweep: str, n_val: int | None = None) -> 
     image, of the best count as one: ``recommend.tied_best``) against both ends. ``n_val``: the
     validation images (default: as many as the best run was scored on)."""
     rows = frame[(frame.sweep == sweep) & (frame.status == "done")]
+    waiting = int(frame[frame.sweep == sweep].status.isin(["queued", "running"]).sum())
+    if waiting:  # a best among the depths done so far would read as the sweep's answer
+        return (f"{len(rows)} of {len(rows) + waiting} depths done so far; the reading follows once the rest "
+                "have run.")
     if rows.empty:
         return "No depth has finished yet."
     best = rows.loc[rows["val acc"].idxmax()]

@@ -79,7 +79,8 @@ def test_the_overlay_switches_between_accuracy_and_loss(kept_run):
     assert curves.value == "accuracy" and list(curves.options) == ["accuracy", "loss"]
     curves.set_value("loss").run()
     assert not at.exception
-    overlay = json.loads(at.get("plotly_chart")[-1].proto.spec)
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]  # a sweep's chart may follow it
+    overlay = next(c for c in charts if any(t.get("name", "").startswith(f"#{run_id}") for t in c["data"]))
     assert overlay["layout"]["yaxis"]["title"]["text"] == "loss"
     assert overlay["data"][0]["y"] == [2.25, 1.75]  # the run's validation loss
 

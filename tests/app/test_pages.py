@@ -411,6 +411,27 @@ def test_sweep_reading_names_the_best_depth_and_both_ends():
     assert finetune_view.sweep_label(frame, "s") == "efficientnet_lite0 on digits@32px — 4 depths, runs #1–4"
 
 
+def test_a_sweep_is_followed_to_its_last_depth_and_read_only_once_all_have_run():
+    from ui import data_view, finetune_view
+
+    at = AppTest.from_file(str(ROOT / "app_pages/finetune.py"), default_timeout=TIMEOUT)
+    at.session_state["active_dataset"] = data_view.Choice("builtin", "digits", 32, 6, 0)  # 60 images at 32 px
+    at.session_state["ft_epochs"] = 1
+    at.run()
+    next(b for b in at.button if b.label.startswith("Sweep all")).click().run()
+    batch = at.session_state["current_batch"]
+    assert len(batch) > 2 and at.session_state["current_run"] == batch[0]
+    if finetune_view.jobs().store.get(batch[-1])["status"] != "done":  # the last depth has not run yet
+        assert "depths done so far; the reading follows once the rest have run." in at.markdown[-1].value
+    assert finetune_view.jobs().wait(TIMEOUT)
+    at.run()
+    assert not at.exception
+    live = next(m.value for m in at.markdown if m.value.startswith("**Run #"))
+    assert live.startswith(f"**Run #{batch[-1]}:** done") and "· validation accuracy 0." in live
+    assert f"sweep: {len(batch)} of {len(batch)} depths ended" in live
+    assert at.markdown[-1].value.startswith("Best here")
+
+
 def test_strategy_page_measures_places_and_validates():
     from ui import data_view, finetune_view
 
