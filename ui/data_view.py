@@ -49,6 +49,7 @@ DEFAULT_CHOICE = Choice("builtin", "digits", 64, None, 0)
 # uploads cannot be put in a link and fall back to the default.
 URL_KEYS = ("dataset", "dataset_px", "dataset_cap", "dataset_seed")
 _LINKABLE = ("builtin", "torchvision", "path")
+UPLOAD = "upload"  # the URL's kind for a zip or folder upload: named, never loaded from a link
 
 
 def session_choice() -> Choice:
@@ -64,13 +65,27 @@ def remember_in_url() -> None:
     """Write the session's dataset into the URL (every page, before it draws); a new session takes
     the one its URL names, even on a page that loads no dataset (a switch of page clears the URL)."""
     choice = _chosen()
-    if choice is None or choice.kind not in _LINKABLE:
+    if choice is None:
         return
     st.session_state["active_dataset"] = choice
-    wanted = {"dataset": f"{choice.kind}:{choice.name}", "dataset_px": str(choice.size),
+    # An upload is named, not linked: a refresh then says it is gone instead of loading another dataset.
+    source = f"{choice.kind}:{choice.name}" if choice.kind in _LINKABLE else f"{UPLOAD}:{choice.name}"
+    wanted = {"dataset": source, "dataset_px": str(choice.size),
               "dataset_cap": str(choice.max_per_class or 0), "dataset_seed": str(choice.seed)}
     if any(st.query_params.get(k) != v for k, v in wanted.items()):
         st.query_params.update(wanted)
+
+
+def lost_upload() -> str | None:
+    """The upload this page's URL names when the session no longer has it (a refresh, a new tab)."""
+    kind, _, name = st.query_params.get("dataset", "").partition(":")
+    return name or "an upload" if kind == UPLOAD and "active_dataset" not in st.session_state else None
+
+
+def warn_lost_upload(meanwhile: str) -> None:
+    if lost := lost_upload():
+        st.warning(f"The dataset this page had, uploaded as **{lost}**, is not kept across a refresh or in a "
+                   f"link: upload it again on the Data page ({meanwhile}).")
 
 
 def _choice_from_url() -> Choice | None:
@@ -96,6 +111,7 @@ def _kinds() -> list[str]:
 def picker() -> Choice | None:
     """Source widgets; None until the user has picked something loadable."""
     previous = session_choice()
+    warn_lost_upload("Upload a zip or Upload a folder below")
     kinds = _kinds()
     c1, c2, c3, c4 = st.columns([3, 2, 2, 1])
     kind = c1.radio("Source", kinds, format_func=KINDS.get, horizontal=False,
@@ -298,6 +314,7 @@ def active_dataset() -> data.Dataset:
     """The dataset chosen on the Data page (else ``DEFAULT_CHOICE``), announced in one line;
     a dataset that cannot be loaded stops the page with its message."""
     choice = session_choice()
+    warn_lost_upload(f"this page uses {choice.name} meanwhile")
     try:
         ds = load(choice)
     except data.DatasetError as err:

@@ -180,6 +180,24 @@ def test_an_edited_server_folder_is_loaded_again_in_every_session(tmp_path):
     assert images_and_skipped() == ("7", "0")
 
 
+def test_a_refresh_after_an_upload_says_the_upload_is_gone_instead_of_swapping_datasets():
+    from tests.data.conftest import make_zip, png
+    from ui import data_view
+
+    blob = make_zip({f"{c}/{i}.png": png(20 * k + i) for k, c in enumerate("ab") for i in range(6)})
+    at = app()
+    at.session_state["active_dataset"] = data_view.Choice("zip", "defects.zip", 32, None, 0, digest="d", blob=blob)
+    at.run()
+    assert at.query_params["dataset"] == "upload:defects.zip" and not at.warning
+    for page in ("app_pages/finetune.py", "app_pages/data.py"):  # refreshed: a new session with that URL
+        fresh = app()
+        fresh.query_params.update({k: v for k, v in at.query_params.items() if k.startswith("dataset")})
+        fresh.run()
+        fresh.switch_page(page).run()
+        assert not fresh.exception
+        assert "uploaded as **defects.zip**, is not kept across a refresh" in fresh.warning[0].value
+
+
 def test_the_dataset_is_in_every_pages_url_and_a_new_session_loads_it_again():
     """A refreshed page is a new session: its URL brings the dataset back (not the default)."""
     at = app().run()
