@@ -67,8 +67,9 @@ st.caption("LogME (You et al. 2021): how well a linear model on the block's pool
 st.table(rv.scores_frame(m), hide_index=True)  # a static table: the meanings wrap instead of being cut
 with st.expander("What ImageNet's head sees in each class"):
     st.caption("The ImageNet classes the pretrained head gives each class's training images, on average "
-               "(the P(ImageNet class | your class) that LEEP scores). Names far from yours are what a low "
-               "similarity looks like.")
+               "(the P(ImageNet class | your class) that LEEP scores). Similarity asks how consistently these "
+               "answers tell your classes apart, not whether the names match: every crack called chain mail, "
+               "and no stain, still separates the two.")
     st.dataframe(rv.imagenet_view(ds, model_key), hide_index=True, width="stretch")
 
 st.subheader("Check it: run the competing strategies")

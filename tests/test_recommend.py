@@ -42,6 +42,16 @@ def test_digits_are_different_and_faces_similar(digits, faces):
     assert any("hardest cell" in r for r in far.reasons) and not any("hardest cell" in r for r in near.reasons)
 
 
+def test_a_similarity_measured_below_the_models_resolution_says_it_holds_for_that_size(digits):
+    m = recommend.measure(SPEC, digits)
+    at = {px: recommend.recommend(dataclasses.replace(m, resolution=px, similarity=sim), SPEC).reasons
+          for px, sim in ((32, 0.1), (128, 0.9), (SPEC.crop_size, 0.9))}
+    assert any("objects look smaller than they ever did" in r for r in at[32])  # low and different: the likely cause
+    assert any(r.startswith(f"Measured at 128 px, the resolution your trials use; efficientnet_lite0 was trained "
+                            f"at {SPEC.crop_size}.") for r in at[128])  # similar, yet only for that size
+    assert not any("resolution" in r for r in at[SPEC.crop_size])
+
+
 def test_large_datasets_are_told_to_fine_tune(digits):
     m = recommend.measure(SPEC, digits)
     big = dataclasses.replace(m, per_class=float(recommend.SMALL_PER_CLASS))
