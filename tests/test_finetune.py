@@ -37,6 +37,8 @@ def test_linear_probe_learns_well_above_chance(digits):
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in shared.modules())
     assert result.val_acc > 0.5  # chance is 0.1
     assert result.trainable_params == 1280 * 10 + 10
+    lite0 = sum(p.numel() for p in shared.parameters())  # with ImageNet's 1,000-class classifier
+    assert result.total_params == lite0 - (1280 * 1000 + 1000) + result.trainable_params
     assert sum(map(sum, result.confusion)) == len(digits.val_idx)
     assert len(result.history) == 8 and result.timings.features_s is not None
 
@@ -196,7 +198,7 @@ def test_full_fine_tune_learns_and_beats_training_from_scratch(shapes):
                                             optimizer="adamw", lr=2e-3 if pretrained else 6e-3), shapes)
                       for pretrained in (True, False))
     for result in (tuned, scratch):
-        assert result.trainable_params == result.total_params - 1280 * 1000 - 1000 + 1280 * 4 + 4
+        assert result.trainable_params == result.total_params  # the network as trained, its new head included
     assert tuned.val_acc >= 0.5 and scratch.val_acc < tuned.val_acc
 
 

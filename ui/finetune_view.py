@@ -13,6 +13,7 @@ from plotly.colors import qualitative
 
 from tlcore import features, recommend, zoo
 from tlcore.finetune import TrialConfig, default_lr
+from tlcore.finetune.surgery import imagenet_head_params
 from tlcore.jobs import JobManager, Submission
 from tlcore.settings import demo_mode
 from ui import resources
@@ -53,7 +54,9 @@ def strip_figure(spec: zoo.ModelSpec, freeze, probe_block: str = features.PENULT
     for i, block in enumerate(blocks):
         unused = i > last_used
         colour = UNUSED if unused else FROZEN if i < n_frozen else TRAINABLE
-        note = f"not run: the classifier reads {probe_block}" if unused else f"{block.params / 1e6:.3f} M params"
+        params = block.params - (imagenet_head_params(spec) if i == len(blocks) - 1 else 0)
+        note = (f"not run: the classifier reads {probe_block}" if unused else f"{params / 1e6:.3f} M params"
+                + (" (its ImageNet classifier is replaced by the new head)" if i == len(blocks) - 1 else ""))
         fig.add_trace(go.Bar(x=[1], y=[""], orientation="h", marker_color=colour, showlegend=False,
                              text=block.name, textposition="inside", insidetextanchor="middle",
                              hovertemplate=f"{block.name}<br>{note}<extra></extra>"))
@@ -72,11 +75,13 @@ def probe_blocks(spec: zoo.ModelSpec) -> list[str]:
 
 
 def trainable_share(spec: zoo.ModelSpec, freeze) -> tuple[int, int]:
-    """(trainable, total) parameters, the ImageNet head counted as replaced."""
-    total = sum(b.params for b in zoo.blocks_of(spec))
+    """(trainable, total) parameters of the backbone: the ImageNet classifier, which the new head
+    replaces, is in neither."""
+    imagenet_head = imagenet_head_params(spec)
+    total = sum(b.params for b in zoo.blocks_of(spec)) - imagenet_head
     if freeze == "all":
         return 0, total
-    return sum(b.params for b in zoo.blocks_of(spec)[freeze:]), total
+    return sum(b.params for b in zoo.blocks_of(spec)[freeze:]) - imagenet_head, total
 
 
 def model_name(key: str) -> str:

@@ -324,6 +324,8 @@ def test_finetune_page_freeze_slider_and_strip():
     at.select_slider[0].set_value(3).run()
     assert not at.exception
     assert "Trainable backbone" in at.caption[1].value and "%" in at.caption[1].value
+    at.select_slider[0].set_value(0).run()  # everything trains: all of the backbone, ImageNet's classifier not counted
+    assert at.caption[1].value.startswith("Trainable backbone: 3.37 M of 3.37 M parameters (100\u00a0%)")
 
 
 def test_a_running_trial_survives_a_browser_refresh():

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import functools
+
 from torch import nn
 
 from tlcore import features, zoo
 from tlcore.finetune.config import TrialConfig
 
 _BatchNorm = nn.modules.batchnorm._BatchNorm
+
+
+def head_params(model: nn.Module, num_classes: int) -> int:
+    """Parameters of ``model``'s classifier (the one with ``num_classes`` outputs)."""
+    return sum(p.numel() for p in model.get_submodule(features.classifier_path(model, num_classes)).parameters())
+
+
+@functools.cache
+def imagenet_head_params(spec: zoo.ModelSpec) -> int:
+    """Parameters of ``spec``'s ImageNet classifier, which every trial replaces (a meta-device build)."""
+    return head_params(zoo.build_meta(spec), spec.num_classes)
 
 
 def replace_head(model: nn.Module, num_classes: int, n_out: int) -> str:

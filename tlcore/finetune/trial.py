@@ -24,7 +24,7 @@ from tlcore.finetune.config import (
     TrialResult,
 )
 from tlcore.finetune.engine import Loop, Prepare, evaluate, train_one_epoch, training_dtype
-from tlcore.finetune.surgery import freeze, replace_head
+from tlcore.finetune.surgery import freeze, head_params, replace_head
 from tlcore.fold import folded
 from tlcore.hooks import private_copy
 from tlcore.zoo.split import split as split_model
@@ -53,7 +53,8 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
     # passes one already built. The new head must start from the same weights either way (the same
     # seed gave 0.949 in the CLI and 0.974 in the app).
     torch.manual_seed(cfg.seed)
-    total_params = sum(p.numel() for p in base.parameters())
+    # The network as trained: the backbone and the new head, not the ImageNet classifier it replaces.
+    backbone_params = sum(p.numel() for p in base.parameters()) - head_params(base, spec.num_classes)
     size = features.input_size(spec, dataset)
     _preflight(base, spec, dataset, size, dev)
     trains_in = training_dtype(cfg, dev, size)
@@ -63,8 +64,10 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
     if cfg.freeze == "all":
         trainable, prepare = _linear_probe(cfg, spec, dataset, base, dev, timings)
         opt, frozen = optim.optimizer(trainable, cfg), []
+        new_head = trainable
     else:
         head_path = replace_head(base, spec.num_classes, len(dataset.classes))
+        new_head = base.get_submodule(head_path)
         frozen = freeze(base, spec, cfg)
         trainable, prepare = _prefix_once_or_live(cfg, spec, dataset, base, dev, gen, size, timings)
         opt = optim.optimizer(base, cfg, head_path)
@@ -100,7 +103,8 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
     return TrialResult(config=asdict(cfg), classes=list(dataset.classes), history=history,
                        val_acc=history[-1].val_acc, confusion=_confusion(dataset, preds),
                        trainable_params=sum(p.numel() for p in owner.parameters() if p.requires_grad),
-                       total_params=total_params, timings=timings, state_dict=state)
+                       total_params=backbone_params + sum(p.numel() for p in new_head.parameters()),
+                       timings=timings, state_dict=state)
 
 
 def _base_model(cfg: TrialConfig, spec: zoo.ModelSpec, model: nn.Module | None, dev: torch.device) -> nn.Module:
