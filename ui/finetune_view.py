@@ -95,14 +95,20 @@ def measured_cost(frame: pd.DataFrame, cfg: TrialConfig, label: str) -> str:
     not_yet = "Not run at this depth on this data yet{}: **Sweep** measures every depth's time and accuracy."
     if frame.empty:  # no runs at all: not even the columns
         return not_yet.format("")
-    same = frame[(frame.status == "done") & (frame.model == model_name(cfg.model)) & (frame.dataset == label)
+    # The same images whatever the name: the CLI labels a zip 'defects.zip@…', the app 'defects@…'.
+    same = frame[(frame.status == "done") & (frame.model == model_name(cfg.model))
+                 & (frame.dataset.str.rpartition("@")[2] == label.rpartition("@")[2])
                  & (frame.pretrained == cfg.pretrained)]
+    same = same.assign(loaded=same["under load"].map(lambda v: v is True or v is np.True_))  # None: older, idle
     at_depth = same[same.freeze == freeze_label(cfg.freeze, cfg.probe_block)]
     if at_depth.empty:
-        others = same.drop_duplicates("freeze", keep="last")
-        known = ", ".join(f"{f} frozen {s:.2g} s" for f, s in zip(others.freeze, others["s/epoch"], strict=True))
+        # Per depth its newest idle run, else its newest one, marked.
+        others = same.sort_values("loaded", ascending=False, kind="stable").drop_duplicates("freeze", keep="last")
+        others = others.sort_values("freeze", key=lambda f: f.map(lambda v: int(v) if v.isdigit() else float("inf")))
+        known = ", ".join(f"{f} frozen {s:.2g} s" + (" (under load)" if busy else "")
+                          for f, s, busy in zip(others.freeze, others["s/epoch"], others.loaded, strict=True))
         return not_yet.format(f" (per epoch here: {known})" if known else "")
-    loaded = at_depth["under load"].map(lambda v: v is True or v is np.True_)  # None: an older run, idle
+    loaded = at_depth.loaded
     last = (at_depth[~loaded] if not loaded.all() else at_depth).iloc[-1]
     first = last["s to 1st epoch"]
     return (f"Measured here (run #{last.run}): {last['s/epoch']:.2g} s per epoch"

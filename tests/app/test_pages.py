@@ -317,6 +317,15 @@ def test_the_cost_of_a_depth_comes_from_runs_measured_here():
     assert measured_cost(only_busy, at, "d@64px#1") == ("Measured here (run #7): 7 s per epoch, the first point "
                                                         "after 12 s — while other work ran on this device: idle, "
                                                         "it is faster.")
+    # The same images under another name (the CLI keeps a zip's extension) are the same data; the other
+    # depths listed prefer an idle run and mark one taken under load.
+    renamed = pd.DataFrame([run(8, "3", 1.2, 3.0, dataset="d.zip@64px#1"), run(9, "5", 9.0, 20.0, loaded=True),
+                            run(10, "5", 0.8, 2.0), run(11, "7", 5.0, 9.0, loaded=True),
+                            run(12, "all (_blocks.5-7)", 0.01, 1.0)])
+    assert measured_cost(renamed, at, "d@64px#1").startswith("Measured here (run #8): 1.2 s per epoch")
+    listed = measured_cost(renamed, TrialConfig(model="efficientnet_lite0", freeze=1), "d@64px#1")
+    assert "3 frozen 1.2 s, 5 frozen 0.8 s, 7 frozen 5 s (under load), all (_blocks.5-7) frozen 0.01 s" in listed
+    assert measured_cost(renamed, at, "d@32px#1").startswith("Not run")  # another resolution: other images
 
 
 def test_finetune_page_freeze_slider_and_strip():
