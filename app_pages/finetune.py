@@ -43,12 +43,15 @@ freeze = st.select_slider("Frozen blocks", options=depths, format_func=lambda v:
                           help="0 fine-tunes everything; 'all' trains only a new head on frozen features.",
                           key="ft_freeze", on_change=fv.rate_follows_depth, **KEEP)
 probe_block = "penultimate"
-if freeze == "all":
-    readable = ["penultimate", *fv.probe_blocks(spec)]
-    fv.keep_valid("ft_probe", readable, "penultimate")
-    probe_block = st.selectbox("The new classifier reads", readable, key="ft_probe", **KEEP,
-                               help="Features of an earlier block: the course's advice for a small dataset "
-                                    "far from ImageNet (the Strategy page measures which block fits best).")
+# Always a container, so the elements after it keep their places: an element that came and went with
+# the depth made the Training settings below collapse whenever the slider moved.
+with st.container():
+    if freeze == "all":
+        readable = ["penultimate", *fv.probe_blocks(spec)]
+        fv.keep_valid("ft_probe", readable, "penultimate")
+        probe_block = st.selectbox("The new classifier reads", readable, key="ft_probe", **KEEP,
+                                   help="Features of an earlier block: the course's advice for a small dataset "
+                                        "far from ImageNet (the Strategy page measures which block fits best).")
 st.plotly_chart(fv.strip_figure(spec, freeze, probe_block), width="stretch", config={"displayModeBar": False})
 trainable, total = fv.trainable_share(spec, freeze)
 st.caption(f"Trainable backbone: {trainable / 1e6:.2f} M of {total / 1e6:.2f} M parameters "
@@ -134,7 +137,7 @@ if frame.empty:
     st.caption("No runs yet.")
     st.stop()
 event = st.dataframe(frame, hide_index=True, on_select="rerun", selection_mode="multi-row", key="runs_table",
-                     placeholder="—",
+                     placeholder="—", column_order=fv.HISTORY_COLUMNS,
                      column_config={"validation": None, "ranking": None,  # ids: the Strategy page shows those
                                     "batch": st.column_config.TextColumn(width=95),  # '128 (auto)' whole
                                     "dataset": st.column_config.TextColumn(

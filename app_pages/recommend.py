@@ -74,7 +74,8 @@ with st.expander("What ImageNet's head sees in each class"):
 
 st.subheader("Check it: run the competing strategies")
 st.caption("One trial each — linear probe, fine-tune the last block, fine-tune everything, from scratch "
-           "(and the recommended setting when it is none of those) — queued in the Fine-tune lab's "
+           "(and the recommended setting when it is none of those, and a classifier on the block LogME ranks "
+           "highest when the advice reads another) — queued in the Fine-tune lab's "
            "background worker, the way Thome's tables compare them.")
 epochs = st.number_input("Epochs per trial", value=5, min_value=1, max_value=50)
 label = f"{ds.name}@{ds.size}px#{ds.fingerprint}"

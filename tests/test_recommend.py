@@ -52,6 +52,22 @@ def test_a_similarity_measured_below_the_models_resolution_says_it_holds_for_tha
     assert not any("resolution" in r for r in at[SPEC.crop_size])
 
 
+def test_where_logme_points_away_from_the_advice_the_validation_tries_its_block_too(digits):
+    m = recommend.measure(SPEC, digits)
+    blocks = [b for b, _ in m.logme_by_block]
+    tilted = [(b, 1.0 if b == "_blocks.5-7" else 0.0) for b in blocks]
+    near = recommend.recommend(dataclasses.replace(m, similarity=0.9, logme_by_block=tilted), SPEC)
+    assert (near.freeze, near.probe_block) == ("all", features.PENULTIMATE)  # small and similar: the penultimate
+    assert any(r.endswith("reads the penultimate features; the validation also tries a classifier on _blocks.5-7.")
+               for r in near.reasons)
+    trials = recommend.validation_trials(near, epochs=1)
+    assert trials["classifier on _blocks.5-7 features (highest LogME)"].probe_block == "_blocks.5-7"
+    # Where the advice already reads that block, it is tried once, as the advice.
+    far = recommend.recommend(dataclasses.replace(m, similarity=0.1, logme_by_block=tilted), SPEC)
+    names = list(recommend.validation_trials(far, epochs=1))
+    assert "classifier on _blocks.5-7 features (advised)" in names and not any("highest LogME" in n for n in names)
+
+
 def test_large_datasets_are_told_to_fine_tune(digits):
     m = recommend.measure(SPEC, digits)
     big = dataclasses.replace(m, per_class=float(recommend.SMALL_PER_CLASS))

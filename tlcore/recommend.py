@@ -152,7 +152,8 @@ def recommend(m: Measurement, spec: zoo.ModelSpec) -> Recommendation:
     """Place the measurement on the matrix and say why, in numbers."""
     size = "small" if m.per_class < SMALL_PER_CLASS else "large"
     similar = m.similarity >= SIMILAR_AT
-    best_block, best_logme = max(m.logme_by_block, key=lambda kv: kv[1])
+    best_block = best_logme_block(m)
+    best_logme = dict(m.logme_by_block)[best_block]
     n = len(zoo.blocks_of(spec))
     if similar and size == "small":
         freeze, probe = "all", features.PENULTIMATE
@@ -169,7 +170,11 @@ def recommend(m: Measurement, spec: zoo.ModelSpec) -> Recommendation:
         f"uncertainty of your labels (LEEP {m.leep:.3f} against {m.leep_floor:.3f} for a source that "
         f"knows nothing) — {'similar' if similar else 'different'}: the line is {SIMILAR_AT}.",
         f"LogME is highest at {best_block} ({best_logme:.3f}): the features that fit your labels best "
-        "with a linear model.",
+        "with a linear model" + (
+            "." if probe == best_block or best_block == features.PENULTIMATE else
+            f". The matrix's advice for this cell "
+            f"{'reads the penultimate features' if freeze == 'all' else 'fine-tunes blocks instead'}; the validation "
+            f"also tries a classifier on {best_block}."),
     ]
     if size == "small" and not similar:
         reasons.append("This is the matrix's hardest cell: few images and features made for other images. Expect "
@@ -222,7 +227,17 @@ def validation_trials(rec: Recommendation, *, epochs: int = 5) -> dict[str, Tria
         name = ("advised setting" if advised["probe_block"] == features.PENULTIMATE
                 else f"classifier on {advised['probe_block']} features (advised)")
         trials[name] = advised
+    # Where LogME points elsewhere than the advice, its block is checked too: a probe costs little.
+    best = best_logme_block(rec.measurement)
+    fitted = {"freeze": "all", "pretrained": True, "probe_block": best}
+    if best != features.PENULTIMATE and fitted not in trials.values():
+        trials[f"classifier on {best} features (highest LogME)"] = fitted
     return {name: TrialConfig(model=spec.key, epochs=epochs, **t) for name, t in trials.items()}
+
+
+def best_logme_block(m: Measurement) -> str:
+    """The block whose pooled features a linear model fits best (LogME's evidence)."""
+    return max(m.logme_by_block, key=lambda kv: kv[1])[0]
 
 
 def score_model(spec: zoo.ModelSpec, dataset: Dataset, *, block: str = features.PENULTIMATE,

@@ -20,6 +20,10 @@ from ui import resources
 from ui.demo import visitor
 
 TAGS = ("sweep", "validation", "strategy", "ranking")  # kept with a run's config by whoever queued it
+# What a run is (its data first: a run on other images is another experiment), then how it did and cost.
+HISTORY_COLUMNS = ("run", "status", "model", "dataset", "freeze", "pretrained", "val acc", "best val acc", "epochs",
+                   "s/epoch", "s to 1st epoch", "under load", "batch", "precision", "sweep", "strategy", "created",
+                   "error")
 FROZEN, TRAINABLE, NEW, UNUSED = "#c9ced6", "#2f6fde", "#f2a541", "#f1f3f6"
 
 
