@@ -139,7 +139,7 @@ with changed:
                 "blocks, or sweep all depths) and come back: its weights are kept.")
     elif runs:
         by_id = {r["id"]: r for r in runs}
-        picked = st.multiselect("Runs", list(by_id), default=list(by_id)[:3], key="drift_runs",
+        picked = st.multiselect("Runs", list(by_id), default=vv.default_drift_runs(runs), key="drift_runs",
                                 format_func=lambda i: vv.run_label(by_id[i]))
         curves = vv.drift_curves(key, ds, [by_id[i] for i in picked])
         if curves:

@@ -188,6 +188,17 @@ def finished_runs(key: str) -> list[dict]:
             if r["status"] == "done" and r["model"] == key and r["config"].get("pretrained", True)]
 
 
+def default_drift_runs(runs: list[dict], n: int = 3) -> list[int]:
+    """The runs the CKA view opens with (``runs`` newest first): the newest run of each of the ``n``
+    shallowest freeze depths, where fine-tuning reached furthest, so the curves differ. The newest
+    three alone were often a sweep's last depths, every curve at 1."""
+    newest: dict = {}
+    for run in runs:
+        newest.setdefault(run["config"].get("freeze"), run["id"])
+    depths = sorted(newest, key=lambda f: float("inf") if f == "all" else f)
+    return [newest[f] for f in depths[:n]]
+
+
 def run_label(run: dict) -> str:
     freeze = run["config"].get("freeze")
     what = ("linear probe" if freeze == "all" else "everything fine-tuned" if freeze == 0
@@ -323,6 +334,14 @@ def before_after(spec: zoo.ModelSpec, model: torch.nn.Module, run: dict, cfg: re
     except ValueError as err:
         st.warning(str(err))
         return
+    if frozen_in(spec, run, cfg.layer):  # the same weights: a second render would only repeat the first
+        before = renders(spec, model, cfg, [channel], "pretrained", "before")
+        if before:
+            st.image(before[0].image, width=360, caption=f"pretrained · {ratio_text(stats.ratio(channel, before[0].activation))}")
+            st.caption(f"Run #{run['id']} kept {cfg.layer} frozen (its block and every one before it, BatchNorm "
+                       "statistics too): after the run the channel is this same picture. Pick a run that trained "
+                       "this layer, or a deeper layer.")
+        return
     tag = drift.run_tag(run)
     tuned_stats = layer_stats(spec.key, ds, cfg.layer, tuned, tag)
     before = renders(spec, model, cfg, [channel], "pretrained", "before")
@@ -334,6 +353,17 @@ def before_after(spec: zoo.ModelSpec, model: torch.nn.Module, run: dict, cfg: re
                caption=f"pretrained · {ratio_text(stats.ratio(channel, before[0].activation))}")
     right.image(after[0].image, width="stretch",
                 caption=f"after run #{run['id']} · {ratio_text(tuned_stats.ratio(channel, after[0].activation))}")
+
+
+def frozen_in(spec: zoo.ModelSpec, run: dict, layer: str) -> bool:
+    """Whether ``run`` left ``layer`` exactly as pretrained: its block among the frozen ones, their
+    BatchNorm statistics kept."""
+    cfg = run["config"]
+    freeze = cfg.get("freeze")
+    if freeze == "all" or not isinstance(freeze, int) or cfg.get("bn_mode", "frozen") != "frozen":
+        return freeze == "all"
+    block = next(x.block for x in zoo.layers(spec) if x.name == layer)
+    return [b.name for b in zoo.blocks_of(spec)].index(block) < freeze
 
 
 SCALES = {"each": "Each filter's own range", "shared": "One range for the layer"}

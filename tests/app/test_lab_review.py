@@ -149,3 +149,8 @@ def test_a_render_weaker_than_the_datasets_best_image_says_so():
 
     assert ratio_text(3.21) == "ratio 3.2×" and ratio_text(None) == "ratio —"
     assert ratio_text(-0.1) == "ratio -0.1× — weaker than the dataset's best image"
+
+
+def test_the_cka_view_opens_with_the_shallowest_depths_newest_first():
+    runs = [{"id": i, "config": {"freeze": f}} for i, f in ((9, "all"), (8, 7), (7, 6), (6, 0), (5, 0), (4, 3))]
+    assert visualize_view.default_drift_runs(runs) == [6, 4, 7]  # depths 0, 3, 6: the newest run of each

@@ -86,7 +86,9 @@ def test_what_fine_tuning_changed_for_a_kept_run():
     figure = at.get("plotly_chart")[0].proto.spec
     assert f"#{run_id} freeze 5" in figure and "CKA" in figure
     assert at.subheader[0].value == "The same channel before and after"
-    assert len(at.get("image")) == 2  # pretrained and fine-tuned, side by side
+    # _blocks.4 sits in the fourth of the five blocks the run kept frozen: one picture, and why.
+    assert len(at.get("image")) == 1
+    assert any(c.value.startswith(f"Run #{run_id} kept _blocks.4 frozen") for c in at.caption)
     # Its first block was frozen (BatchNorm too): the first layer is unchanged, and says so.
     assert at.subheader[1].value == "The first layer before and after"
     assert any(f"Run #{run_id} kept the first block frozen" in c.value for c in at.caption)
@@ -103,6 +105,7 @@ def test_what_fine_tuning_changed_for_a_kept_run():
     moved = next(c.value for c in at.caption if c.value.startswith("The filters' own weights moved by"))
     assert float(moved.split("moved by ")[1].split("%")[0]) > 0
     assert "BatchNorm's statistics were re-estimated" in moved  # they train in a trial that trains everything
+    assert at.multiselect(key="drift_runs").value[0] == everything  # the shallowest depth first
     assert len(at.get("image")) == 4  # the channel, and the first layer, before and after
 
 
