@@ -23,6 +23,7 @@ SIZES = [32, 64, 96, 128, 160, 224]
 KINDS = {"builtin": "Built-in (offline)", "zip": "Upload a zip", "folder_upload": "Upload a folder",
          "torchvision": "torchvision (download)", "path": "Folder on this server"}
 MAP_MAX_IMAGES = 1000
+TOOLBAR_ROOM = 40  # px above a chart's plot: its toolbar (on hover) sits there, not over the legend's title
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,7 @@ def balance_figure(classes: tuple[str, ...], train: tuple[int, ...], val: tuple[
             for split, counts in (("train", train), ("validation", val)) for c, n in zip(classes, counts, strict=True)]
     fig = px.bar(pd.DataFrame(rows), x="class", y="images", color="split", barmode="stack",
                  color_discrete_sequence=["#2f6fde", "#f2a541"])
-    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10}, template="plotly_white")
+    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": TOOLBAR_ROOM, "b": 10}, template="plotly_white")
     return fig
 
 
@@ -245,9 +246,11 @@ def sizes_vary(ds: data.Dataset) -> bool:
 def size_figure(ds: data.Dataset):
     frame = pd.DataFrame({"width": ds.profile.widths, "height": ds.profile.heights})
     long = frame.melt(var_name="side", value_name="pixels")
-    fig = px.histogram(long, x="pixels", color="side", barmode="overlay", nbins=40, opacity=0.65,
+    # Side by side, not overlaid: square images put both sides in every bin, where overlaid bars
+    # blended into a colour the legend does not show.
+    fig = px.histogram(long, x="pixels", color="side", barmode="group", nbins=40,
                        color_discrete_sequence=["#2f6fde", "#d1495b"])
-    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10}, template="plotly_white",
+    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": TOOLBAR_ROOM, "b": 10}, template="plotly_white",
                       xaxis_title="original size (px)")
     return fig
 
@@ -292,7 +295,7 @@ def map_figure(points: pd.DataFrame, classes: list[str]):
     fig = px.scatter(points, x="x", y="y", color="class", hover_data={"index": True, "x": False, "y": False},
                      color_discrete_sequence=px.colors.qualitative.Dark24, category_orders={"class": classes})
     fig.update_traces(marker={"size": 6, "opacity": 0.8})
-    fig.update_layout(height=520, margin={"l": 10, "r": 10, "t": 10, "b": 10}, template="plotly_white",
+    fig.update_layout(height=520, margin={"l": 10, "r": 10, "t": TOOLBAR_ROOM, "b": 10}, template="plotly_white",
                       xaxis={"visible": False}, yaxis={"visible": False}, dragmode="lasso")
     return fig
 
