@@ -129,6 +129,9 @@ def test_finetune_classifier_on_an_earlier_block(capsys):
     out = run_json(capsys, "finetune", "--model", "efficientnet_lite0", "--data", "digits", "--epochs", "1",
                    "--size", "32", "--max-per-class", "8", "--probe-block", "_blocks.3-4", "--format", "json")
     assert out["config"]["probe_block"] == "_blocks.3-4" and out["trainable_params"] == 40 * 10 + 10
+    assert main(["runs"]) == 0  # the history's line names the data and the block the classifier read
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.lstrip().startswith(f"{out['run_id']} "))
+    assert "efficientnet_lite0" in line and "digits@32px" in line and "freeze all (_blocks.3-4)" in line
     assert main(["finetune", "--model", "efficientnet_lite0", "--data", "digits", "--freeze", "2",
                  "--probe-block", "_blocks.3-4"]) == 2
     assert "needs freeze='all'" in capsys.readouterr().err

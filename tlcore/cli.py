@@ -217,8 +217,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for r in runs:
         acc = r["result"]["val_acc"] if r["result"] else None
         cfg = r["config"]
-        print(f"{r['id']:4d}  {r['status']:11s} {r['model']:36s} freeze {str(cfg.get('freeze')):4s} "
-              f"epochs {cfg.get('epochs')}  val acc {'—' if acc is None else f'{acc:.3f}'}  {r['created']}")
+        # What tells two runs apart: the data, from scratch or not, and the block a probe reads.
+        freeze = str(cfg.get("freeze"))
+        if cfg.get("freeze") == "all" and cfg.get("probe_block", "penultimate") != "penultimate":
+            freeze += f" ({cfg['probe_block']})"
+        start = "" if cfg.get("pretrained", True) else " from scratch"
+        print(f"{r['id']:4d}  {r['status']:11s} {r['model'].split('.')[0]:20s} {r['dataset'].split('#')[0]:24s} "
+              f"freeze {freeze}{start}  epochs {cfg.get('epochs')}  val acc {'—' if acc is None else f'{acc:.3f}'}  "
+              f"{r['created']}")
     return 0
 
 
