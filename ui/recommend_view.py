@@ -73,7 +73,8 @@ def matrix_figure(rec: recommend.Recommendation | None, per_class: float | None 
     x = np.log10(max(per_class, 1))
     if rec is None:
         fig.add_vline(x=x, line={"dash": "dot", "width": 2, "color": "#f2a541"})
-        fig.add_annotation(x=x, y=0.5, text=f"<b>your data</b>: {per_class:g} per class<br>similarity: Measure",
+        # Between the captions of the cells above and below the line, not over the lower one's.
+        fig.add_annotation(x=x, y=0.7, text=f"<b>your data</b>: {per_class:g} per class<br>similarity: Measure",
                            showarrow=False, bgcolor="rgba(255,255,255,0.9)", bordercolor="#1f2d3d", borderpad=3,
                            font={"size": 12, "color": "#1f2d3d"})
     else:
