@@ -167,3 +167,12 @@ def test_the_courses_reference_datasets_land_where_the_course_puts_them(digits):
         rec = recommend.recommend(dataclasses.replace(m, per_class=per_class), SPEC)
         assert rec.size == ("small" if size == "small" else "large"), name
         assert "VOC'07 has 250 per class, 'small' in the course" in rec.reasons[0]
+
+
+def test_the_size_reason_names_a_much_smaller_smallest_class(digits):
+    m = recommend.measure(SPEC, digits)
+    assert m.smallest_class == int(torch.bincount(digits.labels[digits.train_idx]).min())
+    uneven = recommend.recommend(dataclasses.replace(m, per_class=38.5, smallest_class=24), SPEC).reasons[0]
+    assert uneven.startswith("38.5 training images per class (median; the smallest class has 24) — small")
+    even = recommend.recommend(dataclasses.replace(m, per_class=38.5, smallest_class=37), SPEC).reasons[0]
+    assert even.startswith("38.5 training images per class (median) — small")

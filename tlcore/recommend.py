@@ -53,6 +53,7 @@ class Measurement:
     # blocks differ in width, and with fewer training images than channels the published formula
     # rises with the width even on noise, so it would always point at the widest block.
     logme_by_block: list[tuple[str, float]]
+    smallest_class: int | None = None  # training images of the smallest class
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -110,7 +111,8 @@ def measure(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Module | None = 
     scores = _head_scores(feats[features.PENULTIMATE], probs, y)
     return Measurement(
         model=spec.key, n_images=len(dataset), n_classes=len(dataset.classes),
-        per_class=float(np.median(np.bincount(y))), resolution=features.input_size(spec, dataset),
+        per_class=float(np.median(np.bincount(y))), smallest_class=int(np.bincount(y).min()),
+        resolution=features.input_size(spec, dataset),
         similarity=float(np.clip((scores["leep"] - floor) / -floor, 0.0, 1.0)) if floor < 0 else 0.0,
         leep_floor=floor, imagenet_confidence=float(probs.max(1).mean()), **scores,
         batchnorm_gap=batchnorm_gaps(spec, dataset, model=model, device=device,
@@ -164,8 +166,10 @@ def recommend(m: Measurement, spec: zoo.ModelSpec) -> Recommendation:
     else:
         freeze, probe = 1, best_block  # keep only the stem's generic filters fixed
     reasons = [
-        f"{m.per_class:g} training images per class (median) — {size}: the line is {SMALL_PER_CLASS} "
-        f"({_references()}).",
+        f"{m.per_class:g} training images per class (median"
+        + (f"; the smallest class has {m.smallest_class:,}" if m.smallest_class is not None
+           and m.smallest_class < 0.8 * m.per_class else "")
+        + f") — {size}: the line is {SMALL_PER_CLASS} ({_references()}).",
         f"Similarity {m.similarity:.2f}: ImageNet's own classes remove {100 * m.similarity:.0f}\u00a0% of the "
         f"uncertainty of your labels (LEEP {m.leep:.3f} against {m.leep_floor:.3f} for a source that "
         f"knows nothing) — {'similar' if similar else 'different'}: the line is {SIMILAR_AT}.",
