@@ -241,7 +241,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         return 0
     probe = f" · classifier features: {rec.probe_block}" if rec.freeze == "all" else ""  # else the penultimate's
     print(f"{rec.strategy}\n  dataset: {rec.size}, {'similar to' if rec.similar else 'different from'} "
-          f"ImageNet · Fine-tune lab: freeze {rec.freeze}{probe}")
+          f"ImageNet at {m.resolution} px (--size) · Fine-tune lab: freeze {rec.freeze}{probe}")
     for reason in rec.reasons:
         print(f"  - {reason}")
     if validation:
