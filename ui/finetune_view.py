@@ -163,11 +163,15 @@ def current_run() -> dict | None:
             (r for r in batch if statuses.get(r) in ("queued", "running")), max(statuses, default=run_id))
     if run_id is None:
         # Only runs this server's queue holds: a CLI's run, or a dead process's, cannot be cancelled here.
-        unfinished = [r["id"] for r in visible_runs()
-                      if r["status"] in ("queued", "running") and jobs().position(r["id"]) is not None]
+        runs = visible_runs()
+        unfinished = [r for r in runs if r["status"] in ("queued", "running") and jobs().position(r["id"]) is not None]
         if not unfinished:
             return None
-        run_id = st.session_state.current_run = max(unfinished)
+        newest = max(unfinished, key=lambda r: r["id"])
+        if sweep := (newest["config"].get("tags") or {}).get("sweep"):  # a sweep: follow it from its next depth
+            follow(sorted(r["id"] for r in runs if (r["config"].get("tags") or {}).get("sweep") == sweep))
+            return current_run()
+        run_id = st.session_state.current_run = newest["id"]
     try:
         return jobs().store.get(run_id)
     except KeyError:  # a demo visitor's runs are removed after long idleness

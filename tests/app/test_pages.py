@@ -452,6 +452,14 @@ def test_a_sweep_is_followed_to_its_last_depth_and_read_only_once_all_have_run()
     assert len(batch) > 2 and at.session_state["current_run"] == batch[0]
     if finetune_view.jobs().store.get(batch[-1])["status"] != "done":  # the last depth has not run yet
         assert "depths done so far; the reading follows once the rest have run." in at.markdown[-1].value
+    # A refreshed page (a new session) follows the sweep from its next unfinished depth, not its last.
+    refreshed = AppTest.from_file(str(ROOT / "app_pages/finetune.py"), default_timeout=TIMEOUT)
+    refreshed.session_state["active_dataset"] = at.session_state["active_dataset"]
+    refreshed.run()
+    unfinished = [r for r in batch if finetune_view.jobs().store.get(r)["status"] in ("queued", "running")]
+    if unfinished:
+        assert refreshed.session_state["current_batch"] == batch
+        assert refreshed.session_state["current_run"] <= unfinished[0]  # the first unfinished when it looked
     assert finetune_view.jobs().wait(TIMEOUT)
     at.run()
     assert not at.exception
