@@ -68,6 +68,27 @@ def test_where_logme_points_away_from_the_advice_the_validation_tries_its_block_
     assert "classifier on _blocks.5-7 features (advised)" in names and not any("highest LogME" in n for n in names)
 
 
+def test_every_cells_validation_fits_a_demo_visitors_queue_and_names_logmes_block(digits):
+    from tlcore.settings import DEMO_LIMITS
+
+    m = recommend.measure(SPEC, digits)
+    blocks = [b for b, _ in m.logme_by_block]
+    for best in ("_blocks.5-7", features.PENULTIMATE):
+        tilted = [(b, 1.0 if b == best else 0.0) for b in blocks]
+        for per_class in (20.0, float(recommend.SMALL_PER_CLASS)):
+            for similarity in (0.1, 0.9):
+                rec = recommend.recommend(dataclasses.replace(m, per_class=per_class, similarity=similarity,
+                                                              logme_by_block=tilted), SPEC)
+                trials = recommend.validation_trials(rec, epochs=1)
+                assert len(trials) <= DEMO_LIMITS.max_waiting_per_session, (rec.size, rec.similar, list(trials))
+                tried = any(t.freeze == "all" and t.probe_block == best for t in trials.values())
+                assert tried or best == features.PENULTIMATE
+                # The reason says so wherever the advice itself does not read that block.
+                reads_it = rec.freeze == "all" and rec.probe_block == best
+                assert (f"also tries a classifier on {best}" in " ".join(rec.reasons)) == (
+                    best != features.PENULTIMATE and not reads_it), (rec.size, rec.similar)
+
+
 def test_large_datasets_are_told_to_fine_tune(digits):
     m = recommend.measure(SPEC, digits)
     big = dataclasses.replace(m, per_class=float(recommend.SMALL_PER_CLASS))

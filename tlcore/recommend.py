@@ -175,7 +175,7 @@ def recommend(m: Measurement, spec: zoo.ModelSpec) -> Recommendation:
         f"knows nothing) — {'similar' if similar else 'different'}: the line is {SIMILAR_AT}.",
         f"LogME is highest at {best_block} ({best_logme:.3f}): the features that fit your labels best "
         "with a linear model" + (
-            "." if probe == best_block or best_block == features.PENULTIMATE else
+            "." if (freeze == "all" and probe == best_block) or best_block == features.PENULTIMATE else
             f". The matrix's advice for this cell "
             f"{'reads the penultimate features' if freeze == 'all' else 'fine-tunes blocks instead'}; the validation "
             f"also tries a classifier on {best_block}."),

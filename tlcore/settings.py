@@ -30,7 +30,7 @@ class Limits:
     max_epochs: int = 500  # per trial
     max_waiting_jobs: int = 100  # trials queued behind the running one, all sessions together
     max_waiting_per_session: int = 100  # of those, from one session (demo: one user cannot fill it;
-    # 5 keeps a Strategy validation, up to 5 trials, possible)
+    # 6 keeps a Strategy validation possible: 4 strategies, the advice, LogME's block)
     max_vis_steps: int = 4096  # optimisation steps per feature-visualisation render
     max_vis_size: int = 1024  # px, the side of a rendered image
     max_vis_channels: int = 256  # images in one render call (a gallery)
@@ -40,7 +40,7 @@ class Limits:
 
 DEMO_LIMITS = Limits(max_members=5_000, max_member_bytes=10 * 2**20, max_total_bytes=200 * 2**20,
                      max_pixels=25_000_000, max_images=5_000, max_epochs=20, max_waiting_jobs=12,
-                     max_waiting_per_session=5, max_vis_steps=256, max_vis_size=160, max_vis_channels=16,
+                     max_waiting_per_session=6, max_vis_steps=256, max_vis_size=160, max_vis_channels=16,
                      max_dream_side=512, max_dream_steps=20)
 
 

@@ -65,6 +65,9 @@ def _chosen() -> Choice | None:
 def remember_in_url() -> None:
     """Write the session's dataset into the URL (every page, before it draws); a new session takes
     the one its URL names, even on a page that loads no dataset (a switch of page clears the URL)."""
+    kind, _, name = st.query_params.get("dataset", "").partition(":")
+    if kind == UPLOAD and "active_dataset" not in st.session_state:  # a new session on an upload's URL
+        st.session_state.setdefault("lost_upload", name or "an upload")  # kept after the URL moves on
     choice = _chosen()
     if choice is None:
         return
@@ -78,9 +81,9 @@ def remember_in_url() -> None:
 
 
 def lost_upload() -> str | None:
-    """The upload this page's URL names when the session no longer has it (a refresh, a new tab)."""
-    kind, _, name = st.query_params.get("dataset", "").partition(":")
-    return name or "an upload" if kind == UPLOAD and "active_dataset" not in st.session_state else None
+    """The upload this session's first URL named and could not bring back (a refresh, a new tab),
+    until another dataset than the default fallback is loaded."""
+    return st.session_state.get("lost_upload")
 
 
 def warn_lost_upload(meanwhile: str) -> None:
@@ -191,6 +194,8 @@ def load(choice: Choice) -> data.Dataset:
     ds = _load(choice.kind, choice.name, choice.size, choice.max_per_class, choice.seed, digest,
                choice.blob, choice.files)
     st.session_state["active_dataset"] = choice
+    if choice != DEFAULT_CHOICE:  # the user chose (or uploaded again): the lost upload is settled
+        st.session_state.pop("lost_upload", None)
     remember_in_url()
     return ds
 
@@ -317,12 +322,12 @@ def active_dataset() -> data.Dataset:
     """The dataset chosen on the Data page (else ``DEFAULT_CHOICE``), announced in one line;
     a dataset that cannot be loaded stops the page with its message."""
     choice = session_choice()
-    warn_lost_upload(f"this page uses {choice.name} meanwhile")
     try:
-        ds = load(choice)
+        ds = load(choice)  # an upload loaded again settles a lost one: the warning below follows it
     except data.DatasetError as err:
         st.error(str(err))
         st.stop()
+    warn_lost_upload(f"this page uses {choice.name} meanwhile")
     st.markdown(f"**Dataset:** {ds.name} — {len(ds):,} images, {len(ds.classes)} classes at {ds.size} px "
                 f"({len(ds.train_idx):,} train / {len(ds.val_idx):,} validation). Change it on the Data page.")
     return ds

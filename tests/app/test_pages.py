@@ -190,12 +190,18 @@ def test_a_refresh_after_an_upload_says_the_upload_is_gone_instead_of_swapping_d
     at.run()
     assert at.query_params["dataset"] == "upload:defects.zip" and not at.warning
     for page in ("app_pages/finetune.py", "app_pages/data.py"):  # refreshed: a new session with that URL
-        fresh = app()
+        fresh = app()  # on the zoo page, which loads no dataset
         fresh.query_params.update({k: v for k, v in at.query_params.items() if k.startswith("dataset")})
         fresh.run()
+        fresh.query_params.clear()  # what a switch of page does to the URL
         fresh.switch_page(page).run()
         assert not fresh.exception
         assert "uploaded as **defects.zip**, is not kept across a refresh" in fresh.warning[0].value
+        fresh.run()  # any click: still said while the default stands in for it
+        assert "uploaded as **defects.zip**" in fresh.warning[0].value
+    fresh.session_state["active_dataset"] = data_view.Choice("zip", "defects.zip", 32, None, 0, digest="d", blob=blob)
+    fresh.switch_page("app_pages/finetune.py").run()  # uploaded again
+    assert not fresh.exception and not fresh.warning
 
 
 def test_the_dataset_is_in_every_pages_url_and_a_new_session_loads_it_again():

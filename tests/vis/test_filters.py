@@ -54,6 +54,11 @@ def test_grey_is_zero_and_negligible_filters_stay_grey(lite0):
     assert shared_peaks.max() >= 127 and shared_peaks.min() < 64
     with pytest.raises(ValueError, match="scale must be 'each' or 'shared'"):
         layer.images("loud")
+    # A filter just under the line (9e-4 of the layer's largest weight) is drawn grey too, not stretched.
+    kernels = layer.kernels.copy()
+    kernels[0] = kernels[0] / np.abs(layer.weights[0]).max() * 9e-4 * np.abs(layer.weights).max() / layer.gain[0]
+    faint = filters.FirstLayer(layer.path, layer.kind, kernels, layer.gain, layer.batchnorm)
+    assert faint.negligible()[0] and np.abs(faint.images("each")[0].astype(int) - 127.5).max() <= 1
 
 
 @pytest.mark.parametrize("name, path, batchnorm", [("resnet18", "conv1", "bn1"), ("alexnet", "features.0", None),

@@ -42,10 +42,12 @@ class FirstLayer:
         range (its pattern), "shared" uses the layer's largest weight (which filters are strong)."""
         if scale not in ("each", "shared"):
             raise ValueError(f"scale must be 'each' or 'shared', got {scale!r}")
-        layer_peak = np.abs(self.weights).max()
+        layer_peak = max(float(np.abs(self.weights).max()), 1e-12)
         peak = np.abs(self.weights).max(axis=(1, 2, 3), keepdims=True) if scale == "each" else layer_peak
-        # A negligible filter stays grey instead of its rounding noise stretched to full contrast.
-        unit = self.weights / np.maximum(peak, max(NEGLIGIBLE * layer_peak, 1e-12))
+        # A negligible filter is drawn on the layer's range: grey, as the page says, instead of its
+        # rounding noise stretched to full contrast.
+        peak = np.where(self.negligible()[:, None, None, None], layer_peak, peak)
+        unit = self.weights / np.maximum(peak, 1e-12)
         return np.round(127.5 + 127.5 * unit).clip(0, 255).astype(np.uint8)
 
     def grid(self, scale: Scale = "each", tile_px: int = 56, per_row: int = 16) -> np.ndarray:
