@@ -476,14 +476,15 @@ def test_a_classifier_on_an_earlier_blocks_features(digits):
     converged = LogisticRegression(max_iter=3000).fit(((feats[train] - mean) / std).numpy(), labels[train].numpy())
     assert result.val_acc >= converged.score(((feats[val] - mean) / std).numpy(), labels[val].numpy()) - 0.1
     # The run keeps a plain Linear on raw pooled features (standardisation folded in): it predicts
-    # what the trial's head predicted.
+    # what the trial's head predicted. (At most one image may move, between two near-equal scores:
+    # on a GPU the trial scored in the device's float32, here on the CPU.)
     head = torch.nn.Linear(channels, 10)
     head.load_state_dict(result.state_dict)
     with torch.no_grad():
         predicted = head(feats[val]).argmax(1)
     confusion = torch.zeros(10, 10, dtype=torch.long).index_put_((labels[val], predicted), torch.ones_like(predicted),
                                                                 accumulate=True)
-    assert confusion.tolist() == result.confusion
+    assert (confusion - torch.tensor(result.confusion)).abs().sum() <= 2  # one image moved: two cells
     with pytest.raises(ValueError, match="needs freeze='all'"):
         TrialConfig(model=spec.key, freeze=3, probe_block="_blocks.5-7").check()
     with pytest.raises(ValueError, match="unknown block 'nope'; choose one of: stem"):
