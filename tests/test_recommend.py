@@ -197,3 +197,14 @@ def test_the_size_reason_names_a_much_smaller_smallest_class(digits):
     assert uneven.startswith("38.5 training images per class (median; the smallest class has 24) — small")
     even = recommend.recommend(dataclasses.replace(m, per_class=38.5, smallest_class=37), SPEC).reasons[0]
     assert even.startswith("38.5 training images per class (median) — small")
+
+
+def test_the_advice_is_one_named_trial_of_the_validation(digits):
+    m = recommend.measure(SPEC, digits)
+    n = len(zoo.blocks_of(SPEC))
+    for per_class, similarity, expected in ((20.0, 0.9, "linear probe (frozen features)"),
+                                            (float(recommend.SMALL_PER_CLASS), 0.9, "advised setting")):
+        rec = recommend.recommend(dataclasses.replace(m, per_class=per_class, similarity=similarity), SPEC)
+        assert recommend.advised_strategy(rec) == expected
+        cfg = recommend.validation_trials(rec, epochs=1)[expected]
+        assert (cfg.freeze, cfg.pretrained) == (rec.freeze, True) and (rec.freeze == "all" or rec.freeze < n)

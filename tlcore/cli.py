@@ -283,21 +283,15 @@ def _validate(rec, dataset, args: argparse.Namespace) -> list[dict]:
     trials = recommend.validation_trials(rec, epochs=args.epochs)
     label = f"{args.data}@{dataset.size}px#{dataset.fingerprint}"
     vid, rows = uuid.uuid4().hex[:8], []
+    advised = recommend.advised_strategy(rec)
     for i, (name, cfg) in enumerate(trials.items(), 1):
         print(f"tlcore: validation {i}/{len(trials)}: {name}…", file=sys.stderr, flush=True)
         out = _run_and_keep(cfg, dataset, label, tags={"validation": vid, "strategy": name})
         rows.append({"strategy": name, "freeze": cfg.freeze, "pretrained": cfg.pretrained,
-                     "advised": _is_advised(cfg, rec), "val_acc": out["val_acc"],
+                     "advised": name == advised, "val_acc": out["val_acc"],
                      "best_val_acc": max(h["val_acc"] for h in out["history"]),
                      "seconds": out["timings"]["total_s"], "run_id": out["run_id"]})
     return rows
-
-
-def _is_advised(cfg, rec) -> bool:
-    from tlcore import recommend
-
-    return {"freeze": cfg.freeze, "pretrained": cfg.pretrained, "probe_block": cfg.probe_block} == \
-        recommend.advised_setting(rec)
 
 
 def cmd_layers(args: argparse.Namespace) -> int:

@@ -239,6 +239,13 @@ def validation_trials(rec: Recommendation, *, epochs: int = 5) -> dict[str, Tria
     return {name: TrialConfig(model=spec.key, epochs=epochs, **t) for name, t in trials.items()}
 
 
+def advised_strategy(rec: Recommendation) -> str:
+    """The name, among ``validation_trials``', of the trial that runs the advice."""
+    advised = advised_setting(rec)
+    return next(name for name, cfg in validation_trials(rec, epochs=1).items()
+                if {k: getattr(cfg, k) for k in advised} == advised)
+
+
 def best_logme_block(m: Measurement) -> str:
     """The block whose pooled features a linear model fits best (LogME's evidence)."""
     return max(m.logme_by_block, key=lambda kv: kv[1])[0]

@@ -158,7 +158,7 @@ def current_run() -> dict | None:
     run_id = st.session_state.get("current_run")
     batch = st.session_state.get("current_batch", [])
     if run_id in batch:  # a sweep: follow its first run still waiting or training, else its last
-        statuses = {r: jobs().store.get(r)["status"] for r in batch if _kept(r)}
+        statuses = _statuses(batch)
         run_id = st.session_state.current_run = next(
             (r for r in batch if statuses.get(r) in ("queued", "running")), max(statuses, default=run_id))
     if run_id is None:
@@ -179,12 +179,15 @@ def current_run() -> dict | None:
         return None
 
 
-def _kept(run_id: int) -> bool:
-    try:
-        jobs().store.get(run_id)
-        return True
-    except KeyError:
-        return False
+def _statuses(run_ids: list[int]) -> dict[int, str]:
+    """Each kept run's status (a demo visitor's runs go after long idleness)."""
+    out = {}
+    for run_id in run_ids:
+        try:
+            out[run_id] = jobs().store.get(run_id)["status"]
+        except KeyError:
+            pass
+    return out
 
 
 def follow(run_ids: list[int]) -> None:
@@ -203,7 +206,7 @@ def batch_progress(run: dict) -> str:
     batch = st.session_state.get("current_batch", [])
     if len(batch) < 2 or run["id"] not in batch:
         return ""
-    ended = sum(jobs().store.get(r)["status"] not in ("queued", "running") for r in batch if _kept(r))
+    ended = sum(status not in ("queued", "running") for status in _statuses(batch).values())
     return f" · sweep: {ended} of {len(batch)} depths ended"
 
 

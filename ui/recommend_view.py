@@ -190,11 +190,9 @@ def validation_frame(frame: pd.DataFrame, vid: str, n_val: int) -> pd.DataFrame:
 
 def validation_verdict(done: pd.DataFrame, rec: recommend.Recommendation, n_val: int, n_classes: int) -> str:
     """What the finished validation says (``recommend.validation_verdict``), in words."""
-    setting = recommend.advised_setting(rec)
-    advised_label = finetune_view.freeze_label(setting["freeze"], setting["probe_block"])
-    advised = (done.freeze == advised_label) & done.pretrained.astype(bool)
-    v = recommend.validation_verdict(list(zip(done.strategy, done["val acc"], done["best val acc"], advised,
-                                              strict=True)), n_val, n_classes)
+    advised = recommend.advised_strategy(rec)
+    v = recommend.validation_verdict(list(zip(done.strategy, done["val acc"], done["best val acc"],
+                                              done.strategy == advised, strict=True)), n_val, n_classes)
     names = " and ".join(f"**{s}**" for s in v.best)
     text = (f"Best on your data: **{v.best[0]}** ({v.best_acc:.3f} validation accuracy)." if len(v.best) == 1
             else f"Best on your data, tied within ±{v.margin:.3f}, a standard error or one image on {n_val:,} "
@@ -207,7 +205,7 @@ def validation_verdict(done: pd.DataFrame, rec: recommend.Recommendation, n_val:
         return text
     if v.advice_among_best:
         return text + " The matrix's advice is among the best here."
-    return (text + f" The matrix's advice (freeze {advised_label}) reached {v.advised_acc:.3f}: on this "
+    return (text + f" The matrix's advice ({advised}) reached {v.advised_acc:.3f}: on this "
             "data, trust the measurement over the rule of thumb.")
 
 

@@ -693,7 +693,8 @@ def test_the_validation_verdict_calls_ties_ties_and_keeps_the_advice_among_them(
 
     from ui.recommend_view import validation_verdict
 
-    rec = SimpleNamespace(freeze=6, probe_block="penultimate")
+    rec = SimpleNamespace(freeze=6, probe_block="penultimate",  # freeze 6 is none of the competing strategies
+                          measurement=SimpleNamespace(model="efficientnet_lite0", logme_by_block=[("penultimate", 1.0)]))
     done = pd.DataFrame({"strategy": ["linear probe (frozen features)", "fine-tune the last block",
                                       "advised setting", "from scratch"],
                          "freeze": ["all", "8", "6", "0"], "pretrained": [True, True, True, False],
@@ -702,6 +703,6 @@ def test_the_validation_verdict_calls_ties_ties_and_keeps_the_advice_among_them(
     assert tied.startswith("Best on your data, tied within ±0.008") and "**advised setting**" in tied
     assert tied.endswith("The matrix's advice is among the best here.") and "trust the measurement" not in tied
     beaten = validation_verdict(done.assign(**{"val acc": [1.0, 119 / 120, 0.9, 0.75]}), rec, 120, 4)  # one image
-    assert beaten.startswith("Best on your data, tied") and "(freeze 6) reached 0.900: on this data, trust" in beaten
+    assert beaten.startswith("Best on your data, tied") and "advice (advised setting) reached 0.900: on this data, trust" in beaten
     alone = validation_verdict(done.assign(**{"val acc": [1.0, 0.9, 0.9, 0.75]}), rec, 120, 4)
     assert alone.startswith("Best on your data: **linear probe (frozen features)** (1.000")

@@ -183,7 +183,9 @@ class _StandardisedHead(nn.Module):
     @torch.no_grad()
     def folded(self) -> nn.Linear:
         """W·(x − μ)/σ + b  =  (W/σ)·x + (b − (W/σ)·μ)."""
-        out = nn.Linear(self.linear.in_features, self.linear.out_features).to(self.mean.device)
+        # Allocated, not initialised: a random init here would be overwritten, and draw numbers.
+        out = nn.Linear(self.linear.in_features, self.linear.out_features, device="meta").to_empty(
+            device=self.mean.device)
         out.weight.copy_(self.linear.weight / self.std)
         out.bias.copy_(self.linear.bias - out.weight @ self.mean)
         return out
