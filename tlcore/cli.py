@@ -210,6 +210,8 @@ def _run_and_keep(cfg, dataset, label: str, on_epoch=None, tags: dict | None = N
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from tlcore.finetune import freeze_label
+
     runs = _run_store().list()
     if args.format == "json":
         _print_json(runs)
@@ -218,9 +220,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         acc = r["result"]["val_acc"] if r["result"] else None
         cfg = r["config"]
         # What tells two runs apart: the data, from scratch or not, and the block a probe reads.
-        freeze = str(cfg.get("freeze"))
-        if cfg.get("freeze") == "all" and cfg.get("probe_block", "penultimate") != "penultimate":
-            freeze += f" ({cfg['probe_block']})"
+        freeze = freeze_label(cfg.get("freeze"), cfg.get("probe_block"))
         start = "" if cfg.get("pretrained", True) else " from scratch"
         print(f"{r['id']:4d}  {r['status']:11s} {r['model'].split('.')[0]:20s} {r['dataset'].split('#')[0]:24s} "
               f"freeze {freeze}{start}  epochs {cfg.get('epochs')}  val acc {'—' if acc is None else f'{acc:.3f}'}  "

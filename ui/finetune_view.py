@@ -12,7 +12,7 @@ import streamlit as st
 from plotly.colors import qualitative
 
 from tlcore import features, recommend, zoo
-from tlcore.finetune import TrialConfig, default_lr
+from tlcore.finetune import TrialConfig, default_lr, freeze_label
 from tlcore.finetune.surgery import imagenet_head_params
 from tlcore.jobs import JobManager, Submission
 from tlcore.settings import demo_mode
@@ -258,13 +258,6 @@ def submit_sweep(base: TrialConfig, ds, label: str) -> list[int]:
         submission(TrialConfig(**{**base.__dict__, "freeze": d, "lr": lr, "probe_block": features.PENULTIMATE}),
                    ds, label, tags={"sweep": sweep})
         for d in depths])
-
-
-def freeze_label(freeze, probe_block: str | None) -> str:
-    """'all' for the standard linear probe, 'all (block)' for a classifier on an earlier block."""
-    if freeze == "all" and probe_block not in (None, features.PENULTIMATE):
-        return f"all ({probe_block})"
-    return str(freeze)
 
 
 def batch_label(cfg: dict, result: dict | None) -> str:

@@ -110,6 +110,14 @@ class TrialConfig:
             raise ValueError(f"unknown augmentation {sorted(bad)}; choose from {', '.join(AUGMENTATIONS)}")
 
 
+def freeze_label(freeze, probe_block: str | None) -> str:
+    """How a run's depth reads in the history, the app's and the CLI's: 'all' for the standard linear
+    probe, 'all (block)' for a classifier on an earlier block, else the number of frozen blocks."""
+    if freeze == "all" and probe_block not in (None, features.PENULTIMATE):
+        return f"all ({probe_block})"
+    return str(freeze)
+
+
 def auto_batch(n_train: int, device: torch.device) -> int:
     """The batch "auto" stands for. DEFAULT_BATCH on a CPU, where training is compute-bound and a
     larger batch is no faster (DESIGN §6); on a GPU, where small batches leave it idle, the largest
