@@ -87,7 +87,7 @@ with filters_tab:
         f1, f2 = st.columns([2, 3], vertical_alignment="bottom")
         scale = f1.segmented_control("Scale", list(vv.SCALES), format_func=vv.SCALES.get, default="each",
                                      required=True, key="filter_scale", help=vv.SCALES_HELP)
-        f2.markdown(vv.first_layer_note(spec, layer0))
+        f2.markdown(vv.first_layer_note(layer0))
         grid = layer0.grid(scale)
         st.image(grid, width=min(grid.shape[1], 900), alt=f"first-layer filters of {spec.model}")
         st.download_button("Download PNG", vv.png(grid), mime="image/png",

@@ -381,7 +381,7 @@ def first_layer(key: str, _model: torch.nn.Module, weights: str = "pretrained") 
         return None
 
 
-def first_layer_note(spec: zoo.ModelSpec, layer: filters.FirstLayer) -> str:
+def first_layer_note(layer: filters.FirstLayer) -> str:
     weak = int(layer.negligible().sum())
     bn = f", its BatchNorm ({layer.batchnorm}) folded in" if layer.batchnorm else ""
     dead = (f" {weak} of them are close to zero (flat grey): their channels give the same output whatever "
