@@ -102,7 +102,7 @@ try:
         cfg.check()
         fv.follow(fv.submit_sweep(cfg, ds, label))
         frame = fv.runs_frame()
-except ValueError as err:  # a full queue, a demo-mode cap, a bad setting
+except (ValueError, zoo.WeightsUnavailableError) as err:  # a full queue, a demo-mode cap, a bad setting, no weights
     st.error(str(err))
 
 

@@ -154,3 +154,25 @@ def test_a_render_weaker_than_the_datasets_best_image_says_so():
 def test_the_cka_view_opens_with_the_shallowest_depths_newest_first():
     runs = [{"id": i, "config": {"freeze": f}} for i, f in ((9, "all"), (8, 7), (7, 6), (6, 0), (5, 0), (4, 3))]
     assert visualize_view.default_drift_runs(runs) == [6, 4, 7]  # depths 0, 3, 6: the newest run of each
+
+
+def test_run_on_a_model_whose_weights_cannot_be_had_says_so(tmp_path, monkeypatch):
+    """Offline, 115 of the menu's models need a download: Run on one says where to put the file, and
+    the page goes on (it had raised, and Streamlit showed its redacted error box)."""
+    import urllib.error
+
+    import torchvision.models._api as api
+
+    def no_network(url, *args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(api, "load_state_dict_from_url", no_network)
+    spec = zoo.get_spec("resnet18")
+    at = app("app_pages/finetune.py").run()
+    at.selectbox(key="ft_model").set_value(spec.key).run()
+    before = len(finetune_view.jobs().store.list())
+    next(b for b in at.button if b.label == "Run").click().run()
+    assert not at.exception
+    assert any(spec.weights_file in e.value and "could not be downloaded" in e.value for e in at.error)
+    assert len(finetune_view.jobs().store.list()) == before  # nothing queued
