@@ -25,4 +25,5 @@ data_view.remember_in_url()  # a refresh of any page keeps the dataset
 sidebar.render()
 demo.banner()
 demo.mark_visit()
+demo.keep_visitor()  # a refresh is the same visitor: it keeps its runs
 page.run()

@@ -1,7 +1,7 @@
 """Background training jobs: one worker (one GPU queue), progress per epoch, cancel, and every
 state change written to the run store as it happens.
 
-Fair order: trials carry their owner (a browser session); the worker takes owners in turn, the
+Fair order: trials carry their owner (a browser); the worker takes owners in turn, the
 one served least recently first, so one visitor's sweep cannot hold everyone else back.
 """
 
@@ -42,7 +42,7 @@ class Submission:
     dataset_label: str
     model: torch.nn.Module | None = None
     tags: dict = field(default_factory=dict)
-    owner: str = ""  # who queued it (a browser session); "" for the CLI and scripts
+    owner: str = ""  # who queued it (a browser); "" for the CLI and scripts
 
 
 @dataclass

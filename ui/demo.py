@@ -5,6 +5,7 @@ is deleted when they have gone."""
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 import uuid
@@ -46,15 +47,37 @@ def banner() -> None:
     if not demo_mode():
         return
     st.info("**Shared demo** — other people use this server at the same time: trials take turns; your "
-            "run history and what is made from your uploads are visible only in this browser session and "
-            "deleted a few minutes after you leave. Caps: " + "; ".join(demo_caps()) + ".",
+            "run history and what is made from your uploads are visible only in this browser (a refresh keeps "
+            "them) and deleted a few minutes after you leave. Caps: " + "; ".join(demo_caps()) + ".",
             icon=":material/groups:")
 
 
+COOKIE = "tlx_visitor"
+_VISITOR_ID = re.compile(r"[0-9a-f]{32}")  # it names a folder: nothing else is taken from a cookie
+
+
 def visitor() -> str:
-    """This browser session's id: its trials' owner in the queue's fair order and, in demo mode,
-    the only session that sees them and the name of its private space."""
-    return st.session_state.setdefault("visitor", uuid.uuid4().hex[:12])
+    """This browser's id: its trials' owner in the queue's fair order and, in demo mode, the only
+    one that sees them and the name of its private space. Kept in a cookie, so a refreshed page
+    (a new Streamlit session) is the same visitor and still sees, follows and can cancel its runs;
+    where the browser refuses the cookie (a third-party iframe), each session is a new visitor."""
+    if "visitor" not in st.session_state:
+        st.session_state.visitor = kept_visitor(st.context.cookies.get(COOKIE)) or uuid.uuid4().hex
+    return st.session_state.visitor
+
+
+def kept_visitor(cookie: object) -> str | None:
+    """The id a visitor cookie holds, if it is one this app could have set (AppTest has no cookies)."""
+    return cookie if isinstance(cookie, str) and _VISITOR_ID.fullmatch(cookie) else None
+
+
+def keep_visitor() -> None:
+    """Set the visitor cookie in the browser when the session did not bring it (an element on every
+    run meanwhile: the browser runs its script once, when it first shows it)."""
+    if st.context.cookies.get(COOKIE) == visitor():
+        return
+    st.html(f"<script>document.cookie = '{COOKIE}={visitor()}; path=/; max-age={MAX_IDLE_S}; SameSite=Strict';"
+            "</script>", unsafe_allow_javascript=True)
 
 
 def _space_of_this_run() -> str | None:

@@ -644,6 +644,16 @@ def test_a_gone_visitors_private_files_and_runs_are_deleted(monkeypatch, tlcore_
     assert not {run_id, long} & {r["id"] for r in finetune_view.jobs().store.list()}
 
 
+def test_only_an_id_this_app_could_set_is_taken_from_the_visitor_cookie():
+    """The id names the visitor's private folder: a hand-made cookie must not name another path."""
+    from ui import demo
+
+    good = "0123456789abcdef" * 2
+    assert demo.kept_visitor(good) == good
+    for bad in (None, "", "../../etc", good[:-1], good + "0", good.upper(), f"{good[:-2]}/.", "x" * 32):
+        assert demo.kept_visitor(bad) is None
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_demo_banner_with_its_caps_on_every_page(monkeypatch, page):
     monkeypatch.setenv("TLCORE_DEMO", "1")

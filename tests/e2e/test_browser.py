@@ -325,6 +325,38 @@ def test_demo_mode_shows_its_banner_and_offers_no_server_folder(browser, tmp_pat
         assert page.get_by_text("Built-in (offline)").count() == 1  # the data page's choices are there…
         assert page.get_by_text("Folder on this server").count() == 0  # …but not the server's folders
         page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
+
+        # A refresh is a new Streamlit session, yet the same visitor: the page follows their run
+        # still training, and they can cancel it.
+        page.goto(f"{base}/finetune?dataset=builtin:digits&dataset_px=32&dataset_cap=8")
+        run = page.get_by_role("button", name="Run", exact=True)
+        run.wait_for(timeout=120_000)
+        _idle(page)
+        page.get_by_role("slider").first.focus()
+        page.keyboard.press("Home")  # fine-tune everything: long enough to outlive the reload
+        _idle(page)
+        page.get_by_text("Training settings").click()
+        epochs = page.get_by_role("spinbutton", name="Epochs")
+        epochs.fill("20")
+        epochs.press("Enter")
+        _idle(page)
+        run.click()
+        run_id = re.search(r"Run #(\d+):", page.get_by_text(re.compile(r"^Run #\d+:")).first.inner_text()).group(1)
+        page.reload()
+        page.get_by_text(f"Run #{run_id}:").wait_for(timeout=120_000)
+        _idle(page)
+        page.get_by_role("button", name="Cancel").click()
+        page.get_by_text(re.compile(rf"Run #{run_id}: cancelled")).wait_for(timeout=120_000)
+        history = page.locator('[data-testid="stDataFrame"]').filter(has_text="status")
+        history.get_by_text("cancelled").first.wait_for(state="attached", timeout=120_000)
+        assert [r["run"] for r in _grid_rows(history)] == [run_id]
+        other = browser.new_context().new_page()  # another visitor: another browser's cookies
+        try:
+            other.goto(f"{base}/finetune?dataset=builtin:digits&dataset_px=32&dataset_cap=8")
+            other.get_by_text("No runs yet.").wait_for(timeout=120_000)
+            _no_exception(other)
+        finally:
+            other.context.close()
     finally:
         page.close()
         _stop_server(proc)
