@@ -65,7 +65,8 @@ with st.expander("Training settings", expanded=False):
                               "moving the frozen-blocks slider sets that depth's default.")
     mult = k2.number_input("Backbone rate × ", value=0.1, min_value=0.0, max_value=1.0, format="%.3f",
                            key="ft_mult", **KEEP)
-    epochs = k3.number_input("Epochs", value=5, min_value=1, max_value=100, key="ft_epochs", **KEEP)
+    epochs = k3.number_input("Epochs", value=5, min_value=1, max_value=min(100, limits().max_epochs), key="ft_epochs",
+                             **KEEP)
     batch = k4.number_input("Batch size", value=None, min_value=1, max_value=1024, placeholder="auto", key="ft_batch",
                             **KEEP,
                             help=f"Empty: automatic — {DEFAULT_BATCH} on a CPU; on a GPU up to {AUTO_MAX_BATCH} while "
@@ -94,11 +95,12 @@ try:
         cfg.check()
         fv.follow([fv.submit(cfg, ds, label)])
         frame = fv.runs_frame()
-    sweep_fits = n + 1 <= limits().max_waiting_per_session
-    if b2.button(f"Sweep all {n + 1} depths", disabled=not sweep_fits,
-                 help="One trial per freeze depth (Yosinski et al. 2014)." if sweep_fits else
-                      f"A sweep queues {n + 1} trials; this shared demo lets one visitor queue "
-                      f"{limits().max_waiting_per_session} at a time. Run the depths you want one by one."):
+    swept = fv.sweep_depths(n, limits().max_waiting_per_session)
+    every = len(swept) == n + 1
+    if b2.button(f"Sweep all {n + 1} depths" if every else f"Sweep {len(swept)} of {n + 1} depths",
+                 help="One trial per freeze depth (Yosinski et al. 2014)." if every else
+                      f"One trial per freeze depth, at {', '.join(map(str, swept))}: this shared demo lets one "
+                      f"visitor queue {limits().max_waiting_per_session} trials at a time. Run the others one by one."):
         cfg.check()
         fv.follow(fv.submit_sweep(cfg, ds, label))
         frame = fv.runs_frame()

@@ -7,6 +7,7 @@ import streamlit as st
 
 from tlcore import recommend, zoo
 from tlcore.data import DatasetError
+from tlcore.settings import limits
 from ui import data_view, finetune_view
 from ui import recommend_view as rv
 
@@ -77,7 +78,7 @@ st.caption("One trial each — linear probe, fine-tune the last block, fine-tune
            "(and the recommended setting when it is none of those, and a classifier on the block LogME ranks "
            "highest when the advice reads another) — queued in the Fine-tune lab's "
            "background worker, the way Thome's tables compare them.")
-epochs = st.number_input("Epochs per trial", value=5, min_value=1, max_value=50)
+epochs = st.number_input("Epochs per trial", value=5, min_value=1, max_value=min(50, limits().max_epochs))
 label = f"{ds.name}@{ds.size}px#{ds.fingerprint}"
 if st.button("Run the validation", type="primary"):
     try:

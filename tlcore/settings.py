@@ -95,5 +95,5 @@ def demo_caps() -> list[str]:
             f"{cap.max_epochs} epochs per trial, {cap.max_waiting_per_session} trials queued per visitor",
             f"feature visualisation up to {cap.max_vis_steps} steps at {cap.max_vis_size} px, "
             f"{cap.max_vis_channels} channels at once",
-            f"DeepDream on photos up to {cap.max_dream_side} px",
+            f"DeepDream on photos up to {cap.max_dream_side} px, {cap.max_dream_steps} steps per octave",
             "no folders on the server"]

@@ -46,7 +46,9 @@ def configure() -> None:
 def banner() -> None:
     if not demo_mode():
         return
-    st.info("**Shared demo** — other people use this server at the same time: trials take turns; your "
+    st.info("**Shared demo** — start on **Data** (a built-in set or your own images), then see where it sits "
+            "on the **Strategy** matrix and try freeze depths in the **Fine-tune lab**. Other people use this "
+            "server at the same time: trials take turns; your "
             "run history and what is made from your uploads are visible only in this browser (a refresh keeps "
             "them) and deleted a few minutes after you leave. Caps: " + "; ".join(demo_caps()) + ".",
             icon=":material/groups:")

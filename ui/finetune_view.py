@@ -15,7 +15,7 @@ from tlcore import features, recommend, zoo
 from tlcore.finetune import TrialConfig, default_lr, freeze_label
 from tlcore.finetune.surgery import imagenet_head_params
 from tlcore.jobs import JobManager, Submission
-from tlcore.settings import demo_mode
+from tlcore.settings import demo_mode, limits
 from ui import resources
 from ui.demo import visitor
 
@@ -247,12 +247,22 @@ def submit(cfg: TrialConfig, ds, label: str, tags: dict | None = None) -> int:
     return jobs().submit_many([submission(cfg, ds, label, tags)])[0]
 
 
+def sweep_depths(blocks: int, room: int) -> list[int | str]:
+    """The freeze depths a sweep runs: every one (0 … blocks-1, then 'all'), or, where a visitor may
+    queue fewer trials (a demo), ``room`` of them spread evenly from 0 to 'all'."""
+    every = [*range(blocks), "all"]
+    if len(every) <= room:
+        return every
+    picked = sorted({round(i * (blocks - 1) / (room - 2)) for i in range(room - 1)}) if room > 2 else [0]
+    return [*picked, "all"]
+
+
 def submit_sweep(base: TrialConfig, ds, label: str) -> list[int]:
-    """One trial per freeze depth (0 … n-1, then 'all'): Yosinski et al. 2014 on your data; all
+    """One trial per freeze depth (``sweep_depths``): Yosinski et al. 2014 on your data; all
     queued or none. A learning rate left at its default for the base's depth becomes each depth's
     own default (a new head alone has a higher one than a head trained with blocks)."""
     sweep = uuid.uuid4().hex[:8]
-    depths = [*range(len(zoo.blocks_of(zoo.get_spec(base.model)))), "all"]
+    depths = sweep_depths(len(zoo.blocks_of(zoo.get_spec(base.model))), limits().max_waiting_per_session)
     lr = None if base.lr == default_lr(base.freeze) else base.lr
     return jobs().submit_many([
         submission(TrialConfig(**{**base.__dict__, "freeze": d, "lr": lr, "probe_block": features.PENULTIMATE}),

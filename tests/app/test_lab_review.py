@@ -176,3 +176,16 @@ def test_run_on_a_model_whose_weights_cannot_be_had_says_so(tmp_path, monkeypatc
     assert not at.exception
     assert any(spec.weights_file in e.value and "could not be downloaded" in e.value for e in at.error)
     assert len(finetune_view.jobs().store.list()) == before  # nothing queued
+
+
+def test_a_sweep_in_a_demo_spreads_the_depths_one_visitor_may_queue(monkeypatch):
+    assert finetune_view.sweep_depths(10, 100) == [*range(10), "all"]
+    assert finetune_view.sweep_depths(10, 11) == [*range(10), "all"]
+    assert finetune_view.sweep_depths(10, 6) == [0, 2, 4, 7, 9, "all"]  # both ends, evenly between
+    assert finetune_view.sweep_depths(10, 2) == [0, "all"]
+    monkeypatch.setenv("TLCORE_DEMO", "1")  # 6 trials per visitor
+    at = app("app_pages/finetune.py").run()
+    depths = len(zoo.blocks_of(zoo.get_spec(at.selectbox(key="ft_model").value))) + 1
+    sweep = next(b for b in at.button if b.label.startswith("Sweep"))
+    assert sweep.label == f"Sweep 6 of {depths} depths" and not sweep.disabled  # it was always disabled there
+    assert at.number_input(key="ft_epochs").max == 20  # the demo's cap, not a message after Run
