@@ -9,10 +9,8 @@ from ui import data_view
 from ui import visualize_view as vv
 
 st.title("Inside the network")
-st.caption("Each picture is optimised so one channel of the chosen layer responds as strongly as it can "
-           "(feature visualisation, Olah et al. 2017): early layers show edges and colours, middle ones "
-           "textures and patterns, late ones parts of objects. Beside each: the images of your dataset that "
-           "excite the channel most.")
+st.caption("What a pretrained network's layers respond to: pictures optimised to excite each channel, the first "
+           "layer's filters, DeepDream, and what fine-tuning on your data changed.")
 
 ds = data_view.active_dataset()
 d = vv.defaults()
@@ -31,10 +29,15 @@ gallery, detail, filters_tab, dreams, changed = st.tabs(
     bind="query-params")
 
 with gallery:
+    st.caption("Each picture is optimised so one channel of the chosen layer responds as strongly as it can "
+               "(feature visualisation, Olah et al. 2017): early layers show edges and colours, middle ones "
+               "textures and patterns, late ones parts of objects. Below each: the images of your dataset that "
+               "excite the channel most.")
     if gallery.open:
         layer, cfg = vv.layer_settings(spec)
         g1, g2, g3, g4 = st.columns([1.2, 1, 1, 2.5])
-        kind = g1.selectbox("Show", list(vv.KINDS), key="show", bind="query-params", help=vv.KINDS_HELP)
+        kind = g1.selectbox("Show", list(vv.KINDS), format_func=vv.KINDS.get, key="show", bind="query-params",
+                            help=vv.KINDS_HELP)
         available = objectives.item_count(kind, layer.channels, len(ds.classes))
         vv.keep_in_range("first", available)
         first = g2.number_input("From", 0, available - 1, 0, key="first", bind="query-params")
@@ -71,16 +74,12 @@ with detail:
             st.markdown("**Four different things it responds to** (lucent's diversity objective pushes the "
                         "images apart)")
             diverse = vv.diverse(spec, model, cfg, int(channel))
-            if diverse:
-                st.image([x.image for x in diverse], width=cfg.size * 2,
-                         caption=[vv.ratio_text(stats.ratio(x.target, x.activation)) for x in diverse])
+            for col, x in zip(st.columns(len(diverse or ())), diverse or (), strict=True):
+                col.image(x.image, width="stretch", caption=vv.ratio_text(stats.ratio(x.target, x.activation)))
 
 with filters_tab:
-    st.caption("The first convolution's weights are pictures themselves: each filter is a small colour image "
-               "the network slides over the photo (AlexNet's 11×11 filters in Krizhevsky et al. 2012, Fig. 3: "
-               "oriented edges, stripes and colour blobs). Drawn on the photo's own pixels: grey is zero, "
-               "brighter adds that colour, darker subtracts it.")
     layer0 = vv.first_layer(key, model) if filters_tab.open else None
+    st.caption(vv.FIRST_LAYER_NOTE + (vv.small_kernel_note(spec, layer0) if layer0 is not None else ""))
     if filters_tab.open and layer0 is None:
         st.info(f"{spec.model}'s first layer is not a convolution over the RGB image.")
     elif layer0 is not None:
@@ -106,25 +105,36 @@ with dreams:
         photo_name = p2.selectbox("Bundled photo (scikit-image)", list(data.PHOTOS), key="photo")
     names = list(vv.layers(key))
     deep = names[min(len(names) - 1, 2 * len(names) // 3)]
-    chosen = st.multiselect("Layers to amplify", names, default=[deep], key="dream_layers")
+    if not set(st.session_state.get("dream_layers", [])) <= set(names):  # chosen on another model
+        st.session_state.dream_layers = [deep]
+    chosen = st.multiselect("Layers to amplify", names, default=[deep], key="dream_layers",
+                            help="Early layers paint strokes and textures; from about two thirds of the way in, "
+                                 "eyes and animal faces. Several layers add their effects.")
     if not chosen:
         st.caption("Choose at least one layer of this model to amplify.")
-    k1, k2, k3, k4 = st.columns(4)
-    octaves = k1.number_input("Octaves", 1, 8, 4)
-    per_octave = k2.number_input("Steps per octave", 1, limits().max_dream_steps, 10)
-    step = k3.number_input("Step size", 0.001, 1.0, 0.01, format="%.3f")
-    scale = k4.number_input("Octave scale", 1.05, 2.5, 1.4, format="%.2f")
+    k1, k2, k3, k4, k5 = st.columns(5)
+    octaves = k1.number_input("Octaves", 1, 8, vv.DREAM.octaves,
+                              help="Passes from a small copy of the photo up to its size: more octaves, larger shapes.")
+    per_octave = k2.number_input("Steps per octave", 1, limits().max_dream_steps, vv.DREAM.steps)
+    step = k3.number_input("Step size", 0.005, 0.1, vv.DREAM.lr, step=0.005, format="%.3f",
+                           help="How far each step moves the pixels: above about 0.03 the photo drowns in patterns.")
+    scale = k4.number_input("Octave scale", 1.05, 2.5, vv.DREAM.octave_scale, format="%.2f",
+                            help="Size ratio between octaves.")
+    side = k5.selectbox("Size (px)", vv.dream_sides(d.dream_side), index=vv.dream_sides(d.dream_side).index(d.dream_side),
+                        help="The photo's longer side: larger takes longer (about the square of it).")
     if st.button("Dream", type="primary", disabled=photo_name is None or not chosen):
         dcfg = dream.DreamConfig(layers=tuple(chosen), octaves=int(octaves), steps=int(per_octave), lr=float(step),
                                  octave_scale=float(scale))
-        vv.run_dream(spec, model, upload.getvalue() if upload else photo_name, dcfg, d.dream_side, photo_name)
+        vv.run_dream(spec, model, upload.getvalue() if upload else photo_name, dcfg, int(side), photo_name)
+    if st.session_state.get("dream_stopped"):
+        st.info("Stopped: nothing half-done was kept.")
     shown = st.session_state.get("last_dream")
     if shown:
         before, after = st.columns(2)
         before.image(shown["photo"], caption=shown["name"], width="stretch")
         after.image(shown["dream"].image, width="stretch",
-                    caption=f"{', '.join(shown['layers'])} · {shown['dream'].octaves} octaves · the layers respond "
-                            f"{shown['dream'].gain:.1f}× more")
+                    caption=f"{', '.join(shown['layers'])} · {dream.octaves_text(shown['dream'].octaves, shown['asked'])}"
+                            f" · {dream.gain_text(shown['dream'].gain)}")
         st.download_button("Download PNG", vv.png(shown["dream"].image), file_name="deepdream.png",
                            mime="image/png")
 

@@ -444,12 +444,12 @@ def cmd_dream(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from tlcore import data
-    from tlcore.vis.dream import DreamConfig, deepdream
+    from tlcore.vis.dream import DreamConfig, deepdream, gain_text, octaves_text
 
     _check_file_out(args.out)
     spec, model, _ = _model_for(args)
-    cfg = DreamConfig(layers=tuple(args.layer), octaves=args.octaves, octave_scale=args.scale, steps=args.steps,
-                      lr=args.lr, seed=args.seed)
+    given = {"octaves": args.octaves, "octave_scale": args.scale, "steps": args.steps, "lr": args.lr}
+    cfg = DreamConfig(layers=tuple(args.layer), seed=args.seed, **{k: v for k, v in given.items() if v is not None})
     cfg.check(model)
     photo = data.load_photo(args.image, max_side=args.max_side)
     dream = deepdream(spec, model, photo, cfg)
@@ -460,8 +460,8 @@ def cmd_dream(args: argparse.Namespace) -> int:
     if args.format == "json":
         _print_json(summary)
     else:
-        print(f"{args.out}: {photo.shape[1]}×{photo.shape[0]}, {dream.octaves} octaves, the layers respond "
-              f"{dream.gain:.1f}× more than to the photo ({dream.seconds:.1f} s)")
+        print(f"{args.out}: {photo.shape[1]}×{photo.shape[0]}, {octaves_text(dream.octaves, cfg.octaves)}, "
+              f"{gain_text(dream.gain)} ({dream.seconds:.1f} s)")
     return 0
 
 
@@ -737,10 +737,11 @@ def build_parser() -> argparse.ArgumentParser:
     dream = sub.add_parser("dream", help="DeepDream a photo: the layers' patterns grown into it")
     model_args(dream, "one or more module paths", layers="+")
     dream.add_argument("--image", default="chelsea", help=f"a photo file or a bundled one ({', '.join(PHOTOS)})")
-    dream.add_argument("--steps", type=_positive_int, default=10, help="per octave")
-    dream.add_argument("--octaves", type=_positive_int, default=4)
-    dream.add_argument("--scale", type=float, default=1.4, help="size ratio between octaves")
-    dream.add_argument("--lr", type=float, default=0.01)
+    # Unset settings take DreamConfig's defaults, the app's too (importing it here would load torch).
+    dream.add_argument("--steps", type=_positive_int, help="per octave (default: the app's, 20)")
+    dream.add_argument("--octaves", type=_positive_int, help="(default: 4)")
+    dream.add_argument("--scale", type=float, help="size ratio between octaves (default: 1.4)")
+    dream.add_argument("--lr", type=float, help="pixel step per unit of mean |gradient| (default: 0.02)")
     dream.add_argument("--max-side", type=_positive_int, default=512, help="px: larger photos are shrunk")
     dream.add_argument("--out", required=True, help="PNG file to write")
     dream.add_argument("--format", choices=["table", "json"], default="table")

@@ -33,7 +33,7 @@ def bar(label: str) -> Iterator[OnStep]:
     started = time.perf_counter()
 
     def on_step(done: int, total: int) -> None:
-        holder.progress(min(done / max(total, 1), 1.0), text=f"{label} — {_status(done, total, started)}")
+        holder.progress(min(done / max(total, 1), 1.0), text=f"{label} — {status(done, total, started)}")
 
     try:
         yield on_step
@@ -41,10 +41,10 @@ def bar(label: str) -> Iterator[OnStep]:
         holder.empty()
 
 
-def _status(done: int, total: int, started: float) -> str:
+def status(done: int, total: int, started: float, unit: str = "images") -> str:
     """"412 of 1,797 images · 9 s, about 30 s left" (the estimate once there is something to go on)."""
     elapsed = time.perf_counter() - started
-    text = f"{done:,} of {total:,} images · {elapsed:.0f} s"
+    text = f"{done:,} of {total:,} {unit} · {elapsed:.0f} s"
     if 0 < done < total and elapsed >= 2:
         text += f", about {elapsed * (total - done) / done:.0f} s left"
     return text

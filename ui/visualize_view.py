@@ -8,6 +8,7 @@ update; the engine's hooks are removed on the way out and nothing half-done is c
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -18,7 +19,7 @@ import torch
 from PIL import Image
 
 from tlcore import data, zoo
-from tlcore.settings import limits
+from tlcore.settings import demo_mode, limits
 from tlcore.vis import dream, drift, examples, filters, render
 from tlcore.zoo.layers import NO_CHANNEL_MAPS
 from ui import data_view, progress, resources
@@ -36,10 +37,16 @@ def counts() -> list[int]:
     return [c for c in (4, 8, 16, 32, 64) if c <= limits().max_vis_channels]
 KINDS = {"channel": "Channels", "neuron": "Centre neurons of channels", "direction": "Classes",
          "layer": "Variations"}  # objective → what its items are
-KINDS_HELP = ("channel: what makes each channel's whole map respond · neuron: only the channel's centre "
-              "position · direction: what the layer associates with each class of your data (the class's "
-              "mean activation minus the dataset's) · layer: the whole layer at once (DeepDream's objective), "
-              "several variations")
+KINDS_HELP = ("Channels: what makes each channel's whole map respond · Centre neurons: only the channel's centre "
+              "position (a unit with one receptive field) · Classes: what the layer associates with each class of "
+              "your data (the class's mean activation minus the dataset's) · Variations: the whole layer at once "
+              "(DeepDream's objective), several renders")
+DREAM = dream.DreamConfig(layers=())  # the DeepDream controls start at the engine's (and the CLI's) defaults
+
+
+def dream_sides(default: int) -> list[int]:
+    """DeepDream photo sizes (longer side) within this server's cap, the device's default among them."""
+    return sorted({s for s in (256, 384, 512, 768, 1024) if s <= limits().max_dream_side} | {default})
 def keep_in_range(key: str, available: int, fallback: int = 0) -> None:
     """A number kept from another layer or objective (or a link) may be out of range now."""
     if st.session_state.get(key, 0) >= available:
@@ -77,15 +84,23 @@ def layer_settings(spec: zoo.ModelSpec) -> tuple[zoo.Layer, render.RenderConfig]
     names = list(layer_map)
     c1, c2, c3 = st.columns([2.2, 1, 2.5], vertical_alignment="bottom")  # lined up with the gallery row
     name = c1.selectbox("Layer", names, index=names.index(zoo.middle_layer(spec)), key="layer", bind="query-params",
-                        help="Module paths, as PyTorch names them: any forward hook can use them.")
+                        help="In forward order, named by their module paths as PyTorch has them (any forward hook "
+                             "can use them): the first ones see small patches of colour and edges, the last ones "
+                             "whole parts of objects.")
     c3.caption(layer_note(layer_map[name]))
     with c2.popover("Render settings", icon=":material/tune:", width="stretch"):
-        s1, s2, s3, s4 = st.columns(4)
+        s1, s2 = st.columns(2)  # two by two: four across spilled out of the popover over the sidebar
         keep_in_range("steps", limits().max_vis_steps + 1, d.steps)  # a link from a server with other caps
-        steps = s1.number_input("Steps", 1, limits().max_vis_steps, d.steps, key="steps", bind="query-params")
+        steps = s1.number_input("Steps", 1, limits().max_vis_steps, d.steps, key="steps", bind="query-params",
+                                help="Optimisation steps: more give sharper, stronger pictures (the ratio keeps "
+                                     "rising to 256 and beyond) and take proportionally longer.")
         size = s2.selectbox("Size (px)", sizes(), index=sizes().index(d.size), key="size", bind="query-params")
-        lr = s3.number_input("Learning rate", 0.001, 1.0, d.lr, format="%.3f", key="lr", bind="query-params")
-        seed = s4.number_input("Seed", 0, 2**31 - 1, 0, key="seed", bind="query-params")
+        s3, s4 = st.columns(2)
+        lr = s3.number_input("Learning rate", 0.001, 1.0, d.lr, format="%.3f", key="lr", bind="query-params",
+                             help="Adam's step on the image's parameters; 0.05 was best or near it for every "
+                                  "step count on the Lite models (bench/vis_quality.py).")
+        seed = s4.number_input("Seed", 0, 2**31 - 1, 0, key="seed", bind="query-params",
+                               help="Another seed starts from other random noise: another picture of the same thing.")
     return layer_map[name], render.RenderConfig(layer=name, steps=int(steps), size=int(size), lr=float(lr),
                                                 seed=int(seed))
 
@@ -122,18 +137,18 @@ def resume() -> None:
 
 
 def with_progress(label: str, work: Callable[[Callable[[int, int], None]], T], key: str,
-                  pause_on_stop: bool = True) -> T:
-    """Run ``work(on_step)`` under a progress bar with a Stop button; both vanish afterwards.
-    Stop reruns the page (which interrupts the work); ``pause_on_stop`` keeps the automatic
-    renders from starting again until the user asks."""
+                  on_stop: Callable[[], None] = pause) -> T:
+    """Run ``work(on_step)`` under a progress bar (steps, seconds, the time left) with a Stop button;
+    both vanish afterwards. Stop reruns the page (which interrupts the work) after ``on_stop``, by
+    default ``pause``, which keeps the automatic renders from starting again until the user asks."""
     holder = st.empty()
     with holder.container():
         bar = st.progress(0.0, text=label)
-        st.button("Stop", key=f"stop_{key}", on_click=pause if pause_on_stop else None,
-                  help="Stops the optimisation; nothing half-done is kept.")
+        st.button("Stop", key=f"stop_{key}", on_click=on_stop, help="Stops the optimisation; nothing half-done is kept.")
+    started = time.perf_counter()
 
     def on_step(done: int, total: int) -> None:
-        bar.progress(done / total, text=f"{label} — step {done} of {total}")
+        bar.progress(done / total, text=f"{label} — {progress.status(done, total, started, 'steps')}")
 
     try:
         return work(on_step)
@@ -293,9 +308,15 @@ def gallery(spec: zoo.ModelSpec, model: torch.nn.Module, cfg: render.RenderConfi
             elif cfg.objective == "layer":
                 col.markdown(f"**Variation {r.target}** of the whole layer")
                 examples_, note = [], ""
+            elif cfg.objective == "neuron":
+                # No activation ratio: the render pushes one position, while the dataset's figures (and the
+                # render's) are means over the whole map, which made good renders read as failures.
+                col.markdown(f"**Centre neuron of channel {r.target}**",
+                             help="Optimised for the channel's centre position only. The dataset images below "
+                                  "are those that excite the channel's whole map most.")
+                examples_, note = stats.top(r.target, 4), "dataset images that excite the channel most"
             else:
-                what = "Channel" if cfg.objective == "channel" else "Centre neuron of channel"
-                col.markdown(f"**{what} {r.target}** · {ratio_text(stats.ratio(r.target, r.activation))}",
+                col.markdown(f"**Channel {r.target}** · {ratio_text(stats.ratio(r.target, r.activation))}",
                              help=RATIO_HELP)
                 examples_, note = stats.top(r.target, 4), "dataset images that excite it most"
             col.image(r.image, width="stretch", alt=f"render of {cfg.objective} {r.target}")
@@ -316,14 +337,21 @@ def diverse(spec: zoo.ModelSpec, model: torch.nn.Module, cfg: render.RenderConfi
 def run_dream(spec: zoo.ModelSpec, model: torch.nn.Module, source: str | bytes, cfg: dream.DreamConfig,
               max_side: int, name: str) -> None:
     """Dream ``source`` (a bundled photo's name or an upload's bytes); kept for this session."""
+    st.session_state.dream_stopped = False
+    st.session_state.pop("last_dream", None)  # an error or a Stop must not leave the previous dream under it
     try:
         photo = data.load_photo(source, max_side=max_side)
         result = with_progress("Dreaming", lambda on_step: dream.deepdream(spec, model, photo, cfg, on_step=on_step),
-                               "dream", pause_on_stop=False)
+                               "dream", on_stop=dream_stopped)
     except (ValueError, RuntimeError) as err:  # DatasetError for a bad file, a bad setting, out of memory
         st.error(str(err))
         return
-    st.session_state.last_dream = {"photo": photo, "dream": result, "name": name, "layers": cfg.layers}
+    st.session_state.last_dream = {"photo": photo, "dream": result, "name": name, "layers": cfg.layers,
+                                   "asked": cfg.octaves}
+
+
+def dream_stopped() -> None:
+    st.session_state.dream_stopped = True
 
 
 def before_after(spec: zoo.ModelSpec, model: torch.nn.Module, run: dict, cfg: render.RenderConfig, channel: int,
@@ -379,6 +407,22 @@ def first_layer(key: str, _model: torch.nn.Module, weights: str = "pretrained") 
         return filters.first_layer(zoo.get_spec(key), _model)
     except ValueError:
         return None
+
+
+FIRST_LAYER_NOTE = ("The first convolution's weights are pictures themselves: each filter is a small colour image "
+                    "the network slides over the photo (AlexNet's 11×11 filters in Krizhevsky et al. 2012, Fig. 3: "
+                    "oriented edges, stripes and colour blobs). Drawn on the photo's own pixels: grey is zero, "
+                    "brighter adds that colour, darker subtracts it.")
+
+
+def small_kernel_note(spec: zoo.ModelSpec, layer: filters.FirstLayer) -> str:
+    """Why a small first kernel shows no edges like the slide's, and which models do (by kernel size)."""
+    k = layer.kernels.shape[1]
+    if k > 3:
+        return ""
+    return (f" {spec.model}'s are {k}×{k}: too small to draw an edge, so they read as colour blobs and "
+            "gradients. Models with large first filters (AlexNet 11×11, GoogLeNet and ResNets 7×7) show the "
+            "slide's edges" + ("" if demo_mode() else ": their weights download on first use") + ".")
 
 
 def first_layer_note(layer: filters.FirstLayer) -> str:

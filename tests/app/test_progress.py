@@ -79,9 +79,9 @@ def test_the_bar_shows_only_while_work_runs_and_only_when_there_is_work():
 
 
 def test_the_bar_says_how_far_and_how_long():
-    assert progress._status(412, 1797, started=0.0).startswith("412 of 1,797 images · ")
+    assert progress.status(412, 1797, started=0.0).startswith("412 of 1,797 images · ")
     import time
     now = time.perf_counter()
-    assert progress._status(100, 400, started=now - 10).endswith("10 s, about 30 s left")
-    assert "left" not in progress._status(100, 400, started=now - 1)  # too early to tell
-    assert "left" not in progress._status(400, 400, started=now - 10)
+    assert progress.status(100, 400, started=now - 10).endswith("10 s, about 30 s left")
+    assert "left" not in progress.status(100, 400, started=now - 1)  # too early to tell
+    assert "left" not in progress.status(400, 400, started=now - 10)

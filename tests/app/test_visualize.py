@@ -39,7 +39,7 @@ def test_one_channel_shows_a_large_render_its_strongest_images_and_diverse_rende
     at = page(view="One channel", channel="3")
     assert not at.exception and not at.error
     assert any(t.startswith("**Channel 3 of _blocks.4**") for t in texts(at))
-    assert len(at.get("image")) == 3  # the render, the 3×3 strongest images, the four diverse renders
+    assert len(at.get("image")) == 6  # the render, the 3×3 strongest images, four diverse renders side by side
     assert len(at.get("plotly_chart")) == 1 and at.get("download_button")
     histogram = json.loads(at.get("plotly_chart")[0].proto.spec)
     # The lines are named in a legend above the plot, not by labels drawn over the bars.
@@ -53,6 +53,7 @@ def test_first_layer_shows_the_filters_and_says_which_are_negligible():
     assert any(t.startswith("**_conv_stem** · 32 filters, conv 3×3/2 over RGB") and "4 of them are close to zero"
                in t for t in texts(at))
     assert len(at.get("image")) == 1 and at.get("download_button")
+    assert any("are 3×3: too small to draw an edge" in c.value for c in at.caption)  # not the slide's AlexNet
     at.segmented_control(key="filter_scale").set_value("shared").run()
     assert not at.exception and len(at.get("image")) == 1
 
@@ -60,13 +61,48 @@ def test_first_layer_shows_the_filters_and_says_which_are_negligible():
 def test_deepdream_on_a_bundled_photo():
     at = page(view="DeepDream")
     # DeepDream has its own layers and settings: the channel views' layer and render settings are not shown.
-    assert [s.label for s in at.selectbox] == ["Model", "Bundled photo (scikit-image)"] and not at.get("popover")
+    assert [s.label for s in at.selectbox] == ["Model", "Bundled photo (scikit-image)", "Size (px)"]
+    assert not at.get("popover")
+    at.selectbox(key="photo")  # the photo menu is there…
+    at.selectbox[2].set_value(256)  # …and a small size, to be quick
+    at.number_input[1].set_value(2)  # steps per octave
     next(b for b in at.button if b.label == "Dream").click()
     at.run()
     assert not at.exception and not at.error
     dream = at.session_state["last_dream"]
     assert dream["name"] == "chelsea" and dream["dream"].image.shape == dream["photo"].shape
+    assert max(dream["photo"].shape[:2]) == 256
     assert len(at.get("image")) == 2 and at.get("download_button")
+    caption = at.get("image")[1].proto.imgs[0].caption
+    assert "mean squared activation ×" in caption and "respond" not in caption  # what the figure is
+
+    # A photo DeepDream refuses: the message, and not the previous dream under it as if it were the answer.
+    at.number_input[3].set_value(2.5)  # octave scale
+    at.number_input[0].set_value(8)
+    at.selectbox[2].set_value(256)
+    next(b for b in at.button if b.label == "Dream").click()
+    at.run()
+    assert not at.exception and not at.error
+    assert "of 8 octaves (a smaller one would be under 64 px)" in at.get("image")[1].proto.imgs[0].caption
+
+
+def test_deepdream_keeps_a_layer_when_the_model_changes():
+    at = page(view="DeepDream")
+    lite2 = next(o for o in at.selectbox(key="model").options if o.startswith("efficientnet_lite2"))
+    at.multiselect(key="dream_layers").set_value(["_blocks.20"]).run()  # Lite0 has no such block
+    at.selectbox(key="model").set_value(lite2).run()
+    at.multiselect(key="dream_layers").set_value(["_blocks.20"]).run()
+    at.selectbox(key="model").set_value("efficientnet_lite0").run()
+    assert not at.exception
+    assert at.multiselect(key="dream_layers").value and all(
+        v in at.multiselect(key="dream_layers").options for v in at.multiselect(key="dream_layers").value)
+
+
+def test_centre_neurons_show_no_ratio_of_whole_map_means():
+    at = page(show="Centre neurons of channels")
+    assert not at.exception and not at.error
+    cards = [t for t in texts(at) if t.startswith("**Centre neuron of channel ")]
+    assert len(cards) == 4 and not any("ratio" in c for c in cards)
 
 
 def test_what_fine_tuning_changed_for_a_kept_run():
@@ -127,7 +163,7 @@ def test_hand_edited_links_fall_back_to_defaults():
 
 
 def test_the_gallery_shows_what_the_layer_associates_with_each_class():
-    at = page(show="direction")
+    at = page(show="Classes")
     assert not at.exception and not at.error
     cards = [t for t in texts(at) if t.startswith("**Class ")]
     assert cards == [f"**Class {c}**" for c in "0123"]
