@@ -97,6 +97,9 @@ def validation(vid: str, polling: float | None) -> None:
                                 "best val acc": st.column_config.NumberColumn(format="%.3f"),
                                 "s/epoch": st.column_config.NumberColumn(format="%.2f"),
                                 "s to 1st epoch": st.column_config.NumberColumn(format="%.1f")})
+    waiting = finetune_view.first_waiting(frame.run) if len(frame) else None
+    if waiting:
+        st.caption(f"{waiting}. The others follow it; the table fills in as each ends.")
     done = frame[frame.status == "done"]
     if len(done) == len(frame) and len(frame):
         st.markdown(rv.validation_verdict(done, rec, len(ds.val_idx), len(ds.classes)))

@@ -2,6 +2,7 @@
 
 import threading
 import time
+from collections import deque
 
 import pytest
 import torch
@@ -264,6 +265,33 @@ def test_the_wait_estimate_counts_the_epochs_ahead(tmp_path, tiny):
     finally:
         gate.set()
         assert jobs.wait(60)
+
+
+def test_the_wait_estimate_times_each_trial_ahead_by_its_own_kind(tmp_path, tiny):
+    """A probe's epochs (0.01 s) said a full fine-tune ahead would take seconds, not minutes."""
+    from tlcore.finetune import EpochStats
+    from tlcore.jobs import Submission
+
+    jobs, gate, _ = _gated_queue(tmp_path)
+    try:
+        running = jobs.submit_many([Submission(probe(epochs=2), tiny, "d", owner="a")])[0]
+        _until(lambda: jobs.position(running) == 0)
+        full = TrialConfig(model="efficientnet_lite0", freeze=0, epochs=5)
+        ahead, waiting = jobs.submit_many([Submission(full, tiny, "d", owner="a"),
+                                           Submission(probe(epochs=2), tiny, "d", owner="a")])
+        jobs._epoch_done(jobs._running, EpochStats(1, 0, 0, 0, 0, 0.01))  # the running probe's first epoch
+        assert jobs.wait_estimate(waiting) == pytest.approx(0.01 + 5 * 0.01)  # no full fine-tune timed yet
+        jobs._kind_seconds[_kind_of(jobs, ahead)] = deque([3.0])  # a full fine-tune of these images, timed before
+        assert jobs.wait_estimate(waiting) == pytest.approx(0.01 + 5 * 3.0)
+    finally:
+        gate.set()
+        assert jobs.wait(60)
+
+
+def _kind_of(jobs, run_id: int) -> tuple:
+    from tlcore.jobs import _kind
+
+    return _kind(next(j for j in jobs._queue if j.run_id == run_id))
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])

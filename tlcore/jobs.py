@@ -14,7 +14,7 @@ import queue
 import statistics
 import threading
 import traceback
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -62,6 +62,13 @@ class _Job:
         return next(self.model.parameters()).device if self.model is not None else pick_device()
 
 
+def _kind(job: _Job) -> tuple:
+    """What decides a trial's seconds per epoch: the network, what trains, and the data."""
+    c = job.config
+    return (c.model, c.pretrained, c.freeze, c.probe_block, c.bn_mode, c.batch_size, job.dataset.fingerprint,
+            job.dataset.size)
+
+
 class _Runner:
     """One long-lived daemon thread, started when first needed, that runs what it is given."""
 
@@ -105,6 +112,8 @@ class JobManager:
         self._served: dict[str, int] = {}  # owner → when it last got the worker (a counter)
         self._turn = itertools.count(1)
         self._epoch_seconds: deque[float] = deque(maxlen=50)  # recent epochs, for wait estimates
+        # …and by kind of trial: a probe's epoch (0.01 s) said little about a full fine-tune's (3 s).
+        self._kind_seconds: OrderedDict[tuple, deque[float]] = OrderedDict()
         self._gpu_trials = _Runner("tlcore-gpu-trials")
         self._thread = threading.Thread(target=self._work, name="tlcore-jobs", daemon=True)
         self._thread.start()
@@ -212,18 +221,19 @@ class JobManager:
             return ids.index(run_id) + 1 if run_id in ids else None
 
     def wait_estimate(self, run_id: int) -> float | None:
-        """Seconds until ``run_id`` starts, from recent epochs' speed (None: unknown or not waiting)."""
+        """Seconds until ``run_id`` starts: each trial ahead's epochs left × the recent epochs of its
+        kind (``_kind``), or of any kind where its own has not run yet (None: nothing timed yet, or
+        not waiting)."""
         with self._lock:
             ahead = self._order()
             ids = [j.run_id for j in ahead]
             if run_id not in ids or not self._epoch_seconds:
                 return None
-            per_epoch = statistics.median(self._epoch_seconds)
             jobs = ahead[:ids.index(run_id)] + ([self._running] if self._running else [])
-            epochs = sum(j.config.epochs for j in jobs)
-            if self._running is not None:
-                epochs -= self._running.epochs_done
-            return max(0.0, epochs * per_epoch)
+            return max(0.0, sum((j.config.epochs - j.epochs_done) * self._per_epoch(j) for j in jobs))
+
+    def _per_epoch(self, job: _Job) -> float:
+        return statistics.median(self._kind_seconds.get(_kind(job), self._epoch_seconds))
 
     def busy(self) -> bool:
         with self._lock:
@@ -280,8 +290,14 @@ class JobManager:
 
     def _epoch_done(self, job: _Job, stats) -> None:
         self.store.append_epoch(job.run_id, stats.__dict__)
-        self._epoch_seconds.append(stats.seconds)
-        job.epochs_done += 1
+        with self._lock:
+            self._epoch_seconds.append(stats.seconds)
+            kind = _kind(job)
+            self._kind_seconds.setdefault(kind, deque(maxlen=10)).append(stats.seconds)
+            self._kind_seconds.move_to_end(kind)
+            while len(self._kind_seconds) > 64:  # a long-lived server sees many kinds
+                self._kind_seconds.popitem(last=False)
+            job.epochs_done += 1
 
     def _run(self, job: _Job) -> None:
         self.store.set_status(job.run_id, "running")

@@ -234,7 +234,15 @@ def queue_text(run_id: int) -> str | None:
     if position in (None, 0):
         return None
     wait = jobs().wait_estimate(run_id)
-    return f"queued — {position} trial(s) ahead" + (f", about {wait:.0f} s" if wait is not None else "")
+    turns = " (visitors take turns)" if demo_mode() else ""  # why another's later trial can go first
+    return f"queued — {position} trial(s) ahead{turns}" + (f", about {wait:.0f} s" if wait is not None else "")
+
+
+def first_waiting(run_ids) -> str | None:
+    """'Run #12: queued — 3 trial(s) ahead, about 40 s' for the first of ``run_ids`` still waiting."""
+    places = [(jobs().position(int(i)), int(i)) for i in run_ids]
+    waiting = sorted((p, i) for p, i in places if p)
+    return f"Run #{waiting[0][1]}: {queue_text(waiting[0][1])}" if waiting else None
 
 
 def submission(cfg: TrialConfig, ds, label: str, tags: dict | None = None) -> Submission:

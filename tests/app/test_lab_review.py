@@ -189,3 +189,15 @@ def test_a_sweep_in_a_demo_spreads_the_depths_one_visitor_may_queue(monkeypatch)
     sweep = next(b for b in at.button if b.label.startswith("Sweep"))
     assert sweep.label == f"Sweep 6 of {depths} depths" and not sweep.disabled  # it was always disabled there
     assert at.number_input(key="ft_epochs").max == 20  # the demo's cap, not a message after Run
+
+
+def test_a_validation_says_where_its_first_waiting_trial_is_in_the_queue(monkeypatch):
+    """The Strategy page's table said only 'queued' five times; the place and wait were on another page."""
+    queue = finetune_view.jobs()
+    places = {11: 0, 12: 3, 13: 2, 14: None}  # running, two waiting, one ended
+    monkeypatch.setattr(queue, "position", places.get)
+    monkeypatch.setattr(queue, "wait_estimate", lambda run_id: 40.0)
+    assert finetune_view.first_waiting([11, 12, 13, 14]) == "Run #13: queued — 2 trial(s) ahead, about 40 s"
+    assert finetune_view.first_waiting([11, 14]) is None
+    monkeypatch.setenv("TLCORE_DEMO", "1")
+    assert "(visitors take turns)" in finetune_view.first_waiting([12])
