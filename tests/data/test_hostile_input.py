@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from tests.data.conftest import encode, jpeg, make_zip, photo
-from tlcore import data
+from tlcore import data, paths
 from tlcore.data import archive
 from tlcore.data.decode import BadImage, decode_bytes
 from tlcore.settings import Limits
@@ -279,6 +279,10 @@ def test_torchvision_dataset_offline_gives_a_clear_message(monkeypatch):
         data.load("torchvision:cifar10")
     with pytest.raises(data.DatasetError, match="choose one of"):
         data.load("torchvision:imagenet")
+    monkeypatch.setenv("TLCORE_DEMO", "1")  # a visitor: no server path, no advice only the owner can follow
+    with pytest.raises(data.DatasetUnavailableError, match="not on this server") as err:
+        data.load("torchvision:cifar10")
+    assert str(paths.home()) not in str(err.value) and "Connect" not in str(err.value)
 
 
 def test_bad_parameters_are_refused():

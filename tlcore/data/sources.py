@@ -272,6 +272,10 @@ def _from_torchvision(name: str, size: int, cap: int | None, seed: int, val_frac
     try:
         ds = getattr(tvd, cls_name)(root=str(root), download=True, **kwargs)
     except (urllib.error.URLError, OSError, RuntimeError) as err:
+        if demo_mode():  # a visitor can neither connect the server nor use its paths
+            raise DatasetUnavailableError(
+                f"torchvision dataset {name} is not on this server and it could not download it "
+                f"({type(err).__name__}). Use a built-in dataset or your own zip.") from None
         raise DatasetUnavailableError(
             f"torchvision dataset {name} is not cached in {root} and could not be downloaded "
             f"({type(err).__name__}: {err}). Connect to the internet once, or use a built-in dataset "
