@@ -321,3 +321,20 @@ def test_cpu_trials_run_on_threads_that_end_with_them_and_gpu_trials_on_one_thre
     else:
         assert len(set(threads)) == 1 and threads[0].is_alive()
     assert all(r["status"] == "done" for r in jobs.store.list())
+
+
+def test_a_trial_past_the_servers_time_cap_stops_and_says_why(tmp_path, tiny, monkeypatch):
+    """A demo caps a trial's time, not only its epochs: one visitor's long trial must not hold the
+    one queue for hours. It stops at its next batch, its curve so far kept, and says why."""
+    import tlcore.jobs
+    from tlcore.settings import Limits
+
+    monkeypatch.setattr(tlcore.jobs, "limits", lambda: Limits(max_trial_seconds=0.0))
+    jobs = JobManager(RunStore(tmp_path / "runs.sqlite"))
+    run_id = jobs.submit(probe(epochs=3), tiny, dataset_label="d")
+    assert jobs.wait(120)
+    run = jobs.store.get(run_id)
+    assert run["status"] == "cancelled" and "cap of 0 min per trial after 0 epoch(s)" in run["error"]
+    monkeypatch.setattr(tlcore.jobs, "limits", Limits)  # no cap: the same trial runs to its end
+    again = jobs.submit(probe(epochs=3), tiny, dataset_label="d")
+    assert jobs.wait(120) and jobs.store.get(again)["status"] == "done" and not jobs.store.get(again)["error"]

@@ -13,6 +13,7 @@ import itertools
 import queue
 import statistics
 import threading
+import time
 import traceback
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -301,13 +302,18 @@ class JobManager:
 
     def _run(self, job: _Job) -> None:
         self.store.set_status(job.run_id, "running")
+        cap = limits().max_trial_seconds
+        deadline = time.monotonic() + cap if cap is not None else float("inf")
         try:
             with working(job.model_device()):
                 result = self._trial(job.config, job.dataset, model=job.model, keep_weights=True,
                                      on_epoch=lambda s: self._epoch_done(job, s),
-                                     should_stop=job.cancel.is_set)
+                                     should_stop=lambda: job.cancel.is_set() or time.monotonic() > deadline)
         except TrialCancelled:
-            self.store.set_status(job.run_id, "interrupted" if self._closing else "cancelled")
+            timed_out = not job.cancel.is_set() and time.monotonic() > deadline
+            self.store.set_status(job.run_id, "interrupted" if self._closing else "cancelled",
+                                  error=f"stopped at this server's cap of {cap / 60:.0f} min per trial after "
+                                        f"{job.epochs_done} epoch(s); the curve so far is kept" if timed_out else None)
             return
         except Exception as err:  # a failed trial must not kill the worker
             last = traceback.format_exception_only(type(err), err)[-1].strip()

@@ -36,12 +36,14 @@ class Limits:
     max_vis_channels: int = 256  # images in one render call (a gallery)
     max_dream_side: int = 2048  # px, the longer side of a DeepDream photo
     max_dream_steps: int = 500  # per octave
+    max_trial_seconds: float | None = None  # a trial stops after this long (demo: one visitor's scratch
+    # ResNet-152 on 5,000 images at 224 px would hold the one queue for hours)
 
 
 DEMO_LIMITS = Limits(max_members=5_000, max_member_bytes=10 * 2**20, max_total_bytes=200 * 2**20,
                      max_pixels=25_000_000, max_images=5_000, max_epochs=20, max_waiting_jobs=12,
                      max_waiting_per_session=6, max_vis_steps=256, max_vis_size=160, max_vis_channels=16,
-                     max_dream_side=512, max_dream_steps=20)
+                     max_dream_side=512, max_dream_steps=20, max_trial_seconds=600)
 
 
 def limits() -> Limits:
@@ -92,7 +94,8 @@ def demo_caps() -> list[str]:
     """The demo's caps as a user reads them (the banner, the README)."""
     cap = DEMO_LIMITS
     return [f"uploads up to {cap.max_total_bytes // 2**20} MB and {cap.max_images:,} images",
-            f"{cap.max_epochs} epochs per trial, {cap.max_waiting_per_session} trials queued per visitor",
+            f"{cap.max_epochs} epochs and {cap.max_trial_seconds / 60:.0f} minutes per trial, "
+            f"{cap.max_waiting_per_session} trials queued per visitor",
             f"feature visualisation up to {cap.max_vis_steps} steps at {cap.max_vis_size} px, "
             f"{cap.max_vis_channels} channels at once",
             f"DeepDream on photos up to {cap.max_dream_side} px, {cap.max_dream_steps} steps per octave",

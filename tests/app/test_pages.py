@@ -664,7 +664,7 @@ def test_demo_banner_with_its_caps_on_every_page(monkeypatch, page):
     at.switch_page(f"app_pages/{page}").run()
     assert not at.exception
     banner = at.info[0].value
-    assert banner.startswith("**Shared demo**") and "20 epochs per trial" in banner and "256 steps" in banner
+    assert banner.startswith("**Shared demo**") and "20 epochs and 10 minutes per trial" in banner and "256 steps" in banner
 
 
 def test_no_banner_outside_demo_mode():

@@ -321,7 +321,7 @@ def test_demo_mode_shows_its_banner_and_offers_no_server_folder(browser, tmp_pat
             _idle(page)
             _no_exception(page)
             body = page.inner_text("body")
-            assert "20 epochs per trial" in body and "no folders on the server" in body
+            assert "20 epochs and 10 minutes per trial" in body and "no folders on the server" in body
         assert page.get_by_text("Built-in (offline)").count() == 1  # the data page's choices are there…
         assert page.get_by_text("Folder on this server").count() == 0  # …but not the server's folders
         page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
