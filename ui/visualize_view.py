@@ -35,7 +35,7 @@ def sizes() -> list[int]:
 
 def counts() -> list[int]:
     return [c for c in (4, 8, 16, 32, 64) if c <= limits().max_vis_channels]
-KINDS = {"channel": "Channels", "neuron": "Centre neurons of channels", "direction": "Classes",
+KINDS = {"channel": "Channels", "neuron": "Centre neurons", "direction": "Classes",
          "layer": "Variations"}  # objective → what its items are
 KINDS_HELP = ("Channels: what makes each channel's whole map respond · Centre neurons: only the channel's centre "
               "position (a unit with one receptive field) · Classes: what the layer associates with each class of "
@@ -420,9 +420,10 @@ def small_kernel_note(spec: zoo.ModelSpec, layer: filters.FirstLayer) -> str:
     k = layer.kernels.shape[1]
     if k > 3:
         return ""
-    return (f" {spec.model}'s are {k}×{k}: too small to draw an edge, so they read as colour blobs and "
-            "gradients. Models with large first filters (AlexNet 11×11, GoogLeNet and ResNets 7×7) show the "
-            "slide's edges" + ("" if demo_mode() else ": their weights download on first use") + ".")
+    return (f" {spec.model}'s are {k}×{k}, {k * k} pixels each: too few to show the stripes and Gabor-like "
+            "edges of the slide's 11×11 filters, so they read as colour blobs and light-dark gradients. Models "
+            "with large first filters show them (AlexNet 11×11, GoogLeNet and ResNets 7×7"
+            + ("" if demo_mode() else "; their weights download on first use") + ").")
 
 
 def first_layer_note(layer: filters.FirstLayer) -> str:

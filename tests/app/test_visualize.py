@@ -53,7 +53,7 @@ def test_first_layer_shows_the_filters_and_says_which_are_negligible():
     assert any(t.startswith("**_conv_stem** · 32 filters, conv 3×3/2 over RGB") and "4 of them are close to zero"
                in t for t in texts(at))
     assert len(at.get("image")) == 1 and at.get("download_button")
-    assert any("are 3×3: too small to draw an edge" in c.value for c in at.caption)  # not the slide's AlexNet
+    assert any("are 3×3, 9 pixels each: too few to show the stripes" in c.value for c in at.caption)  # not the slide's AlexNet
     at.segmented_control(key="filter_scale").set_value("shared").run()
     assert not at.exception and len(at.get("image")) == 1
 
@@ -99,7 +99,7 @@ def test_deepdream_keeps_a_layer_when_the_model_changes():
 
 
 def test_centre_neurons_show_no_ratio_of_whole_map_means():
-    at = page(show="Centre neurons of channels")
+    at = page(show="Centre neurons")
     assert not at.exception and not at.error
     cards = [t for t in texts(at) if t.startswith("**Centre neuron of channel ")]
     assert len(cards) == 4 and not any("ratio" in c for c in cards)
