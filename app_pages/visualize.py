@@ -24,8 +24,8 @@ model = vv.pretrained(key)
 
 # Bound to the URL, the tabs know which one is open: the work runs, and the layer and render settings
 # show, in that one only.
-gallery, detail, filters_tab, dreams, changed = st.tabs(
-    ["Gallery", "One channel", "First layer", "DeepDream", "What fine-tuning changed"], key="view",
+gallery, depths, detail, filters_tab, dreams, changed = st.tabs(
+    ["Gallery", "Across depths", "One channel", "First layer", "DeepDream", "What fine-tuning changed"], key="view",
     bind="query-params")
 
 with gallery:
@@ -48,6 +48,25 @@ with gallery:
                    f"({cfg.steps} steps at {cfg.size} px). A second view of the same settings comes from the cache.")
         vv.gallery(spec, model, render.RenderConfig(**{**cfg.__dict__, "objective": kind}), targets, ds,
                    vv.layer_stats(key, ds, cfg.layer, model))
+
+with depths:
+    st.caption("The same channels of layers from the first to the last, one row each, rendered with the same "
+               "settings: colours and edges, then textures and patterns, then parts of objects (Zeiler and Fergus "
+               "2014; Olah et al. 2017). The Gallery shows each layer's channels with their ratios and the dataset "
+               "images that excite them.")
+    if depths.open:
+        names = list(vv.layers(key))
+        if not set(st.session_state.get("depth_layers", [])) <= set(names):  # chosen on another model
+            del st.session_state["depth_layers"]
+        r1, r2, r3 = st.columns([3.5, 1, 1.2], vertical_alignment="bottom")
+        rows = r1.multiselect("Layers", names, default=vv.spread_layers(spec), key="depth_layers",
+                              help="Four layers evenly through the network to start; shown in forward order.")
+        per_row = r2.selectbox("Channels", [4, 6, 8], index=1, key="depth_count")
+        base = vv.render_settings(r3, names[0])
+        for i, name in enumerate(sorted(rows, key=names.index)):
+            channels = min(per_row, vv.layers(key)[name].channels)
+            vv.depth_row(spec, model, render.RenderConfig(**{**base.__dict__, "layer": name}),
+                         list(range(channels)), i)
 
 with detail:
     if detail.open:

@@ -80,7 +80,7 @@ def defaults():
 
 def layer_settings(spec: zoo.ModelSpec) -> tuple[zoo.Layer, render.RenderConfig]:
     """The layer and render settings, drawn in the open view that renders channels (DeepDream has its own)."""
-    layer_map, d = layers(spec.key), defaults()
+    layer_map = layers(spec.key)
     names = list(layer_map)
     c1, c2, c3 = st.columns([2.2, 1, 2.5], vertical_alignment="bottom")  # lined up with the gallery row
     name = c1.selectbox("Layer", names, index=names.index(zoo.middle_layer(spec)), key="layer", bind="query-params",
@@ -88,7 +88,13 @@ def layer_settings(spec: zoo.ModelSpec) -> tuple[zoo.Layer, render.RenderConfig]
                              "can use them): the first ones see small patches of colour and edges, the last ones "
                              "whole parts of objects.")
     c3.caption(layer_note(layer_map[name]))
-    with c2.popover("Render settings", icon=":material/tune:", width="stretch"):
+    return layer_map[name], render_settings(c2, name)
+
+
+def render_settings(where, layer: str) -> render.RenderConfig:
+    """The render settings popover (bound to the URL), for ``layer``."""
+    d = defaults()
+    with where.popover("Render settings", icon=":material/tune:", width="stretch"):
         s1, s2 = st.columns(2)  # two by two: four across spilled out of the popover over the sidebar
         keep_in_range("steps", limits().max_vis_steps + 1, d.steps)  # a link from a server with other caps
         steps = s1.number_input("Steps", 1, limits().max_vis_steps, d.steps, key="steps", bind="query-params",
@@ -101,8 +107,27 @@ def layer_settings(spec: zoo.ModelSpec) -> tuple[zoo.Layer, render.RenderConfig]
                                   "step count on the Lite models (bench/vis_quality.py).")
         seed = s4.number_input("Seed", 0, 2**31 - 1, 0, key="seed", bind="query-params",
                                help="Another seed starts from other random noise: another picture of the same thing.")
-    return layer_map[name], render.RenderConfig(layer=name, steps=int(steps), size=int(size), lr=float(lr),
-                                                seed=int(seed))
+    return render.RenderConfig(layer=layer, steps=int(steps), size=int(size), lr=float(lr), seed=int(seed))
+
+
+def spread_layers(spec: zoo.ModelSpec, n: int = 4) -> list[str]:
+    """``n`` layers evenly through the network, first to last, in forward order."""
+    names = list(layers(spec.key))
+    return list(dict.fromkeys(names[round(i * (len(names) - 1) / max(n - 1, 1))] for i in range(n)))
+
+
+def depth_row(spec: zoo.ModelSpec, model: torch.nn.Module, cfg: render.RenderConfig, targets: list[int],
+              row: int) -> None:
+    """One layer's renders in a row, its name and map size at the left."""
+    layer = layers(spec.key)[cfg.layer]
+    found = renders(spec, model, cfg, targets, "pretrained", f"depth{row}")
+    if not found:
+        return
+    label, *cols = st.columns([1.4] + [1] * len(targets), vertical_alignment="center")
+    label.markdown(f"**{cfg.layer}**  \n{layer.channels} channels · {layer.size}×{layer.size} map · block "
+                   f"{layer.block}")
+    for col, r in zip(cols, found, strict=True):
+        col.image(r.image, width="stretch", caption=f"channel {r.target}")
 
 
 def pretrained(key: str) -> torch.nn.Module:

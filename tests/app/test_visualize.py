@@ -208,3 +208,17 @@ def test_the_containers_build_step_renders_exactly_the_pages_first_view(monkeypa
         vv.model_options()[0]
     assert len([t for t in texts(at) if t.startswith("**Channel ")]) == tiny.channels
     assert optimised == []  # every render and the dataset's activations came from the build step's cache
+
+
+def test_across_depths_shows_the_same_channels_of_layers_first_to_last():
+    """The slides' 'edges, then textures, then parts' needs the layers side by side, one row each."""
+    at = page(view="Across depths")
+    assert not at.exception and not at.error
+    names = [layer.name for layer in zoo.layers(zoo.get_spec("efficientnet_lite0"))]
+    rows = at.multiselect(key="depth_layers").value
+    assert rows[0] == names[0] and rows[-1] == names[-1] and len(rows) == 4  # evenly, first to last
+    labels = [t.split("**")[1] for t in texts(at) if t.startswith("**_")]
+    assert labels == sorted(rows, key=names.index)  # in forward order
+    assert len(at.get("image")) == 4 * 6  # six channels of each layer
+    at.multiselect(key="depth_layers").set_value(["_blocks.8", "_blocks.1"]).run()
+    assert [t.split("**")[1] for t in texts(at) if t.startswith("**_")] == ["_blocks.1", "_blocks.8"]
