@@ -85,8 +85,10 @@ def test_float32_features_come_from_a_folded_copy_and_equal_the_models(monkeypat
     with torch.no_grad(), Capture(model, [features._hook_target(model, spec, features.PENULTIMATE),
                                           features._hook_target(model, spec, conv)], stop=False) as cap:
         want = {k: features.pool(v, spec.family) for k, v in cap(x).items()}
+    # Folding reorders float32 rounding through ~50 layers: up to 1.7e-5 apart on features of 0…5 on an
+    # AVX2 CPU (less with AVX-512); a wrong fold is off by far more than 1e-4.
     for block in (features.PENULTIMATE, conv):
-        assert torch.allclose(got[block], want[block], rtol=1e-4, atol=1e-5), block
+        assert torch.allclose(got[block], want[block], rtol=1e-4, atol=1e-4), block
 
 
 def test_a_model_folding_cannot_help_is_used_as_it_is_and_not_kept_alive(monkeypatch):
