@@ -6,6 +6,7 @@ from tlcore import data, zoo
 from tlcore.settings import limits
 from tlcore.vis import dream, objectives, render
 from ui import data_view
+from ui import finetune_view as fv
 from ui import visualize_view as vv
 
 st.title("Inside the network")
@@ -55,18 +56,17 @@ with depths:
                "2014; Olah et al. 2017). The Gallery shows each layer's channels with their ratios and the dataset "
                "images that excite them.")
     if depths.open:
-        names = list(vv.layers(key))
-        if not set(st.session_state.get("depth_layers", [])) <= set(names):  # chosen on another model
-            del st.session_state["depth_layers"]
+        layer_map = vv.layers(key)
+        names, spread = list(layer_map), vv.spread_layers(spec)
+        fv.keep_valid("depth_layers", names, spread)  # chosen on another model
         r1, r2, r3 = st.columns([3.5, 1, 1.2], vertical_alignment="bottom")
-        rows = r1.multiselect("Layers", names, default=vv.spread_layers(spec), key="depth_layers",
+        rows = r1.multiselect("Layers", names, default=spread, key="depth_layers",
                               help="Four layers evenly through the network to start; shown in forward order.")
         per_row = r2.selectbox("Channels", [4, 6, 8], index=1, key="depth_count")
         base = vv.render_settings(r3, names[0])
         for i, name in enumerate(sorted(rows, key=names.index)):
-            channels = min(per_row, vv.layers(key)[name].channels)
-            vv.depth_row(spec, model, render.RenderConfig(**{**base.__dict__, "layer": name}),
-                         list(range(channels)), i)
+            vv.depth_row(spec, model, render.RenderConfig(**{**base.__dict__, "layer": name}), layer_map[name],
+                         list(range(min(per_row, layer_map[name].channels))), i)
 
 with detail:
     if detail.open:
@@ -124,8 +124,7 @@ with dreams:
         photo_name = p2.selectbox("Bundled photo (scikit-image)", list(data.PHOTOS), key="photo")
     names = list(vv.layers(key))
     deep = names[min(len(names) - 1, 2 * len(names) // 3)]
-    if not set(st.session_state.get("dream_layers", [])) <= set(names):  # chosen on another model
-        st.session_state.dream_layers = [deep]
+    fv.keep_valid("dream_layers", names, [deep])  # chosen on another model
     chosen = st.multiselect("Layers to amplify", names, default=[deep], key="dream_layers",
                             help="Early layers paint strokes and textures; from about two thirds of the way in, "
                                  "eyes and animal faces. Several layers add their effects.")
@@ -139,7 +138,8 @@ with dreams:
                            help="How far each step moves the pixels: above about 0.03 the photo drowns in patterns.")
     scale = k4.number_input("Octave scale", 1.05, 2.5, vv.DREAM.octave_scale, format="%.2f",
                             help="Size ratio between octaves.")
-    side = k5.selectbox("Size (px)", vv.dream_sides(d.dream_side), index=vv.dream_sides(d.dream_side).index(d.dream_side),
+    sides = vv.dream_sides(d.dream_side)
+    side = k5.selectbox("Size (px)", sides, index=sides.index(d.dream_side),
                         help="The photo's longer side: larger takes longer (about the square of it).")
     if st.button("Dream", type="primary", disabled=photo_name is None or not chosen):
         dcfg = dream.DreamConfig(layers=tuple(chosen), octaves=int(octaves), steps=int(per_octave), lr=float(step),

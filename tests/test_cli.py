@@ -284,3 +284,16 @@ def test_predict_names_what_the_pretrained_model_sees(capsys):
     assert [t["probability"] for t in cats] == sorted((t["probability"] for t in cats), reverse=True)
     assert main(["predict", "--image", "no-such-photo.jpg"]) == 2
     assert "no photo 'no-such-photo.jpg'" in capsys.readouterr().err
+
+
+def test_dream_help_names_the_engines_defaults():
+    """The CLI leaves unset DeepDream settings to DreamConfig (the app's too); its help text names them
+    without importing torch, so this keeps the two from drifting apart."""
+    from tlcore.cli import build_parser
+    from tlcore.vis.dream import DreamConfig
+
+    dream = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "dream")[1]
+    helps = {a.dest: a.help for a in dream._actions}
+    d = DreamConfig(layers=())
+    for dest, value in (("steps", d.steps), ("octaves", d.octaves), ("scale", d.octave_scale), ("lr", d.lr)):
+        assert f"default: {value:g})" in helps[dest] or f"default: the app's, {value:g})" in helps[dest], dest

@@ -106,12 +106,13 @@ def measure(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Module | None = 
              features.extract_many(spec, dataset, wanted, model=model, device=device, rows=rows,
                                    on_step=features.shifted(on_step, 0, total)).items()}
     probs = _softmax(feats[features.LOGITS])
-    prior = np.bincount(y) / len(y)
+    counts = np.bincount(y)  # training images per class
+    prior = counts / len(y)
     floor = float(np.mean(np.log(prior[y])))
     scores = _head_scores(feats[features.PENULTIMATE], probs, y)
     return Measurement(
         model=spec.key, n_images=len(dataset), n_classes=len(dataset.classes),
-        per_class=float(np.median(np.bincount(y))), smallest_class=int(np.bincount(y).min()),
+        per_class=float(np.median(counts)), smallest_class=int(counts.min()),
         resolution=features.input_size(spec, dataset),
         similarity=float(np.clip((scores["leep"] - floor) / -floor, 0.0, 1.0)) if floor < 0 else 0.0,
         leep_floor=floor, imagenet_confidence=float(probs.max(1).mean()), **scores,

@@ -127,9 +127,10 @@ def visible_runs() -> list[dict]:
 
 
 def keep_valid(key: str, options: list, fallback) -> bool:
-    """A kept widget value that is not among ``options`` now (the model changed) goes back to
-    ``fallback`` before the widget is drawn; True if it did."""
-    if key in st.session_state and st.session_state[key] not in options:
+    """A kept widget value (or, for a multiselect, any of its values) that is not among ``options``
+    now (the model changed) goes back to ``fallback`` before the widget is drawn; True if it did."""
+    kept = st.session_state.get(key)
+    if key in st.session_state and not set(kept if isinstance(kept, list) else [kept]) <= set(options):
         st.session_state[key] = fallback
         return True
     return False

@@ -35,6 +35,8 @@ def sizes() -> list[int]:
 
 def counts() -> list[int]:
     return [c for c in (4, 8, 16, 32, 64) if c <= limits().max_vis_channels]
+
+
 KINDS = {"channel": "Channels", "neuron": "Centre neurons", "direction": "Classes",
          "layer": "Variations"}  # objective → what its items are
 KINDS_HELP = ("Channels: what makes each channel's whole map respond · Centre neurons: only the channel's centre "
@@ -47,6 +49,8 @@ DREAM = dream.DreamConfig(layers=())  # the DeepDream controls start at the engi
 def dream_sides(default: int) -> list[int]:
     """DeepDream photo sizes (longer side) within this server's cap, the device's default among them."""
     return sorted({s for s in (256, 384, 512, 768, 1024) if s <= limits().max_dream_side} | {default})
+
+
 def keep_in_range(key: str, available: int, fallback: int = 0) -> None:
     """A number kept from another layer or objective (or a link) may be out of range now."""
     if st.session_state.get(key, 0) >= available:
@@ -116,10 +120,9 @@ def spread_layers(spec: zoo.ModelSpec, n: int = 4) -> list[str]:
     return list(dict.fromkeys(names[round(i * (len(names) - 1) / max(n - 1, 1))] for i in range(n)))
 
 
-def depth_row(spec: zoo.ModelSpec, model: torch.nn.Module, cfg: render.RenderConfig, targets: list[int],
-              row: int) -> None:
+def depth_row(spec: zoo.ModelSpec, model: torch.nn.Module, cfg: render.RenderConfig, layer: zoo.Layer,
+              targets: list[int], row: int) -> None:
     """One layer's renders in a row, its name and map size at the left."""
-    layer = layers(spec.key)[cfg.layer]
     found = renders(spec, model, cfg, targets, "pretrained", f"depth{row}")
     if not found:
         return
