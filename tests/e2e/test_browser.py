@@ -3,6 +3,7 @@
 import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +24,20 @@ def _start_server(env: dict | None = None):
 
 
 _stop_server = appserver.stop
+
+
+def _home_knowing_the_architectures(tmp_path) -> str:
+    """A fresh data dir that already holds every architecture's depth, blocks and layers, as the
+    Docker image's does: a new home would otherwise spend ~17 s of a 2-core CI machine rebuilding
+    them on the meta device, which other tests cover."""
+    from tlcore import paths, zoo
+
+    zoo.zoo_table()  # fills this test session's own home once (free when a page test ran first)
+    home = tmp_path / "home"
+    home.mkdir()
+    for known in [*paths.home().glob("arch-info-*.json"), *paths.home().glob("layers-*.json")]:
+        shutil.copy(known, home / known.name)
+    return str(home)
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +174,7 @@ def test_data_page_takes_a_zip_upload_and_reports_bad_files(server, browser, tmp
 @pytest.fixture
 def own_server(tmp_path):
     """A server with a run history of its own (the shared one holds every other test's runs)."""
-    proc, base = _start_server(dict(os.environ, TLCORE_HOME=str(tmp_path / "home")))
+    proc, base = _start_server(dict(os.environ, TLCORE_HOME=_home_knowing_the_architectures(tmp_path)))
     yield base
     _stop_server(proc)
 
@@ -230,8 +245,7 @@ def test_a_server_restart_keeps_finished_runs_and_marks_the_running_one_interrup
     from tlcore.jobs import JobManager
     from tlcore.store import RunStore
 
-    home = tmp_path / "home"
-    home.mkdir()
+    home = Path(_home_knowing_the_architectures(tmp_path))
     finished = JobManager(RunStore(home / "runs.sqlite"))  # a run finished before the server started
     finished.submit(TrialConfig(model="efficientnet_lite0", epochs=1, lr=0.05),
                     data.load("digits", size=32, max_per_class=8), dataset_label="digits")
@@ -242,12 +256,14 @@ def test_a_server_restart_keeps_finished_runs_and_marks_the_running_one_interrup
     proc, base = _start_server(env)
     try:
         page = browser.new_page(viewport={"width": 1400, "height": 1500})
-        page.goto(f"{base}/finetune")
+        # 40 digits a class at 32 px: an epoch of a few seconds on 2 CPU cores (22 s for all of them
+        # at 64 px), yet 100 epochs on a GPU outlast the second or two between epoch 1 and the stop.
+        page.goto(f"{base}/finetune?dataset=builtin:digits&dataset_px=32&dataset_cap=40")
         run = page.get_by_role("button", name="Run", exact=True)
         run.wait_for(timeout=120_000)
         _idle(page)
         page.get_by_role("slider").first.focus()
-        page.keyboard.press("Home")  # freeze 0: fine-tune everything, many seconds per epoch
+        page.keyboard.press("Home")  # freeze 0: fine-tune everything
         page.get_by_text("(100\u00a0%)").wait_for(timeout=60_000)
         _idle(page)
         page.get_by_text("Training settings").click()
@@ -311,7 +327,7 @@ def test_inside_the_network_renders_four_channels_and_refuses_a_hostile_photo(se
 
 
 def test_demo_mode_shows_its_banner_and_offers_no_server_folder(browser, tmp_path):
-    env = {**os.environ, "TLCORE_DEMO": "1", "TLCORE_HOME": str(tmp_path / "home")}
+    env = {**os.environ, "TLCORE_DEMO": "1", "TLCORE_HOME": _home_knowing_the_architectures(tmp_path)}
     proc, base = _start_server(env)
     page = browser.new_page(viewport={"width": 1400, "height": 1200})
     try:

@@ -139,7 +139,9 @@ def test_split_at_every_depth_is_exact_or_declined(name):
 
     spec = zoo.get_spec(name)
     model = zoo.build(spec).eval()
-    x = torch.randn(2, 3, spec.crop_size, spec.crop_size)
+    # Exactness does not depend on the image size: 96 px (ViT takes only its own) costs half the time.
+    size = spec.crop_size if spec.family == "vit" else 96
+    x = torch.randn(2, 3, size, size)
     results = []
     for k in range(1, len(zoo.blocks_of(spec))):
         parts = split(model, zoo.blocks_of(spec), k)
