@@ -7,9 +7,12 @@ router (no sidebar, wrong menu). The default page (the zoo) is served at "/".
 
 import streamlit as st
 
-from ui import data_view, demo, sidebar
-
 st.set_page_config(page_title="Transferability Explorer", page_icon=":material/transfer_within_a_station:", layout="wide")
+# The first visit after the server starts imports PyTorch and torchvision (~7 s on 2 cores): a
+# line saying so instead of a blank page. Later runs find them imported (a spinner waits 0.5 s).
+with st.spinner("Starting PyTorch: the first visit after the server starts waits a few seconds…"):
+    from ui import data_view, demo, sidebar
+
 demo.configure()
 
 PAGES = [
