@@ -138,13 +138,15 @@ if fv.jobs().store.set_aside:
 if frame.empty:
     st.caption("No runs yet.")
     st.stop()
-event = st.dataframe(frame, hide_index=True, on_select="rerun", selection_mode="multi-row", key="runs_table",
+# Datasets by name and resolution; the fingerprint's start only where two share those (the CSV keeps it whole).
+shown = frame.assign(dataset=frame.dataset.map(fv.dataset_names(list(frame.dataset.unique()))))
+event = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="multi-row", key="runs_table",
                      placeholder="—", column_order=fv.HISTORY_COLUMNS,
                      column_config={"validation": None, "ranking": None,  # ids: the Strategy page shows those
                                     "batch": st.column_config.TextColumn(width=95),  # '128 (auto)' whole
                                     "dataset": st.column_config.TextColumn(
-                                        width="medium", help="name@resolution#fingerprint: the fingerprint tells "
-                                        "apart datasets of one name (another cap per class, another upload)"),
+                                        width="medium", help="name@resolution, and the start of its fingerprint "
+                                        "where two datasets share those (another cap per class, another upload)"),
                                     "precision": st.column_config.TextColumn(
                                         help="What the frozen layers computed in → what the trainable part "
                                         "trained in (one value when they are the same)"),

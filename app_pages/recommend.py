@@ -77,8 +77,8 @@ st.subheader("Check it: run the competing strategies")
 st.caption("One trial each — linear probe, fine-tune the last block, fine-tune everything, from scratch "
            "(and the recommended setting when it is none of those, and a classifier on the block LogME ranks "
            "highest when the advice reads another) — queued in the Fine-tune lab's "
-           "background worker, the way Thome's tables compare them.")
-epochs = st.number_input("Epochs per trial", value=5, min_value=1, max_value=min(50, limits().max_epochs))
+           "background worker, the way the course's tables from Thome compare them (scratch, transfer, fine-tune).")
+epochs = st.number_input("Epochs per trial", value=5, min_value=1, max_value=min(50, limits().max_epochs), width=200)
 label = f"{ds.name}@{ds.size}px#{ds.fingerprint}"
 if st.button("Run the validation", type="primary"):
     try:

@@ -36,7 +36,7 @@ with gallery:
                "excite the channel most.")
     if gallery.open:
         layer, cfg = vv.layer_settings(spec)
-        g1, g2, g3, g4 = st.columns([1.2, 1, 1, 2.5])
+        g1, g2, g3, g4 = st.columns([1.2, 1, 1.4, 2.1])
         kind = g1.selectbox("Show", list(vv.KINDS), format_func=vv.KINDS.get, key="show", bind="query-params",
                             help=vv.KINDS_HELP)
         available = objectives.item_count(kind, layer.channels, len(ds.classes))
@@ -66,7 +66,7 @@ with depths:
         base = vv.render_settings(r3, names[0])
         for i, name in enumerate(sorted(rows, key=names.index)):
             vv.depth_row(spec, model, render.RenderConfig(**{**base.__dict__, "layer": name}), layer_map[name],
-                         list(range(min(per_row, layer_map[name].channels))), i)
+                         list(range(min(per_row, layer_map[name].channels))), i, len(rows))
 
 with detail:
     if detail.open:
@@ -102,9 +102,9 @@ with filters_tab:
     if filters_tab.open and layer0 is None:
         st.info(f"{spec.model}'s first layer is not a convolution over the RGB image.")
     elif layer0 is not None:
-        f1, f2 = st.columns([2, 3], vertical_alignment="bottom")
+        f1, f2 = st.columns([2.6, 3], vertical_alignment="bottom")
         scale = f1.segmented_control("Scale", list(vv.SCALES), format_func=vv.SCALES.get, default="each",
-                                     required=True, key="filter_scale", help=vv.SCALES_HELP)
+                                     required=True, key="filter_scale", help=vv.SCALES_HELP, wrap=True)
         f2.markdown(vv.first_layer_note(layer0))
         grid = layer0.grid(scale)
         st.image(grid, width=min(grid.shape[1], 900), alt=f"first-layer filters of {spec.model}")
@@ -115,7 +115,7 @@ with dreams:
     st.caption("DeepDream (Mordvintsev et al. 2015): the photo is changed, octave by octave, so the chosen "
                "layers respond more; early layers paint strokes and textures, late ones eyes and animal faces.")
     p1, p2 = st.columns([1, 2])
-    source = p1.segmented_control("Photo", ["Bundled", "Upload"], default="Bundled", key="photo_source")
+    source = p1.segmented_control("Photo", ["Bundled", "Upload"], default="Bundled", key="photo_source", wrap=True)
     upload = None
     if source == "Upload":
         upload = p2.file_uploader("A photo (JPEG, PNG, WebP, …)", type=None, key="dream_upload")

@@ -26,6 +26,7 @@ m2.metric("Families", frame.family.nunique())
 m3.metric("Available offline", int(frame.weights_available.sum()))
 m4.metric("Measured (this config)", int(frame.median_ms.notna().sum()))
 
+zoo_view.axis_control()
 if view.axis == "latency" and frame.median_ms.isna().all():
     st.info("No latency measured yet for this configuration: select models in the table below "
             "and press **Measure latency**. Showing GFLOPs meanwhile.")
@@ -40,7 +41,7 @@ elif axis == "year":
 
 st.subheader("Models")
 selected = zoo_view.table(frame)
-b1, b2, b3 = st.columns([2, 2, 3])
+b1, b2, b3 = st.columns([3, 2, 2])
 if b1.button(f"Measure latency ({len(selected)} selected)", disabled=not selected, type="primary"):
     zoo_view.request_measurement(selected)
 if b2.button("Compare selected", disabled=not 2 <= len(selected) <= 4,

@@ -92,8 +92,9 @@ def pareto_figure(frame: pd.DataFrame, axis: str) -> go.Figure:
             if by_year else "dotted line = Pareto frontier (no model is both cheaper and more accurate)")
     # A legend under the chart wraps instead of scrolling: every family stays visible.
     fig.update_layout(
-        height=620, margin={"l": 10, "r": 10, "t": 40, "b": 10}, template="plotly_white",
-        title={"text": f"Bubble area ∝ parameters · colour = family · {line} · hover a bubble for its name",
+        # Two lines: one did not fit beside the sidebar in a 1024 px window, and a plotly title does not wrap.
+        height=620, margin={"l": 10, "r": 10, "t": 56, "b": 10}, template="plotly_white",
+        title={"text": f"Bubble area ∝ parameters · colour = family · hover a bubble for its name<br>{line}",
                "font": {"size": 12, "color": "#555"}, "x": 0, "xanchor": "left"},
         legend={"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom",
                 "x": 0, "xanchor": "left", "font": {"size": 11}, "title": {"text": "Family "}},

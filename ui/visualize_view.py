@@ -86,7 +86,7 @@ def layer_settings(spec: zoo.ModelSpec) -> tuple[zoo.Layer, render.RenderConfig]
     """The layer and render settings, drawn in the open view that renders channels (DeepDream has its own)."""
     layer_map = layers(spec.key)
     names = list(layer_map)
-    c1, c2, c3 = st.columns([2.2, 1, 2.5], vertical_alignment="bottom")  # lined up with the gallery row
+    c1, c2, c3 = st.columns([2.2, 1.4, 2.1], vertical_alignment="bottom")  # lined up with the gallery row
     name = c1.selectbox("Layer", names, index=names.index(zoo.middle_layer(spec)), key="layer", bind="query-params",
                         help="In forward order, named by their module paths as PyTorch has them (any forward hook "
                              "can use them): the first ones see small patches of colour and edges, the last ones "
@@ -121,9 +121,9 @@ def spread_layers(spec: zoo.ModelSpec, n: int = 4) -> list[str]:
 
 
 def depth_row(spec: zoo.ModelSpec, model: torch.nn.Module, cfg: render.RenderConfig, layer: zoo.Layer,
-              targets: list[int], row: int) -> None:
-    """One layer's renders in a row, its name and map size at the left."""
-    found = renders(spec, model, cfg, targets, "pretrained", f"depth{row}")
+              targets: list[int], row: int, rows: int) -> None:
+    """One layer's renders in a row (``row`` of ``rows``, from 0), its name and map size at the left."""
+    found = renders(spec, model, cfg, targets, "pretrained", f"depth{row}", step=f"Layer {row + 1} of {rows}: ")
     if not found:
         return
     label, *cols = st.columns([1.4] + [1] * len(targets), vertical_alignment="center")
@@ -304,13 +304,14 @@ def _paused(key: str) -> bool:
 
 
 def renders(spec: zoo.ModelSpec, model: torch.nn.Module, cfg: render.RenderConfig, targets: list[int],
-            weights: str, key: str, directions: torch.Tensor | None = None) -> list[render.Render] | None:
-    """Renders of ``targets``: from the cache at once, else optimised under a progress bar."""
+            weights: str, key: str, directions: torch.Tensor | None = None, step: str = "") -> list[render.Render] | None:
+    """Renders of ``targets``: from the cache at once, else optimised under a progress bar (its text
+    led by ``step``, e.g. "Layer 2 of 4: ", where this is one of several)."""
     try:
         found = render.render(spec, model, cfg, targets, weights=weights, directions=directions, only_cached=True)
         if found is not None or _paused(key):
             return found
-        return with_progress(f"Optimising {len(targets)} image{'s' * (len(targets) > 1)} at {cfg.layer}",
+        return with_progress(f"{step}Optimising {len(targets)} image{'s' * (len(targets) > 1)} at {cfg.layer}",
                              lambda on_step: render.render(spec, model, cfg, targets, weights=weights,
                                                            directions=directions, on_step=on_step), key)
     except (ValueError, RuntimeError) as err:  # a setting the model cannot take; out of memory

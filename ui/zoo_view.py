@@ -68,7 +68,8 @@ def controls(table: pd.DataFrame) -> View:
     if st.session_state.x not in AXIS_LABELS:
         st.session_state.x = "gflops"
 
-    c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
+    # Widths that keep every label whole from a 1024 px window up (the sidebar takes 300 of them).
+    c1, c2, c3, c4 = st.columns([2.2, 2, 2, 2.8])
     c1.multiselect("Families", families, key="family", placeholder="All families")
     c2.slider("Min ImageNet top-1 (%)", 0.0, 90.0, step=0.5, key="min_top1")
     c3.select_slider("Max parameters (M)", PARAM_STEPS, key="max_params")
@@ -78,16 +79,21 @@ def controls(table: pd.DataFrame) -> View:
         st.toggle("Default weights", key="default_only",
                   help="One row per architecture: " + DEFAULT_WEIGHTS_NOTE)
 
-    d1, d2, d3, d4 = st.columns([2, 2, 2, 4])
+    d1, d2, d3 = st.columns([2, 3, 4])
     d1.selectbox("Batch size", BATCHES, key="batch")
-    d2.segmented_control("Precision", list(resources.dtypes()), key="dtype", required=True)
+    # In a column a segmented control keeps one row and scrolls: options cut at a window's edge.
+    d2.segmented_control("Precision", list(resources.dtypes()), key="dtype", required=True, wrap=True)
     d3.toggle("channels_last", key="channels_last",
               help="NHWC memory layout: often faster for convolutions on GPUs and recent CPUs.")
-    d4.segmented_control("Chart x-axis", list(AXIS_LABELS), key="x", required=True,
-                         format_func=AXIS_LABELS.get)
     s = st.session_state
     return View(s.family, s.min_top1, s.max_params, s.offline, s.default_only, s.batch, s.dtype,
                 s.channels_last, s.x)
+
+
+def axis_control() -> str:
+    """The chart's x-axis, drawn above the chart (its value, seeded by ``controls``, is in ``View.axis``)."""
+    return st.segmented_control("Chart x-axis", list(AXIS_LABELS), key="x", required=True,
+                                format_func=AXIS_LABELS.get, wrap=True)
 
 
 def url_values(view: View, compare: list[str]) -> dict:
