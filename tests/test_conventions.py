@@ -34,6 +34,16 @@ def test_pages_hold_no_torch_code(path):
     assert not imported_modules(path) & {"torch", "torchvision"}
 
 
+def test_every_segmented_control_wraps_its_options():
+    """Placed in a column, a segmented control keeps its options on one row and scrolls them: in a
+    1280 px window the zoo's chart axis hid its 'Year' option past the column's edge."""
+    calls = [node for path in [ROOT / "app.py", *(ROOT / "app_pages").glob("*.py"), *(ROOT / "ui").glob("*.py")]
+             for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "segmented_control"]
+    assert len(calls) >= 4 and all(any(k.arg == "wrap" and getattr(k.value, "value", None) is True for k in c.keywords)
+                                   for c in calls)
+
+
 @pytest.mark.skipif(not importlib.util.find_spec("ruff"), reason="ruff comes with requirements-dev.txt")
 def test_ruff_is_clean():
     proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", str(ROOT)],
