@@ -43,6 +43,39 @@ def test_zoo_csv_and_filters(capsys):
     assert {r["family"] for r in rows} == {"efficientnet_lite"}
 
 
+def test_a_family_is_found_whatever_its_case_and_a_typo_gets_close_matches(capsys):
+    assert main(["zoo", "--family", "ResNet", "--format", "csv"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) > 1
+    assert main(["zoo", "--family", "resnett"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tlcore: error: unknown family 'resnett'; did you mean resnet") and err.count("\n") == 1
+    assert main(["zoo", "--family", "vit", "--available"]) == 0  # no ViT weights offline: said, not a pandas dump
+    out, err = capsys.readouterr()
+    assert out == "" and err == "tlcore: no model matches these filters\n"
+
+
+def test_files_left_out_of_the_users_data_are_mentioned_when_a_trial_trains_on_the_rest(capsys, tmp_path):
+    from PIL import Image
+
+    for c, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (20, 20), colour).save(tmp_path / "imgs" / c / f"{i}.png")
+    (tmp_path / "imgs" / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    folder = str(tmp_path / "imgs")
+    assert main(["finetune", "--model", "efficientnet_lite0", "--data", folder, "--size", "32", "--epochs", "1"]) == 0
+    err = capsys.readouterr().err
+    assert f"tlcore: note: 1 file skipped (not usable images); `tlcore data {folder}` says which and why" in err
+
+
+def test_output_piped_into_head_ends_without_an_error_line():
+    proc = subprocess.Popen([sys.executable, "-m", "tlcore", "zoo", "--format", "json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"["
+    proc.stdout.close()  # what `| head -1` does once it has its line
+    assert proc.stderr.read() == b"" and proc.wait(timeout=120) != 0
+
+
 def test_bench_json(capsys):
     row = run_json(capsys, "bench", "mobilenet_v3_small", "--batch", "1", "--device", "cpu",
                    "--format", "json", "--repeats", "3")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,9 +67,18 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
     frame = zoo_table()
     if args.family:
-        frame = frame[frame.family == args.family]
+        families = sorted(frame.family.unique())
+        wanted = args.family.lower().replace("-", "_")
+        if wanted not in families:
+            close = difflib.get_close_matches(wanted, families, n=3, cutoff=0.5)
+            raise UsageError(f"unknown family {args.family!r}; "
+                             + (f"did you mean {', '.join(close)}?" if close else f"families: {', '.join(families)}"))
+        frame = frame[frame.family == wanted]
     if args.available:
         frame = frame[frame.weights_available]
+    if frame.empty and args.format == "table":
+        print("tlcore: no model matches these filters", file=sys.stderr)
+        return 0
     if args.format == "json":
         _print_json(frame.to_dict(orient="records"))
     elif args.format == "csv":
@@ -102,8 +113,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"{r.model}  {r.device_name}  batch {r.batch}  {r.dtype}"
                   f"{'  channels_last' if r.channels_last else ''}  {r.resolution}px  "
                   f"median {r.median_ms:.2f} ms  p90 {r.p90_ms:.2f} ms  "
-                  f"{r.images_per_s:.1f} img/s  ({r.weights} weights, {r.runs} runs)")
+                  f"{r.images_per_s:.1f} img/s  ({r.weights} weights, {r.runs} runs)"
+                  + ("  [under load: other work ran on this device meanwhile]" if r.under_load else ""))
     return 0
+
+
+def _note_skipped(dataset, source: str) -> None:
+    """One line on stderr when files of the user's data were left out (``tlcore data`` lists them)."""
+    if dataset.skipped:
+        n = len(dataset.skipped)
+        print(f"tlcore: note: {n} file{'s' * (n > 1)} skipped (not usable images); `tlcore data {source}` says "
+              "which and why", file=sys.stderr)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -165,6 +185,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size)
     cfg.check()
     dataset = data.load(args.data, size=args.size, max_per_class=args.max_per_class, seed=args.seed)
+    _note_skipped(dataset, args.data)
 
     def on_epoch(stats) -> None:
         if args.format != "json":
@@ -233,6 +254,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     spec = zoo.get_spec(args.model)
     dataset = data.load(args.data, size=args.size, max_per_class=args.max_per_class, seed=args.seed)
+    _note_skipped(dataset, args.data)
     m = recommend.measure(spec, dataset, device=args.device, on_step=_progress(f"measuring {spec.model}"))
     rec = recommend.recommend(m, spec)
     validation = _validate(rec, dataset, args) if args.validate else None
@@ -414,6 +436,7 @@ def cmd_vis(args: argparse.Namespace) -> int:
                               seed=args.seed)
     cfg.check(model)
     dataset = data.load(args.data, size=args.data_size, max_per_class=args.max_per_class)
+    _note_skipped(dataset, args.data)
     if args.channels is None:  # the app's first gallery: the device's count, or fewer if there are fewer
         channels = next((x.channels for x in zoo.layers(spec) if x.name == args.layer), start.channels)
         args.channels = list(range(min(start.channels, item_count(args.objective, channels, len(dataset.classes)))))
@@ -521,6 +544,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     source = args.data or name
     try:
         dataset = data.load(source, size=size, max_per_class=args.max_per_class)
+        _note_skipped(dataset, source)
     except data.DatasetError as err:
         raise UsageError(f"cannot reload the run's data ({err}); give it with --data") from None
     if dataset.fingerprint not in run["dataset"]:
@@ -548,6 +572,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     specs = [zoo.get_spec(m) for m in args.models] if args.models else \
         [s for s in zoo.list_models() if s.family == "efficientnet_lite"]
     dataset = data.load(args.data, size=args.size, max_per_class=args.max_per_class, seed=args.seed)
+    _note_skipped(dataset, args.data)
     device = pick_device(args.device)
     rows = [recommend.score_model(spec, dataset, block=args.block, device=device,
                                   on_step=_progress(f"scoring {spec.model} ({i} of {len(specs)})"))
@@ -800,6 +825,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = " (the folder layout: `tlcore data --help`)" if rest else ""
         print(f"tlcore: error: {first}{hint}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `tlcore … | head`: the reader has what it wanted; no error line for that
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor at exit, flushing stdout
+        return 1
     except OSError as err:  # a file that cannot be written or read: its name and why, one line
         where = f": {err.filename}" if err.filename else ""
         print(f"tlcore: error: {err.strerror or err}{where}", file=sys.stderr)
