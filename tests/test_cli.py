@@ -90,6 +90,8 @@ def test_bench_json(capsys):
     (["bench", "resnt18"], "unknown model 'resnt18'; did you mean: resnet18"),
     (["bench", "resnet18", "--batch", "0"], "must be at least 1"),
     (["bench", "resnet18", "--batch", "x"], "expected a whole number"),
+    (["bench", "resnet18", "--max-seconds", "-1"], "--max-seconds: must be more than 0"),
+    (["data", "digits", "--size", "600"], "--size: must be at most 512"),  # said at once, as 0 is
     (["bench", "resnet18", "--dtype", "int8"], "invalid choice"),
     (["bench", "resnet18", "--device", "tpu"], "invalid choice"),
     (["zoo", "--format", "xml"], "invalid choice"),
@@ -135,7 +137,7 @@ def test_data_list_and_describe(capsys):
     (["data"], "give a SOURCE"),
     (["data", "no-such-thing"], "no dataset 'no-such-thing'"),
     (["data", "torchvision:imagenet"], "unknown torchvision dataset"),
-    (["data", "faces", "--size", "2"], "resolution must be between"),
+    (["data", "faces", "--size", "2"], "--size: must be at least 8"),
 ])
 def test_data_errors_are_one_line(capsys, argv, message):
     assert main(argv) == 2

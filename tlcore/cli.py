@@ -609,6 +609,19 @@ def _int_at_least(minimum: int, what: str = "a whole number", maximum: int | Non
 
 
 _positive_int = _int_at_least(1)
+_resolution = _int_at_least(8, "a resolution in px", maximum=512)  # the datasets' range (tlcore.data)
+PER_CLASS_HELP = "keep at most this many images per class (a small dataset on purpose; default: all)"
+DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: the best available, cuda > mps > cpu)"
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
 # numpy's and torch's generators both take it; torch.manual_seed overflows past 2**64 - 1
 _seed = _int_at_least(0, maximum=2**32 - 1)
 
@@ -635,7 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--pretrained", action="store_true",
                        help="time the pretrained model (default: random weights, same speed)")
     bench.add_argument("--repeats", type=_positive_int, default=20)
-    bench.add_argument("--max-seconds", type=float, default=10.0,
+    bench.add_argument("--max-seconds", type=_positive_float, default=10.0,
                        help="stop timing after this long (at least 3 runs)")
     bench.add_argument("--format", choices=["table", "json"], default="table")
     bench.set_defaults(run=cmd_bench)
@@ -646,9 +659,8 @@ def build_parser() -> argparse.ArgumentParser:
                           epilog=VALID_LAYOUT, formatter_class=argparse.RawDescriptionHelpFormatter)
     data.add_argument("source", nargs="?", help="built-in name, torchvision:NAME, a .zip or a folder")
     data.add_argument("--list", action="store_true", help="list the named sources")
-    data.add_argument("--size", type=_positive_int, default=128, help="square resolution in px")
-    data.add_argument("--max-per-class", type=_positive_int, default=None,
-                      help="keep at most this many images per class (a small dataset on purpose)")
+    data.add_argument("--size", type=_resolution, default=128, help="square resolution in px, 8–512")
+    data.add_argument("--max-per-class", type=_positive_int, default=None, help=PER_CLASS_HELP)
     data.add_argument("--val-fraction", type=float, default=0.2)
     data.add_argument("--seed", type=_seed, default=0)
     data.add_argument("--format", choices=["table", "json"], default="table")
@@ -684,10 +696,11 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--batch-size", type=_positive_int, default=None,
                     help="default: automatic — 32 on a CPU; on a GPU up to 256 while every epoch keeps 20 updates, "
                          "the learning rates scaled with it")
-    ft.add_argument("--augment", nargs="*", choices=AUGMENTATIONS, default=["flip"])
+    ft.add_argument("--augment", nargs="*", choices=AUGMENTATIONS, default=["flip"],
+                    help="augmentations on the device, each epoch; --augment alone: none")
     ft.add_argument("--scratch", action="store_true", help="random weights: training from scratch")
-    ft.add_argument("--size", type=_positive_int, default=128, help="dataset resolution in px")
-    ft.add_argument("--max-per-class", type=_positive_int, default=None)
+    ft.add_argument("--size", type=_resolution, default=128, help="dataset resolution in px, 8–512")
+    ft.add_argument("--max-per-class", type=_positive_int, default=None, help=PER_CLASS_HELP)
     ft.add_argument("--seed", type=_seed, default=0)
     ft.add_argument("--format", choices=["table", "json"], default="table")
     ft.set_defaults(run=cmd_finetune)
@@ -695,10 +708,10 @@ def build_parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("recommend", help="measure size and similarity to ImageNet; advise a strategy")
     rec.add_argument("--model", default="efficientnet_lite0", help="a model with pretrained weights here")
     rec.add_argument("--data", required=True, help="built-in name, torchvision:NAME, zip or folder")
-    rec.add_argument("--size", type=_positive_int, default=128, help="dataset resolution in px")
-    rec.add_argument("--max-per-class", type=_positive_int, default=None)
+    rec.add_argument("--size", type=_resolution, default=128, help="dataset resolution in px, 8–512")
+    rec.add_argument("--max-per-class", type=_positive_int, default=None, help=PER_CLASS_HELP)
     rec.add_argument("--seed", type=_seed, default=0)
-    rec.add_argument("--device", default=None)
+    rec.add_argument("--device", default=None, help=DEVICE_HELP)
     rec.add_argument("--validate", action="store_true",
                      help="then train the competing strategies and the advised one, as the Strategy page does")
     rec.add_argument("--epochs", type=_positive_int, default=5, help="per validation trial")
@@ -722,7 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--run", dest="run_id", type=_positive_int, default=None,
                        help="use a kept fine-tune run's weights instead (see `tlcore runs`)")
         p.add_argument("--seed", type=_seed, default=0)
-        p.add_argument("--device", default=None)
+        p.add_argument("--device", default=None, help=DEVICE_HELP)
 
     from tlcore.vis.objectives import KINDS
 
@@ -739,11 +752,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "minus the dataset's); layer: the whole layer's energy")
     # None: the app's starting settings for the device (tlcore.vis.render.defaults)
     vis.add_argument("--steps", type=_positive_int, default=None, help="default: 64 on a CPU, 256 on a GPU")
-    vis.add_argument("--size", type=_positive_int, default=None, help="render size in px; default: 96 / 128")
+    vis.add_argument("--size", type=_positive_int, default=None, help="render size in px (default: 96 on a CPU, 128 on a GPU)")
     vis.add_argument("--lr", type=float, default=None, help="default: 0.05")
     vis.add_argument("--data", default="textures", help="dataset the activation ratio compares with")
-    vis.add_argument("--data-size", type=_positive_int, default=128)
-    vis.add_argument("--max-per-class", type=_positive_int, default=None)
+    vis.add_argument("--data-size", type=_resolution, default=128, help="its resolution in px, 8–512")
+    vis.add_argument("--max-per-class", type=_positive_int, default=None, help=PER_CLASS_HELP)
     vis.add_argument("--out", required=True, help="folder for the PNGs")
     vis.set_defaults(run=cmd_vis)
 
@@ -751,7 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
     fil.add_argument("--model", default="efficientnet_lite0", help="a model with pretrained weights here")
     fil.add_argument("--run", dest="run_id", type=_positive_int, default=None,
                      help="a kept fine-tune run's first layer instead (see `tlcore runs`)")
-    fil.add_argument("--device", default=None)
+    fil.add_argument("--device", default=None, help=DEVICE_HELP)
     fil.add_argument("--scale", choices=["each", "shared"], default="each",
                      help="each filter to its own range (its pattern), or one range for the layer (its strength)")
     fil.add_argument("--out", required=True, help="PNG file to write")
@@ -776,16 +789,17 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--model", default="efficientnet_lite0", help="a model with pretrained weights here")
     pred.add_argument("--image", default="chelsea", help=f"a photo file or a bundled one ({', '.join(PHOTOS)})")
     pred.add_argument("--top", type=_int_at_least(1, maximum=1000), default=5, help="how many classes")
-    pred.add_argument("--device", default=None)
+    pred.add_argument("--device", default=None, help=DEVICE_HELP)
     pred.add_argument("--format", choices=["table", "json"], default="table")
     pred.set_defaults(run=cmd_predict, run_id=None)
 
     dr = sub.add_parser("drift", help="what fine-tuning changed: CKA per block, pretrained vs a kept run")
-    dr.add_argument("--run", dest="run_id", type=_positive_int, required=True)
+    dr.add_argument("--run", dest="run_id", type=_positive_int, required=True,
+                    help="the kept fine-tune run to compare with its pretrained model (see `tlcore runs`)")
     dr.add_argument("--data", default=None, help="default: the run's own dataset, reloaded by name")
-    dr.add_argument("--size", type=_positive_int, default=None, help="default: the run's resolution")
-    dr.add_argument("--max-per-class", type=_positive_int, default=None)
-    dr.add_argument("--device", default=None)
+    dr.add_argument("--size", type=_resolution, default=None, help="px, 8–512 (default: the run's resolution)")
+    dr.add_argument("--max-per-class", type=_positive_int, default=None, help=PER_CLASS_HELP)
+    dr.add_argument("--device", default=None, help=DEVICE_HELP)
     dr.add_argument("--format", choices=["table", "json"], default="table")
     dr.set_defaults(run=cmd_drift)
 
@@ -796,10 +810,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="models with pretrained weights here (default: the offline EfficientNet-Lite models)")
     sc.add_argument("--block", default="penultimate", help="features for LogME and H-score (default: "
                     "the classifier's input; any block of `tlcore blocks MODEL`)")
-    sc.add_argument("--size", type=_positive_int, default=128, help="dataset resolution in px")
-    sc.add_argument("--max-per-class", type=_positive_int, default=None)
+    sc.add_argument("--size", type=_resolution, default=128, help="dataset resolution in px, 8–512")
+    sc.add_argument("--max-per-class", type=_positive_int, default=None, help=PER_CLASS_HELP)
     sc.add_argument("--seed", type=_seed, default=0)
-    sc.add_argument("--device", default=None)
+    sc.add_argument("--device", default=None, help=DEVICE_HELP)
     sc.add_argument("--format", choices=["table", "json", "csv"], default="table")
     sc.set_defaults(run=cmd_score)
 
