@@ -68,6 +68,14 @@ def test_files_left_out_of_the_users_data_are_mentioned_when_a_trial_trains_on_t
     assert f"tlcore: note: 1 file skipped (not usable images); `tlcore data {folder}` says which and why" in err
 
 
+def test_a_block_one_of_the_models_lacks_is_refused_before_any_is_scored(capsys, monkeypatch):
+    from tlcore import recommend
+
+    monkeypatch.setattr(recommend, "score_model", lambda *a, **k: pytest.fail("scored before the check"))
+    assert main(["score", "--data", "digits", "--size", "32", "--max-per-class", "3", "--block", "_blocks.5-7"]) == 2
+    assert "unknown block '_blocks.5-7' for efficientnet_lite1" in capsys.readouterr().err
+
+
 def test_output_piped_into_head_ends_without_an_error_line():
     proc = subprocess.Popen([sys.executable, "-m", "tlcore", "zoo", "--format", "json"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)

@@ -566,11 +566,13 @@ def cmd_drift(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from tlcore import data, recommend, zoo
+    from tlcore import data, features, recommend, zoo
     from tlcore.device import pick_device
 
     specs = [zoo.get_spec(m) for m in args.models] if args.models else \
         [s for s in zoo.list_models() if s.family == "efficientnet_lite"]
+    for spec in specs:  # a block one model lacks is said before the others' passes, not after
+        features.check_block(spec, args.block)
     dataset = data.load(args.data, size=args.size, max_per_class=args.max_per_class, seed=args.seed)
     _note_skipped(dataset, args.data)
     device = pick_device(args.device)
@@ -809,7 +811,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--models", nargs="+", default=None,
                     help="models with pretrained weights here (default: the offline EfficientNet-Lite models)")
     sc.add_argument("--block", default="penultimate", help="features for LogME and H-score (default: "
-                    "the classifier's input; any block of `tlcore blocks MODEL`)")
+                    "the classifier's input; a block of `tlcore blocks MODEL`, or for several models, whose "
+                    "blocks differ, a module path of `tlcore layers MODEL`)")
     sc.add_argument("--size", type=_resolution, default=128, help="dataset resolution in px, 8–512")
     sc.add_argument("--max-per-class", type=_positive_int, default=None, help=PER_CLASS_HELP)
     sc.add_argument("--seed", type=_seed, default=0)

@@ -90,6 +90,12 @@ def _hook_target(model: nn.Module, spec: zoo.ModelSpec, block: str) -> Target:
     return Target(block, model.get_submodule(path), inputs=inputs)
 
 
+def check_block(spec: zoo.ModelSpec, block: str) -> None:
+    """Raise the ValueError ``extract`` would for a ``block`` ``spec`` lacks, before any work (the
+    architecture on the meta device: no weights, no pass)."""
+    _read_at(zoo.build_meta(spec), spec, block)
+
+
 def _read_at(model: nn.Module, spec: zoo.ModelSpec, block: str) -> tuple[str, bool]:
     """(module path, whether its input rather than its output is read) for ``block``."""
     if block in (LOGITS, PENULTIMATE):
