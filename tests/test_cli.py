@@ -76,6 +76,14 @@ def test_a_block_one_of_the_models_lacks_is_refused_before_any_is_scored(capsys,
     assert "unknown block '_blocks.5-7' for efficientnet_lite1" in capsys.readouterr().err
 
 
+def test_help_and_a_mistyped_option_answer_without_loading_torch():
+    for argv in ("", "--help", "finetune --help", "bench resnet18 --batch 0"):
+        code = (f"import sys; from tlcore.cli import main\ntry:\n    main({argv!r}.split())\nexcept SystemExit:\n"
+                "    pass\nprint('torch' in sys.modules, 'torchvision' in sys.modules)")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert proc.stdout.strip().splitlines()[-1] == "False False", (argv, proc.stderr[-500:])
+
+
 def test_output_piped_into_head_ends_without_an_error_line():
     proc = subprocess.Popen([sys.executable, "-m", "tlcore", "zoo", "--format", "json"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)

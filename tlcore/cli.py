@@ -655,7 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--format", choices=["table", "json"], default="table")
     bench.set_defaults(run=cmd_bench)
 
-    from tlcore.data.errors import VALID_LAYOUT
+    from tlcore.choices import VALID_LAYOUT
 
     data = sub.add_parser("data", help="load a dataset and describe it, or list the sources",
                           epilog=VALID_LAYOUT, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -685,7 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="peak rate of the new head (default: 0.1 with --freeze all, else 0.02)")
     ft.add_argument("--backbone-lr-mult", type=float, default=0.1,
                     help="the trainable backbone blocks' rate as a multiple of the head's")
-    from tlcore.finetune import AUGMENTATIONS, BN_MODES, OPTIMIZERS, PRECISIONS, SCHEDULES
+    from tlcore.choices import AUGMENTATIONS, BN_MODES, OPTIMIZERS, PRECISIONS, SCHEDULES
 
     ft.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
     ft.add_argument("--schedule", choices=SCHEDULES, default=SCHEDULES[0],
@@ -739,7 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=_seed, default=0)
         p.add_argument("--device", default=None, help=DEVICE_HELP)
 
-    from tlcore.vis.objectives import KINDS
+    from tlcore.choices import KINDS
 
     vis = sub.add_parser("vis", help="feature visualisation: one PNG per channel and a JSON line each",
                          description="Each JSON line gives the channel's activation ratio: (render − the "
@@ -772,7 +772,7 @@ def build_parser() -> argparse.ArgumentParser:
     fil.add_argument("--out", required=True, help="PNG file to write")
     fil.set_defaults(run=cmd_filters)
 
-    from tlcore.data import PHOTOS
+    from tlcore.choices import PHOTOS
 
     dream = sub.add_parser("dream", help="DeepDream a photo: the layers' patterns grown into it")
     model_args(dream, "one or more module paths", layers="+")
@@ -826,22 +826,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _usage_error(err: Exception) -> int:
+    first, *rest = str(err).splitlines() or [""]
+    hint = " (the folder layout: `tlcore data --help`)" if rest else ""
+    print(f"tlcore: error: {first}{hint}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:  # the parser imports nothing heavy: --help and a mistyped option answer before torch loads
+        args = build_parser().parse_args(argv)
+    except UsageError as err:
+        return _usage_error(err)
     from tlcore.data import DatasetError
     from tlcore.device import DeviceError, out_of_memory
     from tlcore.zoo import UnknownModelError, WeightsUnavailableError
 
     try:
-        args = build_parser().parse_args(argv)
         if args.command in ("finetune", "runs"):
             _run_store().mark_interrupted()  # a run left 'running' by a killed process
         return args.run(args)
     except (UsageError, UnknownModelError, DeviceError, WeightsUnavailableError, DatasetError,
             ValueError) as err:
-        first, *rest = str(err).splitlines() or [""]
-        hint = " (the folder layout: `tlcore data --help`)" if rest else ""
-        print(f"tlcore: error: {first}{hint}", file=sys.stderr)
-        return EXIT_USAGE
+        return _usage_error(err)
     except BrokenPipeError:  # `tlcore … | head`: the reader has what it wanted; no error line for that
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor at exit, flushing stdout
         return 1

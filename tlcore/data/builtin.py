@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from tlcore.choices import PHOTOS  # scikit-image's bundled photos (no download), for DeepDream and predict
+
 
 @dataclass
 class Raw:
@@ -20,9 +22,6 @@ class Raw:
     classes: list[str]
     val_mask: np.ndarray | None = None  # a leakage-free split, where the source needs one
 
-
-# scikit-image's bundled photos (no download), for DeepDream and the before/after views.
-PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 
 
 def photo(name: str) -> np.ndarray:

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-VALID_LAYOUT = """A valid dataset is one folder per class, images inside:
-    my_data/
-      cats/  img001.jpg  img002.png ...
-      dogs/  img101.jpg ...
-(zip that folder, upload it, or give its path; an extra top level such as my_data/train/ is fine)."""
+from tlcore.choices import VALID_LAYOUT  # noqa: F401 — exported here, where the errors that cite it live
 
 
 class DatasetError(ValueError):

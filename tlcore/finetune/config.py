@@ -8,15 +8,10 @@ from typing import Literal
 import torch
 
 from tlcore import features, zoo
+from tlcore.choices import AUGMENTATIONS, BN_MODES, OPTIMIZERS, PRECISIONS, SCHEDULES  # noqa: F401 (exported)
 from tlcore.settings import demo_mode, limits
 
 Freeze = int | Literal["all"]
-# The choices a trial offers, defined once: TrialConfig checks them, the page and the CLI list them.
-OPTIMIZERS = ("sgd", "adamw")
-AUGMENTATIONS = ("flip", "crop")
-BN_MODES = ("frozen", "train")  # BatchNorm statistics in frozen blocks: kept, or updated on the data
-PRECISIONS = ("auto", "float32", "bfloat16")  # auto: device.mixed_dtype (CUDA, AMX CPUs), else fp32
-SCHEDULES = ("cosine", "constant")  # cosine: a short linear warm-up, then cosine decay to zero
 DEFAULT_BATCH = 32  # small datasets need steps: 5 epochs of 250 images at 64 are only 20 updates
 # An automatic batch grows on a GPU only while every epoch keeps this many updates, up to the max.
 # bench/batch_accuracy.py, 5 epochs, rates scaled linearly: on 480–1,438 training images 64 (where it

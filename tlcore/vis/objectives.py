@@ -15,8 +15,9 @@ from typing import Literal
 import torch
 from lucent.optvis import objectives as lo
 
+from tlcore.choices import KINDS
+
 Kind = Literal["channel", "neuron", "layer", "direction"]
-KINDS: tuple[str, ...] = ("channel", "neuron", "layer", "direction")
 DIVERSITY_WEIGHT = 1e2  # lucent README's weight for diversity against a channel objective
 VARIATIONS = 16  # renders of a whole layer ("layer" objective) one gallery offers
 
