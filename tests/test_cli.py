@@ -154,6 +154,7 @@ def test_data_list_and_describe(capsys):
     (["data", "no-such-thing"], "no dataset 'no-such-thing'"),
     (["data", "torchvision:imagenet"], "unknown torchvision dataset"),
     (["data", "faces", "--size", "2"], "--size: must be at least 8"),
+    (["data", "README.md"], "README.md is a file but not a zip: give the folder that holds one folder per class"),
 ])
 def test_data_errors_are_one_line(capsys, argv, message):
     assert main(argv) == 2

@@ -414,10 +414,15 @@ def _check_folder_out(out: str) -> None:
         raise UsageError(f"--out {out} is a file; give a folder for the PNGs")
 
 
-def _check_file_out(out: str) -> None:
-    """Before any work: --out must be a file name, not a folder."""
-    if Path(out).is_dir():
-        raise UsageError(f"--out {out} is a folder; give a file name such as {Path(out) / 'dream.png'}")
+def _check_png_out(out: str, example: str) -> Path:
+    """Before any work: --out must be a .png file name, not a folder (its folders are made if missing,
+    as vis makes its own)."""
+    path = Path(out)
+    if path.is_dir():
+        raise UsageError(f"--out {out} is a folder; give a file name such as {path / example}")
+    if path.suffix.lower() != ".png":
+        raise UsageError(f"--out {out}: the image is written as PNG; give a name ending in .png")
+    return path
 
 
 def cmd_vis(args: argparse.Namespace) -> int:
@@ -469,15 +474,15 @@ def cmd_dream(args: argparse.Namespace) -> int:
     from tlcore import data
     from tlcore.vis.dream import DreamConfig, deepdream, gain_text, octaves_text
 
-    _check_file_out(args.out)
+    out = _check_png_out(args.out, "dream.png")
     spec, model, _ = _model_for(args)
     given = {"octaves": args.octaves, "octave_scale": args.scale, "steps": args.steps, "lr": args.lr}
     cfg = DreamConfig(layers=tuple(args.layer), seed=args.seed, **{k: v for k, v in given.items() if v is not None})
     cfg.check(model)
     photo = data.load_photo(args.image, max_side=args.max_side)
     dream = deepdream(spec, model, photo, cfg)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(dream.image).save(args.out, format="PNG")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(dream.image).save(out, format="PNG")
     summary = {"file": args.out, "width": photo.shape[1], "height": photo.shape[0], "octaves": dream.octaves,
                "energy_gain": dream.gain, "seconds": dream.seconds}
     if args.format == "json":
@@ -508,15 +513,14 @@ def cmd_filters(args: argparse.Namespace) -> int:
 
     from tlcore.vis import filters
 
-    out = Path(args.out)
-    if out.suffix.lower() != ".png" or not out.parent.is_dir():
-        raise UsageError(f"--out must be a .png file in an existing folder, got {args.out}")
+    out = _check_png_out(args.out, "filters.png")
     spec, model, _ = _model_for(args)
     try:
         layer = filters.first_layer(spec, model)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    Image.fromarray(layer.grid(args.scale)).save(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(layer.grid(args.scale)).save(out, format="PNG")
     strength = layer.strength()
     _print_json({"model": spec.key, "run": args.run_id, "layer": layer.path, "kind": layer.kind,
                  "batchnorm_folded": layer.batchnorm, "filters": len(strength),

@@ -80,7 +80,7 @@ def test_drift_of_a_run_kept_by_the_cli(capsys, tmp_path):
 
 
 def test_filters_writes_the_first_layers_grid(capsys, tmp_path):
-    out = tmp_path / "f.png"
+    out = tmp_path / "new" / "F.PNG"  # its folder is made, as dream's and vis's are
     assert main(["filters", "--scale", "shared", "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["layer"], summary["kind"], summary["filters"]) == ("_conv_stem", "conv 3×3/2", 32)
@@ -99,7 +99,9 @@ def test_filters_writes_the_first_layers_grid(capsys, tmp_path):
     (["dream", "--layer", "_blocks.5", "--image", "/no/such.jpg", "--out", "x.png"], "no photo"),
     (["dream", "--layer", "_blocks.5", "--octaves", "20", "--out", "x.png"], "octaves must be"),
     (["drift", "--run", "9999"], "no run 9999"),
-    (["filters", "--out", "filters.jpg"], "must be a .png file"),
+    (["filters", "--out", "filters.jpg"], "written as PNG; give a name ending in .png"),
+    (["dream", "--layer", "_blocks.5", "--out", "dream.jpg"], "written as PNG; give a name ending in .png"),  # as filters
+    (["predict", "--image", "tests"], "tests is a folder; give one photo file"),
     (["filters", "--run", "9999", "--out", "filters.png"], "no run 9999"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):

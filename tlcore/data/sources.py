@@ -8,6 +8,7 @@ import hashlib
 import threading
 import urllib.error
 import warnings
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -57,6 +58,9 @@ def load(source: str, *, size: int = DEFAULT_SIZE, max_per_class: int | None = N
         return _from_torchvision(source.split(":", 1)[1], size, max_per_class, seed, val_fraction)
     path = Path(source).expanduser()
     check_local_access()
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise DatasetError(f"{path.name} is a file but not a zip: give the folder that holds one folder per class "
+                           f"(or a zip of it).\n{VALID_LAYOUT}")
     if path.is_file():
         return load_zip(path, size=size, max_per_class=max_per_class, seed=seed, val_fraction=val_fraction)
     if path.is_dir():
@@ -74,6 +78,8 @@ def load_photo(source: str | bytes, *, max_side: int = 512) -> np.ndarray:
     if isinstance(source, str):
         check_local_access()
         path = Path(source).expanduser()
+        if path.is_dir():
+            raise DatasetError(f"{source} is a folder; give one photo file (or a bundled one: {', '.join(builtin.PHOTOS)})")
         if not path.is_file():
             raise DatasetError(f"no photo {source!r}: not a bundled one ({', '.join(builtin.PHOTOS)}) and no such file")
         if path.stat().st_size > limits().max_member_bytes:
