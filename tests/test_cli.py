@@ -84,6 +84,15 @@ def test_help_and_a_mistyped_option_answer_without_loading_torch():
         assert proc.stdout.strip().splitlines()[-1] == "False False", (argv, proc.stderr[-500:])
 
 
+def test_a_dataset_too_small_to_validate_is_a_message_and_no_failed_run(capsys):
+    from tlcore.store import RunStore
+
+    before = len(RunStore().list())
+    assert main(["finetune", "--model", "efficientnet_lite0", "--data", "digits", "--size", "32",
+                 "--max-per-class", "1"]) == 2
+    assert "no validation images" in capsys.readouterr().err and len(RunStore().list()) == before
+
+
 def test_output_piped_into_head_ends_without_an_error_line():
     proc = subprocess.Popen([sys.executable, "-m", "tlcore", "zoo", "--format", "json"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)

@@ -205,8 +205,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def _run_and_keep(cfg, dataset, label: str, on_epoch=None, tags: dict | None = None) -> dict:
     """Run one trial here, kept in the run history as it progresses (with its weights, which
     `tlcore drift --run` reads); returns the result as JSON with its ``run_id``."""
-    from tlcore.finetune import run_trial
+    from tlcore.finetune.trial import check_inputs, run_trial
 
+    check_inputs(cfg, dataset)  # a mistake in the input is a message, not a failed run in the history
     store = _run_store()
     run_id = store.create(model=cfg.model, dataset=label, status="running",
                           config=dict(cfg.__dict__, augment=list(cfg.augment), tags=tags or {}))

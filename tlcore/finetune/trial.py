@@ -30,6 +30,15 @@ from tlcore.hooks import private_copy
 from tlcore.zoo.split import split as split_model
 
 
+def check_inputs(cfg: TrialConfig, dataset: Dataset) -> None:
+    """What ``run_trial`` refuses before any work (ValueError, DatasetError): a caller that keeps
+    runs checks first, so a mistake is a message and not a failed run in the history."""
+    cfg.check()
+    if len(dataset.val_idx) == 0:
+        raise DatasetError("no validation images: every class needs at least 2 images "
+                           "(one to train on, one to check on)")
+
+
 def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = None,
               device: torch.device | str | None = None, keep_weights: bool = False,
               on_epoch: Callable[[EpochStats], None] | None = None,
@@ -38,10 +47,7 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
     trained in place. Raises DatasetError for data that cannot be validated honestly."""
     started = time.perf_counter()
     spec = zoo.get_spec(cfg.model)
-    cfg.check()
-    if len(dataset.val_idx) == 0:
-        raise DatasetError("no validation images: every class needs at least 2 images "
-                           "(one to train on, one to check on)")
+    check_inputs(cfg, dataset)
     dev = device if isinstance(device, torch.device) else pick_device(device)
     automatic, given_lr = cfg.batch_size is None, cfg.lr
     cfg = cfg.for_run(len(dataset.train_idx), dev)  # an automatic batch, and rates to match
