@@ -10,6 +10,9 @@ BN_MODES = ("frozen", "train")  # BatchNorm statistics in frozen blocks: kept, o
 PRECISIONS = ("auto", "float32", "bfloat16")  # auto: device.mixed_dtype (CUDA, AMX CPUs), else fp32
 SCHEDULES = ("cosine", "constant")  # cosine: a short linear warm-up, then cosine decay to zero
 
+# A dataset's square resolution, px: the loader refuses others, the CLI's parser at once.
+RESOLUTION_PX = (8, 512)
+
 # What a feature visualisation optimises (tlcore.vis.objectives).
 KINDS: tuple[str, ...] = ("channel", "neuron", "layer", "direction")
 

@@ -11,6 +11,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tlcore.choices import RESOLUTION_PX
+
 EXIT_USAGE = 2
 
 
@@ -616,7 +618,8 @@ def _int_at_least(minimum: int, what: str = "a whole number", maximum: int | Non
 
 
 _positive_int = _int_at_least(1)
-_resolution = _int_at_least(8, "a resolution in px", maximum=512)  # the datasets' range (tlcore.data)
+_resolution = _int_at_least(RESOLUTION_PX[0], "a resolution in px", maximum=RESOLUTION_PX[1])
+RESOLUTION_HELP = f"the dataset's square resolution in px, {RESOLUTION_PX[0]}–{RESOLUTION_PX[1]}"
 PER_CLASS_HELP = "keep at most this many images per class (a small dataset on purpose; default: all)"
 DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: the best available, cuda > mps > cpu)"
 
@@ -666,7 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
                           epilog=VALID_LAYOUT, formatter_class=argparse.RawDescriptionHelpFormatter)
     data.add_argument("source", nargs="?", help="built-in name, torchvision:NAME, a .zip or a folder")
     data.add_argument("--list", action="store_true", help="list the named sources")
-    data.add_argument("--size", type=_resolution, default=128, help="square resolution in px, 8–512")
+    data.add_argument("--size", type=_resolution, default=128, help=RESOLUTION_HELP)
     data.add_argument("--max-per-class", type=_positive_int, default=None, help=PER_CLASS_HELP)
     data.add_argument("--val-fraction", type=float, default=0.2)
     data.add_argument("--seed", type=_seed, default=0)
@@ -706,7 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--augment", nargs="*", choices=AUGMENTATIONS, default=["flip"],
                     help="augmentations on the device, each epoch; --augment alone: none")
     ft.add_argument("--scratch", action="store_true", help="random weights: training from scratch")
-    ft.add_argument("--size", type=_resolution, default=128, help="dataset resolution in px, 8–512")
+    ft.add_argument("--size", type=_resolution, default=128, help=RESOLUTION_HELP)
     ft.add_argument("--max-per-class", type=_positive_int, default=None, help=PER_CLASS_HELP)
     ft.add_argument("--seed", type=_seed, default=0)
     ft.add_argument("--format", choices=["table", "json"], default="table")
@@ -715,7 +718,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("recommend", help="measure size and similarity to ImageNet; advise a strategy")
     rec.add_argument("--model", default="efficientnet_lite0", help="a model with pretrained weights here")
     rec.add_argument("--data", required=True, help="built-in name, torchvision:NAME, zip or folder")
-    rec.add_argument("--size", type=_resolution, default=128, help="dataset resolution in px, 8–512")
+    rec.add_argument("--size", type=_resolution, default=128, help=RESOLUTION_HELP)
     rec.add_argument("--max-per-class", type=_positive_int, default=None, help=PER_CLASS_HELP)
     rec.add_argument("--seed", type=_seed, default=0)
     rec.add_argument("--device", default=None, help=DEVICE_HELP)
@@ -762,7 +765,7 @@ def build_parser() -> argparse.ArgumentParser:
     vis.add_argument("--size", type=_positive_int, default=None, help="render size in px (default: 96 on a CPU, 128 on a GPU)")
     vis.add_argument("--lr", type=float, default=None, help="default: 0.05")
     vis.add_argument("--data", default="textures", help="dataset the activation ratio compares with")
-    vis.add_argument("--data-size", type=_resolution, default=128, help="its resolution in px, 8–512")
+    vis.add_argument("--data-size", type=_resolution, default=128, help=RESOLUTION_HELP)
     vis.add_argument("--max-per-class", type=_positive_int, default=None, help=PER_CLASS_HELP)
     vis.add_argument("--out", required=True, help="folder for the PNGs")
     vis.set_defaults(run=cmd_vis)
@@ -804,7 +807,7 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--run", dest="run_id", type=_positive_int, required=True,
                     help="the kept fine-tune run to compare with its pretrained model (see `tlcore runs`)")
     dr.add_argument("--data", default=None, help="default: the run's own dataset, reloaded by name")
-    dr.add_argument("--size", type=_resolution, default=None, help="px, 8–512 (default: the run's resolution)")
+    dr.add_argument("--size", type=_resolution, default=None, help=RESOLUTION_HELP + " (default: the run's)")
     dr.add_argument("--max-per-class", type=_positive_int, default=None, help=PER_CLASS_HELP)
     dr.add_argument("--device", default=None, help=DEVICE_HELP)
     dr.add_argument("--format", choices=["table", "json"], default="table")
@@ -818,7 +821,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--block", default="penultimate", help="features for LogME and H-score (default: "
                     "the classifier's input; a block of `tlcore blocks MODEL`, or for several models, whose "
                     "blocks differ, a module path of `tlcore layers MODEL`)")
-    sc.add_argument("--size", type=_resolution, default=128, help="dataset resolution in px, 8–512")
+    sc.add_argument("--size", type=_resolution, default=128, help=RESOLUTION_HELP)
     sc.add_argument("--max-per-class", type=_positive_int, default=None, help=PER_CLASS_HELP)
     sc.add_argument("--seed", type=_seed, default=0)
     sc.add_argument("--device", default=None, help=DEVICE_HELP)

@@ -23,7 +23,6 @@ class Raw:
     val_mask: np.ndarray | None = None  # a leakage-free split, where the source needs one
 
 
-
 def photo(name: str) -> np.ndarray:
     """A bundled photo as H×W×3 uint8."""
     if name not in PHOTOS:

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from tlcore import paths
+from tlcore.choices import RESOLUTION_PX
 from tlcore.data import archive, builtin
 from tlcore.data.archive import Skipped, skipped_note
 from tlcore.data.dataset import Dataset, Profile, assemble, cap_per_class
@@ -58,10 +59,10 @@ def load(source: str, *, size: int = DEFAULT_SIZE, max_per_class: int | None = N
         return _from_torchvision(source.split(":", 1)[1], size, max_per_class, seed, val_fraction)
     path = Path(source).expanduser()
     check_local_access()
-    if path.is_file() and not zipfile.is_zipfile(path):
-        raise DatasetError(f"{path.name} is a file but not a zip: give the folder that holds one folder per class "
-                           f"(or a zip of it).\n{VALID_LAYOUT}")
     if path.is_file():
+        if not zipfile.is_zipfile(path):
+            raise DatasetError(f"{path.name} is a file but not a zip: give the folder that holds one folder per "
+                               f"class (or a zip of it).\n{VALID_LAYOUT}")
         return load_zip(path, size=size, max_per_class=max_per_class, seed=seed, val_fraction=val_fraction)
     if path.is_dir():
         return load_folder(path, size=size, max_per_class=max_per_class, seed=seed, val_fraction=val_fraction)
@@ -160,8 +161,9 @@ def local_version(source: str) -> str:
 
 
 def _check_params(size: int, max_per_class: int | None, val_fraction: float) -> None:
-    if not 8 <= size <= 512:
-        raise DatasetError(f"resolution must be between 8 and 512 px, got {size}")
+    low, high = RESOLUTION_PX
+    if not low <= size <= high:
+        raise DatasetError(f"resolution must be between {low} and {high} px, got {size}")
     if max_per_class is not None and max_per_class < 1:
         raise DatasetError(f"images per class must be at least 1, got {max_per_class}")
     if not 0.0 < val_fraction < 1.0:
