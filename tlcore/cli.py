@@ -194,7 +194,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             print(f"epoch {stats.epoch:3d}  train loss {stats.train_loss:.4f} acc {stats.train_acc:.3f}  "
                   f"val loss {stats.val_loss:.4f} acc {stats.val_acc:.3f}  {stats.seconds:.2f} s", flush=True)
 
-    payload = _run_and_keep(cfg, dataset, f"{args.data}@{dataset.size}px#{dataset.fingerprint}", on_epoch)
+    payload = _run_and_keep(cfg, dataset, args.data, on_epoch)
     if args.format == "json":
         _print_json(payload)
     else:
@@ -204,15 +204,19 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_and_keep(cfg, dataset, label: str, on_epoch=None, tags: dict | None = None) -> dict:
-    """Run one trial here, kept in the run history as it progresses (with its weights, which
-    `tlcore drift --run` reads); returns the result as JSON with its ``run_id``."""
+def _run_and_keep(cfg, dataset, source: str, on_epoch=None, tags: dict | None = None) -> dict:
+    """Run one trial here on ``source`` (``--data`` as typed), kept in the run history as it
+    progresses (with its weights, which `tlcore drift --run` reads); returns the result as JSON
+    with its ``run_id``."""
     from tlcore.finetune.trial import check_inputs, run_trial
 
     check_inputs(cfg, dataset)  # a mistake in the input is a message, not a failed run in the history
     store = _run_store()
-    run_id = store.create(model=cfg.model, dataset=label, status="running",
-                          config=dict(cfg.__dict__, augment=list(cfg.augment), tags=tags or {}))
+    # The label keeps the name as typed (the history shows it); the tag, where the files are, so
+    # `drift` finds them from any folder.
+    tags = dict(tags or {}, **({"data_path": where} if (where := _local_path(source)) else {}))
+    run_id = store.create(model=cfg.model, dataset=f"{source}@{dataset.size}px#{dataset.fingerprint}",
+                          status="running", config=dict(cfg.__dict__, augment=list(cfg.augment), tags=tags))
 
     def kept(stats) -> None:
         store.append_epoch(run_id, stats.__dict__)
@@ -231,6 +235,16 @@ def _run_and_keep(cfg, dataset, label: str, on_epoch=None, tags: dict | None = N
     store.save_weights(run_id, result.state_dict)
     store.finish(run_id, payload)
     return payload
+
+
+def _local_path(source: str) -> str | None:
+    """The absolute path of the local zip or folder ``source`` names; None for a built-in's or
+    torchvision's name (``data.load`` reads those first)."""
+    from tlcore import data
+
+    if source in data.builtin.BUILTINS or source.startswith("torchvision:"):
+        return None
+    return str(Path(source).expanduser().resolve())
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -306,12 +320,11 @@ def _validate(rec, dataset, args: argparse.Namespace) -> list[dict]:
     from tlcore import recommend
 
     trials = recommend.validation_trials(rec, epochs=args.epochs)
-    label = f"{args.data}@{dataset.size}px#{dataset.fingerprint}"
     vid, rows = uuid.uuid4().hex[:8], []
     advised = recommend.advised_strategy(rec)
     for i, (name, cfg) in enumerate(trials.items(), 1):
         print(f"tlcore: validation {i}/{len(trials)}: {name}…", file=sys.stderr, flush=True)
-        out = _run_and_keep(cfg, dataset, label, tags={"validation": vid, "strategy": name})
+        out = _run_and_keep(cfg, dataset, args.data, tags={"validation": vid, "strategy": name})
         rows.append({"strategy": name, "freeze": cfg.freeze, "pretrained": cfg.pretrained,
                      "advised": name == advised, "val_acc": out["val_acc"],
                      "best_val_acc": max(h["val_acc"] for h in out["history"]),
@@ -548,7 +561,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     if not at:
         name, rest = rest, ""
     size = args.size or (int(rest.split("px")[0]) if rest else data.DEFAULT_SIZE)
-    source = args.data or name
+    source = args.data or (run["config"].get("tags") or {}).get("data_path") or name
     try:
         dataset = data.load(source, size=size, max_per_class=args.max_per_class)
         _note_skipped(dataset, source)
@@ -806,7 +819,7 @@ def build_parser() -> argparse.ArgumentParser:
     dr = sub.add_parser("drift", help="what fine-tuning changed: CKA per block, pretrained vs a kept run")
     dr.add_argument("--run", dest="run_id", type=_positive_int, required=True,
                     help="the kept fine-tune run to compare with its pretrained model (see `tlcore runs`)")
-    dr.add_argument("--data", default=None, help="default: the run's own dataset, reloaded by name")
+    dr.add_argument("--data", default=None, help="default: the run's own dataset, reloaded from where it was")
     dr.add_argument("--size", type=_resolution, default=None, help=RESOLUTION_HELP + " (default: the run's)")
     dr.add_argument("--max-per-class", type=_positive_int, default=None, help=PER_CLASS_HELP)
     dr.add_argument("--device", default=None, help=DEVICE_HELP)

@@ -79,6 +79,22 @@ def test_drift_of_a_run_kept_by_the_cli(capsys, tmp_path):
     assert filters[0]["strength"] == filters[1]["strength"] and filters[1]["run"] == run_id
 
 
+def test_drift_finds_a_runs_folder_from_another_working_directory(capsys, tmp_path, monkeypatch):
+    for c, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (20, 20), tuple(v + 5 * i for v in colour)).save(tmp_path / "imgs" / c / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    assert main(["finetune", "--model", "efficientnet_lite0", "--data", "imgs", "--size", "32", "--freeze", "6",
+                 "--epochs", "1", "--format", "json"]) == 0
+    run_id = json.loads(capsys.readouterr().out)["run_id"]
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["drift", "--run", str(run_id), "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["freeze"] == 6 and "not the exact images" not in err and "cannot reload" not in err
+
+
 def test_filters_writes_the_first_layers_grid(capsys, tmp_path):
     out = tmp_path / "new" / "F.PNG"  # its folder is made, as dream's and vis's are
     assert main(["filters", "--scale", "shared", "--out", str(out)]) == 0
