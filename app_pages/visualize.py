@@ -88,7 +88,9 @@ with detail:
                                    file_name=f"{spec.model}_{cfg.layer}_{r.target}.png")
             with right:
                 st.markdown("**The dataset's 9 strongest images**")
-                st.image(vv.thumbs(ds, stats.top(r.target, 9), 3), width="stretch")
+                strongest = stats.top(r.target, 9)
+                st.image(vv.thumbs(ds, strongest, 3), width="stretch",
+                         caption="Row by row: " + ", ".join(ds.image_name(i) for i in strongest))
                 st.plotly_chart(vv.histogram_figure(stats, r.target, r.activation), width="stretch")
             st.markdown("**Four different things it responds to** (lucent's diversity objective pushes the "
                         "images apart)")

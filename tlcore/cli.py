@@ -479,7 +479,8 @@ def cmd_vis(args: argparse.Namespace) -> int:
         Image.fromarray(r.image).save(out / name)
         print(json.dumps(_clean({"channel": r.target, "file": str(out / name), "activation": r.activation,
                                  "activation_ratio": stats.ratio(r.target, r.activation),
-                                 "top_images": top, "cached": r.cached,
+                                 "top_images": top, "top_names": [dataset.image_name(i) for i in top],
+                                 "cached": r.cached,
                                  "seconds": round(r.seconds, 3)})), flush=True)
     return 0
 

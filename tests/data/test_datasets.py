@@ -141,6 +141,34 @@ def test_every_decoded_image_lands_in_its_own_row():
     assert {tuple(r[:, 0].tolist()) for r in rows} == colours and len(rows) == len(colours)
 
 
+def test_each_image_keeps_its_files_name_through_skips_the_cap_and_the_cache(monkeypatch):
+    import io
+
+    from PIL import Image
+
+    from tests.data.conftest import make_zip
+
+    def solid(c):
+        buf = io.BytesIO()
+        Image.new("RGB", (20, 20), c).save(buf, format="PNG")
+        return buf.getvalue()
+
+    entries = {f"{cls}/{i}.png": solid((k, 10 * i, 0)) for k, cls in ((0, "a"), (200, "b")) for i in range(9)}
+    entries["a/broken.png"] = b"\x89PNG\r\n\x1a\n not a png"
+    file = io.BytesIO(make_zip(entries))
+    file.name = "named.zip"
+    first = data.load_zip(file, size=16, max_per_class=5, seed=1)
+    monkeypatch.setattr(sources, "_from_members", lambda *a, **k: pytest.fail("decoded again"))
+    second = data.load_zip(file, size=16, max_per_class=5, seed=1)
+    for ds in (first, second):
+        assert len(ds.paths) == len(ds) == 10
+        for i, name in enumerate(ds.paths):  # the name says the pixels: class by red, number by green
+            red, green = ds.images[i, 0, 0, 0].item(), ds.images[i, 1, 0, 0].item()
+            assert name == f"{'ab'[red > 0]}/{green // 10}.png" == ds.image_name(i)
+    digits = data.load("digits", size=8, max_per_class=2)  # a built-in has no files: its class and index
+    assert digits.paths == [] and digits.image_name(3) == f"{digits.classes[int(digits.labels[3])]} #3"
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts the process's threads in /proc")
 @pytest.mark.parametrize("parallel_op_in_the_pool", [False, True])  # True: the failure this guards against
 def test_the_decoding_threads_start_no_openmp_team(monkeypatch, tmp_path, parallel_op_in_the_pool):

@@ -28,6 +28,8 @@ def test_vis_writes_a_png_and_a_json_line_per_channel(capsys, tmp_path):
         with Image.open(r["file"]) as im:
             assert im.size == (48, 48)
         assert r["activation_ratio"] > 1.0 and len(r["top_images"]) == 3 and r["cached"] is False
+        assert len(r["top_names"]) == 3 and all(n.split(" #")[0] in ("brick", "grass", "gravel", "moon")
+                                                for n in r["top_names"])
     assert main(argv) == 0  # the second view comes from the cache
     assert all(json.loads(line)["cached"] for line in capsys.readouterr().out.splitlines())
 

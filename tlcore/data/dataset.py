@@ -43,6 +43,9 @@ class Dataset:
     fingerprint: str  # content hash: keys every cache built on this dataset
     source: str
     private: bool = False  # a visitor's own files: caches built on it go to their private space
+    # Each image's path inside its zip or folder, so results can name the user's files; [] for
+    # built-in and torchvision sets, and for a cache entry written before this was kept.
+    paths: list[str] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -50,6 +53,10 @@ class Dataset:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    def image_name(self, i: int) -> str:
+        """What names image ``i`` to its owner: its path in their zip or folder, else its class and index."""
+        return self.paths[i] if self.paths else f"{self.classes[int(self.labels[i])]} #{i}"
 
     def summary(self) -> dict:
         """JSON-ready description (the CLI's output)."""
@@ -132,9 +139,11 @@ _SLICE = 8 * 2**20
 def assemble(name: str, source: str, images: torch.Tensor, labels: np.ndarray, classes: list[str], *,
              widths: list[int], heights: list[int], modes: list[str], formats: list[str],
              skipped: list[Skipped], max_per_class: int | None, val_fraction: float, seed: int,
-             val_mask: np.ndarray | None = None, files: list[bytes] | None = None, recipe: str = "") -> Dataset:
+             val_mask: np.ndarray | None = None, files: list[bytes] | None = None, recipe: str = "",
+             paths: list[str] | None = None) -> Dataset:
     """Build a Dataset from decoded N×3×S×S uint8 images, refusing what cannot be trained on.
-    ``files``, ``recipe``: the images' source files' digests and how they were decoded (see ``fingerprint``)."""
+    ``files``, ``recipe``: the images' source files' digests and how they were decoded (see ``fingerprint``);
+    ``paths``: their names in the zip or folder."""
     if len(labels) == 0:
         raise DatasetError(f"no usable image found{skipped_note(skipped)}.\n{VALID_LAYOUT}")
     keep = cap_per_class(labels, max_per_class, seed)
@@ -166,6 +175,6 @@ def assemble(name: str, source: str, images: torch.Tensor, labels: np.ndarray, c
     )
     return Dataset(name=name, images=images, labels=label_t, classes=classes,
                    train_idx=torch.from_numpy(train_idx), val_idx=torch.from_numpy(val_idx),
-                   profile=profile, skipped=skipped, source=source,
+                   profile=profile, skipped=skipped, source=source, paths=[paths[i] for i in keep] if paths else [],
                    fingerprint=fingerprint(images, label_t, classes, recipe=recipe,
                                            files=None if files is None else [files[i] for i in keep]))

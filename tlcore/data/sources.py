@@ -206,6 +206,7 @@ def _from_members(name: str, source: str, members: list[archive.Member], skipped
     chosen = _cap_indices(labels, cap, seed, limits())
     decoded: list[Decoded] = []
     kept_labels: list[int] = []
+    kept_paths: list[str] = []
     kept_rows: list[int] = []
     jpeg_device = jpeg_decode_device()
     # Every file's pixels go straight into its row, put there by the thread that decoded it:
@@ -221,6 +222,7 @@ def _from_members(name: str, source: str, members: list[archive.Member], skipped
                 skipped.append(Skipped(assigned[i][0].path, str(result)))
             else:
                 decoded.append(result)
+                kept_paths.append(assigned[i][0].path)
                 kept_labels.append(int(labels[i]))
                 kept_rows.append(start + k)
         start += len(chunk)
@@ -232,7 +234,7 @@ def _from_members(name: str, source: str, members: list[archive.Member], skipped
                     widths=[d.width for d in decoded], heights=[d.height for d in decoded],
                     modes=[d.mode for d in decoded], formats=[d.format for d in decoded],
                     skipped=skipped, max_per_class=None, val_fraction=val_fraction, seed=seed,
-                    files=[d.digest for d in decoded], recipe=f"v{CACHE_VERSION}")
+                    files=[d.digest for d in decoded], recipe=f"v{CACHE_VERSION}", paths=kept_paths)
 
 
 # Files' bytes read and held at once while decoding. By bytes, not by count (it was 512 files):
@@ -402,11 +404,11 @@ def _to_record(ds: Dataset) -> dict:
     return {"name": ds.name, "source": ds.source, "labels": ds.labels,
             "classes": ds.classes, "train_idx": ds.train_idx, "val_idx": ds.val_idx,
             "profile": asdict(ds.profile), "skipped": [[s.path, s.reason] for s in ds.skipped],
-            "fingerprint": ds.fingerprint}
+            "fingerprint": ds.fingerprint, "paths": ds.paths}
 
 
 def _from_record(rec: dict, images: torch.Tensor, private: bool) -> Dataset:
     return Dataset(name=rec["name"], images=images, labels=rec["labels"], classes=rec["classes"],
                    train_idx=rec["train_idx"], val_idx=rec["val_idx"], profile=Profile(**rec["profile"]),
                    skipped=[Skipped(p, r) for p, r in rec["skipped"]], fingerprint=rec["fingerprint"],
-                   source=rec["source"], private=private)
+                   source=rec["source"], private=private, paths=rec.get("paths", []))
