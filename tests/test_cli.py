@@ -174,6 +174,9 @@ def test_data_errors_are_one_line(capsys, argv, message):
 def test_blocks_json(capsys):
     out = run_json(capsys, "blocks", "resnet50", "--format", "json")
     assert [b["name"] for b in out["blocks"]] == ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
+    assert main(["blocks", "resnet50"]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split() == ["#", "block", "params", "share"] and [r.split()[1] for r in rows][-1] == "head"
 
 
 def test_finetune_learns_offline_and_is_kept(capsys):
@@ -191,8 +194,10 @@ def test_finetune_classifier_on_an_earlier_block(capsys):
                    "--size", "32", "--max-per-class", "8", "--probe-block", "_blocks.3-4", "--format", "json")
     assert out["config"]["probe_block"] == "_blocks.3-4" and out["trainable_params"] == 40 * 10 + 10
     assert main(["runs"]) == 0  # the history's line names the data and the block the classifier read
-    line = next(x for x in capsys.readouterr().out.splitlines() if x.lstrip().startswith(f"{out['run_id']} "))
-    assert "efficientnet_lite0" in line and "digits@32px" in line and "freeze all (_blocks.3-4)" in line
+    header, *lines = capsys.readouterr().out.splitlines()
+    line = next(x for x in lines if x.lstrip().startswith(f"{out['run_id']} "))
+    assert header.split()[:5] == ["id", "status", "model", "data", "frozen"]
+    assert "efficientnet_lite0" in line and "digits@32px" in line and " all (_blocks.3-4) " in line
     assert main(["finetune", "--model", "efficientnet_lite0", "--data", "digits", "--freeze", "2",
                  "--probe-block", "_blocks.3-4"]) == 2
     assert "needs freeze='all'" in capsys.readouterr().err

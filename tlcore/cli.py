@@ -166,6 +166,7 @@ def cmd_blocks(args: argparse.Namespace) -> int:
         _print_json({"model": spec.key, "blocks": rows})
     else:
         total = sum(r["params"] for r in rows)
+        print(f"{'#':>3s}  {'block':36s} {'params':>11s}  share")
         for r in rows:
             print(f"{r['index']:3d}  {r['name']:36s} {r['params'] / 1e6:9.3f} M  {100 * r['params'] / total:5.1f} %")
     return 0
@@ -254,14 +255,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.format == "json":
         _print_json(runs)
         return 0
+    if runs:
+        print(f"{'id':>4s}  {'status':11s} {'model':20s} {'data':24s} {'frozen blocks':24s} {'epochs':>6s}  val acc  created")
     for r in runs:
         acc = r["result"]["val_acc"] if r["result"] else None
         cfg = r["config"]
         # What tells two runs apart: the data, from scratch or not, and the block a probe reads.
         freeze = freeze_label(cfg.get("freeze"), cfg.get("probe_block"))
-        start = "" if cfg.get("pretrained", True) else " from scratch"
+        start = "" if cfg.get("pretrained", True) else ", from scratch"
         print(f"{r['id']:4d}  {r['status']:11s} {r['model'].split('.')[0]:20s} {r['dataset'].split('#')[0]:24s} "
-              f"freeze {freeze}{start}  epochs {cfg.get('epochs')}  val acc {'—' if acc is None else f'{acc:.3f}'}  "
+              f"{freeze + start:24s} {cfg.get('epochs', ''):>6}  {'—' if acc is None else f'{acc:.3f}':7s}  "
               f"{r['created']}")
     return 0
 
@@ -539,10 +542,18 @@ def cmd_filters(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(layer.grid(args.scale)).save(out, format="PNG")
     strength = layer.strength()
-    _print_json({"model": spec.key, "run": args.run_id, "layer": layer.path, "kind": layer.kind,
-                 "batchnorm_folded": layer.batchnorm, "filters": len(strength),
-                 "negligible": layer.negligible().nonzero()[0].tolist(), "strength": strength.round(4).tolist(),
-                 "file": str(out)})
+    summary = {"model": spec.key, "run": args.run_id, "layer": layer.path, "kind": layer.kind,
+               "batchnorm_folded": layer.batchnorm, "filters": len(strength),
+               "negligible": layer.negligible().nonzero()[0].tolist(), "strength": strength.round(4).tolist(),
+               "file": str(out)}
+    if args.format == "json":
+        _print_json(summary)
+    else:
+        folded = ", its BatchNorm folded in" if layer.batchnorm else ""
+        near_zero = summary["negligible"]
+        print(f"{out}: the {len(strength)} filters of {layer.path} ({layer.kind}{folded}); "
+              + (f"{len(near_zero)} left at about zero: {', '.join(map(str, near_zero))}" if near_zero
+                 else "none left at zero"))
     return 0
 
 
@@ -792,6 +803,8 @@ def build_parser() -> argparse.ArgumentParser:
     fil.add_argument("--scale", choices=["each", "shared"], default="each",
                      help="each filter to its own range (its pattern), or one range for the layer (its strength)")
     fil.add_argument("--out", required=True, help="PNG file to write")
+    fil.add_argument("--format", choices=["table", "json"], default="table",
+                     help="json adds each filter's strength")
     fil.set_defaults(run=cmd_filters)
 
     from tlcore.choices import PHOTOS

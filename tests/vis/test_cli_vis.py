@@ -76,7 +76,7 @@ def test_drift_of_a_run_kept_by_the_cli(capsys, tmp_path):
     # Its first block stayed frozen: the first layer's filters are the pretrained ones, to the bit.
     filters = []
     for run in ([], ["--run", str(run_id)]):
-        assert main(["filters", *run, "--out", str(tmp_path / "filters.png")]) == 0
+        assert main(["filters", *run, "--out", str(tmp_path / "filters.png"), "--format", "json"]) == 0
         filters.append(json.loads(capsys.readouterr().out))
     assert filters[0]["strength"] == filters[1]["strength"] and filters[1]["run"] == run_id
 
@@ -99,12 +99,19 @@ def test_drift_finds_a_runs_folder_from_another_working_directory(capsys, tmp_pa
 
 def test_filters_writes_the_first_layers_grid(capsys, tmp_path):
     out = tmp_path / "new" / "F.PNG"  # its folder is made, as dream's and vis's are
-    assert main(["filters", "--scale", "shared", "--out", str(out)]) == 0
+    assert main(["filters", "--scale", "shared", "--out", str(out), "--format", "json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["layer"], summary["kind"], summary["filters"]) == ("_conv_stem", "conv 3×3/2", 32)
     assert summary["negligible"] and len(summary["strength"]) == 32
     with Image.open(out) as im:  # 16 per row, 3×3 filters enlarged 18× to 54 px, 4 px apart
         assert im.size == (4 + 16 * (54 + 4), 4 + 2 * (54 + 4))
+
+
+def test_filters_says_what_it_wrote_in_a_line(capsys, tmp_path):
+    assert main(["filters", "--out", str(tmp_path / "f.png")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{tmp_path / 'f.png'}: the 32 filters of _conv_stem (conv 3×3/2, its BatchNorm folded in); ")
+    assert "left at about zero: " in out and out.count("\n") == 1
 
 
 @pytest.mark.parametrize(("argv", "message"), [
