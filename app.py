@@ -25,8 +25,11 @@ PAGES = [
 
 page = st.navigation(PAGES)
 data_view.remember_in_url()  # a refresh of any page keeps the dataset
-sidebar.render()
+show_cache_usage = sidebar.render()
 demo.banner()
 demo.mark_visit()
 demo.keep_visitor()  # a refresh is the same visitor: it keeps its runs
-page.run()
+try:
+    page.run()
+finally:  # also after a page's st.stop(): what it decoded or rendered counts at once
+    show_cache_usage()

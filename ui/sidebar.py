@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import streamlit as st
 import torch
 
@@ -28,7 +30,9 @@ def precision_note(info) -> str:
     return f"trials in {info.mixed_precision}{from_size}"
 
 
-def render() -> None:
+def render() -> Callable[[], None]:
+    """Draw the sidebar; returns what fills in the cache line, to call after the page ran (its
+    decoding and renders count then, not at the next click)."""
     info = resources.device_info()
     with st.sidebar:
         if info.kind == "cpu":
@@ -39,12 +43,7 @@ def render() -> None:
             st.markdown(f"**Device:** {info.kind.upper()} · {info.name}{memory}")
         cuda = f" · CUDA {info.cuda_version}" if info.cuda_version else ""
         st.caption(f"torch {info.torch_version}{cuda} · {precision_note(info)}", help=_PRECISION_HELP)
-        used = paths.cache_usage()
-        shown = f"{used / 2**30:.1f} GiB" if used >= 2**30 else f"{used / 2**20:.0f} MiB"  # 45 MiB, not 0.0 GiB
-        st.caption(f"Caches on disk: {shown} of {cache_budget() / 2**30:g} GiB",
-                   help="Decoded datasets, features and renders, kept so nothing is computed twice. Past "
-                        "the budget (TLCORE_CACHE_GB) the least recently used go; they are made again "
-                        "when needed.")
+        cache_line = st.empty()
         status = resources.offline_status()
         n_ok = int(status.available.sum())
         st.markdown(f"**Pretrained weights offline:** {n_ok} of {len(status)}")
@@ -56,3 +55,15 @@ def render() -> None:
                 "Other torchvision weights download on first use into "
                 f"`{torch.hub.get_dir()}/checkpoints` (set `TORCH_HOME` to move it)."
             )
+    return lambda: cache_usage(cache_line)
+
+
+def size_text(n_bytes: int) -> str:
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"  # 45 MiB, not 0.0 GiB
+
+
+def cache_usage(where) -> None:
+    where.caption(f"Caches on disk: {size_text(paths.cache_usage())} of {cache_budget() / 2**30:g} GiB",
+                  help="Decoded datasets, features and renders, kept so nothing is computed twice. Past "
+                       "the budget (TLCORE_CACHE_GB) the least recently used go; they are made again "
+                       "when needed.")

@@ -13,7 +13,7 @@ from tlcore.device import describe, pick_device
 from tlcore.finetune import TrialConfig, default_lr
 from tlcore.finetune.engine import training_dtype
 from tlcore.zoo.lite import LITE_MODELS
-from ui.sidebar import precision_note
+from ui.sidebar import precision_note, size_text
 
 ROOT = Path(__file__).resolve().parents[2]
 # Every weight of the installed torchvision, plus the offline Lite models.
@@ -39,6 +39,20 @@ def test_app_runs_with_sidebar_and_zoo_as_default_page():
     assert any(c.value.startswith("Caches on disk:") and c.value.endswith("of 10 GiB") for c in at.sidebar.caption)
     note = precision_note(describe())
     assert any(c.value.startswith("torch ") and c.value.endswith(f" · {note}") for c in at.sidebar.caption)
+
+
+def test_the_sidebars_cache_line_counts_what_the_page_just_decoded():
+    from tlcore import paths
+
+    before = paths.cache_usage()
+    at = app()
+    at.switch_page("app_pages/data.py")
+    # 200 faces at 224 px (30 MB, written before the load returns), a seed no other test asks for.
+    at.query_params.update({"dataset": "builtin:faces", "dataset_px": "224", "dataset_seed": "11"})
+    at.run()
+    assert not at.exception and paths.cache_usage() - before > 2**20
+    line = next(c.value for c in at.sidebar.caption if c.value.startswith("Caches on disk:"))
+    assert line.startswith(f"Caches on disk: {size_text(paths.cache_usage())} of ")
 
 
 def test_the_sidebar_says_where_trials_run_in_mixed_precision():
