@@ -98,7 +98,9 @@ def layer_settings(spec: zoo.ModelSpec) -> tuple[zoo.Layer, render.RenderConfig]
 def render_settings(where, layer: str) -> render.RenderConfig:
     """The render settings popover (bound to the URL), for ``layer``."""
     d = defaults()
-    with where.popover("Render settings", icon=":material/tune:", width="stretch"):
+    # A short label: "Render settings" was cut to "Render s…" in its column at 1024 px.
+    with where.popover("Settings", icon=":material/tune:", width="stretch",
+                       help="How the pictures are optimised: steps, size, learning rate, seed."):
         s1, s2 = st.columns(2)  # two by two: four across spilled out of the popover over the sidebar
         keep_in_range("steps", limits().max_vis_steps + 1, d.steps)  # a link from a server with other caps
         steps = s1.number_input("Steps", 1, limits().max_vis_steps, d.steps, key="steps", bind="query-params",
