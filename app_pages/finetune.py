@@ -55,7 +55,8 @@ with st.container():
 st.plotly_chart(fv.strip_figure(spec, freeze, probe_block), width="stretch", config={"displayModeBar": False})
 trainable, total = fv.trainable_share(spec, freeze)
 st.caption(f"Trainable backbone: {trainable / 1e6:.2f} M of {total / 1e6:.2f} M parameters "
-           f"({100 * trainable / total:.0f}\u00a0%) plus a new head for {len(ds.classes)} classes.",
+           f"({100 * trainable / total:.0f}\u00a0%) plus a new head for {len(ds.classes)} classes."
+           + fv.read_size_note(spec, ds),
            help=f"The backbone is the model's {spec.params / 1e6:.2f} M parameters less ImageNet's 1,000-class "
                 "classifier, which the new head replaces (the Model zoo counts the whole model).")
 

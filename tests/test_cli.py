@@ -66,6 +66,7 @@ def test_files_left_out_of_the_users_data_are_mentioned_when_a_trial_trains_on_t
     assert main(["finetune", "--model", "efficientnet_lite0", "--data", folder, "--size", "32", "--epochs", "1"]) == 0
     err = capsys.readouterr().err
     assert f"tlcore: note: 1 file skipped (not usable images); `tlcore data {folder}` says which and why" in err
+    assert "tlcore: note: efficientnet_lite0 reads these 32 px images enlarged to 64 px, the smallest size" in err
 
 
 def test_a_block_one_of_the_models_lacks_is_refused_before_any_is_scored(capsys, monkeypatch):

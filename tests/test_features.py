@@ -10,6 +10,17 @@ def tiny():
     return data.load("faces", size=32, max_per_class=3)
 
 
+def test_images_too_small_for_a_network_are_read_at_the_smallest_size_it_works_at():
+    lite0 = zoo.get_spec("efficientnet_lite0")
+    # Its padding is fixed for 224 px: up to 63 px its last convolution gives one position, from 64 two by two.
+    assert zoo.smallest_input(lite0) == 64
+    small, large = data.load("textures", size=32, max_per_class=10), data.load("textures", size=96, max_per_class=3)
+    assert features.input_size(lite0, small) == 64 and features.input_size(lite0, large) == 96
+    # Read at 32 px, its ImageNet head answered at chance: a mean top probability of 0.002 (chance: 0.001).
+    logits = features.extract(lite0, small, block=features.LOGITS)
+    assert logits.softmax(dim=1).max(dim=1).values.mean() > 0.2
+
+
 def test_penultimate_features_are_the_classifier_input(tiny):
     spec = zoo.get_spec("efficientnet_lite0")
     feats = features.extract(spec, tiny)
@@ -19,7 +30,7 @@ def test_penultimate_features_are_the_classifier_input(tiny):
     dev = pick_device(None)
     model = zoo.load(spec, device=dev)
     with torch.inference_mode(), autocast(dev):
-        x = features.normalise(tiny.images.to(dev), spec, tiny.size)
+        x = features.normalise(tiny.images.to(dev), spec, features.input_size(spec, tiny))
         expected = model._avg_pooling(model.extract_features(x)).flatten(1).float().cpu()
         logits = model(x).float().cpu()
         refit = model._fc(feats.to(dev)).float().cpu()
@@ -88,7 +99,7 @@ def test_batchnorm_statistics_equal_a_float64_pass_over_the_same_images(tiny, mo
     hooks = [m.register_forward_pre_hook(lambda m, args, name=name: seen.update({name: args[0].double()}))
              for name, m in bns.items()]
     with torch.inference_mode():
-        model.eval()(features.normalise(tiny.images, spec, tiny.size))
+        model.eval()(features.normalise(tiny.images, spec, features.input_size(spec, tiny)))
     for h in hooks:
         h.remove()
     assert [s["name"] for s in stats] == list(seen)  # forward order, every BatchNorm layer

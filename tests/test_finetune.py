@@ -131,6 +131,7 @@ def test_an_amx_cpu_runs_the_prefix_in_bf16_and_trains_the_tail_in_it_from_64_px
             return out
 
     monkeypatch.setenv("TLCORE_CPU_BF16", "1")
+    monkeypatch.setattr(zoo, "smallest_input", lambda spec: 8)  # Lite0 reads 32 px as they are: the rule's case
     small = data.load("digits", size=size, max_per_class=6)
     prefix_runs, tail_steps, convs = [], [], []
     prefix_of, batch = prefix_cache.ViewSampler._prefix_of, engine._batch
@@ -166,6 +167,7 @@ def test_an_amx_cpu_runs_the_prefix_in_bf16_and_trains_the_tail_in_it_from_64_px
 @pytest.mark.parametrize("size", [32, 64])
 def test_a_trial_without_a_cached_prefix_records_its_frozen_layers_in_the_training_precision(monkeypatch, size):
     monkeypatch.setenv("TLCORE_CPU_BF16", "1")  # an AMX CPU: from 64 px it trains in bf16, below in float32
+    monkeypatch.setattr(zoo, "smallest_input", lambda spec: 8)  # Lite0 reads 32 px as they are: the rule's case
     small = data.load("digits", size=size, max_per_class=4)
     result = run_trial(TrialConfig(model="efficientnet_lite0", freeze=0, epochs=1), small, device="cpu")
     expected = "bfloat16" if size >= 64 else "float32"
@@ -272,7 +274,16 @@ def test_augment_keeps_shape_and_changes_pixels():
     assert y.shape == x.shape and not torch.equal(x, y)
 
 
-def test_too_small_images_get_a_clear_message():
+def test_images_too_small_for_the_network_are_enlarged_and_the_result_says_so():
+    small = data.load("digits", size=16, max_per_class=5)
+    result = run_trial(TrialConfig(model="efficientnet_lite0", epochs=1), small)
+    assert result.input_px == zoo.smallest_input(zoo.get_spec("efficientnet_lite0")) == 64
+    assert run_trial(TrialConfig(model="efficientnet_lite0", epochs=1), data.load("digits", size=96,
+                                                                                   max_per_class=5)).input_px == 96
+
+
+def test_a_size_the_architecture_cannot_take_is_a_clear_message(monkeypatch):
+    monkeypatch.setattr(zoo, "smallest_input", lambda spec: 8)  # as if nothing enlarged the images
     small = data.load("digits", size=16, max_per_class=5)
     with pytest.raises(data.DatasetError, match="cannot take 16px images"):
         run_trial(TrialConfig(model="efficientnet_lite0"), small)

@@ -19,7 +19,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def faces():
-    return data.load("faces", size=64)  # at 32 px the ImageNet head says little about anything
+    return data.load("faces", size=64)
 
 
 def test_digits_are_different_and_faces_similar(digits, faces):
@@ -50,6 +50,13 @@ def test_a_similarity_measured_below_the_models_resolution_says_it_holds_for_tha
     assert any(r.startswith(f"Measured at 128 px, the resolution your trials use; efficientnet_lite0 was trained "
                             f"at {SPEC.crop_size}.") for r in at[128])  # similar, yet only for that size
     assert not any("resolution" in r for r in at[SPEC.crop_size])
+
+
+def test_images_smaller_than_the_model_needs_are_measured_enlarged_and_the_reasons_say_so(digits):
+    rec = recommend.recommend(recommend.measure(SPEC, digits), SPEC)
+    assert (rec.measurement.dataset_resolution, rec.measurement.resolution) == (32, 64)
+    assert ("efficientnet_lite0 reads these 32 px images enlarged to 64 px, the smallest size at which its last "
+            "feature map has more than one position") in " ".join(rec.reasons)
 
 
 def test_where_logme_points_away_from_the_advice_the_validation_tries_its_block_too(digits):

@@ -177,7 +177,7 @@ def _freeze_arg(text: str):
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from tlcore import data, zoo
+    from tlcore import data, features, zoo
     from tlcore.finetune import TrialConfig
 
     spec = zoo.get_spec(args.model)
@@ -189,6 +189,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     cfg.check()
     dataset = data.load(args.data, size=args.size, max_per_class=args.max_per_class, seed=args.seed)
     _note_skipped(dataset, args.data)
+    if note := features.enlargement_note(spec, dataset.size, features.input_size(spec, dataset)):
+        print(f"tlcore: note: {note}", file=sys.stderr)
 
     def on_epoch(stats) -> None:
         if args.format != "json":

@@ -71,7 +71,22 @@ def pool(x: torch.Tensor, family: str) -> torch.Tensor:
 
 
 def input_size(spec: zoo.ModelSpec, dataset: Dataset) -> int:
-    return spec.crop_size if spec.family in FIXED_INPUT else dataset.size
+    """The size every pass of ``spec`` over ``dataset`` reads its images at: the dataset's, enlarged
+    where the network needs more (a fixed input size, or ``zoo.smallest_input``: below it the last
+    map is a single position and pretrained features collapse)."""
+    if spec.family in FIXED_INPUT:
+        return spec.crop_size
+    return max(dataset.size, zoo.smallest_input(spec))
+
+
+def enlargement_note(spec: zoo.ModelSpec, dataset_px: int, read_px: int) -> str:
+    """Why ``spec`` reads ``dataset_px`` images at ``read_px`` (``input_size``); "" where it does not."""
+    if read_px <= dataset_px:
+        return ""
+    why = ("the one size it takes" if spec.family in FIXED_INPUT else
+           "the smallest size at which its last feature map has more than one position: below it pretrained "
+           "features collapse (EfficientNet-Lite0's ImageNet head answered at chance on 32 px images)")
+    return f"{spec.model} reads these {dataset_px} px images enlarged to {read_px} px, {why}."
 
 
 def _key(spec: zoo.ModelSpec, dataset: Dataset, block: str, size: int, view: str,

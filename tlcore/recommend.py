@@ -54,6 +54,7 @@ class Measurement:
     # rises with the width even on noise, so it would always point at the widest block.
     logme_by_block: list[tuple[str, float]]
     smallest_class: int | None = None  # training images of the smallest class
+    dataset_resolution: int | None = None  # px of the dataset itself (``resolution`` is what the model read)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -113,7 +114,7 @@ def measure(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Module | None = 
     return Measurement(
         model=spec.key, n_images=len(dataset), n_classes=len(dataset.classes),
         per_class=float(np.median(counts)), smallest_class=int(counts.min()),
-        resolution=features.input_size(spec, dataset),
+        resolution=features.input_size(spec, dataset), dataset_resolution=dataset.size,
         similarity=float(np.clip((scores["leep"] - floor) / -floor, 0.0, 1.0)) if floor < 0 else 0.0,
         leep_floor=floor, imagenet_confidence=float(probs.max(1).mean()), **scores,
         batchnorm_gap=batchnorm_gaps(spec, dataset, model=model, device=device,
@@ -186,9 +187,12 @@ def recommend(m: Measurement, spec: zoo.ModelSpec) -> Recommendation:
                        "a lower accuracy than in the other cells; the validation shows how low.")
     if m.batchnorm_gap:
         reasons.append(batchnorm_reason(m.batchnorm_gap))
+    if m.dataset_resolution is not None and (note := features.enlargement_note(spec, m.dataset_resolution,
+                                                                             m.resolution)):
+        reasons.append(note)
     if m.resolution < LOW_RESOLUTION and not similar:
-        reasons.append(f"The images are {m.resolution} px; ImageNet models were trained at about 224, so "
-                       "objects look smaller than they ever did, which lowers the similarity — load the "
+        reasons.append(f"The images were read at {m.resolution} px; ImageNet models were trained at about 224, so "
+                       "objects look smaller than they ever did, which can lower the similarity — load the "
                        "dataset at a higher resolution to check.")
     elif m.resolution < spec.crop_size:
         # The head's answers change with the scale of the objects: a practitioner's 195 photos measured

@@ -88,6 +88,12 @@ def trainable_share(spec: zoo.ModelSpec, freeze) -> tuple[int, int]:
     return sum(b.params for b in zoo.blocks_of(spec)[freeze:]) - imagenet_head, total
 
 
+def read_size_note(spec: zoo.ModelSpec, ds) -> str:
+    """" The model reads these 32 px images enlarged to 64 px, …" where it does, else ""."""
+    note = features.enlargement_note(spec, ds.size, features.input_size(spec, ds))
+    return f" {note}" if note else ""
+
+
 def model_name(key: str) -> str:
     """A zoo key as the run history shows it: 'resnet50.IMAGENET1K_V2' → 'resnet50'."""
     return key.split(".")[0]

@@ -94,6 +94,15 @@ def test_the_cka_view_says_first_block_frozen_in_the_singular():
     assert label(2).startswith("#7 — first 2 blocks frozen,")
 
 
+@pytest.mark.parametrize(("px", "enlarged"), [(32, True), (96, False)])
+def test_the_lab_says_when_the_model_reads_the_images_enlarged(px, enlarged):
+    at = app("app_pages/finetune.py")
+    at.query_params.update({"dataset": "builtin:digits", "dataset_px": str(px), "dataset_cap": "5"})
+    at.run()
+    share = next(c.value for c in at.caption if c.value.startswith("Trainable backbone:"))
+    assert not at.exception and ("reads these 32 px images enlarged to 64 px" in share) is enlarged
+
+
 def test_from_scratch_no_model_is_labelled_needs_download():
     needs = next(s.key for s in zoo.list_models() if s.is_default and not zoo.weights_available(s))
     assert "needs download" in finetune_view.model_label(needs)

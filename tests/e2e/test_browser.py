@@ -27,15 +27,17 @@ _stop_server = appserver.stop
 
 
 def _home_knowing_the_architectures(tmp_path) -> str:
-    """A fresh data dir that already holds every architecture's depth, blocks and layers, as the
-    Docker image's does: a new home would otherwise spend ~17 s of a 2-core CI machine rebuilding
-    them on the meta device, which other tests cover."""
+    """A fresh data dir that already holds every architecture's depth, blocks and layers (and Lite0's
+    smallest input), as the Docker image's does: a new home would otherwise spend ~17 s of a 2-core
+    CI machine rebuilding them on the meta device, which other tests cover."""
     from tlcore import paths, zoo
 
     zoo.zoo_table()  # fills this test session's own home once (free when a page test ran first)
+    zoo.smallest_input(zoo.get_spec("efficientnet_lite0"))  # ~4 s of meta passes, the model the tests use
     home = tmp_path / "home"
     home.mkdir()
-    for known in [*paths.home().glob("arch-info-*.json"), *paths.home().glob("layers-*.json")]:
+    for known in [*paths.home().glob("arch-info-*.json"), *paths.home().glob("layers-*.json"),
+                  *paths.home().glob("smallest-input-*.json")]:
         shutil.copy(known, home / known.name)
     return str(home)
 

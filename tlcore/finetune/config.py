@@ -171,6 +171,9 @@ class TrialResult:
     total_params: int
     timings: Timings = field(default_factory=Timings)
     state_dict: dict | None = field(default=None, repr=False)
+    # The size the network read the images at: the dataset's, or larger where the network needs it
+    # (features.input_size). None in runs kept before this was recorded.
+    input_px: int | None = None
 
     def to_json(self) -> dict:
         out = asdict(self)

@@ -135,6 +135,50 @@ def arch_info(spec: ModelSpec) -> dict:
     return paths.cached_json(f"arch-info-tv{torchvision.__version__}.json", key, compute)
 
 
+# The sizes a smallest_input search covers (tlcore.choices.RESOLUTION_PX's range).
+_SEARCHED_PX = (8, 512)
+
+
+@functools.cache
+def smallest_input(spec: ModelSpec) -> int:
+    """The smallest square input, in px, at which ``spec``'s last convolution still gives a map of
+    2×2 positions or more (from meta-device passes, cached on disk). Below it the network pools a
+    single position and its pretrained features collapse: EfficientNet-Lite0's ImageNet head gave
+    the chelsea photo a top probability of 0.02 at 32 px, 0.11 at 48 and 0.04 at 63, then 0.90 at
+    64, its first size with a 2×2 map (its padding is fixed for 224 px); Lite2's features were all
+    zero at 32 px, its last size with a 1×1 map, and it named the cat again at 48."""
+
+    def compute() -> int:
+        model = build_meta(spec)
+        lo, hi = _SEARCHED_PX
+        if _last_map(model, hi) < 2:
+            return lo  # no size in range gives two positions (or none is taken): nothing to enforce
+        while lo < hi:  # the map grows with the input: bisect for the first size where it is 2×2
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if _last_map(model, mid) >= 2 else (mid + 1, hi)
+        return lo
+
+    key = f"{spec.model}|{dict(spec.arch_kwargs)}"
+    return paths.cached_json(f"smallest-input-tv{torchvision.__version__}.json", key, compute)
+
+
+def _last_map(model: nn.Module, size: int) -> int:
+    """The smaller side of the map the last convolution run gives a ``size``-px input (0 where the
+    network cannot take that size)."""
+    shapes = []
+    handles = [m.register_forward_hook(lambda _m, _i, out: shapes.append(out.shape))
+               for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model(torch.empty(1, 3, size, size, device="meta"))
+    except (RuntimeError, ValueError, AssertionError):  # too small for a pooling window, a fixed input size
+        return 0
+    finally:
+        for h in handles:
+            h.remove()
+    return min(shapes[-1][-2:]) if shapes else 0
+
+
 @functools.cache
 def blocks_of(spec: ModelSpec) -> tuple[Block, ...]:
     """The freezable blocks of ``spec``'s architecture, in forward order."""
