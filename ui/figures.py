@@ -117,7 +117,8 @@ def compare_frame(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Side-by-side view: one column per model, one row per attribute."""
     rows = {
         "Family": "family", "Year": "year", "Weights": "weights", "Params (M)": "params_m",
-        "GFLOPs": "gflops", "File size (MB)": "file_size_mb", "Depth (conv+linear)": "depth",
+        "GFLOPs": "gflops", "File size (MB)": "file_size_mb", "Depth (longest path)": "depth",
+        "Weight layers (all)": "weight_layers",
         "Freezable blocks": "blocks", "Top-1 (%)": "acc1", "Top-5 (%)": "acc5",
         "Input crop (px)": "crop_size", "Latency (ms)": "median_ms", "Images/s": "images_per_s",
         "Offline": "weights_available",

@@ -27,11 +27,12 @@ YEAR_NOTE = ("the year of the architecture's paper, while top-1 is the weights' 
              "training recipes (IMAGENET1K_V2) lift older architectures years after their paper. Turn Default "
              "weights off to see the original weights beside them.")
 # What tlcore.zoo.blocks.depth counts; Keras Applications' Depth is another measure.
-DEPTH_NOTE = ("Convolution and linear layers (nn.Conv2d, nn.Linear modules) in the whole network, not the "
-              "longest path: every parallel branch, 1×1 projection shortcut and squeeze-excitation layer "
-              "counts; BatchNorm, activations, pooling and the q/k/v weight inside ViT's nn.MultiheadAttention "
-              "do not. Keras Applications' Depth counts every layer, BatchNorm and activations included, so "
-              "its figures are larger.")
+DEPTH_NOTE = ("Convolution and linear layers on the longest path from input to output, the papers' count "
+              "(ResNet-50: 50, GoogLeNet: 22): a 1×1 projection shortcut or a parallel branch beside that path "
+              "does not add to it. BatchNorm, activations, pooling and the q/k/v weight inside ViT's "
+              "nn.MultiheadAttention do not count. The comparison and the CSV also give every weight layer "
+              "(ResNet-50: 54). Keras Applications' Depth counts every layer, BatchNorm and activations "
+              "included, so its figures are larger.")
 
 
 @dataclass(frozen=True)

@@ -54,16 +54,18 @@ def test_live_table_and_csv_say_what_the_timing_ran_on(downloads):
 def test_depth_note_matches_what_is_counted():
     """The Depth tooltip's claims hold for the code that computes the column."""
     table = zoo.zoo_table().set_index("key")
-    for key, counted in [("resnet50.IMAGENET1K_V2", "downsample"),  # a 1×1 projection shortcut
-                         ("googlenet.IMAGENET1K_V1", "branch4")]:  # a parallel branch
+    # The papers' counts on the longest path; every weight layer, shortcuts and branches included, beside.
+    for key, paper, counted in [("resnet50.IMAGENET1K_V2", 50, "downsample"),  # a 1×1 projection shortcut
+                                ("googlenet.IMAGENET1K_V1", 22, "branch4")]:  # a parallel branch
         model = build_meta(zoo.get_spec(key))
         layers = [name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-        assert table.loc[key, "depth"] == len(layers)
+        assert table.loc[key, "depth"] == paper and table.loc[key, "weight_layers"] == len(layers) > paper
         assert any(counted in name for name in layers)
     vit = build_meta(zoo.get_spec("vit_b_16.IMAGENET1K_V1"))
     assert any(isinstance(m, nn.MultiheadAttention) for m in vit.modules())  # its q/k/v: a bare weight
     note = zoo_view.COLUMN_CONFIG["depth"]["help"]
     assert "projection shortcut" in note and "parallel branch" in note and "Keras" in note
+    assert "ResNet-50: 50, GoogLeNet: 22" in note and "(ResNet-50: 54)" in note
 
 
 def test_default_weights_note_is_true_for_this_torchvision():

@@ -69,11 +69,20 @@ def test_blocks_cover_every_parameter_once_in_forward_order(spec):
         assert max(earlier) < min(later), "blocks out of forward order"
 
 
+@pytest.mark.parametrize(("name", "paper"), [
+    ("alexnet", 8), ("vgg16", 16), ("googlenet", 22), ("resnet18", 18), ("resnet152", 152),
+    ("densenet121", 121), ("squeezenet1_0", 18),
+    ("efficientnet_lite0", 50),  # its convolutions subclass nn.Conv2d (static "same" padding): still counted
+])
+def test_depth_is_the_papers_count_of_weight_layers_on_the_longest_path(name, paper):
+    assert depth(zoo.build_meta(zoo.get_spec(name))) == paper
+
+
 def test_arch_info_is_cached_and_matches_a_fresh_build():
     spec = zoo.get_spec("resnet50")
     info = zoo.arch_info(spec)
     assert [b["name"] for b in info["blocks"]] == ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
-    assert info["depth"] == depth(zoo.build_meta(spec)) == 54
+    assert info["depth"] == depth(zoo.build_meta(spec)) == 50 and info["weight_layers"] == 54
     assert zoo.blocks_of(spec)[1].params == sum(p.numel() for p in zoo.build_meta(spec).layer1.parameters())
 
 

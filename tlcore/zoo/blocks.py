@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from torch import nn
+from torch import fx, nn
 
 from tlcore.zoo.spec import Block
 
@@ -179,6 +179,35 @@ def block_list(model: nn.Module, family: str) -> tuple[Block, ...]:
     )
 
 
+_WEIGHTED = (nn.Conv2d, nn.Linear)
+
+
+def weight_layers(model: nn.Module) -> int:
+    """Every convolution and linear layer in the network, parallel branches and shortcuts included."""
+    return sum(isinstance(m, _WEIGHTED) for m in model.modules())
+
+
+class _WeightLayersAsLeaves(fx.Tracer):
+    """Keeps a convolution a node of the graph even where a library subclasses it (the Lite models'
+    static "same" padding), so it can be counted."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, _WEIGHTED) or super().is_leaf_module(m, qualname)
+
+
 def depth(model: nn.Module) -> int:
-    """Weight layers (convolutions and linear layers), the sense of 'VGG-16' or 'ResNet-50'."""
-    return sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
+    """Weight layers on the longest path from input to output: the papers' sense of 'ResNet-50'
+    or 'GoogLeNet's 22 layers' (a 1×1 projection shortcut or a parallel branch does not add to it).
+    From torch.fx's graph of the forward pass; where that cannot be traced, ``weight_layers``."""
+    try:
+        graph = _WeightLayersAsLeaves().trace(model)
+    except Exception:  # noqa: BLE001 — fx refuses data-dependent control flow in some forwards
+        return weight_layers(model)
+    modules = dict(model.named_modules())
+    longest: dict[fx.Node, int] = {}
+    for node in graph.nodes:  # topological order: every input is counted before its users
+        weighted = node.op == "call_module" and isinstance(modules.get(node.target), _WEIGHTED)
+        longest[node] = max((longest[n] for n in node.all_input_nodes), default=0) + weighted
+        if node.op == "output":
+            return longest[node]
+    return weight_layers(model)

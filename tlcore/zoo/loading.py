@@ -15,7 +15,7 @@ from torchvision.models import get_model, regnet
 
 from tlcore import paths
 from tlcore.zoo import lite
-from tlcore.zoo.blocks import block_list, depth
+from tlcore.zoo.blocks import block_list, depth, weight_layers
 from tlcore.zoo.registry import weights_available
 from tlcore.zoo.spec import Block, ModelSpec
 
@@ -129,10 +129,12 @@ def arch_info(spec: ModelSpec) -> dict:
 
     def compute() -> dict:
         model = build_meta(spec)
-        return {"depth": depth(model), "blocks": [asdict(b) for b in block_list(model, spec.family)]}
+        return {"depth": depth(model), "weight_layers": weight_layers(model),
+                "blocks": [asdict(b) for b in block_list(model, spec.family)]}
 
     key = f"{spec.model}|{dict(spec.arch_kwargs)}"
-    return paths.cached_json(f"arch-info-tv{torchvision.__version__}.json", key, compute)
+    # v2: "depth" became the longest path (it counted every weight layer, now "weight_layers").
+    return paths.cached_json(f"arch-info-v2-tv{torchvision.__version__}.json", key, compute)
 
 
 # The sizes a smallest_input search covers (tlcore.choices.RESOLUTION_PX's range).

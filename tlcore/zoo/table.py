@@ -9,7 +9,7 @@ from tlcore.zoo.registry import list_models_specs, weights_available
 
 COLUMNS = [
     "key", "model", "weights", "family", "year", "params", "gflops", "file_size_mb", "depth",
-    "blocks", "acc1", "acc5", "crop_size", "weights_available", "is_default", "source",
+    "weight_layers", "blocks", "acc1", "acc5", "crop_size", "weights_available", "is_default", "source",
     "metrics_source",
 ]
 
@@ -20,7 +20,7 @@ def zoo_table() -> pd.DataFrame:
     for spec in list_models_specs():
         info = arch_info(spec)
         row = spec.row()
-        row.update(depth=info["depth"], blocks=len(info["blocks"]),
+        row.update(depth=info["depth"], weight_layers=info["weight_layers"], blocks=len(info["blocks"]),
                    weights_available=weights_available(spec))
         rows.append(row)
     frame = pd.DataFrame(rows)
