@@ -29,7 +29,5 @@ show_cache_usage = sidebar.render()
 demo.banner()
 demo.mark_visit()
 demo.keep_visitor()  # a refresh is the same visitor: it keeps its runs
-try:
-    page.run()
-finally:  # also after a page's st.stop(): what it decoded or rendered counts at once
-    show_cache_usage()
+page.run()
+show_cache_usage()  # what the page decoded or rendered counts at once (a page that called st.stop keeps the first)

@@ -31,7 +31,7 @@ def precision_note(info) -> str:
 
 
 def render() -> Callable[[], None]:
-    """Draw the sidebar; returns what fills in the cache line, to call after the page ran (its
+    """Draw the sidebar; returns what fills in the cache line again, to call after the page ran (its
     decoding and renders count then, not at the next click)."""
     info = resources.device_info()
     with st.sidebar:
@@ -44,6 +44,7 @@ def render() -> Callable[[], None]:
         cuda = f" · CUDA {info.cuda_version}" if info.cuda_version else ""
         st.caption(f"torch {info.torch_version}{cuda} · {precision_note(info)}", help=_PRECISION_HELP)
         cache_line = st.empty()
+        cache_usage(cache_line)  # what a page that stops early (st.stop) leaves: no write after it shows
         status = resources.offline_status()
         n_ok = int(status.available.sum())
         st.markdown(f"**Pretrained weights offline:** {n_ok} of {len(status)}")
