@@ -28,7 +28,7 @@ def test_digits_are_different_and_faces_similar(digits, faces):
     assert far.measurement.similarity < recommend.SIMILAR_AT <= near.measurement.similarity
     assert (far.size, far.similar) == ("small", False) and (near.size, near.similar) == ("small", True)
     assert near.strategy == recommend.STRATEGIES[("small", True)] and near.freeze == "all"
-    assert far.strategy == recommend.STRATEGIES[("small", False)] and far.freeze == "all"
+    assert far.freeze == "all"
     best = max(far.measurement.logme_by_block, key=lambda kv: kv[1])[0]
     assert far.probe_block == best  # the classifier reads the block whose features fit best
     for rec in (far, near):
@@ -57,6 +57,19 @@ def test_images_smaller_than_the_model_needs_are_measured_enlarged_and_the_reaso
     assert (rec.measurement.dataset_resolution, rec.measurement.resolution) == (32, 64)
     assert ("efficientnet_lite0 reads these 32 px images enlarged to 64 px, the smallest size at which its last "
             "feature map has more than one position") in " ".join(rec.reasons)
+
+
+def test_the_headline_names_the_block_the_advised_classifier_reads(digits):
+    m = recommend.measure(SPEC, digits)
+    blocks = [b for b, _ in m.logme_by_block]
+    for best in ("_blocks.5-7", features.PENULTIMATE):
+        tilted = [(b, 1.0 if b == best else 0.0) for b in blocks]
+        rec = recommend.recommend(dataclasses.replace(m, similarity=0.1, per_class=20, logme_by_block=tilted), SPEC)
+        assert (rec.quadrant, rec.freeze, rec.probe_block) == ("small-different", "all", best)
+        if best == features.PENULTIMATE:  # not "an earlier block" above a setting that reads the last one
+            assert rec.strategy.endswith("the penultimate features fit your labels best")
+        else:
+            assert rec.strategy == recommend.STRATEGIES[("small", False)]
 
 
 def test_where_logme_points_away_from_the_advice_the_validation_tries_its_block_too(digits):

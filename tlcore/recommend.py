@@ -202,7 +202,13 @@ def recommend(m: Measurement, spec: zoo.ModelSpec) -> Recommendation:
                        "load the dataset at another resolution to see how much.")
     if freeze != "all" and freeze >= n:
         freeze = n - 1
-    return Recommendation(size=size, similar=similar, strategy=STRATEGIES[(size, similar)], freeze=freeze,
+    strategy = STRATEGIES[(size, similar)]
+    if (size, similar) == ("small", False) and probe == features.PENULTIMATE:
+        # The cell advises an earlier block, yet none fits better than the last: the headline must not
+        # say "an earlier block" above a setting that reads the penultimate features.
+        strategy = ("Train a classifier on the frozen features: the course advises an earlier block's here, but "
+                    "the penultimate features fit your labels best")
+    return Recommendation(size=size, similar=similar, strategy=strategy, freeze=freeze,
                           probe_block=probe, reasons=reasons, measurement=m)
 
 
