@@ -70,6 +70,8 @@ with st.expander("Layer by layer, as the papers tabulate them"):
                "GFLOPs column for a convolutional network; attention's own products are not layers here.")
     keys = list(table.key)
     shown = st.selectbox("Model", keys, index=keys.index(compare[0]) if compare else 0, key="arch_model")
+    if note := zoo_view.paper_difference(shown):
+        st.warning(f"Not as in the paper: {note}", icon=":material/info:")
     st.dataframe(zoo_view.architecture_frame(shown), hide_index=True, width="stretch", height=400,
                  column_config=zoo_view.ARCH_COLUMNS)
 

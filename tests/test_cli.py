@@ -339,6 +339,8 @@ def test_arch_prints_the_papers_table_and_json(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("vgg16 at 224 px: 22 convolution, linear and pooling layers holding 138.36 M")
     assert lines[2].split()[:3] == ["features.0", "conv", "3×3/1"]
+    assert main(["arch", "alexnet"]) == 0  # torchvision's AlexNet is not the 2012 paper's: said first
+    assert capsys.readouterr().out.splitlines()[1].startswith("Not as in the paper: torchvision's AlexNet follows")
 
 
 def test_predict_names_what_the_pretrained_model_sees(capsys):

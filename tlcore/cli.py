@@ -359,6 +359,7 @@ def cmd_arch(args: argparse.Namespace) -> int:
 
     from tlcore import zoo
     from tlcore.zoo.arch import architecture
+    from tlcore.zoo.families import paper_difference
 
     spec = zoo.get_spec(args.model)
     rows = architecture(spec)
@@ -369,6 +370,8 @@ def cmd_arch(args: argparse.Namespace) -> int:
     print(f"{spec.model} at {spec.crop_size} px: {len(rows)} convolution, linear and pooling layers holding "
           f"{params / 1e6:.2f} M parameters, {macs / 1e9:.3f} G multiply-adds per image (the whole model, from "
           f"its weights' metadata: {spec.params / 1e6:.2f} M parameters, {spec.gflops:.3f} GFLOPs)")
+    if note := paper_difference(spec.model):
+        print(f"Not as in the paper: {note}")
     width = max(len(r.name) for r in rows)
     print(f"{'layer':{width}s}  {'kind':22s} {'in → out ch':>13s}  {'output':>9s}  {'params':>11s}  {'M mult-adds':>11s}")
     for r in rows:

@@ -12,6 +12,7 @@ import streamlit as st
 from tlcore import zoo
 from tlcore.zoo import WeightsUnavailableError
 from tlcore.zoo.arch import architecture
+from tlcore.zoo.families import paper_difference as _paper_difference
 from ui import figures, resources, url_state
 
 BATCHES = [1, 8, 32, 64, 128, 256]
@@ -233,3 +234,9 @@ def table(frame: pd.DataFrame) -> list[str]:
         height=min(420, 35 * (len(frame) + 1) + 3), placeholder="—",
     )
     return [frame.iloc[i].key for i in event.selection.rows]
+
+
+def paper_difference(key: str) -> str:
+    """How torchvision's network for the zoo key ``key`` differs from its paper's, or ""."""
+    return _paper_difference(zoo.get_spec(key).model)
+

@@ -91,3 +91,16 @@ def test_the_zoo_shows_a_models_layers_as_the_papers_tabulate_them():
     layers = next(d.value for d in at.dataframe if "kind" in d.value.columns)
     assert len(layers) == 22 and layers.kind.iloc[0] == "conv 3×3/1" and layers.out_size.iloc[0] == "224×224"
     assert layers.macs.sum() == pytest.approx(15470, rel=1e-3)  # millions: torchvision's 15.47 GFLOPs
+    assert not at.warning  # VGG-16 is the paper's configuration D
+    at.selectbox(key="arch_model").set_value("alexnet.IMAGENET1K_V1").run()
+    assert at.warning and "One weird trick" in at.warning[0].value
+
+
+def test_the_notes_on_networks_unlike_their_papers_hold_for_torchvision():
+    alexnet = build_meta(zoo.get_spec("alexnet"))
+    assert [m.out_channels for m in alexnet.modules() if isinstance(m, nn.Conv2d)] == [64, 192, 384, 256, 256]
+    assert not any(isinstance(m, nn.LocalResponseNorm) for m in alexnet.modules())
+    googlenet = build_meta(zoo.get_spec("googlenet"))
+    assert googlenet.inception3a.branch3[1].conv.kernel_size == (3, 3)  # the paper's "5×5" branch
+    assert "64, 192, 384, 256 and 256" in zoo_view.paper_difference("alexnet.IMAGENET1K_V1")
+    assert "3×3" in zoo_view.paper_difference("googlenet.IMAGENET1K_V1")

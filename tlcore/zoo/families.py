@@ -48,3 +48,20 @@ def family_of(model: str) -> str:
 
 def year_and_paper(family: str) -> tuple[int, str]:
     return FAMILIES[family]
+
+
+# Where torchvision's network is not the one its paper tabulates, as torchvision's own source says:
+# a student matching a table or figure of the paper needs to know before counting channels.
+NOT_AS_IN_THE_PAPER: dict[str, str] = {
+    "alexnet": ("torchvision's AlexNet follows Krizhevsky's later 'One weird trick' paper (arXiv:1404.5997), as "
+                "its docstring says, not the 2012 one: one tower of 64, 192, 384, 256 and 256 channels where the "
+                "2012 paper has two GPUs' 96, 256, 384, 384 and 256, and no local response normalisation."),
+    "googlenet": ("torchvision's GoogLeNet has a 3×3 convolution where Table 1's '5×5' branch has 5×5 (its source "
+                  "calls it a known bug, kept for the trained weights)."),
+}
+
+
+def paper_difference(model: str) -> str:
+    """How torchvision's ``model`` differs from its paper's network, or ""."""
+    return NOT_AS_IN_THE_PAPER.get(model, "")
+
