@@ -49,6 +49,8 @@ def test_a_family_is_found_whatever_its_case_and_a_typo_gets_close_matches(capsy
     assert main(["zoo", "--family", "resnett"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("tlcore: error: unknown family 'resnett'; did you mean resnet") and err.count("\n") == 1
+    rows = run_json(capsys, "zoo", "--family", "ResNet", "--first", "--format", "json")
+    assert sorted(r["weights"] for r in rows) == ["IMAGENET1K_V1"] * 5  # resnet50's V2 left out
     assert main(["zoo", "--family", "vit", "--available"]) == 0  # no ViT weights offline: said, not a pandas dump
     out, err = capsys.readouterr()
     assert out == "" and err == "tlcore: no model matches these filters\n"

@@ -78,6 +78,8 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         frame = frame[frame.family == wanted]
     if args.available:
         frame = frame[frame.weights_available]
+    if args.first:
+        frame = frame[frame.is_first]
     if frame.empty and args.format == "table":
         print("tlcore: no model matches these filters", file=sys.stderr)
         return 0
@@ -674,6 +676,8 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--format", choices=["table", "csv", "json"], default="table")
     zoo.add_argument("--family", help="only this family (e.g. resnet)")
     zoo.add_argument("--available", action="store_true", help="only weights present offline")
+    zoo.add_argument("--first", action="store_true",
+                     help="only each architecture's first weights (IMAGENET1K_V1): the paper era's figures")
     zoo.set_defaults(run=cmd_zoo)
 
     bench = sub.add_parser("bench", help="measure latency/throughput on this machine",

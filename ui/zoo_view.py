@@ -25,8 +25,11 @@ DEFAULT_WEIGHTS_NOTE = ("torchvision's recommended weights, which may come from 
 GFLOPS_NOTE = ("Multiply-adds per image at the weights' crop size, in 1e9 (torchvision's count). Elsewhere "
                "\"FLOPs\" often means 2 × multiply-adds, so figures there can be twice these.")
 YEAR_NOTE = ("the year of the architecture's paper, while top-1 is the weights' own: torchvision's newer "
-             "training recipes (IMAGENET1K_V2) lift older architectures years after their paper. Turn Default "
-             "weights off to see the original weights beside them.")
+             "training recipes (IMAGENET1K_V2) lift older architectures years after their paper. Turn First "
+             "weights on for the figures of each architecture's first weights, as the slides quote them.")
+FIRST_WEIGHTS_NOTE = ("One row per architecture: torchvision's first weights for it (IMAGENET1K_V1), the closest to "
+                      "the paper's own training and the figures slides quote (ResNet-50's V1, where its default "
+                      "is the newer V2 recipe).")
 # What tlcore.zoo.blocks.depth counts; Keras Applications' Depth is another measure.
 DEPTH_NOTE = ("Convolution and linear layers on the longest path from input to output, the papers' count "
               "(ResNet-50: 50, GoogLeNet: 22): a 1×1 projection shortcut or a parallel branch beside that path "
@@ -43,6 +46,7 @@ class View:
     max_params_m: int
     offline: bool
     default_only: bool
+    first_only: bool
     batch: int
     dtype: str
     channels_last: bool
@@ -57,6 +61,7 @@ def controls(table: pd.DataFrame) -> View:
     url_state.seed("max_params", PARAM_STEPS[-1], int)
     url_state.seed("offline", False, url_state.as_bool)
     url_state.seed("default_only", False, url_state.as_bool)
+    url_state.seed("first_only", False, url_state.as_bool)
     url_state.seed("batch", 1, int)
     url_state.seed("dtype", "float32", str)
     url_state.seed("channels_last", False, url_state.as_bool)
@@ -80,6 +85,7 @@ def controls(table: pd.DataFrame) -> View:
                   help="Only weights already on this machine (no download needed).")
         st.toggle("Default weights", key="default_only",
                   help="One row per architecture: " + DEFAULT_WEIGHTS_NOTE)
+        st.toggle("First weights", key="first_only", help=FIRST_WEIGHTS_NOTE)
 
     d1, d2, d3 = st.columns([2, 3, 4])
     d1.selectbox("Batch size", BATCHES, key="batch")
@@ -88,7 +94,7 @@ def controls(table: pd.DataFrame) -> View:
     d3.toggle("channels_last", key="channels_last",
               help="NHWC memory layout: often faster for convolutions on GPUs and recent CPUs.")
     s = st.session_state
-    return View(s.family, s.min_top1, s.max_params, s.offline, s.default_only, s.batch, s.dtype,
+    return View(s.family, s.min_top1, s.max_params, s.offline, s.default_only, s.first_only, s.batch, s.dtype,
                 s.channels_last, s.x)
 
 
@@ -100,7 +106,8 @@ def axis_control() -> str:
 
 def url_values(view: View, compare: list[str]) -> dict:
     return {"family": view.families, "min_top1": view.min_top1, "max_params": view.max_params_m,
-            "offline": view.offline, "default_only": view.default_only, "batch": view.batch,
+            "offline": view.offline, "default_only": view.default_only, "first_only": view.first_only,
+            "batch": view.batch,
             "dtype": view.dtype, "channels_last": view.channels_last, "x": view.axis,
             "compare": compare}
 
@@ -115,6 +122,8 @@ def filtered(table: pd.DataFrame, view: View) -> pd.DataFrame:
         keep &= table.weights_available
     if view.default_only:
         keep &= table.is_default
+    if view.first_only:
+        keep &= table.is_first
     return table[keep]
 
 

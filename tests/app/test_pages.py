@@ -94,6 +94,19 @@ def test_zoo_filters_come_from_the_url():
     assert (written if isinstance(written, str) else written[0]) == "resnet,vgg"
 
 
+def test_first_weights_show_the_figures_of_the_paper_era():
+    at = app("app_pages/zoo.py")
+    at.query_params["family"] = "resnet"
+    at.run()
+    at.toggle(key="first_only").set_value(True).run()
+    table = at.dataframe[0].value.set_index("model")
+    assert not at.exception and table.index.is_unique and len(table) == 5  # ResNet-18 … 152, one row each
+    first = get_model_weights("resnet50")["IMAGENET1K_V1"]  # the recipe the slides quote, not V2's
+    assert table.loc["resnet50", "weights"] == "IMAGENET1K_V1"
+    assert table.loc["resnet50", "acc1"] == first.meta["_metrics"]["ImageNet-1K"]["acc@1"]
+    assert at.query_params["first_only"] in ("true", ["true"], "1", ["1"], "True", ["True"])
+
+
 def test_bad_url_values_fall_back_to_defaults():
     at = app("app_pages/zoo.py")
     at.query_params["min_top1"] = "lots"

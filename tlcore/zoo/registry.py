@@ -50,7 +50,7 @@ def _arch_kwargs(model: str, weights) -> tuple[tuple[str, object], ...]:
     return tuple(sorted(kw.items()))
 
 
-def _torchvision_spec(model: str, weights, default) -> ModelSpec:
+def _torchvision_spec(model: str, weights, default, first) -> ModelSpec:
     meta = weights.meta
     tf = weights.transforms()
     metrics = meta.get("_metrics", {}).get("ImageNet-1K", {})
@@ -72,6 +72,7 @@ def _torchvision_spec(model: str, weights, default) -> ModelSpec:
         acc5=metrics.get("acc@5", float("nan")),
         metrics_source="torchvision weights metadata",
         is_default=weights is default,
+        is_first=weights is first,
         crop_size=tf.crop_size[0],
         resize_size=tf.resize_size[0],
         mean=tuple(tf.mean),
@@ -127,6 +128,7 @@ def _lite_spec(item: lite.LiteModel) -> ModelSpec:
         acc1=item.reported_acc1,
         metrics_source=lite.TF_RELEASE,
         is_default=True,
+        is_first=True,
         crop_size=size,
         resize_size=size + 32,  # TF's eval crop: centre crop with 32 px padding
         mean=(0.5, 0.5, 0.5),
@@ -142,7 +144,7 @@ def _registry(hub_dir: str) -> dict[str, ModelSpec]:
     for model in list_models(module=torchvision.models):
         enum = get_model_weights(model)
         for weights in enum:
-            spec = _torchvision_spec(model, weights, enum.DEFAULT)
+            spec = _torchvision_spec(model, weights, enum.DEFAULT, next(iter(enum)))
             specs[spec.key] = spec
     for item in lite.LITE_MODELS:
         if lite.weights_file(item) is not None:

@@ -38,6 +38,9 @@ class ModelSpec:
     acc5: float = math.nan
     metrics_source: str = ""
     is_default: bool = False
+    # The architecture's first weights in torchvision (its enum's first member, IMAGENET1K_V1): the
+    # closest to the paper's own training and the figures slides quote; newer recipes came later.
+    is_first: bool = False
     crop_size: int = 224
     resize_size: int = 256
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)

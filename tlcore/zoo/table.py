@@ -9,7 +9,7 @@ from tlcore.zoo.registry import list_models_specs, weights_available
 
 COLUMNS = [
     "key", "model", "weights", "family", "year", "params", "gflops", "file_size_mb", "depth",
-    "weight_layers", "blocks", "acc1", "acc5", "crop_size", "weights_available", "is_default", "source",
+    "weight_layers", "blocks", "acc1", "acc5", "crop_size", "weights_available", "is_default", "is_first", "source",
     "metrics_source",
 ]
 
