@@ -18,6 +18,8 @@ KINDS: tuple[str, ...] = ("channel", "neuron", "layer", "direction")
 
 # scikit-image's bundled photos DeepDream and predict offer (tlcore.data.builtin).
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
+# The generated built-ins make this many images per class unless asked for another count.
+GENERATED_PER_CLASS = {"textures": 150, "shapes": 200}  # textures: crops of scikit-image's photos
 
 VALID_LAYOUT = """A valid dataset is one folder per class, images inside:
     my_data/

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tlcore.choices import RESOLUTION_PX
+from tlcore.choices import GENERATED_PER_CLASS, RESOLUTION_PX
 
 EXIT_USAGE = 2
 
@@ -652,7 +652,9 @@ def _int_at_least(minimum: int, what: str = "a whole number", maximum: int | Non
 _positive_int = _int_at_least(1)
 _resolution = _int_at_least(RESOLUTION_PX[0], "a resolution in px", maximum=RESOLUTION_PX[1])
 RESOLUTION_HELP = f"the dataset's square resolution in px, {RESOLUTION_PX[0]}–{RESOLUTION_PX[1]}"
-PER_CLASS_HELP = "keep at most this many images per class (a small dataset on purpose; default: all)"
+PER_CLASS_HELP = ("keep at most this many images per class (a small dataset on purpose; default: all); for the "
+                  "generated sets, how many to make: " + ", ".join(f"{name} (default {n})"
+                                                                  for name, n in GENERATED_PER_CLASS.items()))
 DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: the best available, cuda > mps > cpu)"
 
 

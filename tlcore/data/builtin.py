@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from tlcore.choices import PHOTOS  # scikit-image's bundled photos (no download), for DeepDream and predict
+from tlcore.choices import GENERATED_PER_CLASS, PHOTOS
 
 
 @dataclass
@@ -48,8 +48,8 @@ def digits(*, seed: int = 0, per_class: int | None = None) -> Raw:
 TEXTURE_SOURCES = ("brick", "grass", "gravel", "moon")
 
 
-TEXTURES_PER_CLASS = 150  # crops made per class when none is asked for
-SHAPES_PER_CLASS = 200  # images generated per class when none is asked for
+TEXTURES_PER_CLASS = GENERATED_PER_CLASS["textures"]  # crops made per class when none is asked for
+SHAPES_PER_CLASS = GENERATED_PER_CLASS["shapes"]  # images generated per class when none is asked for
 
 
 def textures(*, seed: int = 0, per_class: int | None = None, crop: int = 64) -> Raw:
