@@ -59,6 +59,15 @@ def test_images_smaller_than_the_model_needs_are_measured_enlarged_and_the_reaso
             "feature map has more than one position") in " ".join(rec.reasons)
 
 
+def test_a_similar_verdict_on_few_classes_says_what_it_does_not_measure(faces, digits):
+    near = recommend.recommend(recommend.measure(SPEC, faces), SPEC)  # 2 classes: face or not
+    assert near.similar and any(r.startswith("With 2 classes, 'similar' means ImageNet's classes tell them apart")
+                                for r in near.reasons)
+    m = recommend.measure(SPEC, digits)
+    assert not any("'similar' means" in r for r in recommend.recommend(dataclasses.replace(m, similarity=0.9),
+                                                                       SPEC).reasons)  # 10 classes
+
+
 def test_the_headline_names_the_block_the_advised_classifier_reads(digits):
     m = recommend.measure(SPEC, digits)
     blocks = [b for b, _ in m.logme_by_block]
