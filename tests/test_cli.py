@@ -112,6 +112,11 @@ def test_bench_json(capsys):
     rows = run_json(capsys, "bench", "efficientnet_lite0", "--batch", "1", "2", "--pretrained",
                     "--format", "json", "--repeats", "2", "--device", "cpu")
     assert [r["batch"] for r in rows] == [1, 2] and rows[0]["weights"] == "pretrained"
+    rows = run_json(capsys, "bench", "mobilenet_v3_small", "squeezenet1_1", "--format", "json", "--repeats", "2",
+                    "--device", "cpu")  # several models in one call, in the order given
+    assert [r["model"].split(".")[0] for r in rows] == ["mobilenet_v3_small", "squeezenet1_1"]
+    assert main(["bench", "resnet18", "resnt18"]) == 2  # every name is checked before any is timed
+    assert "unknown model 'resnt18'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -100,15 +100,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from tlcore import bench, zoo
     from tlcore.device import pick_device
 
-    spec = zoo.get_spec(args.model)
+    specs = [zoo.get_spec(name) for name in args.models]  # every name checked before any timing
     device = pick_device(args.device)
-    model = zoo.load(spec, device="cpu") if args.pretrained else None
     results = []
-    for batch in args.batch:
-        for dtype in args.dtype:
-            results.append(bench.measure(spec, batch=batch, device=device, dtype=dtype,
-                                         channels_last=args.channels_last, model=model,
-                                         repeats=args.repeats, max_seconds=args.max_seconds))
+    for spec in specs:  # several models in one process: its ~9 s of start-up paid once
+        model = zoo.load(spec, device="cpu") if args.pretrained else None
+        for batch in args.batch:
+            for dtype in args.dtype:
+                results.append(bench.measure(spec, batch=batch, device=device, dtype=dtype,
+                                             channels_last=args.channels_last, model=model,
+                                             repeats=args.repeats, max_seconds=args.max_seconds))
     if args.format == "json":
         rows = [asdict(r) for r in results]
         _print_json(rows[0] if len(rows) == 1 else rows)
@@ -684,7 +685,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="measure latency/throughput on this machine",
                            description="JSON: one object for one configuration, else a list.")
-    bench.add_argument("model", help="model name (default weights) or model.WEIGHTS key")
+    bench.add_argument("models", nargs="+", metavar="model",
+                       help="model names (default weights) or model.WEIGHTS keys, one or several")
     bench.add_argument("--batch", type=_positive_int, nargs="+", default=[1])
     bench.add_argument("--device", choices=["cpu", "cuda", "mps"], default=None,
                        help="default: the best available (cuda > mps > cpu)")
