@@ -9,6 +9,7 @@ import pytest
 import torchvision
 from torchvision.models import get_model_weights, list_models
 
+from tlcore import zoo
 from tlcore.cli import main
 
 
@@ -85,6 +86,21 @@ def test_help_and_a_mistyped_option_answer_without_loading_torch():
                 "    pass\nprint('torch' in sys.modules, 'torchvision' in sys.modules)")
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert proc.stdout.strip().splitlines()[-1] == "False False", (argv, proc.stderr[-500:])
+
+
+def test_a_sweep_runs_and_keeps_every_freeze_depth(capsys):
+    from tlcore.store import RunStore
+
+    out = run_json(capsys, "finetune", "--model", "efficientnet_lite0", "--data", "digits", "--size", "64",
+                   "--max-per-class", "3", "--epochs", "1", "--augment", "--sweep", "--format", "json")
+    n = len(zoo.blocks_of(zoo.get_spec("efficientnet_lite0")))
+    assert [r["freeze"] for r in out["depths"]] == [*range(n), "all"]
+    kept = {r["id"]: r for r in RunStore().list()}
+    assert all(kept[r["run_id"]]["config"]["tags"]["sweep"] == out["sweep"] for r in out["depths"])
+    trained = [r["trainable_params"] for r in out["depths"]]
+    assert trained == sorted(trained, reverse=True)  # each depth freezes more
+    assert main(["finetune", "--model", "efficientnet_lite0", "--data", "digits", "--freeze", "3", "--sweep"]) == 2
+    assert "--sweep runs every freeze depth itself" in capsys.readouterr().err
 
 
 def test_a_dataset_too_small_to_validate_is_a_message_and_no_failed_run(capsys):

@@ -184,16 +184,24 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from tlcore.finetune import TrialConfig
 
     spec = zoo.get_spec(args.model)
-    cfg = TrialConfig(model=spec.key, pretrained=not args.scratch, freeze=args.freeze, lr=args.lr,
-                      backbone_lr_mult=args.backbone_lr_mult, optimizer=args.optimizer, epochs=args.epochs,
-                      augment=tuple(args.augment), seed=args.seed, probe_block=args.probe_block,
-                      bn_mode=args.bn_mode, precision=args.precision, schedule=args.schedule,
-                      batch_size=args.batch_size)
+    if args.sweep and (args.freeze != "all" or args.probe_block != features.PENULTIMATE):
+        raise UsageError("--sweep runs every freeze depth itself: leave out --freeze and --probe-block")
+
+    def config(freeze) -> TrialConfig:
+        return TrialConfig(model=spec.key, pretrained=not args.scratch, freeze=freeze, lr=args.lr,
+                           backbone_lr_mult=args.backbone_lr_mult, optimizer=args.optimizer, epochs=args.epochs,
+                           augment=tuple(args.augment), seed=args.seed, probe_block=args.probe_block,
+                           bn_mode=args.bn_mode, precision=args.precision, schedule=args.schedule,
+                           batch_size=args.batch_size)
+
+    cfg = config(args.freeze)
     cfg.check()
     dataset = data.load(args.data, size=args.size, max_per_class=args.max_per_class, seed=args.seed)
     _note_skipped(dataset, args.data)
     if note := features.enlargement_note(spec, dataset.size, features.input_size(spec, dataset)):
         print(f"tlcore: note: {note}", file=sys.stderr)
+    if args.sweep:
+        return _sweep(config, dataset, args, len(zoo.blocks_of(spec)))
 
     def on_epoch(stats) -> None:
         if args.format != "json":
@@ -207,6 +215,30 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         print(f"run {payload['run_id']}: validation accuracy {payload['val_acc']:.3f} "
               f"({payload['trainable_params']:,} of {payload['total_params']:,} parameters trained, "
               f"{payload['timings']['total_s']:.1f} s)")
+    return 0
+
+
+def _sweep(config, dataset, args: argparse.Namespace, blocks: int) -> int:
+    """The lab's sweep: one kept trial per freeze depth, 0 … blocks-1 then 'all' (Yosinski et al.
+    2014 on your data), each at its depth's default rate unless --lr is given; then a row per depth."""
+    import statistics
+    import uuid
+
+    sweep, rows = uuid.uuid4().hex[:8], []
+    depths = [*range(blocks), "all"]
+    for i, depth in enumerate(depths, 1):
+        print(f"tlcore: sweep {i}/{len(depths)}: {depth} frozen…", file=sys.stderr, flush=True)
+        out = _run_and_keep(config(depth), dataset, args.data, tags={"sweep": sweep})
+        rows.append({"freeze": depth, "val_acc": out["val_acc"], "trainable_params": out["trainable_params"],
+                     "seconds_per_epoch": statistics.median(out["timings"]["per_epoch_s"]),
+                     "total_s": out["timings"]["total_s"], "run_id": out["run_id"]})
+    if args.format == "json":
+        _print_json({"sweep": sweep, "depths": rows})
+        return 0
+    print(f"{'frozen':>6s}  {'val acc':>7s}  {'s/epoch':>8s}  {'trained params':>14s}  {'total s':>8s}  run")
+    for r in rows:
+        print(f"{r['freeze']!s:>6s}  {r['val_acc']:7.3f}  {r['seconds_per_epoch']:8.2f}  {r['trainable_params']:14,d}  "
+              f"{r['total_s']:8.1f}  {r['run_id']}")
     return 0
 
 
@@ -750,6 +782,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--size", type=_resolution, default=128, help=RESOLUTION_HELP)
     ft.add_argument("--max-per-class", type=_positive_int, default=None, help=PER_CLASS_HELP)
     ft.add_argument("--seed", type=_seed, default=0)
+    ft.add_argument("--sweep", action="store_true",
+                    help="one trial per freeze depth, 0 … all, each kept; then accuracy and seconds per epoch "
+                         "against depth (Yosinski et al. 2014 on your data)")
     ft.add_argument("--format", choices=["table", "json"], default="table")
     ft.set_defaults(run=cmd_finetune)
 
