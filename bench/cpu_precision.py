@@ -139,7 +139,8 @@ def trials(args, spec, model) -> None:
     n_blocks = len(zoo.blocks_of(spec))
     gains: dict[str, list[float]] = {}
     speed: dict[str, list[float]] = {}
-    print("dataset   px  train freeze seed   float32 acc     s   bf16 acc     s    Δacc  bf16 speed-up", flush=True)
+    print("dataset   px  read  train freeze seed   float32 acc     s   bf16 acc     s    Δacc  bf16 speed-up",
+          flush=True)
     for name, size, cap, freeze in CASES:
         if args.quick and freeze != "all":
             continue
@@ -155,11 +156,12 @@ def trials(args, spec, model) -> None:
                 result = run_trial(cfg, ds, device="cpu", model=model)
                 runs[label] = (result.val_acc, time.perf_counter() - started, result.timings.trained_in)
             (acc32, s32, p32), (acc16, s16, p16) = runs["float32"], runs["bf16"]
-            mixed = freeze != "all" and size >= CPU_MIXED_TRAINING_MIN_PX  # a probe's head: float32
+            read = result.input_px  # the model's: Lite0 reads images under 64 px enlarged to 64
+            mixed = freeze != "all" and read >= CPU_MIXED_TRAINING_MIN_PX  # a probe's head: float32
             assert (p32, p16) == ("float32", "bfloat16" if mixed else "float32"), (p32, p16)  # as labelled
             gains.setdefault(freeze, []).append(acc16 - acc32)
             speed.setdefault(freeze, []).append(s32 / s16)
-            print(f"{name:9s} {size:3d}  {len(ds.train_idx):5d} {freeze:6s} {seed:4d}   {acc32:11.4f} {s32:5.1f}"
+            print(f"{name:9s} {size:3d}  {read:4d}  {len(ds.train_idx):5d} {freeze:6s} {seed:4d}   {acc32:11.4f} {s32:5.1f}"
                   f" {acc16:10.4f} {s16:5.1f}  {acc16 - acc32:+.4f}  {s32 / s16:5.2f}×", flush=True)
     for freeze, diffs in gains.items():
         print(f"freeze {freeze}: bf16 − float32 accuracy mean {statistics.mean(diffs):+.4f} "

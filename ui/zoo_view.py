@@ -27,9 +27,11 @@ GFLOPS_NOTE = ("Multiply-adds per image at the weights' crop size, in 1e9 (torch
 YEAR_NOTE = ("the year of the architecture's paper, while top-1 is the weights' own: torchvision's newer "
              "training recipes (IMAGENET1K_V2) lift older architectures years after their paper. Turn First "
              "weights on for the figures of each architecture's first weights, as the slides quote them.")
-FIRST_WEIGHTS_NOTE = ("One row per architecture: torchvision's first weights for it (IMAGENET1K_V1), the closest to "
-                      "the paper's own training and the figures slides quote (ResNet-50's V1, where its default "
-                      "is the newer V2 recipe).")
+FIRST_WEIGHTS_NOTE = ("One row per architecture: torchvision's first weights for it trained on ImageNet alone "
+                      "(IMAGENET1K_V1), the figures slides quote (ResNet-50's V1, where its default is the newer V2 "
+                      "recipe). Architectures torchvision added late got the newer recipe from the start "
+                      "(resnext101_64x4d); those with only SWAG weights, pretrained on Instagram images first "
+                      "(vit_h_14, regnet_y_128gf), have none.")
 # What tlcore.zoo.blocks.depth counts; Keras Applications' Depth is another measure.
 DEPTH_NOTE = ("Convolution and linear layers on the longest path from input to output, the papers' count "
               "(ResNet-50: 50, GoogLeNet: 22): a 1×1 projection shortcut or a parallel branch beside that path "

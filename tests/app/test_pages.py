@@ -9,6 +9,7 @@ import torchvision
 from streamlit.testing.v1 import AppTest
 from torchvision.models import get_model_weights, list_models
 
+from tlcore import zoo
 from tlcore.device import describe, pick_device
 from tlcore.finetune import TrialConfig, default_lr
 from tlcore.finetune.engine import training_dtype
@@ -105,6 +106,10 @@ def test_first_weights_show_the_figures_of_the_paper_era():
     assert table.loc["resnet50", "weights"] == "IMAGENET1K_V1"
     assert table.loc["resnet50", "acc1"] == first.meta["_metrics"]["ImageNet-1K"]["acc@1"]
     assert at.query_params["first_only"] in ("true", ["true"], "1", ["1"], "True", ["True"])
+    whole = zoo.zoo_table()
+    first = whole[whole.is_first]
+    assert first.model.is_unique and not first.weights.str.contains("SWAG").any()  # Instagram-pretrained: never
+    assert set(whole.model) - set(first.model) == {"vit_h_14", "regnet_y_128gf"}  # only SWAG weights: none
 
 
 def test_bad_url_values_fall_back_to_defaults():

@@ -143,8 +143,10 @@ def _registry(hub_dir: str) -> dict[str, ModelSpec]:
     specs: dict[str, ModelSpec] = {}
     for model in list_models(module=torchvision.models):
         enum = get_model_weights(model)
+        # SWAG weights were pretrained on 3.6 B Instagram images first: never the paper's ImageNet-only training.
+        first = next((w for w in enum if "SWAG" not in w.name), None)
         for weights in enum:
-            spec = _torchvision_spec(model, weights, enum.DEFAULT, next(iter(enum)))
+            spec = _torchvision_spec(model, weights, enum.DEFAULT, first)
             specs[spec.key] = spec
     for item in lite.LITE_MODELS:
         if lite.weights_file(item) is not None:

@@ -38,8 +38,8 @@ class ModelSpec:
     acc5: float = math.nan
     metrics_source: str = ""
     is_default: bool = False
-    # The architecture's first weights in torchvision (its enum's first member, IMAGENET1K_V1): the
-    # closest to the paper's own training and the figures slides quote; newer recipes came later.
+    # The architecture's first ImageNet-only weights in torchvision (IMAGENET1K_V1; never SWAG's, which
+    # were pretrained on Instagram images): the figures slides quote; newer recipes came later.
     is_first: bool = False
     crop_size: int = 224
     resize_size: int = 256
