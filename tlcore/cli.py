@@ -224,8 +224,10 @@ def _sweep(config, dataset, args: argparse.Namespace, blocks: int) -> int:
     import statistics
     import uuid
 
+    from tlcore.finetune import sweep_depths
+
     sweep, rows = uuid.uuid4().hex[:8], []
-    depths = [*range(blocks), "all"]
+    depths = sweep_depths(blocks, room=blocks + 1)  # every depth: no demo's queue to fit in here
     for i, depth in enumerate(depths, 1):
         print(f"tlcore: sweep {i}/{len(depths)}: {depth} frozen…", file=sys.stderr, flush=True)
         out = _run_and_keep(config(depth), dataset, args.data, tags={"sweep": sweep})

@@ -12,7 +12,7 @@ import streamlit as st
 from plotly.colors import qualitative
 
 from tlcore import features, recommend, zoo
-from tlcore.finetune import TrialConfig, default_lr, freeze_label
+from tlcore.finetune import TrialConfig, default_lr, freeze_label, sweep_depths
 from tlcore.finetune.surgery import imagenet_head_params
 from tlcore.jobs import JobManager, Submission
 from tlcore.settings import demo_mode, limits
@@ -260,16 +260,6 @@ def submission(cfg: TrialConfig, ds, label: str, tags: dict | None = None) -> Su
 
 def submit(cfg: TrialConfig, ds, label: str, tags: dict | None = None) -> int:
     return jobs().submit_many([submission(cfg, ds, label, tags)])[0]
-
-
-def sweep_depths(blocks: int, room: int) -> list[int | str]:
-    """The freeze depths a sweep runs: every one (0 … blocks-1, then 'all'), or, where a visitor may
-    queue fewer trials (a demo), ``room`` of them spread evenly from 0 to 'all'."""
-    every = [*range(blocks), "all"]
-    if len(every) <= room:
-        return every
-    picked = sorted({round(i * (blocks - 1) / (room - 2)) for i in range(room - 1)}) if room > 2 else [0]
-    return [*picked, "all"]
 
 
 def submit_sweep(base: TrialConfig, ds, label: str) -> list[int]:

@@ -8,6 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tlcore import zoo
+from tlcore.finetune import sweep_depths
 from ui import data_view, finetune_view, visualize_view
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -188,10 +189,10 @@ def test_run_on_a_model_whose_weights_cannot_be_had_says_so(tmp_path, monkeypatc
 
 
 def test_a_sweep_in_a_demo_spreads_the_depths_one_visitor_may_queue(monkeypatch):
-    assert finetune_view.sweep_depths(10, 100) == [*range(10), "all"]
-    assert finetune_view.sweep_depths(10, 11) == [*range(10), "all"]
-    assert finetune_view.sweep_depths(10, 6) == [0, 2, 4, 7, 9, "all"]  # both ends, evenly between
-    assert finetune_view.sweep_depths(10, 2) == [0, "all"]
+    assert sweep_depths(10, 100) == [*range(10), "all"]
+    assert sweep_depths(10, 11) == [*range(10), "all"]
+    assert sweep_depths(10, 6) == [0, 2, 4, 7, 9, "all"]  # both ends, evenly between
+    assert sweep_depths(10, 2) == [0, "all"]
     monkeypatch.setenv("TLCORE_DEMO", "1")  # 6 trials per visitor
     at = app("app_pages/finetune.py").run()
     depths = len(zoo.blocks_of(zoo.get_spec(at.selectbox(key="ft_model").value))) + 1

@@ -35,9 +35,10 @@ from tlcore.finetune.config import (
     auto_batch,
     default_lr,
     freeze_label,
+    sweep_depths,
 )
 from tlcore.finetune.surgery import replace_head
 from tlcore.finetune.trial import run_trial
 
 __all__ = ["DEFAULT_LR", "PROBE_LR", "default_lr", "AUGMENTATIONS", "BN_MODES", "DEFAULT_BATCH", "OPTIMIZERS", "PRECISIONS", "SCHEDULES", "EpochStats",
-           "AUTO_MAX_BATCH", "AUTO_MIN_STEPS", "auto_batch", "freeze_label", "Freeze", "Timings", "TrialCancelled", "TrialConfig", "TrialDiverged", "TrialResult", "augment", "replace_head", "run_trial"]
+           "AUTO_MAX_BATCH", "AUTO_MIN_STEPS", "auto_batch", "freeze_label", "sweep_depths", "Freeze", "Timings", "TrialCancelled", "TrialConfig", "TrialDiverged", "TrialResult", "augment", "replace_head", "run_trial"]

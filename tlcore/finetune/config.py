@@ -105,6 +105,16 @@ class TrialConfig:
             raise ValueError(f"unknown augmentation {sorted(bad)}; choose from {', '.join(AUGMENTATIONS)}")
 
 
+def sweep_depths(blocks: int, room: int) -> list[int | str]:
+    """The freeze depths a sweep runs: every one (0 … blocks-1, then 'all'), or, where a visitor may
+    queue fewer trials (a demo), ``room`` of them spread evenly from 0 to 'all'."""
+    every = [*range(blocks), "all"]
+    if len(every) <= room:
+        return every
+    picked = sorted({round(i * (blocks - 1) / (room - 2)) for i in range(room - 1)}) if room > 2 else [0]
+    return [*picked, "all"]
+
+
 def freeze_label(freeze, probe_block: str | None) -> str:
     """How a run's depth reads in the history, the app's and the CLI's: 'all' for the standard linear
     probe, 'all (block)' for a classifier on an earlier block, else the number of frozen blocks."""

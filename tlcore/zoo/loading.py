@@ -14,6 +14,7 @@ from torch.overrides import TorchFunctionMode
 from torchvision.models import get_model, regnet
 
 from tlcore import paths
+from tlcore.choices import RESOLUTION_PX
 from tlcore.zoo import lite
 from tlcore.zoo.blocks import block_list, depth, weight_layers
 from tlcore.zoo.registry import weights_available
@@ -137,10 +138,6 @@ def arch_info(spec: ModelSpec) -> dict:
     return paths.cached_json(f"arch-info-v2-tv{torchvision.__version__}.json", key, compute)
 
 
-# The sizes a smallest_input search covers (tlcore.choices.RESOLUTION_PX's range).
-_SEARCHED_PX = (8, 512)
-
-
 @functools.cache
 def smallest_input(spec: ModelSpec) -> int:
     """The smallest square input, in px, at which ``spec``'s last convolution still gives a map of
@@ -152,7 +149,7 @@ def smallest_input(spec: ModelSpec) -> int:
 
     def compute() -> int:
         model = build_meta(spec)
-        lo, hi = _SEARCHED_PX
+        lo, hi = RESOLUTION_PX  # the sizes a dataset may have
         if _last_map(model, hi) < 2:
             return lo  # no size in range gives two positions (or none is taken): nothing to enforce
         while lo < hi:  # the map grows with the input: bisect for the first size where it is 2×2
