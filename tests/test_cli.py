@@ -103,6 +103,25 @@ def test_a_sweep_runs_and_keeps_every_freeze_depth(capsys):
     assert "--sweep runs every freeze depth itself" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("freeze", ["all", "6"])  # a probe's head on pretrained features; a fine-tuned network
+def test_a_kept_run_classifies_photos_as_its_validation_did(capsys, tmp_path, freeze):
+    from PIL import Image
+
+    from tlcore import data
+
+    out = run_json(capsys, "finetune", "--model", "efficientnet_lite0", "--data", "shapes", "--size", "64",
+                   "--max-per-class", "12", "--epochs", "3", "--freeze", freeze, "--augment", "--format", "json")
+    ds = data.load("shapes", size=64, max_per_class=12)  # the same split: the same seed
+    right = 0
+    for i in ds.val_idx.tolist():  # each validation image as a photo file, classified by the kept run
+        Image.fromarray(ds.images[i].permute(1, 2, 0).numpy()).save(tmp_path / "photo.png")
+        answer = run_json(capsys, "predict", "--run", str(out["run_id"]), "--image", str(tmp_path / "photo.png"),
+                          "--top", "1", "--format", "json")
+        right += answer["top"][0]["class"] == ds.classes[int(ds.labels[i])]
+    assert right / len(ds.val_idx) == pytest.approx(out["val_acc"], abs=1.01 / len(ds.val_idx))
+    assert main(["predict", "--run", "9999"]) == 2 and "no run 9999" in capsys.readouterr().err
+
+
 def test_a_dataset_too_small_to_validate_is_a_message_and_no_failed_run(capsys):
     from tlcore.store import RunStore
 

@@ -558,6 +558,8 @@ def cmd_dream(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from tlcore import data, zoo
 
+    if args.run_id is not None:
+        return _predict_with_run(args)
     spec, model, _ = _model_for(args)
     photo = data.load_photo(args.image)
     top = zoo.predict(spec, model, photo, top=args.top)
@@ -567,6 +569,34 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"{spec.model} on {args.image} ({photo.shape[1]}×{photo.shape[0]}), ImageNet's classes:")
         for name, p in top:
             print(f"  {100 * p:5.1f} %  {name}")
+    return 0
+
+
+def _predict_with_run(args: argparse.Namespace) -> int:
+    """A kept run's own classes for the photo: what the fine-tuned network, or the probe's head on
+    the pretrained features, says of an image it never saw."""
+    from tlcore import data, zoo
+    from tlcore.device import pick_device
+    from tlcore.finetune import freeze_label
+    from tlcore.finetune.predict import classify
+
+    store = _run_store()
+    run = _stored_run(store, args.run_id)
+    if run["status"] != "done" or not run["result"]:
+        raise UsageError(f"run {args.run_id} is {run['status']}: only a finished run can classify")
+    spec = zoo.get_spec(run["model"])
+    state = store.load_weights(args.run_id)
+    photo = data.load_photo(args.image)
+    top = classify(spec, run, state, photo, device=pick_device(args.device), top=args.top)
+    if args.format == "json":
+        _print_json({"run": args.run_id, "model": spec.key, "image": args.image,
+                     "top": [{"class": c, "probability": p} for c, p in top]})
+        return 0
+    frozen = freeze_label(run["config"].get("freeze"), run["config"].get("probe_block"))
+    print(f"run {args.run_id} ({spec.model}, {frozen} blocks frozen, {run['dataset'].split('#')[0]}) on "
+          f"{args.image}, its classes:")
+    for name, p in top:
+        print(f"  {100 * p:5.1f} %  {name}")
     return 0
 
 
@@ -604,6 +634,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
     from tlcore import data, zoo
     from tlcore.device import pick_device
+    from tlcore.finetune.predict import run_resolution
     from tlcore.vis import drift
 
     store = _run_store()
@@ -611,10 +642,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
     spec = zoo.get_spec(run["model"])
     device = pick_device(args.device)
     tuned = drift.run_model(run, store, spec, device)  # before the data: a run without weights stops here
-    name, at, rest = run["dataset"].rpartition("@")  # labels read "NAME@SIZEpx#FINGERPRINT"
-    if not at:
-        name, rest = rest, ""
-    size = args.size or (int(rest.split("px")[0]) if rest else data.DEFAULT_SIZE)
+    name = run["dataset"].rpartition("@")[0] or run["dataset"]  # labels read "NAME@SIZEpx#FINGERPRINT"
+    size = args.size or run_resolution(run) or data.DEFAULT_SIZE
     source = args.data or (run["config"].get("tags") or {}).get("data_path") or name
     try:
         dataset = data.load(source, size=size, max_per_class=args.max_per_class)
@@ -878,7 +907,9 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--top", type=_int_at_least(1, maximum=1000), default=5, help="how many classes")
     pred.add_argument("--device", default=None, help=DEVICE_HELP)
     pred.add_argument("--format", choices=["table", "json"], default="table")
-    pred.set_defaults(run=cmd_predict, run_id=None)
+    pred.add_argument("--run", dest="run_id", type=_positive_int, default=None,
+                      help="a kept run (see `tlcore runs`): its own classes instead of ImageNet's")
+    pred.set_defaults(run=cmd_predict)
 
     dr = sub.add_parser("drift", help="what fine-tuning changed: CKA per block, pretrained vs a kept run")
     dr.add_argument("--run", dest="run_id", type=_positive_int, required=True,

@@ -74,9 +74,12 @@ def input_size(spec: zoo.ModelSpec, dataset: Dataset) -> int:
     """The size every pass of ``spec`` over ``dataset`` reads its images at: the dataset's, enlarged
     where the network needs more (a fixed input size, or ``zoo.smallest_input``: below it the last
     map is a single position and pretrained features collapse)."""
-    if spec.family in FIXED_INPUT:
-        return spec.crop_size
-    return max(dataset.size, zoo.smallest_input(spec))
+    return read_size(spec, dataset.size)
+
+
+def read_size(spec: zoo.ModelSpec, px: int) -> int:
+    """``input_size`` for images of ``px``."""
+    return spec.crop_size if spec.family in FIXED_INPUT else max(px, zoo.smallest_input(spec))
 
 
 def enlargement_note(spec: zoo.ModelSpec, dataset_px: int, read_px: int) -> str:
@@ -98,7 +101,7 @@ def _key(spec: zoo.ModelSpec, dataset: Dataset, block: str, size: int, view: str
     return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
-def _hook_target(model: nn.Module, spec: zoo.ModelSpec, block: str) -> Target:
+def hook_target(model: nn.Module, spec: zoo.ModelSpec, block: str) -> Target:
     """What to read for ``block``: a block of the zoo's list (its last module's output), the
     classifier's input or output, or any module path of ``named_modules()`` (a layer)."""
     path, inputs = _read_at(model, spec, block)
@@ -175,7 +178,7 @@ def _compute(model: nn.Module, spec: zoo.ModelSpec, dataset: Dataset, blocks: li
     forward pass stops as soon as the last of them has been captured."""
     captured: dict[str, list[torch.Tensor]] = {b: [] for b in blocks}
     images = _rows_on(dataset.images, rows, device)
-    with working(device), Capture(model, [_hook_target(model, spec, b) for b in blocks]) as capture, \
+    with working(device), Capture(model, [hook_target(model, spec, b) for b in blocks]) as capture, \
             autocast(device, enabled=mixed):
         def pooled(start: int, n: int, images: torch.Tensor | None) -> dict[str, torch.Tensor]:
             x = normalise(_batch(dataset, images, rows, start, n, device), spec, size)
