@@ -82,8 +82,8 @@ def test_float32_features_come_from_a_folded_copy_and_equal_the_models(monkeypat
     got = features.extract_many(spec, ds, [features.PENULTIMATE, conv], model=model, mixed=False)
     assert ran and ran[0] is not model
     x = features.normalise(ds.images, spec, features.input_size(spec, ds))
-    with torch.no_grad(), Capture(model, [features._hook_target(model, spec, features.PENULTIMATE),
-                                          features._hook_target(model, spec, conv)], stop=False) as cap:
+    with torch.no_grad(), Capture(model, [features.hook_target(model, spec, features.PENULTIMATE),
+                                          features.hook_target(model, spec, conv)], stop=False) as cap:
         want = {k: features.pool(v, spec.family) for k, v in cap(x).items()}
     # Folding reorders float32 rounding through ~50 layers: up to 1.7e-5 apart on features of 0…5 on an
     # AVX2 CPU (less with AVX-512); a wrong fold is off by far more than 1e-4.
