@@ -282,7 +282,7 @@ def _local_path(source: str) -> str | None:
     torchvision's name (``data.load`` reads those first)."""
     from tlcore import data
 
-    if source in data.builtin.BUILTINS or source.startswith("torchvision:"):
+    if data.is_named(source):
         return None
     return str(Path(source).expanduser().resolve())
 

@@ -8,6 +8,7 @@ from tlcore.data.errors import VALID_LAYOUT, DatasetError, DatasetUnavailableErr
 from tlcore.data.sources import (
     DEFAULT_SIZE,
     check_local_access,
+    is_named,
     list_sources,
     load,
     load_folder,
@@ -19,6 +20,6 @@ from tlcore.data.sources import (
 
 __all__ = [
     "DEFAULT_SIZE", "PHOTOS", "VALID_LAYOUT", "Dataset", "DatasetError", "DatasetUnavailableError", "Profile",
-    "Skipped", "check_local_access", "list_sources", "load", "load_folder", "load_photo", "load_uploads", "load_zip",
+    "Skipped", "check_local_access", "is_named", "list_sources", "load", "load_folder", "load_photo", "load_uploads", "load_zip",
     "local_version",
 ]

@@ -143,12 +143,17 @@ def _folder_key(root, members: list[archive.Member]) -> str:
     return h.hexdigest()
 
 
+def is_named(source: str) -> bool:
+    """``source`` names a built-in or a torchvision set (``load`` reads those first), not a path."""
+    return source in builtin.BUILTINS or source.startswith("torchvision:")
+
+
 def local_version(source: str) -> str:
     """What changes when the local zip or folder ``source`` names changes (a file added, removed or
     rewritten), from sizes and times only, no file read: the key for anything that keeps loaded
     datasets by path (the app's shared cache). "" for built-in and torchvision names, and for a path
     that is neither (``load`` says what is wrong with it)."""
-    if source in builtin.BUILTINS or source.startswith("torchvision:"):
+    if is_named(source):
         return ""
     check_local_access()
     path = Path(source).expanduser()

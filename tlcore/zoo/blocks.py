@@ -208,6 +208,4 @@ def depth(model: nn.Module) -> int:
     for node in graph.nodes:  # topological order: every input is counted before its users
         weighted = node.op == "call_module" and isinstance(modules.get(node.target), _WEIGHTED)
         longest[node] = max((longest[n] for n in node.all_input_nodes), default=0) + weighted
-        if node.op == "output":
-            return longest[node]
-    return weight_layers(model)
+    return longest[graph.find_nodes(op="output")[0]]
