@@ -15,7 +15,7 @@ from tlcore.finetune import (
     default_lr,
 )
 from tlcore.settings import limits
-from ui import data_view
+from ui import data_view, try_view
 from ui import finetune_view as fv
 
 st.title("Fine-tune lab")
@@ -175,6 +175,9 @@ if picked:
         e3.download_button(f"Weights of run #{picked[0]} (state_dict)", weights,
                            file_name=f"run-{picked[0]}.pt",
                            help="torch.load(path, weights_only=True)")
+    finished = [r for r in map(fv.jobs().store.get, picked) if r["status"] == "done" and r["result"]]
+    if finished:
+        try_view.try_run(finished[0])
 sweeps = [s for s in frame.sweep.unique() if s]
 if sweeps:
     st.subheader("Freeze-depth sweep")

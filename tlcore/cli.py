@@ -578,16 +578,17 @@ def _predict_with_run(args: argparse.Namespace) -> int:
     from tlcore import data, zoo
     from tlcore.device import pick_device
     from tlcore.finetune import freeze_label
-    from tlcore.finetune.predict import classify
+    from tlcore.finetune.predict import classify, run_network
 
     store = _run_store()
     run = _stored_run(store, args.run_id)
     if run["status"] != "done" or not run["result"]:
         raise UsageError(f"run {args.run_id} is {run['status']}: only a finished run can classify")
     spec = zoo.get_spec(run["model"])
-    state = store.load_weights(args.run_id)
-    photo = data.load_photo(args.image)
-    top = classify(spec, run, state, photo, device=pick_device(args.device), top=args.top)
+    photo = data.load_photo(args.image)  # a bad photo is said before any weights load
+    device = pick_device(args.device)
+    network = run_network(spec, run, store.load_weights(args.run_id), device=device)
+    top = classify(spec, run, network, photo, device=device, top=args.top)
     if args.format == "json":
         _print_json({"run": args.run_id, "model": spec.key, "image": args.image,
                      "top": [{"class": c, "probability": p} for c, p in top]})

@@ -1,5 +1,6 @@
 """Every page runs under AppTest without an exception; the zoo page's parts work."""
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -274,7 +275,9 @@ def test_data_page_feature_map():
 
 
 def test_finetune_page_runs_a_trial_in_the_background_and_keeps_it():
-    from ui import finetune_view
+    from tlcore import data
+    from tlcore.finetune import predict
+    from ui import finetune_view, try_view
 
     at = app("app_pages/finetune.py").run()
     assert not at.exception
@@ -290,6 +293,24 @@ def test_finetune_page_runs_a_trial_in_the_background_and_keeps_it():
     assert run_id in table.run.tolist()
     # Before the next Run: what this depth cost here, from the run just measured.
     assert any(c.value.startswith(f"Measured here (run #{run_id}):") for c in at.caption)
+    # Picked in the table, the finished run classifies a bundled photo in its own classes, as the CLI does.
+    at.session_state["runs_table"] = {"selection": {"rows": [table.run.tolist().index(run_id)], "columns": [],
+                                                    "cells": []}}
+    at.run()
+    assert not at.exception
+    assert f"Try run #{run_id} on a photo" in [h.value for h in at.subheader]
+    for photo in ("chelsea", "coffee"):
+        at.selectbox(key="try_photo").set_value(photo).run()
+        assert not at.exception
+        bars = next(c["data"][0] for c in map(json.loads, (c.proto.spec for c in at.get("plotly_chart")))
+                    if c["layout"].get("xaxis", {}).get("title", {}).get("text") == "probability")
+        spec = zoo.get_spec(kept["model"])
+        network = predict.run_network(spec, kept, finetune_view.jobs().store.load_weights(run_id))
+        expected = predict.classify(spec, kept, network, data.load_photo(photo))
+        assert bars["y"][::-1] == [name for name, _ in expected]  # the likeliest drawn on top
+        assert bars["x"][::-1] == pytest.approx([p for _, p in expected], abs=1e-4)
+    with pytest.raises(ValueError, match="not a usable photo"):  # what the page shows for a bad upload
+        try_view.answer(kept, b"GIF89a but not really")
 
 
 def test_the_lab_keeps_its_settings_through_a_page_switch():

@@ -3,6 +3,8 @@ images were (the centre square at the run's resolution, read at the size the mod
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from PIL import Image
@@ -13,6 +15,8 @@ from tlcore.data.decode import square_rgb
 from tlcore.hooks import Capture
 from tlcore.vis.drift import finetuned_model
 
+Network = Callable[[torch.Tensor], torch.Tensor]  # normalised N×3×S×S input → N×classes logits
+
 
 def run_resolution(run: dict) -> int | None:
     """The px its dataset was loaded at, from the run's label "NAME@SIZEpx#FINGERPRINT"."""
@@ -21,36 +25,52 @@ def run_resolution(run: dict) -> int | None:
     return int(size) if at and size.isdigit() else None
 
 
-def classify(spec: zoo.ModelSpec, run: dict, state: dict, photo: np.ndarray, *,
-             device: torch.device | str = "cpu", top: int = 5) -> list[tuple[str, float]]:
-    """The ``top`` classes of ``run`` (finished, with its weights ``state``) for an H×W×3 uint8
-    photo, with their probabilities. A linear probe's head reads the pretrained model's pooled
-    features at its block; a fine-tuned run's network answers whole."""
-    config, classes = run["config"], run["result"]["classes"]
+def prepare(run: dict, photo: np.ndarray) -> np.ndarray:
+    """An H×W×3 uint8 photo as the run's dataset images were: the centre square at its resolution."""
     px = run_resolution(run)
     if px is None:
         raise ValueError(f"run {run['id']} does not say the resolution its images had ({run['dataset']!r})")
-    image = np.asarray(square_rgb(Image.fromarray(photo), px))
+    return np.asarray(square_rgb(Image.fromarray(photo), px))
+
+
+def run_network(spec: zoo.ModelSpec, run: dict, state: dict, *, device: torch.device | str = "cpu",
+                base: nn.Module | None = None) -> Network:
+    """What answers for a finished ``run`` with its kept weights ``state``: the fine-tuned network,
+    or a probe's head on the pretrained model's pooled features at its block. ``base``: that
+    pretrained model, only read (the app passes its shared one); loaded when not given."""
+    config, n_classes = run["config"], len(run["result"]["classes"])
+    if config.get("freeze") != "all":
+        return finetuned_model(spec, config, state, n_classes, device)
+    if not config.get("pretrained", True):
+        raise ValueError("a probe on random weights cannot be rebuilt: its backbone was never kept")
+    head = nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
+    head.load_state_dict(state)
+    return _Probe(spec, base if base is not None else zoo.load(spec, device=device),
+                  config.get("probe_block") or features.PENULTIMATE, head.eval().to(device))
+
+
+class _Probe:
+    """A linear probe as a network. Not an nn.Module, so that moving or copying it never touches
+    the pretrained model it reads, which the app shares between sessions."""
+
+    def __init__(self, spec: zoo.ModelSpec, base: nn.Module, block: str, head: nn.Linear):
+        self.spec, self.base, self.block, self.head = spec, base, block, head
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with Capture(self.base, [features.hook_target(self.base, self.spec, self.block)]) as capture:
+            pooled = features.pool(capture(x)[self.block].float(), self.spec.family)
+        return self.head(pooled)
+
+
+def classify(spec: zoo.ModelSpec, run: dict, network: Network, photo: np.ndarray, *,
+             device: torch.device | str = "cpu", top: int = 5) -> list[tuple[str, float]]:
+    """The ``top`` classes of ``run`` for an H×W×3 uint8 photo, with their probabilities, from its
+    ``run_network``."""
+    classes = run["result"]["classes"]
+    image = prepare(run, photo)
     x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].to(device)
-    x = features.normalise(x, spec, features.read_size(spec, px))
     with torch.inference_mode():
-        if config.get("freeze") == "all":
-            logits = _probe(spec, config, state, x, device)
-        else:
-            logits = finetuned_model(spec, config, state, len(classes), device)(x)
+        logits = network(features.normalise(x, spec, features.read_size(spec, image.shape[0])))
     probs = logits.float().softmax(dim=1)[0].cpu()
     best = probs.topk(min(top, len(classes)))
     return [(classes[i], float(p)) for p, i in zip(best.values.tolist(), best.indices.tolist(), strict=True)]
-
-
-def _probe(spec: zoo.ModelSpec, config: dict, state: dict, x: torch.Tensor, device) -> torch.Tensor:
-    """A probe's kept head (a Linear on the raw pooled features) on the pretrained model's features."""
-    if not config.get("pretrained", True):
-        raise ValueError("a probe on random weights cannot be rebuilt: its backbone was never kept")
-    base = zoo.load(spec, device=device)
-    block = config.get("probe_block") or features.PENULTIMATE
-    head = nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
-    head.load_state_dict(state)
-    with Capture(base, [features.hook_target(base, spec, block)]) as capture:
-        pooled = features.pool(capture(x)[block].float(), spec.family)
-    return head.to(device)(pooled)
