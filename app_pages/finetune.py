@@ -178,6 +178,7 @@ if picked:
     finished = [r for r in map(fv.jobs().store.get, picked) if r["status"] == "done" and r["result"]]
     if finished:
         try_view.try_run(finished[0])
+        try_view.where_wrong(finished[0], ds)
 sweeps = [s for s in frame.sweep.unique() if s]
 if sweeps:
     st.subheader("Freeze-depth sweep")

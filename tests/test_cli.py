@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torchvision
 from torchvision.models import get_model_weights, list_models
@@ -108,17 +109,34 @@ def test_a_kept_run_classifies_photos_as_its_validation_did(capsys, tmp_path, fr
     from PIL import Image
 
     from tlcore import data
+    from tlcore.finetune import predict
+    from tlcore.store import RunStore
 
     out = run_json(capsys, "finetune", "--model", "efficientnet_lite0", "--data", "shapes", "--size", "64",
                    "--max-per-class", "12", "--epochs", "3", "--freeze", freeze, "--augment", "--format", "json")
     ds = data.load("shapes", size=64, max_per_class=12)  # the same split: the same seed
-    right = 0
+    right, said = 0, []
     for i in ds.val_idx.tolist():  # each validation image as a photo file, classified by the kept run
         Image.fromarray(ds.images[i].permute(1, 2, 0).numpy()).save(tmp_path / "photo.png")
         answer = run_json(capsys, "predict", "--run", str(out["run_id"]), "--image", str(tmp_path / "photo.png"),
                           "--top", "1", "--format", "json")
-        right += answer["top"][0]["class"] == ds.classes[int(ds.labels[i])]
+        said.append(ds.classes.index(answer["top"][0]["class"]))
+        right += said[-1] == int(ds.labels[i])
     assert right / len(ds.val_idx) == pytest.approx(out["val_acc"], abs=1.01 / len(ds.val_idx))
+    # The whole validation split in batches (the lab's "where it goes wrong") gives each image the answer
+    # the photo path gave it, and the trial's stored confusion matrix, within one image.
+    run = RunStore().get(out["run_id"])
+    spec = zoo.get_spec(run["model"])
+    network = predict.run_network(spec, run, RunStore().load_weights(out["run_id"]))
+    found = predict.answer_images(spec, run, network, ds, ds.val_idx, batch_size=7)
+    assert found.said.tolist() == said and found.indices.tolist() == ds.val_idx.tolist()
+    assert found.accuracy() == right / len(ds.val_idx)
+    assert abs(found.confusion(len(ds.classes)) - np.array(run["result"]["confusion"])).sum() <= 2
+    wrong = found.mistakes()
+    assert sorted(wrong.tolist()) == np.flatnonzero(found.said != found.truth).tolist()
+    assert (np.diff(found.confidence[wrong]) <= 0).all()  # the surest mistakes first
+    with pytest.raises(ValueError, match="was trained on shapes@64px, not on digits@64px"):
+        predict.answer_images(spec, run, network, data.load("digits", size=64, max_per_class=3), ds.val_idx)
     assert main(["predict", "--run", "9999"]) == 2 and "no run 9999" in capsys.readouterr().err
 
 

@@ -1,4 +1,5 @@
-"""The Fine-tune lab's "try it": a kept run's answer for a photo it never saw, in its own classes."""
+"""The Fine-tune lab's look at one finished run: its answer for a photo it never saw, in its own
+classes, and where it goes wrong on its validation images."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from tlcore import data, zoo
+from tlcore.data import Dataset
 from tlcore.finetune import predict
-from ui import resources
-from ui.finetune_view import jobs
+from ui import progress, resources
+from ui.finetune_view import jobs, precision_label
 from ui.visualize_view import tuned_model
 
 SHOWN_PX = 192  # the prepared photo is drawn this wide, its pixels as squares
+MISTAKES_SHOWN = 24
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the run's weights…")
@@ -82,3 +85,76 @@ def try_run(run: dict) -> None:
     c1, c2 = st.columns([1, 2])
     c1.image(enlarged(seen), caption=f"As the run sees it: the centre square at {seen.shape[0]} px")
     c2.plotly_chart(answer_figure(top), width="stretch", config={"displayModeBar": False}, key="try_answer")
+
+
+def confusion_figure(confusion: list[list[int]], classes: list[str]) -> go.Figure:
+    """Counts per true class (rows, the first on top) and answer (columns); the diagonal is right."""
+    counts = np.asarray(confusion)
+    fig = go.Figure(go.Heatmap(z=counts, x=classes, y=classes, colorscale="Blues", showscale=False,
+                               text=counts, texttemplate="%{text}" if len(classes) <= 20 else None,
+                               hovertemplate="true %{y}, said %{x}: %{z}<extra></extra>"))
+    side = min(480, 120 + 28 * len(classes))
+    fig.update_layout(height=side, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      xaxis={"title": "said", "type": "category", "side": "top"},
+                      yaxis={"title": "true", "type": "category", "autorange": "reversed"})
+    return fig
+
+
+def answers(run: dict, ds: Dataset) -> predict.Answers:
+    """The run's answer for each validation image, computed once for every session."""
+    spec = zoo.get_spec(run["model"])
+
+    def compute() -> predict.Answers:
+        with progress.bar(f"Run #{run['id']} on the validation images") as on_step:
+            return predict.answer_images(spec, run, network(run), ds, ds.val_idx, device=resources.device(),
+                                         on_step=on_step)
+
+    key = (run["id"], run["created"], ds.fingerprint, hash(ds.val_idx.numpy().tobytes()))
+    return progress.shared("run_answers", key, compute, max_entries=8)
+
+
+def mistakes_caption(found: predict.Answers, classes: list[str]) -> list[str]:
+    return [f"{classes[found.truth[i]]} → {classes[found.said[i]]} ({100 * found.confidence[i]:.0f} %)"
+            for i in found.mistakes()[:MISTAKES_SHOWN]]
+
+
+def agreement_note(found: predict.Answers, run: dict) -> str:
+    """Where answers computed again differ from the trial's last evaluation (another precision), say so."""
+    stored = sum(np.diag(run["result"]["confusion"]))
+    now = int((found.said == found.truth).sum())
+    if stored == now:
+        return ""
+    return (f" Computed again here in float32 they get {now} right where the trial's last epoch counted "
+            f"{stored} (it computed in {precision_label(run['result']['timings']) or 'another precision'}).")
+
+
+def where_wrong(run: dict, ds: Dataset) -> None:
+    """The run's confusion matrix, and the validation images it got wrong when its dataset is loaded."""
+    classes = run["result"]["classes"]
+    st.subheader(f"Where run #{run['id']} goes wrong")
+    c1, c2 = st.columns([2, 3])
+    c1.plotly_chart(confusion_figure(run["result"]["confusion"], classes), width="stretch",
+                    config={"displayModeBar": False}, key="run_confusion")
+    c1.caption("Its validation images after the last epoch: rows are the true class, columns what it said.")
+    if run["dataset"] != f"{ds.name}@{ds.size}px#{ds.fingerprint}":
+        name = run["dataset"].split("#")[0]
+        c2.info(f"Load {name} on the Data page to see which of its validation images the run got wrong.")
+        return
+    if not c2.toggle("Show the images it got wrong", key="show_mistakes",
+                     help="One pass of the run over the validation images (kept for every session)."):
+        return
+    try:
+        found = answers(run, ds)
+    except (ValueError, zoo.WeightsUnavailableError) as err:  # weights gone, a dataset that no longer fits
+        c2.error(str(err))
+        return
+    wrong = found.mistakes()
+    if not len(wrong):
+        c2.success(f"It got all {len(found.truth)} validation images right.")
+        return
+    shown = wrong[:MISTAKES_SHOWN]
+    c2.caption(f"{len(wrong)} of {len(found.truth)} validation images wrong"
+               + (f", the {len(shown)} it was surest of" if len(wrong) > len(shown) else ", the surest first")
+               + ": true class → what it said (its probability)." + agreement_note(found, run))
+    images = [enlarged(ds.images[found.indices[i]].permute(1, 2, 0).numpy(), 96) for i in shown]
+    c2.image(images, caption=mistakes_caption(found, classes), width=96)

@@ -311,6 +311,17 @@ def test_finetune_page_runs_a_trial_in_the_background_and_keeps_it():
         assert bars["x"][::-1] == pytest.approx([p for _, p in expected], abs=1e-4)
     with pytest.raises(ValueError, match="not a usable photo"):  # what the page shows for a bad upload
         try_view.answer(kept, b"GIF89a but not really")
+    # Where it goes wrong: the stored confusion matrix, and on demand the validation images it got wrong.
+    assert f"Where run #{run_id} goes wrong" in [h.value for h in at.subheader]
+    at.toggle(key="show_mistakes").set_value(True).run()
+    assert not at.exception
+    ds = data.load(kept["dataset"].split("@")[0], size=predict.run_resolution(kept))
+    found = predict.answer_images(spec, kept, network, ds, ds.val_idx)
+    n, wrong = len(found.truth), len(found.mistakes())
+    if wrong:
+        assert any(c.value.startswith(f"{wrong} of {n} validation images wrong") for c in at.caption)
+    else:
+        assert at.success[0].value == f"It got all {n} validation images right."
 
 
 def test_the_lab_keeps_its_settings_through_a_page_switch():

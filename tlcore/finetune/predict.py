@@ -4,13 +4,16 @@ images were (the centre square at the run's resolution, read at the size the mod
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
+from sklearn.metrics import confusion_matrix as sklearn_confusion
 from torch import nn
 
 from tlcore import features, zoo
+from tlcore.data import Dataset
 from tlcore.data.decode import square_rgb
 from tlcore.hooks import Capture
 from tlcore.vis.drift import finetuned_model
@@ -74,3 +77,49 @@ def classify(spec: zoo.ModelSpec, run: dict, network: Network, photo: np.ndarray
     probs = logits.float().softmax(dim=1)[0].cpu()
     best = probs.topk(min(top, len(classes)))
     return [(classes[i], float(p)) for p, i in zip(best.values.tolist(), best.indices.tolist(), strict=True)]
+
+
+@dataclass(frozen=True)
+class Answers:
+    """A run's answers for some of a dataset's images (class indices into the run's classes)."""
+
+    indices: np.ndarray  # the images' indices in the dataset
+    truth: np.ndarray
+    said: np.ndarray
+    confidence: np.ndarray  # the probability the run gave to what it said
+
+    def accuracy(self) -> float:
+        return float((self.said == self.truth).mean()) if len(self.truth) else float("nan")
+
+    def confusion(self, n_classes: int) -> np.ndarray:
+        """Rows: true class, columns: what the run said (the layout of a trial's stored confusion)."""
+        return sklearn_confusion(self.truth, self.said, labels=range(n_classes))
+
+    def mistakes(self) -> np.ndarray:
+        """Positions (into ``indices``) of the wrong answers, the most confident first: those teach most."""
+        wrong = np.flatnonzero(self.said != self.truth)
+        return wrong[np.argsort(-self.confidence[wrong], kind="stable")]
+
+
+def answer_images(spec: zoo.ModelSpec, run: dict, network: Network, dataset: Dataset, indices: torch.Tensor, *,
+                  device: torch.device | str = "cpu", batch_size: int = 64,
+                  on_step: features.OnStep | None = None) -> Answers:
+    """``run``'s answers for ``dataset``'s images at ``indices`` (its validation split, say), read as
+    the run read them. The dataset must be the run's: its classes, at its resolution."""
+    if list(dataset.classes) != list(run["result"]["classes"]) or dataset.size != run_resolution(run):
+        raise ValueError(f"run {run['id']} was trained on {run['dataset'].split('#')[0]}, not on "
+                         f"{dataset.name}@{dataset.size}px: its answers there would mean nothing")
+    size = features.read_size(spec, dataset.size)
+    said, confidence = [], []
+    with torch.inference_mode():
+        for start in range(0, len(indices), batch_size):
+            rows = indices[start:start + batch_size]
+            logits = network(features.normalise(dataset.images[rows].to(device), spec, size))
+            best = logits.float().softmax(dim=1).max(dim=1)
+            said.append(best.indices.cpu())
+            confidence.append(best.values.cpu())
+            if on_step is not None:
+                on_step(start + len(rows), len(indices))
+    empty = torch.zeros(0)
+    return Answers(indices=indices.numpy(), truth=dataset.labels[indices].numpy(),
+                   said=torch.cat(said or [empty.long()]).numpy(), confidence=torch.cat(confidence or [empty]).numpy())
