@@ -1,5 +1,6 @@
 """The CLI: JSON shapes, agreement with the registry, one-line errors with exit code 2."""
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -128,15 +129,21 @@ def test_a_kept_run_classifies_photos_as_its_validation_did(capsys, tmp_path, fr
     run = RunStore().get(out["run_id"])
     spec = zoo.get_spec(run["model"])
     network = predict.run_network(spec, run, RunStore().load_weights(out["run_id"]))
-    found = predict.answer_images(spec, run, network, ds, ds.val_idx, batch_size=7)
+    found = predict.answer_validation(spec, run, network, ds, batch_size=7)
     assert found.said.tolist() == said and found.indices.tolist() == ds.val_idx.tolist()
     assert found.accuracy() == right / len(ds.val_idx)
     assert abs(found.confusion(len(ds.classes)) - np.array(run["result"]["confusion"])).sum() <= 2
     wrong = found.mistakes()
     assert sorted(wrong.tolist()) == np.flatnonzero(found.said != found.truth).tolist()
     assert (np.diff(found.confidence[wrong]) <= 0).all()  # the surest mistakes first
-    with pytest.raises(ValueError, match="was trained on shapes@64px, not on digits@64px"):
-        predict.answer_images(spec, run, network, data.load("digits", size=64, max_per_class=3), ds.val_idx)
+    with pytest.raises(ValueError, match="was trained on shapes@64px, not on these images"):
+        predict.answer_validation(spec, run, network, data.load("digits", size=64, max_per_class=3))
+    resplit = dataclasses.replace(ds, val_idx=ds.train_idx[:len(ds.val_idx)])  # the same images, split otherwise
+    with pytest.raises(ValueError, match="split another way now.*were run \\d+'s training images"):
+        predict.answer_validation(spec, run, network, resplit)
+    older = {**run, "result": {**run["result"], "val_split": None}}  # kept before the split was recorded
+    with pytest.raises(ValueError, match="predates the record of its validation split"):
+        predict.answer_validation(spec, older, network, ds)
     assert main(["predict", "--run", "9999"]) == 2 and "no run 9999" in capsys.readouterr().err
 
 

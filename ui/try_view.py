@@ -106,8 +106,8 @@ def answers(run: dict, ds: Dataset) -> predict.Answers:
 
     def compute() -> predict.Answers:
         with progress.bar(f"Run #{run['id']} on the validation images") as on_step:
-            return predict.answer_images(spec, run, network(run), ds, ds.val_idx, device=resources.device(),
-                                         on_step=on_step)
+            return predict.answer_validation(spec, run, network(run), ds, device=resources.device(),
+                                             on_step=on_step)
 
     key = (run["id"], run["created"], ds.fingerprint, hash(ds.val_idx.numpy().tobytes()))
     return progress.shared("run_answers", key, compute, max_entries=8)
@@ -136,9 +136,9 @@ def where_wrong(run: dict, ds: Dataset) -> None:
     c1.plotly_chart(confusion_figure(run["result"]["confusion"], classes), width="stretch",
                     config={"displayModeBar": False}, key="run_confusion")
     c1.caption("Its validation images after the last epoch: rows are the true class, columns what it said.")
-    if run["dataset"] != f"{ds.name}@{ds.size}px#{ds.fingerprint}":
-        name = run["dataset"].split("#")[0]
-        c2.info(f"Load {name} on the Data page to see which of its validation images the run got wrong.")
+    reason = predict.not_its_validation(run, ds)
+    if reason:
+        c2.info(reason)
         return
     if not c2.toggle("Show the images it got wrong", key="show_mistakes",
                      help="One pass of the run over the validation images (kept for every session)."):

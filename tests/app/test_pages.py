@@ -316,7 +316,7 @@ def test_finetune_page_runs_a_trial_in_the_background_and_keeps_it():
     at.toggle(key="show_mistakes").set_value(True).run()
     assert not at.exception
     ds = data.load(kept["dataset"].split("@")[0], size=predict.run_resolution(kept))
-    found = predict.answer_images(spec, kept, network, ds, ds.val_idx)
+    found = predict.answer_validation(spec, kept, network, ds)
     n, wrong = len(found.truth), len(found.mistakes())
     if wrong:
         assert any(c.value.startswith(f"{wrong} of {n} validation images wrong") for c in at.caption)

@@ -54,6 +54,11 @@ class Dataset:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def split_digest(self) -> str:
+        """Names the validation split: the same images split with another seed or cap differ here,
+        so a run's "validation images" are never taken from another split (its training images)."""
+        return hashlib.sha256(self.val_idx.to(torch.int64).numpy().tobytes()).hexdigest()[:16]
+
     def image_name(self, i: int) -> str:
         """What names image ``i`` to its owner: its path in their zip or folder, else its class and index."""
         return self.paths[i] if self.paths else f"{self.classes[int(self.labels[i])]} #{i}"

@@ -184,6 +184,7 @@ class TrialResult:
     # The size the network read the images at: the dataset's, or larger where the network needs it
     # (features.input_size). None in runs kept before this was recorded.
     input_px: int | None = None
+    val_split: str | None = None  # Dataset.split_digest of its validation images (None in older runs)
 
     def to_json(self) -> dict:
         out = asdict(self)

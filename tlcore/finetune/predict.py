@@ -101,15 +101,29 @@ class Answers:
         return wrong[np.argsort(-self.confidence[wrong], kind="stable")]
 
 
-def answer_images(spec: zoo.ModelSpec, run: dict, network: Network, dataset: Dataset, indices: torch.Tensor, *,
-                  device: torch.device | str = "cpu", batch_size: int = 64,
-                  on_step: features.OnStep | None = None) -> Answers:
-    """``run``'s answers for ``dataset``'s images at ``indices`` (its validation split, say), read as
-    the run read them. The dataset must be the run's: its classes, at its resolution."""
-    if list(dataset.classes) != list(run["result"]["classes"]) or dataset.size != run_resolution(run):
-        raise ValueError(f"run {run['id']} was trained on {run['dataset'].split('#')[0]}, not on "
-                         f"{dataset.name}@{dataset.size}px: its answers there would mean nothing")
-    size = features.read_size(spec, dataset.size)
+def not_its_validation(run: dict, dataset: Dataset) -> str:
+    """Why ``dataset``'s validation images are not the ones ``run`` was validated on ("" when they are)."""
+    trained_on = run["dataset"].split("#")[0]
+    if run["dataset"] != f"{dataset.name}@{dataset.size}px#{dataset.fingerprint}":
+        return (f"Run {run['id']} was trained on {trained_on}, not on these images: load that dataset as it was "
+                "(the same cap per class and seed) to see its mistakes.")
+    if not run["result"].get("val_split"):
+        return f"Run {run['id']} predates the record of its validation split: run it again to see its mistakes."
+    if run["result"]["val_split"] != dataset.split_digest():
+        return (f"{trained_on} is split another way now (another seed): some of these validation images were "
+                f"run {run['id']}'s training images. Load it with the seed it had to see its mistakes.")
+    return ""
+
+
+def answer_validation(spec: zoo.ModelSpec, run: dict, network: Network, dataset: Dataset, *,
+                      device: torch.device | str = "cpu", batch_size: int = 64,
+                      on_step: features.OnStep | None = None) -> Answers:
+    """``run``'s answers for its validation images, read as the run read them. ``dataset`` must be
+    the run's, split as it was: its classes at its resolution, and the same validation images."""
+    reason = not_its_validation(run, dataset)
+    if reason:
+        raise ValueError(reason)
+    size, indices = features.read_size(spec, dataset.size), dataset.val_idx
     said, confidence = [], []
     with torch.inference_mode():
         for start in range(0, len(indices), batch_size):

@@ -110,7 +110,7 @@ def run_trial(cfg: TrialConfig, dataset: Dataset, *, model: nn.Module | None = N
                        val_acc=history[-1].val_acc, confusion=_confusion(dataset, preds),
                        trainable_params=sum(p.numel() for p in owner.parameters() if p.requires_grad),
                        total_params=backbone_params + sum(p.numel() for p in new_head.parameters()),
-                       timings=timings, state_dict=state, input_px=size)
+                       timings=timings, state_dict=state, input_px=size, val_split=dataset.split_digest())
 
 
 def _base_model(cfg: TrialConfig, spec: zoo.ModelSpec, model: nn.Module | None, dev: torch.device) -> nn.Module:
