@@ -469,6 +469,13 @@ def _stored_run(store, run_id: int) -> dict:
         raise UsageError(f"no run {run_id} in the history (see `tlcore runs`)") from None
 
 
+def _finished_run(store, run_id: int, can: str) -> dict:
+    run = _stored_run(store, run_id)
+    if run["status"] != "done" or not run["result"]:
+        raise UsageError(f"run {run_id} is {run['status']}: only a finished run {can}")
+    return run
+
+
 def _check_folder_out(out: str) -> None:
     """Before any work: --out must be a folder, or a name one can be made at."""
     if Path(out).exists() and not Path(out).is_dir():
@@ -581,9 +588,7 @@ def _predict_with_run(args: argparse.Namespace) -> int:
     from tlcore.finetune.predict import classify, run_network
 
     store = _run_store()
-    run = _stored_run(store, args.run_id)
-    if run["status"] != "done" or not run["result"]:
-        raise UsageError(f"run {args.run_id} is {run['status']}: only a finished run can classify")
+    run = _finished_run(store, args.run_id, "can classify")
     spec = zoo.get_spec(run["model"])
     photo = data.load_photo(args.image)  # a bad photo is said before any weights load
     device = pick_device(args.device)
@@ -630,12 +635,77 @@ def cmd_filters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_dataset(run: dict, args: argparse.Namespace):
+    """A kept run's dataset loaded again: ``--data`` or where the run's files were (its own name
+    for a built-in), at ``--size`` or the run's resolution, with ``--max-per-class`` and ``--seed``."""
+    from tlcore import data
+    from tlcore.finetune.predict import run_resolution
+
+    name = run["dataset"].rpartition("@")[0] or run["dataset"]  # labels read "NAME@SIZEpx#FINGERPRINT"
+    size = args.size or run_resolution(run) or data.DEFAULT_SIZE
+    source = args.data or (run["config"].get("tags") or {}).get("data_path") or name
+    try:
+        dataset = data.load(source, size=size, max_per_class=args.max_per_class, seed=getattr(args, "seed", 0))
+    except data.DatasetError as err:
+        raise UsageError(f"cannot reload the run's data ({err}); give it with --data") from None
+    _note_skipped(dataset, source)
+    return dataset
+
+
+def cmd_mistakes(args: argparse.Namespace) -> int:
+    from tlcore import zoo
+    from tlcore.device import pick_device
+    from tlcore.finetune.predict import answer_validation, not_its_validation, run_network
+
+    store = _run_store()
+    run = _finished_run(store, args.run_id, "has validation answers")
+    spec = zoo.get_spec(run["model"])
+    dataset = _run_dataset(run, args)
+    reason = not_its_validation(run, dataset)
+    if reason:
+        raise UsageError(reason)
+    device = pick_device(args.device)
+    found = answer_validation(spec, run, run_network(spec, run, store.load_weights(args.run_id), device=device),
+                              dataset, device=device, on_step=_progress("validation images"))
+    classes = list(dataset.classes)
+    wrong = [{"image": dataset.image_name(int(found.indices[i])), "index": int(found.indices[i]),
+              "true": classes[found.truth[i]], "said": classes[found.said[i]],
+              "probability": round(float(found.confidence[i]), 4)} for i in found.mistakes()]
+    confusion = found.confusion(len(classes))
+    if args.format == "json":
+        _print_json({"run": args.run_id, "model": spec.key, "accuracy": found.accuracy(), "classes": classes,
+                     "confusion": confusion.tolist(), "mistakes": wrong[:args.top]})
+        return 0
+    right = int(confusion.trace())
+    print(f"run {args.run_id} ({spec.model}) on {run['dataset'].split('#')[0]}: {right} of {len(found.truth)} "
+          f"validation images right ({found.accuracy():.3f})")
+    _print_confusion(confusion, classes)
+    if wrong:
+        print(f"wrong, the surest first{f' (the first {args.top} of {len(wrong)})' if len(wrong) > args.top else ''}:")
+        for w in wrong[:args.top]:
+            print(f"  {100 * w['probability']:5.1f} %  {w['true']} → {w['said']}  {w['image']}")
+    return 0
+
+
+def _print_confusion(confusion, classes: list[str]) -> None:
+    """Rows: true class; columns: what was said, headed by the class names where they are short,
+    else numbered as the rows are (so that long names do not widen every column)."""
+    short = max(map(len, classes)) <= 4
+    heads = classes if short else [str(j) for j in range(len(classes))]
+    rows = classes if short else [f"{i:>2} {name}" for i, name in enumerate(classes)]
+    width = max(len(str(confusion.max())), *map(len, heads))
+    name_width = max(map(len, rows))
+    print("confusion (rows: true class; columns: what it said" + ("" if short else ", numbered as the rows") + ")")
+    print(" " * (name_width + 3) + " ".join(f"{h:>{width}}" for h in heads))
+    for name, row in zip(rows, confusion, strict=True):
+        print(f"  {name:<{name_width}} " + " ".join(f"{v:>{width}}" for v in row))
+
+
 def cmd_drift(args: argparse.Namespace) -> int:
     import sys
 
-    from tlcore import data, zoo
+    from tlcore import zoo
     from tlcore.device import pick_device
-    from tlcore.finetune.predict import run_resolution
     from tlcore.vis import drift
 
     store = _run_store()
@@ -643,17 +713,10 @@ def cmd_drift(args: argparse.Namespace) -> int:
     spec = zoo.get_spec(run["model"])
     device = pick_device(args.device)
     tuned = drift.run_model(run, store, spec, device)  # before the data: a run without weights stops here
-    name = run["dataset"].rpartition("@")[0] or run["dataset"]  # labels read "NAME@SIZEpx#FINGERPRINT"
-    size = args.size or run_resolution(run) or data.DEFAULT_SIZE
-    source = args.data or (run["config"].get("tags") or {}).get("data_path") or name
-    try:
-        dataset = data.load(source, size=size, max_per_class=args.max_per_class)
-        _note_skipped(dataset, source)
-    except data.DatasetError as err:
-        raise UsageError(f"cannot reload the run's data ({err}); give it with --data") from None
+    dataset = _run_dataset(run, args)
     if dataset.fingerprint not in run["dataset"]:
-        print(f"tlcore: note: measuring on {source} at {size}px, not the exact images run {args.run_id} "
-              "trained on", file=sys.stderr)
+        print(f"tlcore: note: measuring on {args.data or 'its data'} at {dataset.size}px, not the exact images "
+              f"run {args.run_id} trained on", file=sys.stderr)
     result = drift.drift(spec, dataset, run["config"], tuned=tuned, tag=drift.run_tag(run),
                          base=zoo.load(spec, device=device),
                          on_step=_progress("pretrained, then fine-tuned activations"))
@@ -911,6 +974,17 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--run", dest="run_id", type=_positive_int, default=None,
                       help="a kept run (see `tlcore runs`): its own classes instead of ImageNet's")
     pred.set_defaults(run=cmd_predict)
+
+    mi = sub.add_parser("mistakes", help="a kept run's confusion matrix and the validation images it got wrong")
+    mi.add_argument("--run", dest="run_id", type=_positive_int, required=True, help="a finished run (see `tlcore runs`)")
+    mi.add_argument("--data", default=None, help="default: the run's own dataset, reloaded from where it was")
+    mi.add_argument("--size", type=_resolution, default=None, help=RESOLUTION_HELP + " (default: the run's)")
+    mi.add_argument("--max-per-class", type=_positive_int, default=None, help="as the run's dataset had it")
+    mi.add_argument("--seed", type=int, default=0, help="the split's seed, as the run's dataset had it")
+    mi.add_argument("--top", type=_int_at_least(1), default=10, help="how many mistakes to list")
+    mi.add_argument("--device", default=None, help=DEVICE_HELP)
+    mi.add_argument("--format", choices=["table", "json"], default="table")
+    mi.set_defaults(run=cmd_mistakes)
 
     dr = sub.add_parser("drift", help="what fine-tuning changed: CKA per block, pretrained vs a kept run")
     dr.add_argument("--run", dest="run_id", type=_positive_int, required=True,

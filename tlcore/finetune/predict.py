@@ -104,7 +104,8 @@ class Answers:
 def not_its_validation(run: dict, dataset: Dataset) -> str:
     """Why ``dataset``'s validation images are not the ones ``run`` was validated on ("" when they are)."""
     trained_on = run["dataset"].split("#")[0]
-    if run["dataset"] != f"{dataset.name}@{dataset.size}px#{dataset.fingerprint}":
+    # The images by content and size (the label's name is the source as typed: a path from the CLI).
+    if not run["dataset"].endswith(f"@{dataset.size}px#{dataset.fingerprint}"):
         return (f"Run {run['id']} was trained on {trained_on}, not on these images: load that dataset as it was "
                 "(the same cap per class and seed) to see its mistakes.")
     if not run["result"].get("val_split"):
