@@ -156,6 +156,9 @@ with dreams:
         after.image(shown["dream"].image, width="stretch",
                     caption=f"{', '.join(shown['layers'])} · {dream.octaves_text(shown['dream'].octaves, shown['asked'])}"
                             f" · {dream.gain_text(shown['dream'].gain)}")
+        if shown.get("seen"):  # the head's reading of each: which classes the dream made it see more
+            for column, top in zip((before, after), shown["seen"], strict=True):
+                column.caption(f"{spec.model}'s ImageNet head: {vv.seen_text(top)}")
         st.download_button("Download PNG", vv.png(shown["dream"].image), file_name="deepdream.png",
                            mime="image/png")
 

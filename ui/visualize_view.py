@@ -378,7 +378,13 @@ def run_dream(spec: zoo.ModelSpec, model: torch.nn.Module, source: str | bytes, 
         st.error(str(err))
         return
     st.session_state.last_dream = {"photo": photo, "dream": result, "name": name, "layers": cfg.layers,
-                                   "asked": cfg.octaves}
+                                   "asked": cfg.octaves, "seen": [zoo.predict(spec, model, image, top=3)
+                                                                  for image in (photo, result.image)]}
+
+
+def seen_text(top: list[tuple[str, float]]) -> str:
+    """What the ImageNet head says of an image, in one line: 'Egyptian cat 62 % · tabby 21 % · …'."""
+    return " · ".join(f"{name} {100 * p:.0f}\u00a0%" for name, p in top)  # no line break before the %
 
 
 def dream_stopped() -> None:

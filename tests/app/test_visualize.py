@@ -7,7 +7,7 @@ from streamlit.testing.v1 import AppTest
 
 from tlcore import zoo
 from tlcore.finetune import TrialConfig
-from ui import data_view, finetune_view
+from ui import data_view, finetune_view, visualize_view
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "visualize.py")
 SMALL = data_view.Choice("builtin", "digits", 32, 8, 0)  # 80 images at 32 px
@@ -75,6 +75,13 @@ def test_deepdream_on_a_bundled_photo():
     assert len(at.get("image")) == 2 and at.get("download_button")
     caption = at.get("image")[1].proto.imgs[0].caption
     assert "mean squared activation ×" in caption and "respond" not in caption  # what the figure is
+    # Under each, what the ImageNet head sees in it: the photo's and the dream's top classes.
+    spec = zoo.get_spec(at.selectbox(key="model").value)
+    model = zoo.load(spec)
+    for image in (dream["photo"], dream["dream"].image):
+        said = f"{spec.model}'s ImageNet head: {visualize_view.seen_text(zoo.predict(spec, model, image, top=3))}"
+        assert said in [c.value for c in at.caption]
+    assert "Egyptian cat" in dream["seen"][0][0][0] or "tabby" in dream["seen"][0][0][0]  # chelsea
 
     # A photo DeepDream refuses: the message, and not the previous dream under it as if it were the answer.
     at.number_input[3].set_value(2.5)  # octave scale
