@@ -33,11 +33,13 @@ if view.axis == "latency" and frame.median_ms.isna().all():
     axis = "gflops"
 else:
     axis = view.axis
-st.plotly_chart(zoo_view.pareto_chart(frame, axis), width="stretch")
+st.plotly_chart(zoo_view.pareto_chart(frame, axis, view.metric), width="stretch")
 if axis == "gflops":
     st.caption(f"x-axis: {zoo_view.GFLOPS_NOTE}")
 elif axis == "year":
     st.caption(f"x-axis: {zoo_view.YEAR_NOTE}")
+if view.metric == "err5":
+    st.caption(f"y-axis: {zoo_view.TOP5_NOTE}")
 
 st.subheader("Models")
 selected = zoo_view.table(frame)

@@ -16,6 +16,13 @@ AXES = {
     "year": ("year", "Year of the architecture's paper"),
 }
 LINEAR_AXES = {"year"}  # the others span decades and read on a log axis
+# The chart's y: (column, label, what "best" means there). Top-5 error is the measure of the ILSVRC
+# charts in the slides; it is computed from the weights' top-5 accuracy (100 − acc5).
+METRICS = {  # column, axis title, name, then what no model does on the record line and on the frontier
+    "acc1": ("acc1", "ImageNet top-1 (%)", "top-1", "is more accurate", "is both cheaper and more accurate"),
+    "err5": ("err5", "ImageNet top-5 error (%)", "top-5 error", "has a lower error",
+             "is both cheaper and lower in error"),
+}
 
 HOVER = {"key": True, "family": True, "year": True, "params_m": ":.2f", "gflops": ":.2f",
          "acc1": ":.2f", "acc5": ":.2f", "median_ms": ":.2f", "images_per_s": ":.1f",
@@ -52,29 +59,32 @@ def label_mask(x: np.ndarray, y: np.ndarray, names: list[str], rightward: np.nda
     return keep
 
 
-def pareto_figure(frame: pd.DataFrame, axis: str) -> go.Figure:
-    """ImageNet top-1 against cost (log axis) or year; bubble = params, colour = family, frontier line
-    with the labels that fit (every point has its name on hover). Against year the frontier is the
-    record line: the best top-1 so far, the ILSVRC-winners chart of the slides drawn from this zoo."""
+def pareto_figure(frame: pd.DataFrame, axis: str, metric: str = "acc1") -> go.Figure:
+    """ImageNet top-1 (or top-5 error) against cost (log axis) or year; bubble = params, colour =
+    family, frontier line with the labels that fit (every point has its name on hover). Against year
+    the frontier is the record line: the best so far, the ILSVRC-winners chart of the slides drawn
+    from this zoo. Models without the metric (no top-5 in their metadata) are left out."""
     column, label = AXES[axis]
+    y, y_label, measure, record, frontier = METRICS[metric]
     by_year = axis in LINEAR_AXES
-    data = frame.dropna(subset=[column, "acc1"]).copy()
+    data = frame.assign(err5=100 - frame["acc5"]).dropna(subset=[column, y])
     x = "x"
     data[x] = _spread_within_year(data) if by_year else data[column]
     order = data.sort_values(["year", "family"]).family.unique().tolist()  # legend tells the story by year
     fig = px.scatter(
-        data, x=x, y="acc1", size="params_m", color="family", log_x=not by_year,
+        data, x=x, y=y, size="params_m", color="family", log_x=not by_year,
         hover_name="model", hover_data={x: False} | {k: v for k, v in HOVER.items() if k in data},
-        size_max=28, labels={x: label, "acc1": "ImageNet top-1 (%)", "family": "Family"},
+        size_max=28, labels={x: label, y: y_label, "family": "Family"},
         category_orders={"family": order}, color_discrete_sequence=px.colors.qualitative.Dark24,
     )
-    front = data[pareto_front(data[column].to_numpy(), data["acc1"].to_numpy())].sort_values(column)
+    score = data[y].to_numpy() if metric == "acc1" else -data[y].to_numpy()  # the front wants higher = better
+    front = data[pareto_front(data[column].to_numpy(), score)].sort_values(column)
     # Labels point inwards, so the leftmost ones are not cut off by the axis.
     lx = front[x].to_numpy(dtype=float) if by_year else np.log10(front[x].to_numpy())
     rightward = lx < (lx.min() + lx.max()) / 2
-    shown = label_mask(lx, front["acc1"].to_numpy(), list(front["model"]), rightward)
+    shown = label_mask(lx, front[y].to_numpy(), list(front["model"]), rightward)
     fig.add_trace(go.Scatter(
-        x=front[x], y=front["acc1"], mode="lines+text", name="Best so far" if by_year else "Pareto frontier",
+        x=front[x], y=front[y], mode="lines+text", name="Best so far" if by_year else "Pareto frontier",
         text=front["model"].where(shown, ""), textposition=np.where(rightward, "top right", "top left"),
         textfont={"size": 10, "color": "#333", "shadow": "auto"},  # a halo keeps it legible over bubbles
         line={"color": "rgba(40,40,40,0.55)", "dash": "dot", "width": 2, "shape": "hv" if by_year else "linear"},
@@ -88,8 +98,8 @@ def pareto_figure(frame: pd.DataFrame, axis: str) -> go.Figure:
         ticks = log_ticks(data[column].min(), data[column].max())
         low, high = np.log10(data[column].min()), np.log10(data[column].max())
         fig.update_xaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks], range=[low - 0.1, high + 0.1])
-    line = ("dotted line = best top-1 so far (a record holder: no earlier or same-year model is more accurate)"
-            if by_year else "dotted line = Pareto frontier (no model is both cheaper and more accurate)")
+    line = (f"dotted line = best {measure} so far (a record holder: no earlier or same-year model {record})"
+            if by_year else f"dotted line = Pareto frontier (no model {frontier})")
     # A legend under the chart wraps instead of scrolling: every family stays visible.
     fig.update_layout(
         # Two lines: one did not fit beside the sidebar in a 1024 px window, and a plotly title does not wrap.

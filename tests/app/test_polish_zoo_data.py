@@ -1,5 +1,6 @@
 """Readability of the zoo chart, grid and comparison, and of the Data page's figures and notes."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +104,24 @@ def test_against_year_the_line_is_the_record_of_the_best_top1_so_far(table):
     xs = np.concatenate([np.asarray(t.x, dtype=float) for t in fig.data[:-1]])
     assert np.abs(xs - np.round(xs)).max() <= 0.3
     assert len(np.unique(np.round(xs, 3))) > table.year.nunique()
+
+
+def test_the_record_line_of_top5_error_falls_as_the_slides_ilsvrc_chart(table):
+    fig = figures.pareto_figure(table, "year", "err5")
+    line = fig.data[-1]
+    assert fig.layout.yaxis.title.text == "ImageNet top-5 error (%)" and "best top-5 error so far" in fig.layout.title.text
+    err = np.asarray(line.y, dtype=float)
+    assert (np.diff(err) < 0).all()  # each record lowers the error of the one before
+    for x, e in zip(line.x, err, strict=True):  # and no model of its year or before has a lower one
+        assert e == pytest.approx(100 - table[table.year <= round(x)].acc5.max())
+    plotted = {name for trace in fig.data[:-1] for name in trace.hovertext}
+    assert not any(name.startswith("efficientnet_lite") for name in plotted)  # no top-5 in their metadata
+
+
+def test_the_zoo_page_offers_top5_error_and_says_what_it_is():
+    at = AppTest.from_file(str(ROOT / "app_pages/zoo.py"), default_timeout=180).run()
+    at.segmented_control(key="y").set_value("err5").run()
+    assert not at.exception
+    assert any(c.value.startswith("y-axis: 100 − the weights' own top-5 accuracy") for c in at.caption)
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert chart["layout"]["yaxis"]["title"]["text"] == "ImageNet top-5 error (%)"
