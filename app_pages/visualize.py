@@ -158,7 +158,7 @@ with dreams:
                             f" · {dream.gain_text(shown['dream'].gain)}")
         if shown.get("seen"):  # the head's reading of each: which classes the dream made it see more
             for column, top in zip((before, after), shown["seen"], strict=True):
-                column.caption(f"{spec.model}'s ImageNet head: {vv.seen_text(top)}")
+                column.caption(f"{shown['model']}'s ImageNet head: {vv.seen_text(top)}")
         st.download_button("Download PNG", vv.png(shown["dream"].image), file_name="deepdream.png",
                            mime="image/png")
 

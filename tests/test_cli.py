@@ -141,12 +141,12 @@ def test_a_kept_run_classifies_photos_as_its_validation_did(capsys, tmp_path, fr
     resplit = dataclasses.replace(ds, val_idx=ds.train_idx[:len(ds.val_idx)])  # the same images, split otherwise
     with pytest.raises(ValueError, match="split another way now.*were run \\d+'s training images"):
         predict.answer_validation(spec, run, network, resplit)
-    # The CLI's `mistakes` reloads the run's data and says the same.
-    said_by_cli = run_json(capsys, "mistakes", "--run", str(run["id"]), "--max-per-class", "12", "--top", "99",
-                           "--format", "json")
+    # The CLI's `mistakes` reloads the run's data as the run recorded it was loaded, and says the same.
+    assert run["config"]["tags"]["data_cap"] == 12 and run["config"]["tags"]["data_seed"] == 0
+    said_by_cli = run_json(capsys, "mistakes", "--run", str(run["id"]), "--top", "99", "--format", "json")
     assert said_by_cli["confusion"] == found.confusion(len(ds.classes)).tolist()
     assert [m["index"] for m in said_by_cli["mistakes"]] == found.indices[wrong].tolist()
-    assert main(["mistakes", "--run", str(run["id"])]) == 2  # the whole shapes set: not the run's images
+    assert main(["mistakes", "--run", str(run["id"]), "--max-per-class", "5"]) == 2  # other images
     assert "not on these images: load that dataset as it was" in capsys.readouterr().err
     older = {**run, "result": {**run["result"], "val_split": None}}  # kept before the split was recorded
     with pytest.raises(ValueError, match="predates the record of its validation split"):

@@ -208,7 +208,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             print(f"epoch {stats.epoch:3d}  train loss {stats.train_loss:.4f} acc {stats.train_acc:.3f}  "
                   f"val loss {stats.val_loss:.4f} acc {stats.val_acc:.3f}  {stats.seconds:.2f} s", flush=True)
 
-    payload = _run_and_keep(cfg, dataset, args.data, on_epoch)
+    payload = _run_and_keep(cfg, dataset, args, on_epoch)
     if args.format == "json":
         _print_json(payload)
     else:
@@ -230,7 +230,7 @@ def _sweep(config, dataset, args: argparse.Namespace, blocks: int) -> int:
     depths = sweep_depths(blocks, room=blocks + 1)  # every depth: no demo's queue to fit in here
     for i, depth in enumerate(depths, 1):
         print(f"tlcore: sweep {i}/{len(depths)}: {depth} frozen…", file=sys.stderr, flush=True)
-        out = _run_and_keep(config(depth), dataset, args.data, tags={"sweep": sweep})
+        out = _run_and_keep(config(depth), dataset, args, tags={"sweep": sweep})
         rows.append({"freeze": depth, "val_acc": out["val_acc"], "trainable_params": out["trainable_params"],
                      "seconds_per_epoch": statistics.median(out["timings"]["per_epoch_s"]),
                      "total_s": out["timings"]["total_s"], "run_id": out["run_id"]})
@@ -244,17 +244,20 @@ def _sweep(config, dataset, args: argparse.Namespace, blocks: int) -> int:
     return 0
 
 
-def _run_and_keep(cfg, dataset, source: str, on_epoch=None, tags: dict | None = None) -> dict:
-    """Run one trial here on ``source`` (``--data`` as typed), kept in the run history as it
-    progresses (with its weights, which `tlcore drift --run` reads); returns the result as JSON
-    with its ``run_id``."""
+def _run_and_keep(cfg, dataset, args: argparse.Namespace, on_epoch=None, tags: dict | None = None) -> dict:
+    """Run one trial here on ``dataset``, loaded from ``args.data`` (as typed) with ``args``'s cap per
+    class and seed, kept in the run history as it progresses (with its weights, which `tlcore drift
+    --run` reads); returns the result as JSON with its ``run_id``."""
+    from tlcore import data
     from tlcore.finetune.trial import check_inputs, run_trial
 
     check_inputs(cfg, dataset)  # a mistake in the input is a message, not a failed run in the history
     store = _run_store()
-    # The label keeps the name as typed (the history shows it); the tag, where the files are, so
-    # `drift` finds them from any folder.
-    tags = dict(tags or {}, **({"data_path": where} if (where := _local_path(source)) else {}))
+    source = args.data
+    # The label keeps the name as typed (the history shows it); the tags, where the files are and how
+    # they were loaded, so `drift` and `mistakes` load them again from any folder.
+    tags = dict(tags or {}, **data.load_tags(args.max_per_class, args.seed),
+                **({"data_path": where} if (where := _local_path(source)) else {}))
     run_id = store.create(model=cfg.model, dataset=f"{source}@{dataset.size}px#{dataset.fingerprint}",
                           status="running", config=dict(cfg.__dict__, augment=list(cfg.augment), tags=tags))
 
@@ -366,7 +369,7 @@ def _validate(rec, dataset, args: argparse.Namespace) -> list[dict]:
     advised = recommend.advised_strategy(rec)
     for i, (name, cfg) in enumerate(trials.items(), 1):
         print(f"tlcore: validation {i}/{len(trials)}: {name}…", file=sys.stderr, flush=True)
-        out = _run_and_keep(cfg, dataset, args.data, tags={"validation": vid, "strategy": name})
+        out = _run_and_keep(cfg, dataset, args, tags={"validation": vid, "strategy": name})
         rows.append({"strategy": name, "freeze": cfg.freeze, "pretrained": cfg.pretrained,
                      "advised": name == advised, "val_acc": out["val_acc"],
                      "best_val_acc": max(h["val_acc"] for h in out["history"]),
@@ -636,20 +639,24 @@ def cmd_filters(args: argparse.Namespace) -> int:
 
 
 def _run_dataset(run: dict, args: argparse.Namespace):
-    """A kept run's dataset loaded again: ``--data`` or where the run's files were (its own name
-    for a built-in), at ``--size`` or the run's resolution, with ``--max-per-class`` and ``--seed``."""
+    """A kept run's dataset loaded again, and where from: ``--data`` or where the run's files were
+    (its own name for a built-in), at ``--size`` or the run's resolution, with ``--max-per-class``
+    and ``--seed`` or the cap and seed the run recorded."""
     from tlcore import data
     from tlcore.finetune.predict import run_resolution
 
     name = run["dataset"].rpartition("@")[0] or run["dataset"]  # labels read "NAME@SIZEpx#FINGERPRINT"
+    tags = run["config"].get("tags") or {}
     size = args.size or run_resolution(run) or data.DEFAULT_SIZE
-    source = args.data or (run["config"].get("tags") or {}).get("data_path") or name
+    source = args.data or tags.get("data_path") or name
+    cap = args.max_per_class or tags.get("data_cap")
+    seed = tags.get("data_seed", 0) if getattr(args, "seed", None) is None else args.seed
     try:
-        dataset = data.load(source, size=size, max_per_class=args.max_per_class, seed=getattr(args, "seed", 0))
+        dataset = data.load(source, size=size, max_per_class=cap, seed=seed)
     except data.DatasetError as err:
         raise UsageError(f"cannot reload the run's data ({err}); give it with --data") from None
     _note_skipped(dataset, source)
-    return dataset
+    return dataset, source
 
 
 def cmd_mistakes(args: argparse.Namespace) -> int:
@@ -660,7 +667,7 @@ def cmd_mistakes(args: argparse.Namespace) -> int:
     store = _run_store()
     run = _finished_run(store, args.run_id, "has validation answers")
     spec = zoo.get_spec(run["model"])
-    dataset = _run_dataset(run, args)
+    dataset, _ = _run_dataset(run, args)
     reason = not_its_validation(run, dataset)
     if reason:
         raise UsageError(reason)
@@ -713,10 +720,10 @@ def cmd_drift(args: argparse.Namespace) -> int:
     spec = zoo.get_spec(run["model"])
     device = pick_device(args.device)
     tuned = drift.run_model(run, store, spec, device)  # before the data: a run without weights stops here
-    dataset = _run_dataset(run, args)
+    dataset, source = _run_dataset(run, args)
     if dataset.fingerprint not in run["dataset"]:
-        print(f"tlcore: note: measuring on {args.data or 'its data'} at {dataset.size}px, not the exact images "
-              f"run {args.run_id} trained on", file=sys.stderr)
+        print(f"tlcore: note: measuring on {source} at {dataset.size}px, not the exact images run {args.run_id} "
+              "trained on", file=sys.stderr)
     result = drift.drift(spec, dataset, run["config"], tuned=tuned, tag=drift.run_tag(run),
                          base=zoo.load(spec, device=device),
                          on_step=_progress("pretrained, then fine-tuned activations"))
@@ -979,8 +986,8 @@ def build_parser() -> argparse.ArgumentParser:
     mi.add_argument("--run", dest="run_id", type=_positive_int, required=True, help="a finished run (see `tlcore runs`)")
     mi.add_argument("--data", default=None, help="default: the run's own dataset, reloaded from where it was")
     mi.add_argument("--size", type=_resolution, default=None, help=RESOLUTION_HELP + " (default: the run's)")
-    mi.add_argument("--max-per-class", type=_positive_int, default=None, help="as the run's dataset had it")
-    mi.add_argument("--seed", type=int, default=0, help="the split's seed, as the run's dataset had it")
+    mi.add_argument("--max-per-class", type=_positive_int, default=None, help="default: the run's, where it recorded it")
+    mi.add_argument("--seed", type=_seed, default=None, help="the split's seed (default: the run's, else 0)")
     mi.add_argument("--top", type=_int_at_least(1), default=10, help="how many mistakes to list")
     mi.add_argument("--device", default=None, help=DEVICE_HELP)
     mi.add_argument("--format", choices=["table", "json"], default="table")

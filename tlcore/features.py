@@ -189,7 +189,7 @@ def _compute(model: nn.Module, spec: zoo.ModelSpec, dataset: Dataset, blocks: li
             done = unless_out_of_memory(pooled, start, batch_size, images)
             if done is None:  # a large model or input on a small GPU
                 images = None  # the images go to the device batch by batch from now on
-                batch_size = halved(batch_size, _one_image(spec, size))
+                batch_size = halved(batch_size, one_image(spec, size))
                 continue
             for block, value in done.items():
                 captured[block].append(value)
@@ -227,7 +227,8 @@ def _rows_on(images: torch.Tensor, rows: torch.Tensor, device: torch.device) -> 
     return unless_out_of_memory(chosen.to, device)  # None on a GPU too small: batch by batch, then
 
 
-def _one_image(spec: zoo.ModelSpec, size: int) -> str:
+def one_image(spec: zoo.ModelSpec, size: int) -> str:
+    """What to shrink when one image of ``spec`` at ``size`` px does not fit the device (``halved``)."""
     return f"image in {spec.model} at {size} px: load the dataset at a smaller resolution"
 
 
@@ -390,7 +391,7 @@ def batchnorm_statistics(spec: zoo.ModelSpec, dataset: Dataset, *, model: nn.Mod
             moments.clear()  # a large model on a small GPU: the layers the batch reached had merged it
             moments.update(before)
             del order[layers_seen:]
-            step = halved(step, _one_image(spec, size))
+            step = halved(step, one_image(spec, size))
     modules = dict(layers)
     out = []
     for name in order:

@@ -11,12 +11,12 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.colors import qualitative
 
-from tlcore import features, recommend, zoo
+from tlcore import data, features, recommend, zoo
 from tlcore.finetune import TrialConfig, default_lr, freeze_label, sweep_depths
 from tlcore.finetune.surgery import imagenet_head_params
 from tlcore.jobs import JobManager, Submission
 from tlcore.settings import demo_mode, limits
-from ui import resources
+from ui import data_view, resources
 from ui.demo import visitor
 
 TAGS = ("sweep", "validation", "strategy", "ranking")  # kept with a run's config by whoever queued it
@@ -253,9 +253,12 @@ def first_waiting(run_ids) -> str | None:
 
 
 def submission(cfg: TrialConfig, ds, label: str, tags: dict | None = None) -> Submission:
-    """A trial for the queue, starting from the shared pretrained model (copied by the trial)."""
+    """A trial for the queue on the active dataset ``ds``, starting from the shared pretrained model
+    (copied by the trial); its tags say how the dataset was loaded (cap per class, seed)."""
     model = resources.cached_model(cfg.model, True) if cfg.pretrained else None
-    return Submission(cfg, ds, label, model, {**(tags or {}), "session": visitor()}, owner=visitor())
+    choice = data_view.session_choice()
+    loaded = data.load_tags(choice.max_per_class, choice.seed)
+    return Submission(cfg, ds, label, model, {**(tags or {}), **loaded, "session": visitor()}, owner=visitor())
 
 
 def submit(cfg: TrialConfig, ds, label: str, tags: dict | None = None) -> int:

@@ -9,6 +9,7 @@ import streamlit as st
 
 from tlcore import data, zoo
 from tlcore.data import Dataset
+from tlcore.device import out_of_memory
 from tlcore.finetune import predict
 from ui import progress, resources
 from ui.finetune_view import jobs, precision_label
@@ -18,19 +19,20 @@ SHOWN_PX = 192  # the prepared photo is drawn this wide, its pixels as squares
 MISTAKES_SHOWN = 24
 
 
-@st.cache_resource(max_entries=4, show_spinner="Loading the run's weights…")
-def _probe(run_id: int, created: str) -> predict.Network:
-    """A probe's head on the shared pretrained model (only read), loaded once per run."""
-    run = jobs().store.get(run_id)
-    spec = zoo.get_spec(run["model"])
-    return predict.run_network(spec, run, jobs().store.load_weights(run_id), device=resources.device(),
-                               base=resources.cached_model(spec.key, True))
+@st.cache_data(max_entries=16, show_spinner=False)
+def _head(run_id: int, created: str) -> dict:
+    """A probe's kept head (a Linear's few weights), read once per run."""
+    return jobs().store.load_weights(run_id)
 
 
 def network(run: dict) -> predict.Network:
-    """What answers for ``run``: the fine-tuned network the Inside-the-network page shares too, or the probe."""
+    """What answers for ``run``: the fine-tuned network the Inside-the-network page shares too, or the
+    probe's head on the shared pretrained model (only read; not kept in the probe's cache entry, so
+    a model the shared cache lets go is not held on the device by a probe)."""
     if run["config"].get("freeze") == "all":
-        return _probe(run["id"], run["created"])
+        spec = zoo.get_spec(run["model"])
+        return predict.run_network(spec, run, _head(run["id"], run["created"]), device=resources.device(),
+                                   base=resources.cached_model(spec.key, True))
     return tuned_model(run["id"], run["created"])
 
 
@@ -46,6 +48,13 @@ def photo_source() -> str | bytes | None:
 
 def answer(run: dict, source: str | bytes) -> tuple[np.ndarray, list[tuple[str, float]]]:
     """The photo as the run's images were (the centre square at their resolution) and its top classes."""
+    return _answer(run["id"], run["created"], source)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _answer(run_id: int, created: str, source: str | bytes) -> tuple[np.ndarray, list[tuple[str, float]]]:
+    """Kept per run and photo: the lab reruns on every widget change and live-curve refresh."""
+    run = jobs().store.get(run_id)
     photo = data.load_photo(source)
     spec = zoo.get_spec(run["model"])
     return predict.prepare(run, photo), predict.classify(spec, run, network(run), photo, device=resources.device())
@@ -82,6 +91,11 @@ def try_run(run: dict) -> None:
     except (ValueError, zoo.WeightsUnavailableError) as err:  # a bad photo (DatasetError), weights gone
         st.error(str(err))
         return
+    except RuntimeError as err:
+        if not out_of_memory(err):
+            raise
+        st.error("The device is out of memory (a trial may be training on it): try again when it is done.")
+        return
     c1, c2 = st.columns([1, 2])
     c1.image(enlarged(seen), caption=f"As the run sees it: the centre square at {seen.shape[0]} px")
     c2.plotly_chart(answer_figure(top), width="stretch", config={"displayModeBar": False}, key="try_answer")
@@ -109,7 +123,7 @@ def answers(run: dict, ds: Dataset) -> predict.Answers:
             return predict.answer_validation(spec, run, network(run), ds, device=resources.device(),
                                              on_step=on_step)
 
-    key = (run["id"], run["created"], ds.fingerprint, hash(ds.val_idx.numpy().tobytes()))
+    key = (run["id"], run["created"], ds.fingerprint, ds.split_digest())
     return progress.shared("run_answers", key, compute, max_entries=8)
 
 
@@ -140,7 +154,7 @@ def where_wrong(run: dict, ds: Dataset) -> None:
     if reason:
         c2.info(reason)
         return
-    if not c2.toggle("Show the images it got wrong", key="show_mistakes",
+    if not c2.toggle("Show the images it got wrong", key=f"show_mistakes{run['id']}",  # asked per run
                      help="One pass of the run over the validation images (kept for every session)."):
         return
     try:

@@ -374,12 +374,13 @@ def run_dream(spec: zoo.ModelSpec, model: torch.nn.Module, source: str | bytes, 
         photo = data.load_photo(source, max_side=max_side)
         result = with_progress("Dreaming", lambda on_step: dream.deepdream(spec, model, photo, cfg, on_step=on_step),
                                "dream", on_stop=dream_stopped)
+        seen = [zoo.predict(spec, model, image, top=3) for image in (photo, result.image)]
     except (ValueError, RuntimeError) as err:  # DatasetError for a bad file, a bad setting, out of memory
         st.error(str(err))
         return
+    # The model's name with what it saw: the menu may show another model by the time this is drawn.
     st.session_state.last_dream = {"photo": photo, "dream": result, "name": name, "layers": cfg.layers,
-                                   "asked": cfg.octaves, "seen": [zoo.predict(spec, model, image, top=3)
-                                                                  for image in (photo, result.image)]}
+                                   "asked": cfg.octaves, "seen": seen, "model": spec.model}
 
 
 def seen_text(top: list[tuple[str, float]]) -> str:

@@ -211,3 +211,31 @@ def test_a_validation_says_where_its_first_waiting_trial_is_in_the_queue(monkeyp
     assert finetune_view.first_waiting([11, 14]) is None
     monkeypatch.setenv("TLCORE_DEMO", "1")
     assert "(visitors take turns)" in finetune_view.first_waiting([12])
+
+
+def test_a_fine_tuned_run_answers_in_the_lab_as_the_engine_does():
+    """The lab's answers for a fine-tuned run come from the network the Inside-the-network page shares
+    (not a probe's head), and its validation answers are the engine's."""
+    from tlcore import data
+    from tlcore.finetune import TrialConfig, predict
+    from ui import try_view
+
+    ds = data.load("digits", size=32, max_per_class=6)
+    jobs = finetune_view.jobs()
+    run_id = jobs.submit(TrialConfig(model="efficientnet_lite0", freeze=6, epochs=1, lr=0.05), ds,
+                         dataset_label=f"{ds.name}@{ds.size}px#{ds.fingerprint}")
+    assert jobs.wait(300)
+    run = jobs.store.get(run_id)
+    try:
+        spec = zoo.get_spec(run["model"])
+        assert try_view.network(run) is visualize_view.tuned_model(run_id, run["created"])  # one shared copy
+        engine = predict.run_network(spec, run, jobs.store.load_weights(run_id))
+        seen, top = try_view.answer(run, "coffee")
+        assert seen.shape == (32, 32, 3)
+        expected = predict.classify(spec, run, engine, data.load_photo("coffee"))
+        assert [c for c, _ in top] == [c for c, _ in expected]
+        assert [p for _, p in top] == pytest.approx([p for _, p in expected], abs=1e-4)
+        found = try_view.answers(run, ds)
+        assert found.said.tolist() == predict.answer_validation(spec, run, engine, ds).said.tolist()
+    finally:
+        jobs.store.delete([run_id])

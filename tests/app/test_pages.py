@@ -313,13 +313,16 @@ def test_finetune_page_runs_a_trial_in_the_background_and_keeps_it():
         try_view.answer(kept, b"GIF89a but not really")
     # Where it goes wrong: the stored confusion matrix, and on demand the validation images it got wrong.
     assert f"Where run #{run_id} goes wrong" in [h.value for h in at.subheader]
-    at.toggle(key="show_mistakes").set_value(True).run()
+    at.toggle(key=f"show_mistakes{run_id}").set_value(True).run()
     assert not at.exception
     ds = data.load(kept["dataset"].split("@")[0], size=predict.run_resolution(kept))
     found = predict.answer_validation(spec, kept, network, ds)
     n, wrong = len(found.truth), len(found.mistakes())
+    assert kept["config"]["tags"]["data_cap"] is None and kept["config"]["tags"]["data_seed"] == 0  # how it loaded
     if wrong:
         assert any(c.value.startswith(f"{wrong} of {n} validation images wrong") for c in at.caption)
+        gallery = at.get("image")[-1].proto.imgs  # the mistakes, one image each, captioned as the engine says
+        assert [i.caption for i in gallery] == try_view.mistakes_caption(found, kept["result"]["classes"])
     else:
         assert at.success[0].value == f"It got all {n} validation images right."
 

@@ -13,6 +13,7 @@ from tlcore.data.sources import (
     load,
     load_folder,
     load_photo,
+    load_tags,
     load_uploads,
     load_zip,
     local_version,
@@ -20,6 +21,6 @@ from tlcore.data.sources import (
 
 __all__ = [
     "DEFAULT_SIZE", "PHOTOS", "VALID_LAYOUT", "Dataset", "DatasetError", "DatasetUnavailableError", "Profile",
-    "Skipped", "check_local_access", "is_named", "list_sources", "load", "load_folder", "load_photo", "load_uploads", "load_zip",
+    "Skipped", "check_local_access", "is_named", "list_sources", "load", "load_tags", "load_folder", "load_photo", "load_uploads", "load_zip",
     "local_version",
 ]

@@ -143,6 +143,12 @@ def _folder_key(root, members: list[archive.Member]) -> str:
     return h.hexdigest()
 
 
+def load_tags(max_per_class: int | None, seed: int) -> dict:
+    """How a dataset was loaded beyond its source and size, kept with a run so the same images, split
+    the same way, can be loaded again (its validation images told apart from its training ones)."""
+    return {"data_cap": max_per_class, "data_seed": seed}
+
+
 def is_named(source: str) -> bool:
     """``source`` names a built-in or a torchvision set (``load`` reads those first), not a path."""
     return source in builtin.BUILTINS or source.startswith("torchvision:")

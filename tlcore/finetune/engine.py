@@ -77,6 +77,14 @@ def train_one_epoch(loop: Loop, idx: torch.Tensor, *, opt: torch.optim.Optimizer
 
 
 @torch.no_grad()
+def confusion(truth: torch.Tensor, said: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """n×n counts, rows: true class, columns: what was said (a trial's stored matrix, and the lab's)."""
+    counts = torch.zeros(n_classes, n_classes, dtype=torch.long)
+    counts.index_put_((truth.cpu().long(), said.cpu().long()), torch.ones(len(truth), dtype=torch.long),
+                      accumulate=True)
+    return counts
+
+
 def evaluate(loop: Loop, idx: torch.Tensor) -> tuple[float, float, torch.Tensor | None]:
     """(loss, accuracy, predictions) over ``idx``."""
     loop.model.eval()

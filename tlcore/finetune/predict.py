@@ -9,12 +9,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
-from sklearn.metrics import confusion_matrix as sklearn_confusion
 from torch import nn
 
 from tlcore import features, zoo
 from tlcore.data import Dataset
 from tlcore.data.decode import square_rgb
+from tlcore.device import halved, inference_batch, unless_out_of_memory, working
+from tlcore.finetune.engine import confusion
 from tlcore.hooks import Capture
 from tlcore.vis.drift import finetuned_model
 
@@ -93,7 +94,7 @@ class Answers:
 
     def confusion(self, n_classes: int) -> np.ndarray:
         """Rows: true class, columns: what the run said (the layout of a trial's stored confusion)."""
-        return sklearn_confusion(self.truth, self.said, labels=range(n_classes))
+        return confusion(torch.from_numpy(self.truth), torch.from_numpy(self.said), n_classes).numpy()
 
     def mistakes(self) -> np.ndarray:
         """Positions (into ``indices``) of the wrong answers, the most confident first: those teach most."""
@@ -117,24 +118,35 @@ def not_its_validation(run: dict, dataset: Dataset) -> str:
 
 
 def answer_validation(spec: zoo.ModelSpec, run: dict, network: Network, dataset: Dataset, *,
-                      device: torch.device | str = "cpu", batch_size: int = 64,
+                      device: torch.device | str = "cpu", batch_size: int | None = None,
                       on_step: features.OnStep | None = None) -> Answers:
     """``run``'s answers for its validation images, read as the run read them. ``dataset`` must be
-    the run's, split as it was: its classes at its resolution, and the same validation images."""
+    the run's, split as it was: its classes at its resolution, and the same validation images.
+    Batches halve when the device runs out of memory (a trial may be training beside it)."""
     reason = not_its_validation(run, dataset)
     if reason:
         raise ValueError(reason)
-    size, indices = features.read_size(spec, dataset.size), dataset.val_idx
-    said, confidence = [], []
-    with torch.inference_mode():
-        for start in range(0, len(indices), batch_size):
-            rows = indices[start:start + batch_size]
-            logits = network(features.normalise(dataset.images[rows].to(device), spec, size))
-            best = logits.float().softmax(dim=1).max(dim=1)
-            said.append(best.indices.cpu())
-            confidence.append(best.values.cpu())
+    device = torch.device(device)
+    size, rows = features.read_size(spec, dataset.size), dataset.val_idx
+    batch_size = batch_size or inference_batch(device, size)
+
+    def best(start: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = features.normalise(dataset.images[rows[start:start + n]].to(device), spec, size)
+        top = network(x).float().softmax(dim=1).max(dim=1)
+        return top.indices.cpu(), top.values.cpu()
+
+    said, confidence = [torch.zeros(0, dtype=torch.long)], [torch.zeros(0)]
+    start = 0
+    with torch.inference_mode(), working(device):  # a trial meanwhile is marked as timed under load
+        while start < len(rows):
+            done = unless_out_of_memory(best, start, batch_size)
+            if done is None:
+                batch_size = halved(batch_size, features.one_image(spec, size))
+                continue
+            said.append(done[0])
+            confidence.append(done[1])
+            start += batch_size
             if on_step is not None:
-                on_step(start + len(rows), len(indices))
-    empty = torch.zeros(0)
-    return Answers(indices=indices.numpy(), truth=dataset.labels[indices].numpy(),
-                   said=torch.cat(said or [empty.long()]).numpy(), confidence=torch.cat(confidence or [empty]).numpy())
+                on_step(min(start, len(rows)), len(rows))
+    return Answers(indices=rows.numpy(), truth=dataset.labels[rows].numpy(), said=torch.cat(said).numpy(),
+                   confidence=torch.cat(confidence).numpy())

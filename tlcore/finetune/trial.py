@@ -23,7 +23,7 @@ from tlcore.finetune.config import (
     TrialDiverged,
     TrialResult,
 )
-from tlcore.finetune.engine import Loop, Prepare, evaluate, train_one_epoch, training_dtype
+from tlcore.finetune.engine import Loop, Prepare, confusion, evaluate, train_one_epoch, training_dtype
 from tlcore.finetune.surgery import freeze, head_params, replace_head
 from tlcore.fold import folded
 from tlcore.hooks import private_copy
@@ -126,11 +126,7 @@ def _base_model(cfg: TrialConfig, spec: zoo.ModelSpec, model: nn.Module | None, 
 
 def _confusion(dataset: Dataset, preds: torch.Tensor) -> list[list[int]]:
     """Rows: true class, columns: predicted, over the validation images."""
-    n = len(dataset.classes)
-    confusion = torch.zeros(n, n, dtype=torch.long)
-    truth = dataset.labels[dataset.val_idx]
-    confusion.index_put_((truth, preds.cpu()), torch.ones_like(truth), accumulate=True)
-    return confusion.tolist()
+    return confusion(dataset.labels[dataset.val_idx], preds, len(dataset.classes)).tolist()
 
 
 @torch.no_grad()
