@@ -39,7 +39,8 @@ def network(run: dict) -> predict.Network:
 def photo_source() -> str | bytes | None:
     """A bundled photo's name or an upload's bytes (None until one is chosen)."""
     c1, c2 = st.columns([1, 2])
-    kind = c1.segmented_control("Photo", ["Bundled", "Upload"], default="Bundled", key="try_source", required=True)
+    kind = c1.segmented_control("Photo", ["Bundled", "Upload"], default="Bundled", key="try_source", required=True,
+                                wrap=True)
     if kind == "Upload":
         upload = c2.file_uploader("A photo (JPEG, PNG, WebP, …)", type=None, key="try_upload")
         return upload.getvalue() if upload else None
