@@ -21,6 +21,19 @@ def test_images_too_small_for_a_network_are_read_at_the_smallest_size_it_works_a
     assert logits.softmax(dim=1).max(dim=1).values.mean() > 0.2
 
 
+def test_at_its_crop_size_or_above_a_network_reads_images_as_they_are_without_searching(monkeypatch):
+    def searched(spec):
+        raise AssertionError("the smallest-input search ran")  # 2.5 s of a first 224 px trial's setup
+
+    monkeypatch.setattr(zoo, "smallest_input", searched)
+    for key in ("efficientnet_lite0", "resnet18", "inception_v3"):
+        spec = zoo.get_spec(key)
+        assert features.read_size(spec, spec.crop_size) == spec.crop_size
+        assert features.read_size(spec, spec.crop_size + 32) == spec.crop_size + 32
+    with pytest.raises(AssertionError, match="search ran"):  # below it, the search decides
+        features.read_size(zoo.get_spec("resnet18"), 64)
+
+
 def test_penultimate_features_are_the_classifier_input(tiny):
     spec = zoo.get_spec("efficientnet_lite0")
     feats = features.extract(spec, tiny)
