@@ -19,7 +19,7 @@ BATCHES = [1, 8, 32, 64, 128, 256]
 PARAM_STEPS = [1, 2, 5, 10, 25, 50, 100, 250, 1000]  # millions
 MAX_PER_CLICK = 20
 AXIS_LABELS = {"latency": "Measured latency", "params": "Parameters", "gflops": "GFLOPs", "year": "Year"}
-METRIC_LABELS = {"acc1": "Top-1 accuracy", "err5": "Top-5 error"}
+METRIC_LABELS = {"acc1": "Top-1", "err5": "Top-5 error"}  # short: one row beside the x-axis at 1024 px
 TOP5_NOTE = ("100 − the weights' own top-5 accuracy (torchvision's metadata: one model, one centre crop, the "
              "validation set). The slides' ILSVRC figures are competition entries (ensembles of models, many "
              "crops, the test set), so theirs are lower for the same architecture. Weights whose metadata has no "
@@ -111,7 +111,7 @@ def controls(table: pd.DataFrame) -> View:
 
 def axis_control() -> None:
     """The chart's axes, drawn above the chart (their values, seeded by ``controls``, are in ``View``)."""
-    c1, c2 = st.columns([3, 2])
+    c1, c2 = st.columns([2.2, 1])  # each in one row from a 1024 px window up
     c1.segmented_control("Chart x-axis", list(AXIS_LABELS), key="x", required=True, format_func=AXIS_LABELS.get,
                          wrap=True)
     c2.segmented_control("Chart y-axis", list(METRIC_LABELS), key="y", required=True,
