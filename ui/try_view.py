@@ -129,6 +129,7 @@ def answers(run: dict, ds: Dataset) -> predict.Answers:
 
 
 def mistakes_caption(found: predict.Answers, classes: list[str]) -> list[str]:
+    """'true → said (p %)' for each mistake shown, the surest first."""
     return [f"{classes[found.truth[i]]} → {classes[found.said[i]]} ({100 * found.confidence[i]:.0f}\u00a0%)"
             for i in found.mistakes()[:MISTAKES_SHOWN]]
 
