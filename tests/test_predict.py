@@ -27,3 +27,22 @@ def test_the_lab_and_a_trial_count_the_confusion_with_one_function():
     assert answers([2, 2, 0], [2, 1, 0], [1, 1, 1]).confusion(3).tolist() == confusion(truth, said, 3).tolist()
     empty = answers([], [], [])
     assert empty.mistakes().tolist() == [] and np.isnan(empty.accuracy()) and empty.confusion(2).sum() == 0
+
+
+def test_evaluation_prepares_and_runs_its_batches_without_gradients():
+    """evaluate is the trial's per-epoch validation: no autograd graph, the batch's preparation included."""
+    from torch import nn
+
+    from tlcore.finetune import TrialConfig
+    from tlcore.finetune.engine import Loop, evaluate
+
+    seen = []
+
+    def prepare(batch: torch.Tensor, train: bool) -> torch.Tensor:
+        seen.append(torch.is_grad_enabled())
+        return torch.randn(len(batch), 4)
+
+    loop = Loop(nn.Linear(4, 3), torch.tensor([0, 1, 2, 0]), prepare,
+                TrialConfig(model="efficientnet_lite0", batch_size=2), torch.device("cpu"))
+    _, _, preds = evaluate(loop, torch.arange(4))
+    assert seen == [False, False] and preds.shape == (4,)

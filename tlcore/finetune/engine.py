@@ -76,7 +76,6 @@ def train_one_epoch(loop: Loop, idx: torch.Tensor, *, opt: torch.optim.Optimizer
     return loss, acc
 
 
-@torch.no_grad()
 def confusion(truth: torch.Tensor, said: torch.Tensor, n_classes: int) -> torch.Tensor:
     """n×n counts, rows: true class, columns: what was said (a trial's stored matrix, and the lab's)."""
     counts = torch.zeros(n_classes, n_classes, dtype=torch.long)
@@ -85,6 +84,7 @@ def confusion(truth: torch.Tensor, said: torch.Tensor, n_classes: int) -> torch.
     return counts
 
 
+@torch.no_grad()
 def evaluate(loop: Loop, idx: torch.Tensor) -> tuple[float, float, torch.Tensor | None]:
     """(loss, accuracy, predictions) over ``idx``."""
     loop.model.eval()
