@@ -175,10 +175,12 @@ if picked:
         e3.download_button(f"Weights of run #{picked[0]} (state_dict)", weights,
                            file_name=f"run-{picked[0]}.pt",
                            help="torch.load(path, weights_only=True)")
-    finished = [r for r in map(fv.jobs().store.get, picked) if r["status"] == "done" and r["result"]]
-    if finished:
-        try_view.try_run(finished[0])
-        try_view.where_wrong(finished[0], ds)
+    done = set(frame.run[frame.status == "done"])
+    first_done = next((i for i in picked if i in done), None)  # the table says which: one run read, not all
+    if first_done is not None:
+        run = fv.jobs().store.get(first_done)
+        try_view.try_run(run)
+        try_view.where_wrong(run, ds)
 sweeps = [s for s in frame.sweep.unique() if s]
 if sweeps:
     st.subheader("Freeze-depth sweep")

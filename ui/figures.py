@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import plotly.express as px
@@ -16,12 +18,24 @@ AXES = {
     "year": ("year", "Year of the architecture's paper"),
 }
 LINEAR_AXES = {"year"}  # the others span decades and read on a log axis
-# The chart's y: (column, label, what "best" means there). Top-5 error is the measure of the ILSVRC
-# charts in the slides; it is computed from the weights' top-5 accuracy (100 − acc5).
-METRICS = {  # column, axis title, name, then what no model does on the record line and on the frontier
-    "acc1": ("acc1", "ImageNet top-1 (%)", "top-1", "is more accurate", "is both cheaper and more accurate"),
-    "err5": ("err5", "ImageNet top-5 error (%)", "top-5 error", "has a lower error",
-             "is both cheaper and lower in error"),
+@dataclass(frozen=True)
+class Metric:
+    """A y-axis of the chart: its column, title and name, which way is better, and what no model on
+    the record line (against year) or the frontier (against cost) is beaten at."""
+
+    column: str
+    title: str
+    name: str
+    higher_is_better: bool
+    record: str
+    frontier: str
+
+
+# Top-5 error is the measure of the slides' ILSVRC charts: 100 − the weights' top-5 accuracy.
+METRICS = {
+    "acc1": Metric("acc1", "ImageNet top-1 (%)", "top-1", True, "is more accurate", "is both cheaper and more accurate"),
+    "err5": Metric("err5", "ImageNet top-5 error (%)", "top-5 error", False, "has a lower error",
+                   "is both cheaper and lower in error"),
 }
 
 HOVER = {"key": True, "family": True, "year": True, "params_m": ":.2f", "gflops": ":.2f",
@@ -65,7 +79,8 @@ def pareto_figure(frame: pd.DataFrame, axis: str, metric: str = "acc1") -> go.Fi
     the frontier is the record line: the best so far, the ILSVRC-winners chart of the slides drawn
     from this zoo. Models without the metric (no top-5 in their metadata) are left out."""
     column, label = AXES[axis]
-    y, y_label, measure, record, frontier = METRICS[metric]
+    m = METRICS[metric]
+    y = m.column
     by_year = axis in LINEAR_AXES
     data = frame.assign(err5=100 - frame["acc5"]).dropna(subset=[column, y])
     x = "x"
@@ -74,10 +89,10 @@ def pareto_figure(frame: pd.DataFrame, axis: str, metric: str = "acc1") -> go.Fi
     fig = px.scatter(
         data, x=x, y=y, size="params_m", color="family", log_x=not by_year,
         hover_name="model", hover_data={x: False} | {k: v for k, v in HOVER.items() if k in data},
-        size_max=28, labels={x: label, y: y_label, "family": "Family"},
+        size_max=28, labels={x: label, y: m.title, "family": "Family"},
         category_orders={"family": order}, color_discrete_sequence=px.colors.qualitative.Dark24,
     )
-    score = data[y].to_numpy() if metric == "acc1" else -data[y].to_numpy()  # the front wants higher = better
+    score = data[y].to_numpy() if m.higher_is_better else -data[y].to_numpy()  # the front wants higher = better
     front = data[pareto_front(data[column].to_numpy(), score)].sort_values(column)
     # Labels point inwards, so the leftmost ones are not cut off by the axis.
     lx = front[x].to_numpy(dtype=float) if by_year else np.log10(front[x].to_numpy())
@@ -98,8 +113,8 @@ def pareto_figure(frame: pd.DataFrame, axis: str, metric: str = "acc1") -> go.Fi
         ticks = log_ticks(data[column].min(), data[column].max())
         low, high = np.log10(data[column].min()), np.log10(data[column].max())
         fig.update_xaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks], range=[low - 0.1, high + 0.1])
-    line = (f"dotted line = best {measure} so far (a record holder: no earlier or same-year model {record})"
-            if by_year else f"dotted line = Pareto frontier (no model {frontier})")
+    line = (f"dotted line = best {m.name} so far (a record holder: no earlier or same-year model {m.record})"
+            if by_year else f"dotted line = Pareto frontier (no model {m.frontier})")
     # A legend under the chart wraps instead of scrolling: every family stays visible.
     fig.update_layout(
         # Two lines: one did not fit beside the sidebar in a 1024 px window, and a plotly title does not wrap.
