@@ -29,7 +29,7 @@ DEFAULT_WEIGHTS_NOTE = ("torchvision's recommended weights, which may come from 
                         "(IMAGENET1K_V2) than the paper's; turn Default weights off to see every weight, V1 included.")
 GFLOPS_NOTE = ("Multiply-adds per image at the weights' crop size, in 1e9 (torchvision's count). Elsewhere "
                "\"FLOPs\" often means 2 × multiply-adds, so figures there can be twice these.")
-YEAR_NOTE = ("the year of the architecture's paper, while top-1 is the weights' own: torchvision's newer "
+YEAR_NOTE = ("the year of the architecture's paper, while the accuracy (top-1 or top-5) is the weights' own: torchvision's newer "
              "training recipes (IMAGENET1K_V2) lift older architectures years after their paper. Turn First "
              "weights on for the figures of each architecture's first weights, as the slides quote them.")
 FIRST_WEIGHTS_NOTE = ("One row per architecture: torchvision's first weights for it trained on ImageNet alone "
