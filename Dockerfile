@@ -25,8 +25,9 @@ COPY --chown=app:app . .
 RUN pip install --no-deps -e .
 
 USER app
-# Every architecture's depth and block list, worked out once here (about 11 s on 2 cores) and kept in
-# TLCORE_HOME: otherwise the first visitor of a fresh container waits for it on the zoo page.
+# Every architecture's depth and block list: shipped for torchvision 0.29.1 (tlcore/zoo/known/); for
+# another TORCH_SPEC worked out once here (about 11 s on 2 cores) and kept in TLCORE_HOME, or the
+# first visitor of a fresh container would wait for it on the zoo page.
 RUN python -m tlcore zoo --format csv > /dev/null
 # The Inside-the-network page's first view too — its first model's middle layer on the default
 # dataset, rendered with the device's settings (tests/app/test_visualize.py keeps this in step with

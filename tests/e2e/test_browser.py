@@ -28,8 +28,9 @@ _stop_server = appserver.stop
 
 def _home_knowing_the_architectures(tmp_path) -> str:
     """A fresh data dir that already holds every architecture's depth, blocks and layers (and Lite0's
-    smallest input), as the Docker image's does: a new home would otherwise spend ~17 s of a 2-core
-    CI machine rebuilding them on the meta device, which other tests cover."""
+    smallest input), as the Docker image's does, where the package ships none for this torchvision
+    (tlcore.zoo.facts): a new home would otherwise spend ~17 s of a 2-core CI machine rebuilding
+    them on the meta device, which other tests cover."""
     from tlcore import paths, zoo
 
     zoo.zoo_table()  # fills this test session's own home once (free when a page test ran first)

@@ -15,11 +15,10 @@ import functools
 from dataclasses import asdict, dataclass
 
 import torch
-import torchvision
 from torch import nn
 
-from tlcore import paths
-from tlcore.zoo.loading import blocks_of
+from tlcore.zoo import facts
+from tlcore.zoo.loading import arch_key, blocks_of
 from tlcore.zoo.spec import ModelSpec
 
 # Families not offered for visualisation: maps that are not N×C×H×W (ViT's tokens; Swin keeps
@@ -27,7 +26,7 @@ from tlcore.zoo.spec import ModelSpec
 NO_CHANNEL_MAPS = ("vit", "swin", "swin_v2", "maxvit")
 
 
-VERSION = 2  # of the selection rule above: part of the disk cache's name
+KIND = "layers-v2"  # v2: the selection rule above; a new rule is a new name (``facts``)
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,11 @@ def _candidates(model: nn.Module, spec: ModelSpec) -> list[tuple[str, str]]:
     return out
 
 
-def _trace(spec: ModelSpec) -> list[dict]:
+def layers_key(spec: ModelSpec) -> str:
+    return f"{arch_key(spec)}|{spec.crop_size}"
+
+
+def work_out_layers(spec: ModelSpec) -> list[dict]:
     from tlcore.zoo.loading import trace_on_meta
 
     candidates: list[tuple[str, str]] = []
@@ -86,11 +89,10 @@ def _trace(spec: ModelSpec) -> list[dict]:
 @functools.cache
 def layers(spec: ModelSpec) -> tuple[Layer, ...]:
     """The visualisable layers of ``spec``'s architecture in forward order (empty for models
-    without channel maps). Cached on disk per torchvision version and in memory."""
+    without channel maps). Shipped or cached on disk per torchvision version (``facts``), and in memory."""
     if spec.family in NO_CHANNEL_MAPS:
         return ()
-    key = f"{spec.model}|{dict(spec.arch_kwargs)}|{spec.crop_size}"
-    rows = paths.cached_json(f"layers-v{VERSION}-tv{torchvision.__version__}.json", key, lambda: _trace(spec))
+    rows = facts.fact(KIND, layers_key(spec), lambda: work_out_layers(spec))
     return tuple(Layer(**r) for r in rows)
 
 

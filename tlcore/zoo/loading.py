@@ -13,9 +13,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torchvision.models import get_model, regnet
 
-from tlcore import paths
 from tlcore.choices import RESOLUTION_PX
-from tlcore.zoo import lite
+from tlcore.zoo import facts, lite
 from tlcore.zoo.blocks import block_list, depth, weight_layers
 from tlcore.zoo.registry import weights_available
 from tlcore.zoo.spec import Block, ModelSpec
@@ -124,41 +123,47 @@ def _load_torchvision(spec: ModelSpec) -> nn.Module:
         ) from err
 
 
+ARCH_INFO = "arch-info-v2"  # v2: "depth" became the longest path (it counted every weight layer)
+SMALLEST_INPUT = "smallest-input"
+
+
+def arch_key(spec: ModelSpec) -> str:
+    """What tells architectures apart (weights do not)."""
+    return f"{spec.model}|{dict(spec.arch_kwargs)}"
+
+
 @functools.cache  # pages ask on every rerun; a spec is frozen and hashable
 def arch_info(spec: ModelSpec) -> dict:
-    """Depth and block list, from a meta-device build, cached on disk per torchvision version."""
+    """Depth and block list, from a meta-device build (shipped or cached on disk: ``facts``)."""
+    return facts.fact(ARCH_INFO, arch_key(spec), lambda: work_out_arch_info(spec))
 
-    def compute() -> dict:
-        model = build_meta(spec)
-        return {"depth": depth(model), "weight_layers": weight_layers(model),
-                "blocks": [asdict(b) for b in block_list(model, spec.family)]}
 
-    key = f"{spec.model}|{dict(spec.arch_kwargs)}"
-    # v2: "depth" became the longest path (it counted every weight layer, now "weight_layers").
-    return paths.cached_json(f"arch-info-v2-tv{torchvision.__version__}.json", key, compute)
+def work_out_arch_info(spec: ModelSpec) -> dict:
+    model = build_meta(spec)
+    return {"depth": depth(model), "weight_layers": weight_layers(model),
+            "blocks": [asdict(b) for b in block_list(model, spec.family)]}
 
 
 @functools.cache
 def smallest_input(spec: ModelSpec) -> int:
     """The smallest square input, in px, at which ``spec``'s last convolution still gives a map of
-    2×2 positions or more (from meta-device passes, cached on disk). Below it the network pools a
+    2×2 positions or more (from meta-device passes; shipped or cached on disk). Below it the network pools a
     single position and its pretrained features collapse: EfficientNet-Lite0's ImageNet head gave
     the chelsea photo a top probability of 0.02 at 32 px, 0.11 at 48 and 0.04 at 63, then 0.90 at
     64, its first size with a 2×2 map (its padding is fixed for 224 px); Lite2's features were all
     zero at 32 px, its last size with a 1×1 map, and it named the cat again at 48."""
+    return facts.fact(SMALLEST_INPUT, arch_key(spec), lambda: work_out_smallest_input(spec))
 
-    def compute() -> int:
-        model = build_meta(spec)
-        lo, hi = RESOLUTION_PX  # the sizes a dataset may have
-        if _last_map(model, hi) < 2:
-            return lo  # no size in range gives two positions (or none is taken): nothing to enforce
-        while lo < hi:  # the map grows with the input: bisect for the first size where it is 2×2
-            mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if _last_map(model, mid) >= 2 else (mid + 1, hi)
-        return lo
 
-    key = f"{spec.model}|{dict(spec.arch_kwargs)}"
-    return paths.cached_json(f"smallest-input-tv{torchvision.__version__}.json", key, compute)
+def work_out_smallest_input(spec: ModelSpec) -> int:
+    model = build_meta(spec)
+    lo, hi = RESOLUTION_PX  # the sizes a dataset may have
+    if _last_map(model, hi) < 2:
+        return lo  # no size in range gives two positions (or none is taken): nothing to enforce
+    while lo < hi:  # the map grows with the input: bisect for the first size where it is 2×2
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if _last_map(model, mid) >= 2 else (mid + 1, hi)
+    return lo
 
 
 def _last_map(model: nn.Module, size: int) -> int:
