@@ -290,9 +290,12 @@ def test_a_size_the_architecture_cannot_take_is_a_clear_message(monkeypatch):
 
 
 def test_cached_prefix_views_are_computed_as_training_needs_them_and_reused(digits):
+    from tlcore.finetune import prefix_cache
+
     cfg = TrialConfig(model="efficientnet_lite0", freeze=7, epochs=2, lr=0.05, augment=("flip", "crop"), seed=3)
+    n_views = prefix_cache.views(cfg, pick_device(None))  # 2 on a CPU, 4 on a GPU
     first = run_trial(cfg, digits)
-    assert first.timings.prefix_cached and first.timings.prefix_views == 4
+    assert first.timings.prefix_cached and first.timings.prefix_views == n_views
     assert first.timings.prefix_views_reused == 0
     again = run_trial(cfg, digits)  # another trial at the same depth: the two views it needs exist
     assert again.timings.prefix_views_reused == 2
@@ -303,7 +306,17 @@ def test_cached_prefix_views_are_computed_as_training_needs_them_and_reused(digi
     assert [h.val_acc for h in again.history] == same([h.val_acc for h in first.history])
     longer = run_trial(TrialConfig(**{**cfg.__dict__, "epochs": 5}), digits)
     assert longer.timings.prefix_views_reused == 2 and len(longer.history) == 5
-    assert run_trial(TrialConfig(**{**cfg.__dict__, "epochs": 5}), digits).timings.prefix_views_reused == 4
+    assert run_trial(TrialConfig(**{**cfg.__dict__, "epochs": 5}), digits).timings.prefix_views_reused == n_views
+
+
+def test_a_cpu_keeps_two_views_where_a_gpu_keeps_four():
+    """On a CPU a view is a whole prefix pass; bench/view_accuracy.py found no accuracy in the other two."""
+    from tlcore.finetune.prefix_cache import views
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")  # a device object: no GPU needed to ask
+    for kinds, on_cpu, on_gpu in ((), 1, 1), (("flip",), 2, 2), (("crop",), 2, 4), (("flip", "crop"), 2, 4):
+        cfg = TrialConfig(model="efficientnet_lite0", freeze=7, augment=kinds)
+        assert (views(cfg, cpu), views(cfg, gpu)) == (on_cpu, on_gpu), kinds
 
 
 def test_a_kept_prefix_store_is_not_reused_for_another_split():
