@@ -26,7 +26,7 @@ RUN pip install --no-deps -e .
 
 USER app
 # Every architecture's depth and block list: shipped for torchvision 0.29.1 (tlcore/zoo/known/); for
-# another TORCH_SPEC worked out once here (about 11 s on 2 cores) and kept in TLCORE_HOME, or the
+# another TORCH_SPEC worked out once here (about 17 s on 2 cores) and kept in TLCORE_HOME, or the
 # first visitor of a fresh container would wait for it on the zoo page.
 RUN python -m tlcore zoo --format csv > /dev/null
 # The Inside-the-network page's first view too — its first model's middle layer on the default

@@ -80,7 +80,11 @@ with st.expander("Training settings", expanded=False):
                                                                     "constant": "constant"}.get, key="ft_schedule",
                             **KEEP, help="Cosine: a short warm-up, then the rate decays to zero; the rates above are "
                                          "its peak.")
-    augment = k7.multiselect("Augmentation", AUGMENTATIONS, default=["flip"], key="ft_augment", **KEEP)
+    augment = k7.multiselect("Augmentation", AUGMENTATIONS, default=["flip"], key="ft_augment", **KEEP,
+                             help="Random horizontal flips and crops (scale 0.75–1) of the training images. "
+                                  "Cached frozen blocks are computed once per view of the images: the images "
+                                  "as they are and one augmented view on a CPU, where each view is a whole "
+                                  "pass; up to three augmented views on a GPU.")
     bn_mode = k8.selectbox("BN statistics", BN_MODES, key="ft_bn", **KEEP,
                            help="BatchNorm running statistics in the frozen blocks: 'frozen' keeps ImageNet's, "
                                 "'train' updates them on your data (the prefix then cannot be cached).")

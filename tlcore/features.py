@@ -79,8 +79,9 @@ def input_size(spec: zoo.ModelSpec, dataset: Dataset) -> int:
 
 def read_size(spec: zoo.ModelSpec, px: int) -> int:
     """``input_size`` for images of ``px``. At the weights' own crop size or above, the network sees
-    at least what it was trained and evaluated on, so the search for its smallest input (2.5 s
-    once per Lite architecture and data dir on a 2-core CPU, in a first trial's setup) is skipped."""
+    at least what it was trained and evaluated on, so the search for its smallest input is skipped
+    (2.5 s of a 2-core CPU once per architecture where the package ships no facts for this
+    torchvision: ``zoo.facts``)."""
     if spec.family in FIXED_INPUT:
         return spec.crop_size
     return px if px >= spec.crop_size else max(px, zoo.smallest_input(spec))

@@ -29,7 +29,7 @@ def dtypes() -> tuple[str, ...]:
     return supported_dtypes(device())
 
 
-@st.cache_resource(show_spinner="Reading the model zoo (first time: building every architecture on the meta device)…")
+@st.cache_resource(show_spinner="Reading the model zoo…")
 def zoo_table() -> pd.DataFrame:
     """Shared by every session, read-only (pages filter and merge into new frames): cache_data
     would unpickle a copy on every run of every session."""
