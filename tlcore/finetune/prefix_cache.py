@@ -37,10 +37,11 @@ def budget(dev: torch.device) -> int:
 
 # On a CPU each augmented view is a whole pass of the frozen prefix (at 224 px about four epochs of
 # the last block's training), and a short trial pays it once per view: 4 views of Lite0 over 256
-# images took 41 s where 2 took 26 s. bench/view_accuracy.py, last block trained, 5 and 10 epochs,
-# 3–4 seeds of shapes, textures, faces and digits: 2 views − 4 views averaged −0.003 in validation
-# accuracy (from −0.05 to +0.03, within three validation images), so a CPU keeps two: the plain
-# images and one augmented view. A GPU computes a view in a fraction of an epoch and keeps four.
+# images took 43 s where 2 took 25 s. bench/view_accuracy.py, last block trained with flips and
+# crops, 16 trials (3–4 seeds of shapes at 224 px, textures at 128, faces at 96, digits at 64 and
+# 96; 5 and 10 epochs): 2 views − 4 views averaged −0.001 in validation accuracy (from −0.050 to
+# +0.034, at most three validation images), so a CPU keeps two: the plain images and one augmented
+# view. A GPU computes a view in a fraction of an epoch and keeps four.
 CPU_MAX_VIEWS = 2
 
 
