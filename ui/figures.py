@@ -73,6 +73,9 @@ def label_mask(x: np.ndarray, y: np.ndarray, names: list[str], rightward: np.nda
     return keep
 
 
+FAMILY_SYMBOLS = ["circle", "square", "diamond", "triangle-up", "pentagon", "star"]
+
+
 def pareto_figure(frame: pd.DataFrame, axis: str, metric: str = "acc1") -> go.Figure:
     """ImageNet top-1 (or top-5 error) against cost (log axis) or year; bubble = params, colour =
     family, frontier line with the labels that fit (every point has its name on hover). Against year
@@ -91,6 +94,9 @@ def pareto_figure(frame: pd.DataFrame, axis: str, metric: str = "acc1") -> go.Fi
         hover_name="model", hover_data={x: False} | {k: v for k, v in HOVER.items() if k in data},
         size_max=28, labels={x: label, y: m.title, "family": "Family"},
         category_orders={"family": order}, color_discrete_sequence=px.colors.qualitative.Dark24,
+        # 22 families are more than colours tell apart at a glance: a shape too, cycling, so
+        # families next to each other in the legend (and in time) differ in both.
+        symbol="family", symbol_sequence=FAMILY_SYMBOLS,
     )
     score = data[y].to_numpy() if m.higher_is_better else -data[y].to_numpy()  # the front wants higher = better
     front = data[pareto_front(data[column].to_numpy(), score)].sort_values(column)
@@ -119,7 +125,7 @@ def pareto_figure(frame: pd.DataFrame, axis: str, metric: str = "acc1") -> go.Fi
     fig.update_layout(
         # Two lines: one did not fit beside the sidebar in a 1024 px window, and a plotly title does not wrap.
         height=620, margin={"l": 10, "r": 10, "t": 56, "b": 10}, template="plotly_white",
-        title={"text": f"Bubble area ∝ parameters · colour = family · hover a bubble for its name<br>{line}",
+        title={"text": f"Bubble area ∝ parameters · colour and shape = family · hover a bubble for its name<br>{line}",
                "font": {"size": 12, "color": "#555"}, "x": 0, "xanchor": "left"},
         legend={"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom",
                 "x": 0, "xanchor": "left", "font": {"size": 11}, "title": {"text": "Family "}},

@@ -57,6 +57,10 @@ def test_pareto_legend_is_below_and_bubble_size_is_explained(table):
     fig = figures.pareto_figure(table, "gflops")
     assert fig.layout.legend.orientation == "h"
     assert "Bubble area ∝ parameters" in fig.layout.title.text
+    # families next to each other in the legend differ in shape as well as colour
+    marks = [(t.marker.color, t.marker.symbol) for t in fig.data if t.legendgroup]
+    assert len(marks) == table.family.nunique() and len(set(marks)) == len(marks)
+    assert all(a[1] != b[1] for a, b in zip(marks, marks[1:], strict=False))
 
 
 def test_label_mask_keeps_the_first_of_two_clashing_labels():
