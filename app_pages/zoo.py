@@ -66,15 +66,19 @@ else:
     st.caption("Pick at least two models.")
 
 with st.expander("Layer by layer, as the papers tabulate them"):
-    st.caption("Every convolution, linear layer and pooling in forward order (VGG's configurations, "
-               "GoogLeNet's Table 1): kind with kernel/stride, channels, output size, parameters and "
-               "multiply-adds per image, from one pass on the meta device (no download). Their sum is the "
-               "GFLOPs column for a convolutional network; attention's own products are not layers here.")
+    st.caption("Every convolution, linear layer and pooling in forward order (VGG's configurations), or one "
+               "row per module (GoogLeNet's Table 1): kind with kernel/stride, channels, output size, "
+               "parameters and multiply-adds per image, from one pass on the meta device (no download). Their "
+               "sum is the GFLOPs column for a convolutional network; attention's own products are not layers here.")
     keys = list(table.key)
-    shown = st.selectbox("Model", keys, index=keys.index(compare[0]) if compare else 0, key="arch_model")
+    a1, a2 = st.columns([3, 2])
+    shown = a1.selectbox("Model", keys, index=keys.index(compare[0]) if compare else 0, key="arch_model")
+    by_module = a2.segmented_control("Rows", ["Layers", "Modules"], default="Layers", key="arch_rows",
+                                     wrap=True, help="Modules: one row per Inception module, residual "
+                                                     "block…, as GoogLeNet's Table 1") == "Modules"
     if note := zoo_view.paper_difference(shown):
         st.warning(f"Not as in the paper: {note}", icon=":material/info:")
-    st.dataframe(zoo_view.architecture_frame(shown), hide_index=True, width="stretch", height=400,
-                 column_config=zoo_view.ARCH_COLUMNS)
+    st.dataframe(zoo_view.architecture_frame(shown, by_module), hide_index=True, width="stretch", height=400,
+                 column_config=zoo_view.MODULE_COLUMNS if by_module else zoo_view.ARCH_COLUMNS)
 
 url_state.write(zoo_view.url_values(view, compare), keep=data_view.URL_KEYS)

@@ -415,6 +415,11 @@ def test_arch_prints_the_papers_table_and_json(capsys):
     assert lines[2].split()[:3] == ["features.0", "conv", "3×3/1"]
     assert main(["arch", "alexnet"]) == 0  # torchvision's AlexNet is not the 2012 paper's: said first
     assert capsys.readouterr().out.splitlines()[1].startswith("Not as in the paper: torchvision's AlexNet follows")
+    modules = run_json(capsys, "arch", "googlenet", "--modules", "--format", "json")["modules"]
+    assert [m["name"] for m in modules][5:7] == ["inception3a", "inception3b"]
+    assert main(["arch", "googlenet", "--modules"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("inception3a"))
+    assert row.split()[:4] == ["inception3a", "Inception", "28×28×256", "2"] and row.endswith("max pool 3×3 → 1×1 32")
 
 
 def test_predict_names_what_the_pretrained_model_sees(capsys):

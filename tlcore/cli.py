@@ -402,6 +402,8 @@ def cmd_arch(args: argparse.Namespace) -> int:
     from tlcore.zoo.families import paper_difference
 
     spec = zoo.get_spec(args.model)
+    if args.modules:
+        return _print_modules(spec, args.format)
     rows = architecture(spec)
     if args.format == "json":
         _print_json({"model": spec.key, "input_px": spec.crop_size, "layers": [asdict(r) for r in rows]})
@@ -417,6 +419,32 @@ def cmd_arch(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r.name:{width}s}  {r.kind:22s} {f'{r.in_channels} → {r.out_channels}':>13s}  {r.out_size:>9s}  "
               f"{r.params:11,d}  {r.macs / 1e6:11,.1f}")
+    return 0
+
+
+def _print_modules(spec, fmt: str) -> int:
+    """``arch --modules``: one row per module, as GoogLeNet's Table 1."""
+    from dataclasses import asdict
+
+    from tlcore.zoo.arch import modules
+    from tlcore.zoo.families import paper_difference
+
+    rows = modules(spec)
+    if fmt == "json":
+        _print_json({"model": spec.key, "input_px": spec.crop_size, "modules": [asdict(r) for r in rows]})
+        return 0
+    print(f"{spec.model} at {spec.crop_size} px: {len(rows)} modules, one row each (depth: weight layers on "
+          "the longest path through it; parts: kernel/stride and output channels, in forward order)")
+    if note := paper_difference(spec.model):
+        print(f"Not as in the paper: {note}")
+    width = max(len(r.name) for r in rows)
+    kinds = max(len(r.kind) for r in rows)
+    print(f"{'module':{width}s}  {'kind':{kinds}s}  {'output':>14s}  depth  {'params':>11s}  {'M mult-adds':>11s}  parts")
+    for r in rows:
+        output = (str(r.out_channels) if r.out_size == "—" else f"{r.out_size} of {r.out_channels}"
+                  if r.out_size.endswith("tokens") else f"{r.out_size}×{r.out_channels}")
+        print(f"{r.name:{width}s}  {r.kind:{kinds}s}  {output:>14s}  {r.depth:5d}  "
+              f"{r.params:11,d}  {r.macs / 1e6:11,.1f}  {r.layers}")
     return 0
 
 
@@ -912,6 +940,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "output size, parameters and multiply-adds (no download)")
     arch.add_argument("model")
     arch.add_argument("--format", choices=["table", "json"], default="table")
+    arch.add_argument("--modules", action="store_true",
+                      help="one row per module (an Inception module, a residual block), as GoogLeNet's Table 1")
     arch.set_defaults(run=cmd_arch)
 
     def model_args(p, layer_help: str, layers: str | None = None, required: bool = True) -> None:

@@ -11,7 +11,7 @@ import streamlit as st
 
 from tlcore import zoo
 from tlcore.zoo import WeightsUnavailableError
-from tlcore.zoo.arch import architecture
+from tlcore.zoo.arch import architecture, modules
 from tlcore.zoo.families import paper_difference as _paper_difference
 from ui import figures, resources, url_state
 
@@ -143,9 +143,12 @@ def filtered(table: pd.DataFrame, view: View) -> pd.DataFrame:
 
 
 @st.cache_data(max_entries=16, show_spinner="Tracing the layers on the meta device…")
-def architecture_frame(key: str) -> pd.DataFrame:
-    rows = pd.DataFrame([asdict(r) for r in architecture(zoo.get_spec(key))])
-    return rows.assign(macs=rows.macs / 1e6)
+def architecture_frame(key: str, by_module: bool = False) -> pd.DataFrame:
+    """Every layer, or one row per module (an Inception module, a residual block: GoogLeNet's Table 1)."""
+    rows = pd.DataFrame([asdict(r) for r in (modules if by_module else architecture)(zoo.get_spec(key))])
+    rows = rows.assign(macs=rows.macs / 1e6)
+    # the long parts last: the numbers stay in view in a narrow window
+    return rows[[c for c in rows.columns if c != "layers"] + ["layers"]] if by_module else rows
 
 
 ARCH_COLUMNS = {
@@ -156,6 +159,17 @@ ARCH_COLUMNS = {
     "out_size": st.column_config.TextColumn("Output"),
     "params": st.column_config.NumberColumn("Params", format="localized"),
     "macs": st.column_config.NumberColumn("M mult-adds", format="%.1f", help="Multiply-adds per image, millions"),
+}
+MODULE_COLUMNS = ARCH_COLUMNS | {
+    "name": st.column_config.TextColumn("Module"),
+    "kind": st.column_config.TextColumn("Kind", help="The layer's kind where the module is one layer, else its class"),
+    "depth": st.column_config.NumberColumn("Depth", help="Weight layers on the longest path through it (the "
+                                                         "papers' count: 2 for an Inception module)"),
+    "layers": st.column_config.TextColumn("Parts", width="large",
+                                          help="Its convolutions (kernel/stride, output channels), linear layers "
+                                               "and poolings, part by part in forward order: an Inception module's "
+                                               "#1×1, #3×3 reduce → #3×3, #5×5 reduce → #5×5, pool → pool proj"),
+    "params": st.column_config.NumberColumn("Params", format="localized", help="All its parameters, BatchNorm's too"),
 }
 
 

@@ -94,6 +94,11 @@ def test_the_zoo_shows_a_models_layers_as_the_papers_tabulate_them():
     assert not at.warning  # VGG-16 is the paper's configuration D
     at.selectbox(key="arch_model").set_value("alexnet.IMAGENET1K_V1").run()
     assert at.warning and "One weird trick" in at.warning[0].value
+    at.selectbox(key="arch_model").set_value("googlenet.IMAGENET1K_V1").run()
+    at.segmented_control(key="arch_rows").set_value("Modules").run()  # GoogLeNet's Table 1
+    table = next(d.value for d in at.dataframe if "layers" in d.value.columns)
+    assert list(table["name"][5:7]) == ["inception3a", "inception3b"] and list(table.depth[5:7]) == [2, 2]
+    assert table.macs.sum() == pytest.approx(1498, rel=1e-3)  # the layers' sum, torchvision's 1.50 GFLOPs
 
 
 def test_the_notes_on_networks_unlike_their_papers_hold_for_torchvision():

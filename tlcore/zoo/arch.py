@@ -1,6 +1,7 @@
 """A network's layers as the papers tabulate them (VGG's configurations A–E, GoogLeNet's Table 1,
 the ZF-net table in the course's slides): each convolution, linear layer and pooling in forward
-order, with its kernel and stride, output shape, parameters and multiply-adds per image.
+order, with its kernel and stride, output shape, parameters and multiply-adds per image; or one row
+per module (an Inception module, a residual block), as GoogLeNet's Table 1 has it.
 
 From one forward pass on the meta device at the weights' crop size: no memory, no download.
 Multiply-adds count convolutions and linear layers, as torchvision's GFLOPs metadata does, so
@@ -9,11 +10,13 @@ their sum is that figure for a convolutional network (attention's own products a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from tlcore.zoo.blocks import depth
 from tlcore.zoo.spec import ModelSpec
 
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
@@ -82,3 +85,120 @@ def architecture(spec: ModelSpec) -> list[ArchRow]:
 
     trace_on_meta(spec, lambda model: [(m, record(n)) for n, m in model.named_modules() if isinstance(m, TABULATED)])
     return rows
+
+
+@dataclass(frozen=True)
+class ModuleRow:
+    name: str  # module path
+    kind: str  # the layer's kind for a module that is one layer, else its class ("Inception")
+    out_channels: int
+    out_size: str
+    depth: int  # weight layers on its longest path (Table 1's "depth": 2 for an Inception module)
+    layers: str  # its convolutions and linear layers, part by part: "branch2: 1×1 96 → 3×3 128"
+    params: int  # all of its parameters (BatchNorm's included)
+    macs: int  # multiply-adds per image
+
+
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def _module_paths(model: nn.Module, members: list[str]) -> list[str]:
+    """The model's parts, opening containers and any module that holds a freezable block's member
+    (``members``: a row stays within one block): VGG's ``features`` → its layers, ResNet's
+    ``layer1`` → its blocks, ViT's ``encoder`` → its encoder layers, GoogLeNet → conv1 …
+    inception3a … fc. (torchvision's conv-norm-activation triple is a Sequential, so it opens to
+    its convolution: one layer, one row.)"""
+    paths: list[str] = []
+
+    def visit(prefix: str, module: nn.Module) -> None:
+        for name, child in module.named_children():
+            path = f"{prefix}{name}"
+            holds_member = any(m.startswith(path + ".") for m in members)
+            if (isinstance(child, _CONTAINERS) or holds_member) and any(True for _ in child.children()):
+                visit(path + ".", child)
+            else:
+                paths.append(path)
+
+    visit("", model)
+    return paths
+
+
+def _short(kind: str) -> str:
+    """"conv 3×3/1" → "3×3", "conv 3×3/1 depthwise" → "3×3 depthwise", "max pool 3×3/1" → "max pool 3×3"."""
+    return re.sub(r"/1\b", "", kind.removeprefix("conv "))
+
+
+def _parts(name: str, rows: list[ArchRow]) -> str:
+    """What a module holds, part by part in forward order: 'branch1: 1×1 64 · branch2: 1×1 96 → 3×3 128'."""
+    if len(rows) == 1:
+        return ""
+    parts: dict[str, list[str]] = {}
+    for r in rows:
+        part = r.name[len(name) + 1:].split(".")[0]
+        step = _short(r.kind) if not r.kind.startswith(("conv", "linear")) else f"{_short(r.kind)} {r.out_channels}"
+        parts.setdefault(part, []).append(step)
+    if len(parts) == 1:  # one part (MobileNet's "block"): its name says nothing
+        return " → ".join(next(iter(parts.values())))
+    return " · ".join(f"{part}: {' → '.join(steps)}" for part, steps in parts.items())
+
+
+def _shape_text(shape: tuple[int, ...], channels: int) -> tuple[int, str]:
+    """(channels, spatial size) of a module's output: N×C×H×W; N×H×W×C where the module keeps
+    channels last (Swin's blocks; ``channels`` is its last layer's width); N×tokens×C (ViT)."""
+    if len(shape) == 4 and shape[-1] == channels != shape[1]:
+        return shape[-1], f"{shape[1]}×{shape[2]}"
+    if len(shape) == 4:
+        return shape[1], f"{shape[2]}×{shape[3]}"
+    if len(shape) == 3:
+        return shape[-1], f"{shape[1]} tokens"
+    return (shape[-1] if len(shape) > 1 else 0), "—"
+
+
+def modules(spec: ModelSpec) -> list[ModuleRow]:
+    """``architecture`` one row per module: its output, depth, parts, parameters and multiply-adds
+    (modules that hold no tabulated layer, such as activations and dropout, are left out; so are
+    those the evaluation pass never runs, like GoogLeNet's auxiliary classifiers)."""
+    from tlcore.zoo.loading import blocks_of, build_meta
+
+    model = build_meta(spec)
+    paths = _module_paths(model, [m for b in blocks_of(spec) for m in b.members])
+    outputs: dict[str, tuple[int, ...]] = {}
+    layers: list[ArchRow] = []
+
+    def keep_output(path: str):
+        def hook(module, args, output):
+            if isinstance(output, torch.Tensor):
+                outputs.setdefault(path, tuple(output.shape))
+        return hook
+
+    def record(name: str):
+        def hook(module, args, output):
+            if isinstance(output, torch.Tensor) and args and isinstance(args[0], torch.Tensor):
+                layers.append(_row(name, module, args[0], output))
+        return hook
+
+    hooks = [(model.get_submodule(p), keep_output(p)) for p in paths]
+    hooks += [(m, record(n)) for n, m in model.named_modules() if isinstance(m, TABULATED)]
+    handles = [m.register_forward_hook(h) for m, h in hooks]
+    try:
+        with torch.no_grad():
+            model(torch.empty(1, 3, spec.crop_size, spec.crop_size, device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
+    out = []
+    for path in outputs:  # the parts are disjoint, so the order their outputs came in is forward order
+        mine = [r for r in layers if _inside(r.name, path)]
+        if not mine:
+            continue
+        module, single = model.get_submodule(path), len(mine) == 1
+        channels, size = _shape_text(outputs[path], mine[-1].out_channels)
+        out.append(ModuleRow(
+            path, mine[0].kind if single else type(module).__name__, int(channels), size,
+            depth(module) if not single else int(mine[0].kind.startswith(("conv", "linear"))),
+            _parts(path, mine), sum(p.numel() for p in module.parameters()), sum(r.macs for r in mine)))
+    return out
+
+
+def _inside(layer: str, module: str) -> bool:
+    return layer == module or layer.startswith(module + ".")
