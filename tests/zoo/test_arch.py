@@ -74,3 +74,5 @@ def test_a_residual_block_lists_its_shortcut_and_tokens_say_so():
     assert len(vit) == 12 and {(r.out_size, r.out_channels) for r in vit} == {("197 tokens", 768)}
     swin = [r for r in modules(zoo.get_spec("swin_t.IMAGENET1K_V1")) if r.kind == "SwinTransformerBlock"]
     assert (swin[0].out_size, swin[0].out_channels) == ("56×56", 96)  # its maps keep channels last
+    mlp = next(r for r in architecture(zoo.get_spec("swin_t.IMAGENET1K_V1")) if r.kind == "linear")
+    assert (mlp.out_size, mlp.out_channels) == ("56×56", 384)  # so do its linear layers' outputs

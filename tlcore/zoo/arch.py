@@ -65,7 +65,10 @@ def _row(name: str, module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> Ar
         macs, channels = per_image * module.in_features, (module.in_features, module.out_features)
     else:
         macs, channels = 0, (x.shape[1], out.shape[1])
-    size = f"{out.shape[-2]}×{out.shape[-1]}" if out.dim() == 4 else "—"
+    if out.dim() == 4:  # a linear layer on a map keeps channels last (Swin's): N×H×W×C
+        size = f"{out.shape[1]}×{out.shape[2]}" if isinstance(module, nn.Linear) else f"{out.shape[-2]}×{out.shape[-1]}"
+    else:
+        size = f"{out.shape[1]} tokens" if out.dim() == 3 else "—"  # ViT's N×tokens×C
     params = sum(p.numel() for p in module.parameters(recurse=False))
     return ArchRow(name, _kind(module), int(channels[0]), int(channels[1]), size, int(params), int(macs))
 
