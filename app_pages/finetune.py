@@ -160,9 +160,7 @@ event = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="
                                     "val acc": st.column_config.NumberColumn(format="%.3f"),
                                     "best val acc": st.column_config.NumberColumn(format="%.3f"),
                                     "s/epoch": st.column_config.NumberColumn(format="%.2f"),
-                                    "under load": st.column_config.CheckboxColumn(
-                                        "loaded", help="Other work (another trial, a render, a page's feature "
-                                        "pass) ran on this device during the trial: its seconds are pessimistic"),
+                                    "under load": fv.UNDER_LOAD_COLUMN,
                                     "s to 1st epoch": st.column_config.NumberColumn(
                                         format="%.1f", help="From the start of the trial to its first "
                                         "point on the curve: model copy, prefix pass (or its reuse), one epoch")})

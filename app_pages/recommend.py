@@ -96,6 +96,7 @@ def validation(vid: str, polling: float | None) -> None:
                                                         "images, √(p(1 − p)/n)"),
                                 "best val acc": st.column_config.NumberColumn(format="%.3f"),
                                 "s/epoch": st.column_config.NumberColumn(format="%.2f"),
+                                "under load": finetune_view.UNDER_LOAD_COLUMN,
                                 "s to 1st epoch": st.column_config.NumberColumn(format="%.1f")})
     waiting = finetune_view.first_waiting(frame.run) if len(frame) else None
     if waiting:
@@ -107,7 +108,7 @@ def validation(vid: str, polling: float | None) -> None:
 
 
 runs = finetune_view.runs_frame()  # the history once per page run; each polling fragment reads its own
-vid = st.session_state.get("validation") or rv.latest_validation(runs, label)
+vid = rv.current_validation(runs, label, model_key, st.session_state.get("validation"))
 if vid:
     poll = finetune_view.refresh_every(finetune_view.statuses_tagged(runs, "validation", vid))
     st.fragment(validation, run_every=poll)(vid, poll)
@@ -116,7 +117,7 @@ if vid:
 st.subheader("Which pretrained model?")
 st.caption("Transferability scores rank the models with weights on this machine before any training "
            "(LogME: You et al. 2021). The check trains a linear probe on each and shows how well each "
-           "score orders them (Kendall's τ, Spearman's ρ; with three models τ can only be ±1 or ±⅓).")
+           "score orders them (Kendall's τ-b, Spearman's ρ; with three models and no ties τ can only be ±1 or ±⅓).")
 if st.toggle("Score every model", key="rank_models", help="One feature pass over the training images per model (cached)."):
     for i, key in enumerate(models, 1):  # each model's pass under its own bar, before the table
         rv.model_scores(ds, key, f"Scoring {finetune_view.model_name(key)} ({i} of {len(models)}): one pass over "

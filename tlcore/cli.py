@@ -353,8 +353,8 @@ def _verdict_line(validation: list[dict], n_val: int, n_classes: int) -> str:
     if v.advice_among_best is None:
         return line
     return line + ("; the matrix's advice is among the best here." if v.advice_among_best
-                   else f"; the matrix's advice reached {v.advised_acc:.3f}: on this data, trust the measurement "
-                        "over the rule of thumb.")
+                   else f"; the matrix's advice reached {v.advised_acc:.3f}: on this data, trust the validation "
+                        "over the matrix's advice.")
 
 
 def _validate(rec, dataset, args: argparse.Namespace) -> list[dict]:

@@ -25,6 +25,10 @@ from tlcore.finetune import TrialConfig
 
 # Rules of thumb, not laws: the validation run on the Strategy page checks them on your data.
 MIN_PER_CLASS = 2  # training images per class below which no score means anything
+# …and below which the similarity is high and unsteady: LEEP counts its ImageNet-class frequencies on
+# the same few images it scores. Digits at 32 px, Lite0 (`tlcore recommend --max-per-class N --seed S`):
+# 0.59 and 0.48 (two splits) with 2 training images a class, 0.40 with 8, 0.36 with 32, 0.33 with 80.
+STEADY_PER_CLASS = 10
 # The course's sizes (seed 004, Thome): "small" datasets hold 10^3–10^4 examples, e.g. VOC'07 (20
 # classes, 5,000 examples); "medium" ones 10^5, e.g. Food-101 (101 classes). Per class:
 REFERENCE_DATASETS = {"VOC'07": (5_000 / 20, "small"), "Food-101": (100_000 / 101, "medium")}
@@ -183,6 +187,11 @@ def recommend(m: Measurement, spec: zoo.ModelSpec) -> Recommendation:
             f"{'reads the penultimate features' if freeze == 'all' else 'fine-tunes blocks instead'}; the validation "
             f"also tries a classifier on {best_block}."),
     ]
+    if m.per_class < STEADY_PER_CLASS:
+        reasons.append(f"Only {m.per_class:g} training images per class: the similarity is counted and scored on "
+                       "the same few images, which raises it and makes it unsteady (digits at 32 px: 0.59 with 2 a "
+                       "class, 0.48 with another split of them; 0.40 with 8; 0.33 with 80). Below about "
+                       f"{STEADY_PER_CLASS} a class, read its side of the line as a guess and let the validation decide.")
     if size == "small" and not similar:
         reasons.append("This is the matrix's hardest cell: few images and features made for other images. Expect "
                        "a lower accuracy than in the other cells; the validation shows how low.")
@@ -297,7 +306,7 @@ def _scored_split(dataset: Dataset) -> tuple[torch.Tensor, np.ndarray]:
     if len(y) < MIN_PER_CLASS * classes:
         raise DatasetError(f"{len(y)} training images for {classes} classes are too few to measure "
                            f"transferability: at least {MIN_PER_CLASS} per class on average are needed, and "
-                           "about 10 for steady scores")
+                           f"about {STEADY_PER_CLASS} for steady scores")
     return rows, y
 
 

@@ -94,6 +94,11 @@ def read_size_note(spec: zoo.ModelSpec, ds) -> str:
     return f" {note}" if note else ""
 
 
+UNDER_LOAD_COLUMN = st.column_config.CheckboxColumn(
+    "loaded", help="Other work (another trial, a render, a page's feature pass) ran on this device during the "
+                   "trial: its seconds are pessimistic")
+
+
 def model_name(key: str) -> str:
     """A zoo key as the run history shows it: 'resnet50.IMAGENET1K_V2' → 'resnet50'."""
     return key.split(".")[0]

@@ -158,8 +158,9 @@ def scores_frame(m: recommend.Measurement) -> pd.DataFrame:
     rows = [("Similarity (LEEP gain)", m.similarity, "share of the labels' uncertainty ImageNet's classes remove"),
             ("LEEP", m.leep, f"nats; {m.leep_floor:.3f} for a source that knows nothing (Nguyen et al. 2020)"),
             ("NCE", m.nce, "nats; −H(labels | ImageNet's top class) (Tran et al. 2019)"),
-            ("H-score (shrinkage)", m.h_score, f"penultimate features, 0 … {m.n_classes - 1}; Bao et al.'s H-score "
-             "with a Ledoit–Wolf covariance, scaled by (1 − shrinkage) (Ibrahim et al. 2021): noise scores near 0"),
+            ("H-score (shrinkage)", m.h_score, f"penultimate features, about 0 … {m.n_classes - 1} (the reference "
+             "code's normalisations can pass it a little on few images); Bao et al.'s H-score with a Ledoit–Wolf "
+             "covariance, scaled by (1 − shrinkage) (Ibrahim et al. 2021): noise scores near 0"),
             ("ImageNet head confidence", m.imagenet_confidence, "mean top softmax probability"),
             ("Images per class (median, train)", m.per_class, "")]
     # Text, so a count reads 120 and a score 0.923 (a number column has one format for all rows).
@@ -184,8 +185,8 @@ def validation_frame(frame: pd.DataFrame, vid: str, n_val: int) -> pd.DataFrame:
         return frame
     rows = frame[frame.validation == vid].copy()
     rows["± SE"] = [recommend.accuracy_se(a, n_val) if pd.notna(a) else None for a in rows["val acc"]]
-    return rows[["strategy", "status", "freeze", "pretrained", "epochs", "val acc", "± SE", "best val acc",
-                 "s/epoch", "s to 1st epoch", "run"]]
+    return rows[["strategy", "model", "status", "freeze", "pretrained", "epochs", "val acc", "± SE", "best val acc",
+                 "s/epoch", "under load", "s to 1st epoch", "run"]]
 
 
 def validation_verdict(done: pd.DataFrame, rec: recommend.Recommendation, n_val: int, n_classes: int) -> str:
@@ -206,14 +207,19 @@ def validation_verdict(done: pd.DataFrame, rec: recommend.Recommendation, n_val:
     if v.advice_among_best:
         return text + " The matrix's advice is among the best here."
     return (text + f" The matrix's advice ({advised}) reached {v.advised_acc:.3f}: on this "
-            "data, trust the measurement over the rule of thumb.")
+            "data, trust the validation over the matrix's advice.")
 
 
-def latest_validation(frame: pd.DataFrame, dataset_label: str) -> str:
-    """The newest validation run on this dataset (kept across refreshes and restarts), or ""."""
+def current_validation(frame: pd.DataFrame, dataset_label: str, model_key: str, asked: str | None) -> str:
+    """The validation to show for this dataset and model: ``asked`` (the one this session queued)
+    if it is theirs, else the newest (kept across refreshes and restarts), or "". Another model's
+    validation is never shown under this one's advice."""
     if frame.empty:
         return ""
-    rows = frame[(frame.validation != "") & (frame.dataset == dataset_label)]
+    rows = frame[(frame.validation != "") & (frame.dataset == dataset_label)
+                 & (frame.model == finetune_view.model_name(model_key))]
+    if asked and (rows.validation == asked).any():
+        return asked
     return "" if rows.empty else rows.loc[rows.run.idxmax(), "validation"]
 
 

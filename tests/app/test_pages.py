@@ -566,7 +566,14 @@ def test_strategy_page_measures_places_and_validates():
     table = at.dataframe[-1].value
     assert {"linear probe (frozen features)", "fine-tune the last block", "fine-tune everything",
             "from scratch"} <= set(table.strategy) and (table.status == "done").all()
+    assert set(table.model) == {"efficientnet_lite0"} and "under load" in table
     assert any("Best on your data" in md.value for md in at.markdown)
+    # 6 training images a class: the similarity is said to be unsteady
+    assert any(md.value.startswith("- Only 6 training images per class") for md in at.markdown)
+    at.selectbox(key="strategy_model").set_value("efficientnet_lite1.IMAGENET1K_TF").run()
+    assert not at.exception  # Lite0's validation is not shown under Lite1's advice
+    assert not any("strategy" in d.value for d in at.dataframe) and not any("Best on your data" in md.value
+                                                                            for md in at.markdown)
 
 
 def test_the_strategy_advice_opens_in_the_lab():
@@ -781,7 +788,7 @@ def test_the_validation_verdict_calls_ties_ties_and_keeps_the_advice_among_them(
                          "val acc": [1.0, 1.0, 1.0, 0.75], "best val acc": [1.0, 1.0, 1.0, 0.8]})
     tied = validation_verdict(done, rec, 120, 4)
     assert tied.startswith("Best on your data, tied within ±0.008") and "**advised setting**" in tied
-    assert tied.endswith("The matrix's advice is among the best here.") and "trust the measurement" not in tied
+    assert tied.endswith("The matrix's advice is among the best here.") and "trust the validation" not in tied
     beaten = validation_verdict(done.assign(**{"val acc": [1.0, 119 / 120, 0.9, 0.75]}), rec, 120, 4)  # one image
     assert beaten.startswith("Best on your data, tied") and "advice (advised setting) reached 0.900: on this data, trust" in beaten
     alone = validation_verdict(done.assign(**{"val acc": [1.0, 0.9, 0.9, 0.75]}), rec, 120, 4)
