@@ -66,10 +66,12 @@ def matrix_figure(rec: recommend.Recommendation | None, per_class: float | None 
                       fillcolor="#dbe7fb" if here else "#f4f5f7", layer="below")
         # The point's own cell keeps its caption away from the point (top or bottom of the cell).
         low = here and rec.measurement.similarity > y0 + 0.4 * (y1 - y0)
+        # Wrapped to the cell's share of the width: the right-hand cells are a third of it, and a
+        # caption wrapped for a wide cell ran past their edge (at 1024 px into the next caption).
         fig.add_annotation(x=(x0 + x1) / 2, y=y0 + 0.04 if low else y1 - 0.04,
-                           text=_wrap(recommend.STRATEGIES[(size, similar)]),
+                           text=_wrap(recommend.STRATEGIES[(size, similar)], max(12, round(40 * (x1 - x0) / x_hi))),
                            showarrow=False, yanchor="bottom" if low else "top",
-                           font={"size": 12, "color": "#1f2d3d" if here else "#6b7785"})
+                           font={"size": 11, "color": "#1f2d3d" if here else "#6b7785"})
     x = np.log10(max(per_class, 1))
     if rec is None:
         fig.add_vline(x=x, line={"dash": "dot", "width": 2, "color": "#f2a541"})
@@ -80,7 +82,7 @@ def matrix_figure(rec: recommend.Recommendation | None, per_class: float | None 
     else:
         _the_point(fig, rec.measurement, x, x_lo, x_hi)
     _course_datasets(fig)
-    ticks = [v for v in (1, 3, 10, 30, 100, 300, 1000, 3000, 10000) if np.log10(v) <= x_hi]
+    ticks = [v for v in (1, 10, 100, 1000, 10000, 100000) if np.log10(v) <= x_hi]  # 3s crowded a narrow column
     fig.update_layout(height=420, margin={"l": 10, "r": 10, "t": 10, "b": 10}, template="plotly_white",
                       xaxis={"title": "training images per class", "range": [x_lo, x_hi],
                              "tickvals": [np.log10(v) for v in ticks], "ticktext": [f"{v:,}" for v in ticks],
@@ -94,8 +96,10 @@ def _course_datasets(fig: go.Figure) -> None:
     "small" and "medium" sit against your data (their similarity to ImageNet is not known here)."""
     names = list(recommend.REFERENCE_DATASETS)
     sizes = [recommend.REFERENCE_DATASETS[n][0] for n in names]
+    # Each name away from the size line (VOC'07 left of it, Food-101 right): centred, they ran together.
+    sides = ["top left" if size < recommend.SMALL_PER_CLASS else "top right" for size in sizes]
     fig.add_trace(go.Scatter(
-        x=np.log10(sizes), y=[0.015] * len(names), mode="markers+text", text=names, textposition="top center",
+        x=np.log10(sizes), y=[0.015] * len(names), mode="markers+text", text=names, textposition=sides,
         marker={"symbol": "triangle-up", "size": 10, "color": "#9aa3ad"}, textfont={"size": 11, "color": "#6b7785"},
         showlegend=False, customdata=[f"{p:,.0f} per class, '{s}' in the course (Thome, seed 004)"
                                       for p, s in recommend.REFERENCE_DATASETS.values()],
@@ -114,9 +118,13 @@ def _the_point(fig: go.Figure, m: recommend.Measurement, x: float, x_lo: float, 
                              name="your data", showlegend=False,
                              hovertemplate=f"{m.per_class:.0f} images per class<br>similarity "
                                            f"{m.similarity:.2f}<extra></extra>"))
-    # The label on a white box, off the point: the cells' own captions may sit right behind it.
+    # The label on a white box, off the point, and away from its cell's caption, which sits at the
+    # bottom of the cell when the point is high in it (matrix_figure), else at the top.
+    y0, y1 = (recommend.SIMILAR_AT, 1.0) if y >= recommend.SIMILAR_AT else (0.0, recommend.SIMILAR_AT)
+    caption_low = y > y0 + 0.4 * (y1 - y0)
+    ay = (-28 if y < 0.88 else 0) if caption_low else (28 if y > 0.15 else -28)
     fig.add_annotation(x=x, y=y, text="<b>your data</b>", showarrow=True, arrowhead=0, arrowcolor="#1f2d3d",
-                       ax=48 if x < (x_lo + x_hi) / 2 else -48, ay=28 if y > 0.15 else -28,
+                       ax=48 if x < (x_lo + x_hi) / 2 else -48, ay=ay,
                        bgcolor="rgba(255,255,255,0.9)", bordercolor="#1f2d3d", borderpad=3,
                        font={"size": 12, "color": "#1f2d3d"})
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tlcore import zoo
 from tlcore.pareto import pareto_front
 from tlcore.zoo import zoo_table
 from ui import figures, zoo_view
@@ -129,3 +130,21 @@ def test_the_zoo_page_offers_top5_error_and_says_what_it_is():
     assert any(c.value.startswith("y-axis: 100 − the weights' own top-5 accuracy") for c in at.caption)
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert chart["layout"]["yaxis"]["title"]["text"] == "ImageNet top-5 error (%)"
+
+
+def test_the_matrix_captions_fit_their_cells_and_the_label_keeps_off_its_cell_s_caption():
+    from tlcore import recommend
+    from ui import recommend_view as rv
+
+    m = recommend.Measurement(model="efficientnet_lite0", n_images=400, n_classes=10, per_class=32, resolution=32,
+                              similarity=0.26, leep=-1.7, leep_floor=-2.303, nce=-1.5, imagenet_confidence=0.3,
+                              h_score=1.0, batchnorm_gap=[], logme_by_block=[("penultimate", 0.3)])
+    fig = rv.matrix_figure(recommend.recommend(m, zoo.get_spec("efficientnet_lite0")))
+    captions = {a.text: a for a in fig.layout.annotations if not a.showarrow}
+    narrow = [t for t, a in captions.items() if a.x > np.log10(recommend.SMALL_PER_CLASS)]  # the right third
+    assert len(narrow) == 2 and max(len(line) for t in narrow for line in t.split("<br>")) <= 15
+    label = next(a for a in fig.layout.annotations if a.showarrow)
+    own = next(a for a in captions.values() if a.y < recommend.SIMILAR_AT and a.x < np.log10(recommend.SMALL_PER_CLASS))
+    assert own.yanchor == "bottom" and label.ay < 0  # caption at the cell's foot, so the label goes above the point
+    courses = next(t for t in fig.data if t.mode == "markers+text")
+    assert list(courses.textposition) == ["top left", "top right"]  # VOC'07 and Food-101 apart
