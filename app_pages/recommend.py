@@ -30,7 +30,7 @@ if not st.toggle("Measure", key="measure_strategy", persist_state="session",
     left, right = st.columns([3, 2])
     left.plotly_chart(rv.matrix_figure(None, rv.training_per_class(ds)), width="stretch",
                       config={"displayModeBar": False})
-    right.info(f"Turn on **Measure** to place the dataset on the matrix: one pass of {model_key} over its "
+    right.info(f"Turn on **Measure** to place the dataset on the matrix: one pass of {finetune_view.model_name(model_key)} over its "
                f"{len(ds.train_idx):,} training images (cached), then the advice, its reasons and the evidence "
                "along the network. Its size is known already; its similarity to ImageNet is what the pass measures.")
     st.stop()
@@ -133,12 +133,15 @@ if st.toggle("Score every model", key="rank_models", help="One feature pass over
         history = finetune_view.runs_frame()  # read afresh on each poll
         frame = rv.ranking_frame(ds, models, rid, history)
         st.dataframe(frame, hide_index=True, width="stretch", placeholder="—",
-                     column_config={**{c: st.column_config.NumberColumn(format="%.3f")
-                                       for c in ("logme", "leep", "nce", "linear probe acc")},
+                     column_config={**{c: st.column_config.NumberColumn(name, format="%.3f")
+                                       for c, name in [*rv.SCORE_NAMES.items(), ("linear probe acc", "linear probe acc")]
+                                       if c != "h_score"},
+                                    "probe epochs": st.column_config.NumberColumn(
+                                        help="The check's epochs (the Epochs input above, when it was queued)"),
                                     "s to score": st.column_config.NumberColumn(
                                         format="%.1f", help="One forward pass over the training images and the scores"),
                                     "h_score": st.column_config.NumberColumn(
-                                        "h_score (shrinkage)", format="%.3f",
+                                        "H-score (shrinkage)", format="%.3f",
                                         help="Bao et al.'s H-score with a Ledoit–Wolf covariance, scaled by "
                                              "(1 − shrinkage) (Ibrahim et al. 2021)")})
         if "linear probe acc" in frame and frame["linear probe acc"].notna().all():

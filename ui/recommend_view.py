@@ -193,8 +193,8 @@ def validation_frame(frame: pd.DataFrame, vid: str, n_val: int) -> pd.DataFrame:
         return frame
     rows = frame[frame.validation == vid].copy()
     rows["± SE"] = [recommend.accuracy_se(a, n_val) if pd.notna(a) else None for a in rows["val acc"]]
-    return rows[["strategy", "model", "status", "freeze", "pretrained", "epochs", "val acc", "± SE", "best val acc",
-                 "s/epoch", "under load", "s to 1st epoch", "run"]]
+    return rows[["strategy", "run", "model", "status", "freeze", "pretrained", "epochs", "val acc", "± SE",
+                 "best val acc", "s/epoch", "under load", "s to 1st epoch"]]  # the run where long names leave it in view
 
 
 def validation_verdict(done: pd.DataFrame, rec: recommend.Recommendation, n_val: int, n_classes: int) -> str:
@@ -202,7 +202,8 @@ def validation_verdict(done: pd.DataFrame, rec: recommend.Recommendation, n_val:
     advised = recommend.advised_strategy(rec)
     v = recommend.validation_verdict(list(zip(done.strategy, done["val acc"], done["best val acc"],
                                               done.strategy == advised, strict=True)), n_val, n_classes)
-    names = " and ".join(f"**{s}**" for s in v.best)
+    bold = [f"**{s}**" for s in v.best]
+    names = bold[0] if len(bold) == 1 else f"{', '.join(bold[:-1])} and {bold[-1]}"
     text = (f"Best on your data: **{v.best[0]}** ({v.best_acc:.3f} validation accuracy)." if len(v.best) == 1
             else f"Best on your data, tied within ±{v.margin:.3f}, a standard error or one image on {n_val:,} "
                  f"validation images: {names} (up to {v.best_acc:.3f}).")
@@ -260,14 +261,20 @@ def ranking_frame(ds: Dataset, model_keys: list[str], rid: str, runs: pd.DataFra
     if rid and not runs.empty:
         done = runs[(runs.ranking == rid) & (runs.status == "done")]
         frame["linear probe acc"] = frame.model.map(dict(zip(done.model, done["val acc"], strict=True)))
+        # its epochs beside it: the validation's probe may have run another number (another accuracy)
+        frame["probe epochs"] = frame.model.map(dict(zip(done.model, done.epochs.str.split("/").str[0],
+                                                         strict=True))).astype("Int64")
     return frame.sort_values("logme", ascending=False)
+
+
+SCORE_NAMES = {"logme": "LogME", "leep": "LEEP", "nce": "NCE", "h_score": "H-score (shrinkage)"}  # as the tables show them
 
 
 def agreement_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Kendall's τ and Spearman's ρ of each score against the measured accuracy."""
     rows = []
-    for score in ("logme", "leep", "nce", "h_score"):
+    for score, name in SCORE_NAMES.items():
         agreement = recommend.rank_agreement(frame[score].tolist(), frame["linear probe acc"].tolist())
-        rows.append({"score": score, "Kendall's τ": agreement["kendall_tau"],
+        rows.append({"score": name, "Kendall's τ": agreement["kendall_tau"],
                      "Spearman's ρ": agreement["spearman_rho"]})
     return pd.DataFrame(rows)

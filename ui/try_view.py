@@ -83,7 +83,8 @@ def try_run(run: dict) -> None:
     """The photo picker, then the photo as the run sees it beside the run's answer."""
     st.subheader(f"Try run #{run['id']} on a photo")
     st.caption("The run answers in its own classes only, however far the photo is from them: a digits "
-               "classifier calls a cat a digit. The photo is prepared as the run's images were.")
+               "classifier calls a cat a digit. The photo is cropped and scaled as the run's images were (its "
+               "colours are kept, even where the run's images were grey).")
     source = photo_source()
     if source is None:
         return

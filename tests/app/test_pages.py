@@ -623,7 +623,9 @@ def test_strategy_page_ranks_the_offline_models_and_checks_the_ranking():
     at.run()
     assert not at.exception
     agreement = at.dataframe[-1].value
-    assert list(agreement.score) == ["logme", "leep", "nce", "h_score"]
+    assert list(agreement.score) == ["LogME", "LEEP", "NCE", "H-score (shrinkage)"]
+    checked = at.dataframe[-2].value
+    assert (checked["probe epochs"] == 1).all()  # the check's epochs beside its accuracies
     assert agreement["Kendall's τ"].between(-1, 1).all()
 
 
