@@ -28,7 +28,7 @@ ds = data_view.active_dataset()
 # Strategy page's "Open in the Fine-tune lab" before this page is drawn.
 KEEP = {"persist_state": "session"}
 options = fv.model_options()
-c1, c2 = st.columns([3, 1])
+c1, c2 = st.columns([3, 1.25])  # "From scratch" and its help whole at 1024 px
 # The toggle is read before the menu is drawn: from scratch, no model's label says "needs download".
 pretrained = not c2.toggle("From scratch", help="The same architecture with random weights: nothing to download.",
                            key="ft_scratch", **KEEP)
@@ -96,7 +96,7 @@ label = f"{ds.name}@{ds.size}px#{ds.fingerprint}"
 frame = fv.runs_frame()  # the run history, read once per page run (again only after a submission)
 st.caption(fv.measured_cost(frame, cfg, label))
 
-b1, b2, b3 = st.columns([1, 1, 3])
+b1, b2, b3 = st.columns([1, 1.7, 2.3])  # "Sweep all 10 depths" whole at 1024 px
 try:
     if b1.button("Run", type="primary"):
         cfg.check()
