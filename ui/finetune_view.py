@@ -313,6 +313,9 @@ def runs_frame() -> pd.DataFrame:
                      "epochs": f"{len(r['history'])}/{cfg.get('epochs')}", "batch": batch_label(cfg, r["result"]),
                      "val acc": r["result"]["val_acc"] if r["result"] else (r["history"][-1]["val_acc"] if r["history"] else None),
                      "best val acc": best, "s/epoch": sum(epochs_s) / len(epochs_s) if epochs_s else None,
+                     # what its last epoch added: a trial still rising when it ended had not settled
+                     "last gain": (r["history"][-1]["val_acc"] - r["history"][-2]["val_acc"]
+                                   if len(r["history"]) >= 2 else None),
                      "s to 1st epoch": (r["result"] or {}).get("timings", {}).get("first_epoch_s"),
                      "under load": (r["result"] or {}).get("timings", {}).get("under_load"),
                      "dataset": r["dataset"], "precision": precision_label((r["result"] or {}).get("timings", {})),

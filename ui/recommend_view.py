@@ -198,7 +198,8 @@ def validation_frame(frame: pd.DataFrame, vid: str, n_val: int) -> pd.DataFrame:
 
 
 def validation_verdict(done: pd.DataFrame, rec: recommend.Recommendation, n_val: int, n_classes: int) -> str:
-    """What the finished validation says (``recommend.validation_verdict``), in words."""
+    """What the finished validation says (``recommend.validation_verdict``), in words, and which
+    trials were still rising at their last epoch (more epochs could change the order)."""
     advised = recommend.advised_strategy(rec)
     v = recommend.validation_verdict(list(zip(done.strategy, done["val acc"], done["best val acc"],
                                               done.strategy == advised, strict=True)), n_val, n_classes)
@@ -211,12 +212,17 @@ def validation_verdict(done: pd.DataFrame, rec: recommend.Recommendation, n_val:
         return text + (f" But {', '.join(v.stuck)} never got past chance ({1 / n_classes:.2f}): too few epochs to "
                        f"judge {'it' if len(v.stuck) == 1 else 'them'}. Run the validation again with more epochs "
                        "before drawing a conclusion.")
-    if v.advice_among_best is None:
-        return text
-    if v.advice_among_best:
-        return text + " The matrix's advice is among the best here."
-    return (text + f" The matrix's advice ({advised}) reached {v.advised_acc:.3f}: on this "
-            "data, trust the validation over the matrix's advice.")
+    if v.advice_among_best is True:
+        text += " The matrix's advice is among the best here."
+    elif v.advice_among_best is False:
+        text += (f" The matrix's advice ({advised}) reached {v.advised_acc:.3f}: on this "
+                 "data, trust the validation over the matrix's advice.")
+    gains = done["last gain"] if "last gain" in done else [None] * len(done)
+    rising = [f"{s} (+{g:.3f})" for s, g in zip(done.strategy, gains, strict=True) if pd.notna(g) and g > v.margin]
+    if rising:  # Thome's tables compare trained networks; a curve still climbing has not settled
+        text += (f" Still rising at its last epoch, by more than a standard error: {', '.join(rising)}. More "
+                 "epochs could change the order.")
+    return text
 
 
 def current_validation(frame: pd.DataFrame, dataset_label: str, model_key: str, asked: str | None) -> str:

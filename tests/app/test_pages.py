@@ -795,3 +795,10 @@ def test_the_validation_verdict_calls_ties_ties_and_keeps_the_advice_among_them(
     assert beaten.startswith("Best on your data, tied") and "advice (advised setting) reached 0.900: on this data, trust" in beaten
     alone = validation_verdict(done.assign(**{"val acc": [1.0, 0.9, 0.9, 0.75]}), rec, 120, 4)
     assert alone.startswith("Best on your data: **linear probe (frozen features)** (1.000")
+    assert "Still rising" not in alone  # no curves: nothing said of them
+    many = validation_verdict(done.assign(**{"val acc": [1.0] * 4, "best val acc": [1.0] * 4}), rec, 120, 4)
+    assert "**fine-tune the last block**, **advised setting** and **from scratch**" in many
+    # from scratch gained 0.375 in its last epoch: the order may not have settled
+    rising = validation_verdict(done.assign(**{"last gain": [0.0, 0.008, None, 0.375]}), rec, 120, 4)
+    assert rising.endswith("Still rising at its last epoch, by more than a standard error: from scratch (+0.375). "
+                           "More epochs could change the order.")
