@@ -79,15 +79,19 @@ def architecture(spec: ModelSpec) -> list[ArchRow]:
     from tlcore.zoo.loading import trace_on_meta
 
     rows: list[ArchRow] = []
+    trace_on_meta(spec, lambda model: _layer_hooks(model, rows))
+    return rows
 
+
+def _layer_hooks(model: nn.Module, rows: list[ArchRow]) -> list:
+    """(module, hook) for each tabulated layer, each appending its ``ArchRow`` to ``rows`` as it runs."""
     def record(name: str):
         def hook(module, args, output):
             if isinstance(output, torch.Tensor) and args and isinstance(args[0], torch.Tensor):
                 rows.append(_row(name, module, args[0], output))
         return hook
 
-    trace_on_meta(spec, lambda model: [(m, record(n)) for n, m in model.named_modules() if isinstance(m, TABULATED)])
-    return rows
+    return [(m, record(n)) for n, m in model.named_modules() if isinstance(m, TABULATED)]
 
 
 @dataclass(frozen=True)
@@ -161,12 +165,12 @@ def modules(spec: ModelSpec) -> list[ModuleRow]:
     """``architecture`` one row per module: its output, depth, parts, parameters and multiply-adds
     (modules that hold no tabulated layer, such as activations and dropout, are left out; so are
     those the evaluation pass never runs, like GoogLeNet's auxiliary classifiers)."""
-    from tlcore.zoo.loading import blocks_of, build_meta
+    from tlcore.zoo.loading import blocks_of, trace_on_meta
 
-    model = build_meta(spec)
-    paths = _module_paths(model, [m for b in blocks_of(spec) for m in b.members])
+    members = [m for b in blocks_of(spec) for m in b.members]
     outputs: dict[str, tuple[int, ...]] = {}
     layers: list[ArchRow] = []
+    built: list[nn.Module] = []
 
     def keep_output(path: str):
         def hook(module, args, output):
@@ -174,21 +178,13 @@ def modules(spec: ModelSpec) -> list[ModuleRow]:
                 outputs.setdefault(path, tuple(output.shape))
         return hook
 
-    def record(name: str):
-        def hook(module, args, output):
-            if isinstance(output, torch.Tensor) and args and isinstance(args[0], torch.Tensor):
-                layers.append(_row(name, module, args[0], output))
-        return hook
+    def hooks(model: nn.Module) -> list:
+        built.append(model)
+        parts = [(model.get_submodule(p), keep_output(p)) for p in _module_paths(model, members)]
+        return parts + _layer_hooks(model, layers)
 
-    hooks = [(model.get_submodule(p), keep_output(p)) for p in paths]
-    hooks += [(m, record(n)) for n, m in model.named_modules() if isinstance(m, TABULATED)]
-    handles = [m.register_forward_hook(h) for m, h in hooks]
-    try:
-        with torch.no_grad():
-            model(torch.empty(1, 3, spec.crop_size, spec.crop_size, device="meta"))
-    finally:
-        for h in handles:
-            h.remove()
+    trace_on_meta(spec, hooks)
+    model = built[0]
     out = []
     for path in outputs:  # the parts are disjoint, so the order their outputs came in is forward order
         mine = [r for r in layers if _inside(r.name, path)]
