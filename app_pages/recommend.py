@@ -97,6 +97,7 @@ def validation(vid: str, polling: float | None) -> None:
                                 "best val acc": st.column_config.NumberColumn(format="%.3f"),
                                 "s/epoch": st.column_config.NumberColumn(format="%.2f"),
                                 "under load": finetune_view.UNDER_LOAD_COLUMN,
+                                "last gain": None,  # for the verdict's "still rising" only
                                 "s to 1st epoch": st.column_config.NumberColumn(format="%.1f")})
     waiting = finetune_view.first_waiting(frame.run) if len(frame) else None
     if waiting:

@@ -351,7 +351,10 @@ def test_the_validations_verdict_reads_as_the_strategy_page_s():
             {"strategy": "advised setting", "val_acc": 0.9, "best_val_acc": 0.9, "advised": True}]
     assert _verdict_line(rows, 120, 4) == ("best, tied within ±0.008 (a standard error or one image): linear probe and "
                                           "fine-tune the last block; the matrix's advice reached 0.900: on this data, "
-                                          "trust the validation over the matrix's advice.")
+                                          "trust the validation.")
+    rows.append({"strategy": "from scratch", "val_acc": 1.0, "best_val_acc": 1.0, "advised": False})
+    assert "linear probe, from scratch and fine-tune the last block;" in _verdict_line(rows, 120, 4)
+    rows.pop()
     rows[2]["val_acc"] = 1.0
     assert _verdict_line(rows, 120, 4).endswith("; the matrix's advice is among the best here.")
     rows[1]["best_val_acc"] = 0.26

@@ -346,15 +346,15 @@ def _verdict_line(validation: list[dict], n_val: int, n_classes: int) -> str:
     v = recommend.validation_verdict([(r["strategy"], r["val_acc"], r["best_val_acc"], r["advised"])
                                       for r in validation], n_val, n_classes)
     line = (f"best: {v.best[0]} ({v.best_acc:.3f})" if len(v.best) == 1
-            else f"best, tied within ±{v.margin:.3f} (a standard error or one image): {' and '.join(v.best)}")
+            else f"best, tied within ±{v.margin:.3f} (a standard error or one image): "
+                 f"{', '.join(v.best[:-1])} and {v.best[-1]}")
     if v.stuck:
         return line + (f"; but {', '.join(v.stuck)} never got past chance ({1 / n_classes:.2f}): too few epochs "
                        "to judge; run it again with more --epochs before drawing a conclusion.")
     if v.advice_among_best is None:
         return line
     return line + ("; the matrix's advice is among the best here." if v.advice_among_best
-                   else f"; the matrix's advice reached {v.advised_acc:.3f}: on this data, trust the validation "
-                        "over the matrix's advice.")
+                   else f"; the matrix's advice reached {v.advised_acc:.3f}: on this data, trust the validation.")
 
 
 def _validate(rec, dataset, args: argparse.Namespace) -> list[dict]:

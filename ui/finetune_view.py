@@ -307,7 +307,7 @@ def runs_frame() -> pd.DataFrame:
         cfg = r["config"]
         best = max((h["val_acc"] for h in r["history"]), default=None)
         epochs_s = [h["seconds"] for h in r["history"]]
-        rows.append({"run": r["id"], "status": r["status"], "model": model_name(r["model"]),
+        rows.append({"run": r["id"], "status": r["status"], "model": model_name(r["model"]), "model key": r["model"],
                      "freeze": freeze_label(cfg.get("freeze"), cfg.get("probe_block")),
                      "pretrained": cfg.get("pretrained"),
                      "epochs": f"{len(r['history'])}/{cfg.get('epochs')}", "batch": batch_label(cfg, r["result"]),

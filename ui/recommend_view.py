@@ -64,12 +64,13 @@ def matrix_figure(rec: recommend.Recommendation | None, per_class: float | None 
         here = rec is not None and (size, similar) == (rec.size, rec.similar)
         fig.add_shape(type="rect", x0=x0, x1=x1, y0=y0, y1=y1, line={"width": 1, "color": "#9aa3ad"},
                       fillcolor="#dbe7fb" if here else "#f4f5f7", layer="below")
-        # The point's own cell keeps its caption away from the point (top or bottom of the cell).
-        low = here and rec.measurement.similarity > y0 + 0.4 * (y1 - y0)
+        # The point's own cell keeps its caption at the edge farther from the point: a narrow cell's
+        # caption runs to 5–6 lines, half the cell.
+        low = here and rec.measurement.similarity > (y0 + y1) / 2
         # Wrapped to the cell's share of the width: the right-hand cells are a third of it, and a
         # caption wrapped for a wide cell ran past their edge (at 1024 px into the next caption).
         fig.add_annotation(x=(x0 + x1) / 2, y=y0 + 0.04 if low else y1 - 0.04,
-                           text=_wrap(recommend.STRATEGIES[(size, similar)], max(12, round(40 * (x1 - x0) / x_hi))),
+                           text=_wrap(recommend.STRATEGIES[(size, similar)], max(16, round(40 * (x1 - x0) / x_hi))),
                            showarrow=False, yanchor="bottom" if low else "top",
                            font={"size": 11, "color": "#1f2d3d" if here else "#6b7785"})
     x = np.log10(max(per_class, 1))
@@ -121,7 +122,7 @@ def _the_point(fig: go.Figure, m: recommend.Measurement, x: float, x_lo: float, 
     # The label on a white box, off the point, and away from its cell's caption, which sits at the
     # bottom of the cell when the point is high in it (matrix_figure), else at the top.
     y0, y1 = (recommend.SIMILAR_AT, 1.0) if y >= recommend.SIMILAR_AT else (0.0, recommend.SIMILAR_AT)
-    caption_low = y > y0 + 0.4 * (y1 - y0)
+    caption_low = y > (y0 + y1) / 2
     ay = (-28 if y < 0.88 else 0) if caption_low else (28 if y > 0.15 else -28)
     fig.add_annotation(x=x, y=y, text="<b>your data</b>", showarrow=True, arrowhead=0, arrowcolor="#1f2d3d",
                        ax=48 if x < (x_lo + x_hi) / 2 else -48, ay=ay,
@@ -194,7 +195,7 @@ def validation_frame(frame: pd.DataFrame, vid: str, n_val: int) -> pd.DataFrame:
     rows = frame[frame.validation == vid].copy()
     rows["± SE"] = [recommend.accuracy_se(a, n_val) if pd.notna(a) else None for a in rows["val acc"]]
     return rows[["strategy", "run", "model", "status", "freeze", "pretrained", "epochs", "val acc", "± SE",
-                 "best val acc", "s/epoch", "under load", "s to 1st epoch"]]  # the run where long names leave it in view
+                 "best val acc", "s/epoch", "under load", "s to 1st epoch", "last gain"]]  # the run where long names leave it in view
 
 
 def validation_verdict(done: pd.DataFrame, rec: recommend.Recommendation, n_val: int, n_classes: int) -> str:
@@ -215,13 +216,12 @@ def validation_verdict(done: pd.DataFrame, rec: recommend.Recommendation, n_val:
     if v.advice_among_best is True:
         text += " The matrix's advice is among the best here."
     elif v.advice_among_best is False:
-        text += (f" The matrix's advice ({advised}) reached {v.advised_acc:.3f}: on this "
-                 "data, trust the validation over the matrix's advice.")
+        text += f" The matrix's advice ({advised}) reached {v.advised_acc:.3f}: on this data, trust the validation."
     gains = done["last gain"] if "last gain" in done else [None] * len(done)
     rising = [f"{s} (+{g:.3f})" for s, g in zip(done.strategy, gains, strict=True) if pd.notna(g) and g > v.margin]
     if rising:  # Thome's tables compare trained networks; a curve still climbing has not settled
-        text += (f" Still rising at its last epoch, by more than a standard error: {', '.join(rising)}. More "
-                 "epochs could change the order.")
+        text += (f" Still rising at the last epoch, by more than the best's standard error: {', '.join(rising)}. "
+                 "More epochs could change the order.")
     return text
 
 
@@ -231,8 +231,7 @@ def current_validation(frame: pd.DataFrame, dataset_label: str, model_key: str, 
     validation is never shown under this one's advice."""
     if frame.empty:
         return ""
-    rows = frame[(frame.validation != "") & (frame.dataset == dataset_label)
-                 & (frame.model == finetune_view.model_name(model_key))]
+    rows = frame[(frame.validation != "") & (frame.dataset == dataset_label) & (frame["model key"] == model_key)]
     if asked and (rows.validation == asked).any():
         return asked
     return "" if rows.empty else rows.loc[rows.run.idxmax(), "validation"]

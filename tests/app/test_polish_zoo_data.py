@@ -142,7 +142,7 @@ def test_the_matrix_captions_fit_their_cells_and_the_label_keeps_off_its_cell_s_
     fig = rv.matrix_figure(recommend.recommend(m, zoo.get_spec("efficientnet_lite0")))
     captions = {a.text: a for a in fig.layout.annotations if not a.showarrow}
     narrow = [t for t, a in captions.items() if a.x > np.log10(recommend.SMALL_PER_CLASS)]  # the right third
-    assert len(narrow) == 2 and max(len(line) for t in narrow for line in t.split("<br>")) <= 15
+    assert len(narrow) == 2 and max(len(line) for t in narrow for line in t.split("<br>")) <= 16
     label = next(a for a in fig.layout.annotations if a.showarrow)
     own = next(a for a in captions.values() if a.y < recommend.SIMILAR_AT and a.x < np.log10(recommend.SMALL_PER_CLASS))
     assert own.yanchor == "bottom" and label.ay < 0  # caption at the cell's foot, so the label goes above the point
