@@ -227,7 +227,9 @@ def test_journey_data_strategy_fine_tune_and_the_run_survives_a_reload(own_serve
     status = page.get_by_text("done · epoch 5 of 5")
     status.wait_for(timeout=300_000)
     run_id = int(re.search(r"Run #(\d+):", page.get_by_text(re.compile(r"^Run #\d+:")).first.inner_text()).group(1))
-    assert page.locator('[data-testid="stPlotlyChart"]').count() >= 2  # the block strip and the live curve
+    # the block strip and the live curve: the run's status is drawn just before its curve, so wait for it
+    page.wait_for_function("document.querySelectorAll('[data-testid=\"stPlotlyChart\"]').length >= 2",
+                           timeout=60_000)
     _idle(page)
     _no_exception(page)
     page.screenshot(path=str(tmp_path / "finetune.png"), full_page=True)
