@@ -50,7 +50,7 @@ def views(cfg: TrialConfig, dev: torch.device) -> int:
     if not cfg.augment:
         return 1
     wanted = 4 if "crop" in cfg.augment else 2
-    return min(wanted, CPU_MAX_VIEWS) if dev.type == "cpu" else wanted
+    return wanted if _whole_views(dev) else min(wanted, CPU_MAX_VIEWS)  # where a view is not one quick pass
 
 
 def frozen_dtype(cfg: TrialConfig, dev: torch.device) -> torch.dtype:
@@ -208,6 +208,8 @@ class ViewSampler:
 
 
 def _whole_views(dev: torch.device) -> bool:
+    """Whether ``dev`` computes a view in one go, between epochs (an accelerator), not batch by
+    batch as training meets it (a CPU, where each view is a whole prefix pass)."""
     return dev.type != "cpu"
 
 
